@@ -1,0 +1,252 @@
+//! Wire types shared by brokerwatch's kernel programs (`monitor-ebpf`) and its userspace
+//! (`monitor`).
+//!
+//! Every record in the ring buffer is an [`Event<T>`]: a fixed [`EventHeader`] whose `kind`
+//! says which payload follows. Kind numbers are grouped in ranges and never reused:
+//! 1..=99 network, 100..=199 process lifecycle. Every wire struct has a compile-time size
+//! assertion so that the two sides cannot silently disagree.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Length of a kernel task name (`TASK_COMM_LEN`), NUL included.
+pub const COMM_LEN: usize = 16;
+/// Bytes of an executed file's path carried in an exec record (NUL included).
+pub const FILENAME_LEN: usize = 256;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const SOCK_STREAM: u16 = 1;
+pub const SOCK_DGRAM: u16 = 2;
+
+/// What follows the header. `#[repr(u32)]`; numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `connect()` on a TCP or UDP socket (`cgroup/connect4`, `cgroup/connect6`).
+    Connect = 1,
+    /// `sendto()`/`sendmsg()` with an explicit destination on a UDP socket, first time per
+    /// (socket, destination) (`cgroup/sendmsg4`, `cgroup/sendmsg6`).
+    UdpSend = 2,
+    /// A watched process finished `execve()`.
+    Exec = 100,
+    /// A watched process created a new process (threads are not reported).
+    Fork = 101,
+    /// A watched process's leader thread exited.
+    Exit = 102,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Connect),
+            2 => Some(Self::UdpSend),
+            100 => Some(Self::Exec),
+            101 => Some(Self::Fork),
+            102 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+
+    /// Size in bytes of the whole record (header included) of this kind.
+    pub const fn record_size(self) -> usize {
+        match self {
+            Self::Connect | Self::UdpSend => size_of::<SockEvent>(),
+            Self::Exec => size_of::<ExecEvent>(),
+            Self::Fork => size_of::<ForkEvent>(),
+            Self::Exit => size_of::<ExitEvent>(),
+        }
+    }
+}
+
+/// Common header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Process id (thread group id) of the task that caused the record.
+    pub tgid: u32,
+    /// Thread id of that task.
+    pub tid: u32,
+    /// Real uid of that task.
+    pub uid: u32,
+    /// `CLOCK_BOOTTIME` in nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task (the inode number of its cgroup directory).
+    pub cgroup_id: u64,
+}
+
+/// One record: a header and a typed payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event<T> {
+    pub header: EventHeader,
+    pub data: T,
+}
+
+/// Payload of [`EventKind::Connect`] and [`EventKind::UdpSend`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockData {
+    /// `bpf_get_socket_cookie()`: stable identity of the socket for its whole life.
+    pub cookie: u64,
+    /// Destination address: 4 bytes for [`AF_INET`] (rest zero), 16 for [`AF_INET6`].
+    pub addr: [u8; 16],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, ...
+    pub sock_type: u16,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, ...
+    pub protocol: u16,
+    pub gid: u32,
+    /// Why the process is watched (see [`WATCH_TAG_ALL`] and friends).
+    pub watch_tag: u32,
+    /// Name of the process (its leader thread).
+    pub comm: [u8; COMM_LEN],
+    /// Name of the thread that made the call.
+    pub thread_comm: [u8; COMM_LEN],
+}
+
+/// Payload of [`EventKind::Exec`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecData {
+    /// Parent process id (`real_parent->tgid`).
+    pub ppid: u32,
+    pub watch_tag: u32,
+    /// Process name after the exec.
+    pub comm: [u8; COMM_LEN],
+    /// Bytes of `filename` in use, NUL excluded.
+    pub filename_len: u32,
+    pub _pad: u32,
+    /// Path given to `execve()` (`linux_binprm::filename`), NUL-terminated.
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// Payload of [`EventKind::Fork`]. The header describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkData {
+    pub child_tgid: u32,
+    pub watch_tag: u32,
+    /// Name of the new process (inherited from the forking thread).
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Payload of [`EventKind::Exit`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitData {
+    /// `task_struct::exit_code` (wait status encoding).
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+pub type SockEvent = Event<SockData>;
+pub type ExecEvent = Event<ExecData>;
+pub type ForkEvent = Event<ForkData>;
+pub type ExitEvent = Event<ExitData>;
+
+/// Watch tag of every process when watching `all`.
+pub const WATCH_TAG_ALL: u32 = 0;
+/// Watch tag of processes in a watched cgroup (the launched command of an audit).
+pub const WATCH_TAG_CGROUP: u32 = 1;
+/// First tag of policy apps: app number `n` has tag `WATCH_TAG_APP_BASE + n`.
+pub const WATCH_TAG_APP_BASE: u32 = 16;
+
+/// Watch everything.
+pub const MODE_ALL: u32 = 1 << 0;
+/// Watch processes whose name (15-byte basename of the executed file) is in `WATCH_NAMES`.
+pub const MODE_NAMES: u32 = 1 << 1;
+/// Watch processes whose cgroup id is in `WATCH_CGROUPS`.
+pub const MODE_CGROUPS: u32 = 1 << 2;
+
+/// Runtime settings, entry 0 of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `MODE_*` bits.
+    pub mode: u32,
+    pub _pad: u32,
+}
+
+/// Key of `WATCH_NAMES`: a process name as the kernel stores it (zero padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CommKey {
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Key of the UDP first-send dedup map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpKey {
+    pub cookie: u64,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub _pad: u32,
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Records the kernel tried to emit.
+    Generated = 0,
+    /// Records that found the ring buffer full (reservation failed).
+    Lost = 1,
+    /// Processes that should have been watched but `WATCH_TGIDS` was full.
+    WatchTableFull = 2,
+    /// UDP sends to an already reported (socket, destination), folded into one record.
+    UdpRepeat = 3,
+}
+
+pub const COUNTER_SLOTS: u32 = 4;
+
+/// Byte offsets into kernel structures, read from the kernel's BTF by userspace and written
+/// into the programs' read-only data before loading (see `monitor::btf`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    pub task_exit_code: u32,
+    pub binprm_filename: u32,
+    /// Non-zero once userspace has filled the table.
+    pub valid: u32,
+}
+
+const _: () = assert!(size_of::<EventHeader>() == 32);
+const _: () = assert!(size_of::<SockData>() == 72);
+const _: () = assert!(size_of::<ExecData>() == 288);
+const _: () = assert!(size_of::<ForkData>() == 24);
+const _: () = assert!(size_of::<ExitData>() == 8);
+const _: () = assert!(size_of::<SockEvent>() == 104);
+const _: () = assert!(size_of::<ExecEvent>() == 320);
+const _: () = assert!(size_of::<ForkEvent>() == 56);
+const _: () = assert!(size_of::<ExitEvent>() == 40);
+const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<CommKey>() == 16);
+const _: () = assert!(size_of::<UdpKey>() == 32);
+const _: () = assert!(size_of::<KernelOffsets>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
+    // with no padding the compiler could leave uninitialised (sizes asserted above).
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for CommKey {}
+    unsafe impl aya::Pod for UdpKey {}
+    unsafe impl aya::Pod for KernelOffsets {}
+}
+
+/// Byte offset of `kind` inside every record, for decoders.
+pub const KIND_OFFSET: usize = core::mem::offset_of!(EventHeader, kind);

@@ -1,0 +1,26 @@
+//! brokerwatch's kernel programs.
+//!
+//! * `cgroup/connect4|6` and `cgroup/sendmsg4|6` on the cgroup v2 root see every outbound
+//!   `connect()` and every UDP send with an explicit destination, before the kernel acts on
+//!   it, and never change the outcome (they always return 1, "allow").
+//! * raw tracepoints on `sched_process_fork|exec|exit` keep the set of watched processes and
+//!   tell userspace every watched process's parent, executable and end, however short-lived.
+//!
+//! Watching is decided here: an unwatched process costs a few map lookups and never reaches
+//! the ring buffer. No per-event logging. Every record that cannot be reserved is counted.
+#![no_std]
+#![no_main]
+
+mod process;
+mod sock;
+mod state;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

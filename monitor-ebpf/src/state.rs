@@ -1,0 +1,134 @@
+//! Maps, read-only settings and the helpers every program shares.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    CommKey, Config, Counter, KernelOffsets, UdpKey, COMM_LEN, COUNTER_SLOTS, MODE_ALL,
+    MODE_CGROUPS, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
+};
+
+/// Records for userspace. Size is set by userspace before loading.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+
+/// Per-CPU counters, indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Entry 0: [`Config`].
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Watched processes (tgid -> watch tag). Filled by exec name matches, by inheritance at
+/// fork, and by userspace (already running processes, the audited command).
+#[map]
+pub static WATCH_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
+
+/// Process names that start a watch at exec (comm -> watch tag).
+#[map]
+pub static WATCH_NAMES: HashMap<CommKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Watched cgroups (cgroup id -> watch tag).
+#[map]
+pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// UDP (socket, destination) pairs already reported -> sends folded into that report.
+#[map]
+pub static UDP_SEEN: LruHashMap<UdpKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Field offsets of kernel structures, from the running kernel's BTF (set by userspace).
+#[unsafe(no_mangle)]
+static KOFFS: KernelOffsets = KernelOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_comm: 0,
+    task_exit_code: 0,
+    binprm_filename: 0,
+    valid: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: a plain read of a read-only global that userspace rewrites before loading;
+    // volatile so that the compiler does not fold the zero initialiser.
+    unsafe { core::ptr::read_volatile(&KOFFS) }
+}
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn mode() -> u32 {
+    match CONFIG.get(0) {
+        Some(cfg) => cfg.mode,
+        None => 0,
+    }
+}
+
+/// The watch tag of the current process, or `None` when it is not watched.
+#[inline(always)]
+pub fn watched(tgid: u32) -> Option<u32> {
+    let mode = mode();
+    if mode & MODE_ALL != 0 {
+        return Some(WATCH_TAG_ALL);
+    }
+    // SAFETY: values are plain u32s; a concurrent update can only give another valid tag.
+    if let Some(tag) = unsafe { WATCH_TGIDS.get(&tgid) } {
+        return Some(*tag);
+    }
+    if mode & MODE_CGROUPS != 0 {
+        // SAFETY: no pointer arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        if unsafe { WATCH_CGROUPS.get(&cgroup) }.is_some() {
+            return Some(WATCH_TAG_CGROUP);
+        }
+    }
+    None
+}
+
+/// Marks `tgid` as watched with `tag`, counting a full table.
+#[inline(always)]
+pub fn watch(tgid: u32, tag: u32) {
+    if WATCH_TGIDS.insert(&tgid, &tag, 0).is_err() {
+        count(Counter::WatchTableFull);
+    }
+}
+
+/// Reads `*(base + off)` from kernel memory.
+#[inline(always)]
+pub fn read_field<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
+/// Name of the current process (its leader thread), falling back to `thread_comm`.
+#[inline(always)]
+pub fn process_comm(thread_comm: [u8; COMM_LEN]) -> [u8; COMM_LEN] {
+    let offs = offsets();
+    if offs.valid == 0 {
+        return thread_comm;
+    }
+    // SAFETY: returns a pointer value only; it is dereferenced through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = match read_field(task, offs.task_group_leader) {
+        Some(leader) => leader,
+        None => return thread_comm,
+    };
+    if leader == task {
+        return thread_comm;
+    }
+    read_field(leader, offs.task_comm).unwrap_or(thread_comm)
+}

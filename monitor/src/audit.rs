@@ -1,0 +1,325 @@
+//! `brokerwatch audit`: watch running apps, or one launched command and its descendants,
+//! for a while, then report every connection they made.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use monitor_common::{MODE_ALL, MODE_CGROUPS, MODE_NAMES, WATCH_TAG_APP_BASE, WATCH_TAG_CGROUP};
+
+use crate::{
+    appid,
+    capture::Capture,
+    cgroup::{CgroupError, OwnedCgroup},
+    engine::Engine,
+    launch::{self, LaunchError, RunAs},
+    policy::{AppSet, PolicyError},
+    procinfo::{self, UserNames},
+    report::{self, Clock, Format, Row, Summary},
+    sensor::{Sensor, SensorError, SensorOptions},
+    wire::comm_key,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Sensor(#[from] SensorError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("reading kernel records: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every process.
+    All,
+    /// Apps by policy id / group, or bare process names.
+    Apps(Vec<String>),
+    /// Launch this command and watch its process tree.
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub target: Target,
+    pub duration: Option<Duration>,
+    pub sensor: SensorOptions,
+}
+
+/// The result of an audit: rows and summary, ready to print.
+#[derive(Debug)]
+pub struct AuditOutcome {
+    pub rows: Vec<Row>,
+    pub summary: Summary,
+}
+
+impl AuditOutcome {
+    pub fn write(&self, out: &mut dyn std::io::Write, format: Format) -> std::io::Result<()> {
+        report::write(out, format, &self.rows, &self.summary, "")
+    }
+}
+
+/// The watch set for running apps: (tag, label, kernel names, matcher).
+struct AppWatch {
+    tag: u32,
+    label: String,
+    app: Option<crate::policy::AppDef>,
+    names: Vec<String>,
+}
+
+fn resolve_apps(set: &AppSet, names: &[String]) -> Vec<AppWatch> {
+    let mut out = Vec::new();
+    for name in names {
+        match set.select(std::slice::from_ref(name)) {
+            Ok(apps) => {
+                for app in apps {
+                    if out.iter().any(|w: &AppWatch| w.label == app.id) {
+                        continue;
+                    }
+                    out.push(AppWatch {
+                        tag: WATCH_TAG_APP_BASE + out.len() as u32,
+                        label: app.id.clone(),
+                        names: app.kernel_names(),
+                        app: Some(app.clone()),
+                    });
+                }
+            }
+            Err(_) => {
+                // Not an app id or group: a process name, as `pgrep` would take it.
+                log::info!(
+                    "{name:?} is not a known app or group; watching processes named {name:?}"
+                );
+                out.push(AppWatch {
+                    tag: WATCH_TAG_APP_BASE + out.len() as u32,
+                    label: name.clone(),
+                    names: vec![Path::new(name)
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or(name)
+                        .to_owned()],
+                    app: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl AppWatch {
+    fn matches(&self, snap: &procinfo::ProcSnapshot) -> bool {
+        let exe = snap.exe.as_ref().map(|p| p.display().to_string());
+        match &self.app {
+            Some(app) => {
+                let identity = appid::of_process(snap.pid, snap.cgroup.as_deref());
+                app.matches(&snap.comm, exe.as_deref(), identity.as_ref())
+            }
+            None => self.names.iter().any(|n| {
+                comm_key(n) == comm_key(&snap.comm)
+                    || exe
+                        .as_deref()
+                        .and_then(|e| Path::new(e).file_name())
+                        .and_then(|b| b.to_str())
+                        == Some(n.as_str())
+            }),
+        }
+    }
+}
+
+/// Runs an audit to completion (command exit, duration, or Ctrl-C).
+pub async fn run(opts: AuditOptions, apps: &AppSet) -> Result<AuditOutcome, AuditError> {
+    let started = Instant::now();
+    let clock = Clock::now();
+    let mut sensor = Sensor::load(&opts.sensor)?;
+    let mut capture = Capture::new(sensor.take_ring()?)?;
+    let mut engine = Engine::new();
+    let mut summary = Summary::default();
+
+    let mut gated = None;
+    let mut owned_cgroup: Option<OwnedCgroup> = None;
+    match &opts.target {
+        Target::All => sensor.set_mode(MODE_ALL)?,
+        Target::Apps(names) => {
+            let watches = resolve_apps(apps, names);
+            for w in &watches {
+                engine.name_watch_tag(w.tag, w.label.clone());
+                for n in &w.names {
+                    sensor.watch_name(n, w.tag)?;
+                }
+            }
+            sensor.set_mode(MODE_NAMES)?;
+            // Already running processes: the kernel only sees execs from now on.
+            for pid in procinfo::all_pids() {
+                let Some(snap) = procinfo::snapshot(pid) else {
+                    continue;
+                };
+                if let Some(w) = watches.iter().find(|w| w.matches(&snap)) {
+                    sensor.watch_tgid(pid, w.tag)?;
+                    engine.add_snapshot(snap, Some(w.tag));
+                }
+            }
+        }
+        Target::Command(argv) => {
+            let (program, args) = argv.split_first().expect("clap requires a command");
+            let path_var = std::env::var_os("PATH");
+            let resolved = launch::resolve_command(program, path_var.as_ref())?;
+            let run_as: Option<RunAs> = launch::sudo_user(
+                std::env::var("SUDO_UID").ok().as_deref(),
+                std::env::var("SUDO_GID").ok().as_deref(),
+            )?
+            .map(|(uid, gid)| launch::run_as(uid, gid));
+            let label = Path::new(program)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(program)
+                .to_owned();
+            engine.name_watch_tag(WATCH_TAG_CGROUP, label);
+            let (exec_path, exec_args, run_as) = systemd_scope_wrapper(&resolved, args, run_as);
+            if exec_path == resolved {
+                let cg = OwnedCgroup::create(
+                    &sensor.cgroup_root,
+                    &format!("audit-{}", std::process::id()),
+                )?;
+                sensor.watch_cgroup(cg.id, WATCH_TAG_CGROUP)?;
+                sensor.set_mode(MODE_CGROUPS)?;
+                owned_cgroup = Some(cg);
+            }
+            // Registered before the command runs a single instruction of its own.
+            let child = launch::spawn_gated(&exec_path, &exec_args, run_as.as_ref(), |pid| {
+                sensor.watch_tgid(pid, WATCH_TAG_CGROUP)?;
+                if let Some(cg) = &owned_cgroup {
+                    cg.add_pid(pid)?;
+                }
+                Ok::<(), AuditError>(())
+            })??;
+            summary.command = Some(argv.join(" "));
+            summary.command_pid = Some(child.id());
+            let mut child = child;
+            gated = Some(tokio::task::spawn_blocking(move || child.wait()));
+        }
+    }
+
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let sleep_until = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut child_done = gated.is_none();
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut lost_seen = 0u64;
+    loop {
+        tokio::select! {
+            res = capture.next_batch(|r| engine.handle(&r)) => { res?; }
+            status = async { gated.as_mut().expect("guarded").await }, if !child_done => {
+                child_done = true;
+                match status.map_err(std::io::Error::other).and_then(|s| s) {
+                    Ok(st) => {
+                        summary.command_exit_code = st.code();
+                        summary.command_status = Some(describe_status(st));
+                    }
+                    Err(e) => summary.command_status = Some(format!("unknown ({e})")),
+                }
+                if gated.is_some() {
+                    break;
+                }
+            }
+            _ = &mut sleep_until => break,
+            _ = &mut ctrl_c => {
+                log::info!("interrupted; writing the report");
+                break;
+            }
+            _ = ticker.tick() => {
+                let k = sensor.counters()?;
+                if k.lost > lost_seen {
+                    log::warn!("{} kernel records lost so far: the ring buffer was full (raise --ring-size)", k.lost);
+                    lost_seen = k.lost;
+                }
+            }
+        }
+    }
+
+    // Everything the kernel produced before we stopped: drain until the books balance.
+    let settle = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        capture.drain(|r| engine.handle(&r));
+        let k = sensor.counters()?;
+        if k.generated == capture.delivered + k.lost
+            || settle.elapsed() > Duration::from_millis(500)
+        {
+            break;
+        }
+    }
+    let counters = sensor.counters()?;
+    summary.fill_counters(&counters, capture.delivered, capture.undecodable);
+    if let Some(e) = &capture.first_decode_error {
+        log::warn!(
+            "{} records could not be decoded, first: {e}",
+            capture.undecodable
+        );
+    }
+    if let Some(cg) = &owned_cgroup {
+        summary.still_running = cg.pids();
+    }
+    drop(owned_cgroup);
+
+    let mut users = UserNames::default();
+    let rows = report::rows(&engine, &clock, &mut users);
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.processes_seen = engine.stats.processes_seen;
+    summary.connection_rows = rows.len();
+    summary.connections = rows.iter().map(|r| r.count).sum();
+    summary.rows_dropped = engine.stats.rows_dropped;
+    Ok(AuditOutcome { rows, summary })
+}
+
+/// Where systemd manages cgroups, the command runs in a transient scope of its own
+/// (`systemd-run --scope`, which execs the command in place, keeping the watched pid);
+/// elsewhere brokerwatch makes a child of the cgroup v2 root.
+fn systemd_scope_wrapper(
+    program: &Path,
+    args: &[String],
+    run_as: Option<RunAs>,
+) -> (PathBuf, Vec<String>, Option<RunAs>) {
+    let systemd_runs = Path::new("/run/systemd/system").is_dir();
+    let systemd_run = launch::resolve_command("systemd-run", std::env::var_os("PATH").as_ref());
+    match (systemd_runs, systemd_run) {
+        (true, Ok(systemd_run)) => {
+            let mut a = vec![
+                "--scope".to_owned(),
+                "--quiet".to_owned(),
+                "--collect".to_owned(),
+                format!("--unit=brokerwatch-audit-{}", std::process::id()),
+            ];
+            // systemd-run needs root to create the scope; it drops to the user itself.
+            if let Some(r) = &run_as {
+                a.push(format!("--uid={}", r.uid));
+                a.push(format!("--gid={}", r.gid));
+            }
+            a.extend(["--".to_owned(), program.display().to_string()]);
+            a.extend(args.iter().cloned());
+            (systemd_run, a, None)
+        }
+        _ => (program.to_owned(), args.to_vec(), run_as),
+    }
+}
+
+fn describe_status(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (st.code(), st.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "ended".to_owned(),
+    }
+}

@@ -1,0 +1,497 @@
+//! The correlation engine: turns decoded kernel records into processes (exe, parent, user,
+//! app) and aggregated connections. Pure state machine: no kernel, no I/O except the
+//! optional procfs look-ups done by a [`ProcSource`], so tests drive it with records.
+
+use std::{collections::HashMap, net::IpAddr, num::NonZeroUsize};
+
+use lru::LruCache;
+use serde::Serialize;
+
+use crate::{
+    appid::{self, AppIdentity},
+    procinfo::{self, ProcSnapshot},
+    wire::{ExecRecord, ExitRecord, ForkRecord, Proto, Record, SockRecord},
+};
+
+/// Where the engine gets facts about live processes it has no record for.
+pub trait ProcSource {
+    fn snapshot(&mut self, pid: u32) -> Option<ProcSnapshot>;
+    fn app_of(&mut self, pid: u32, cgroup_path: Option<&str>) -> Option<AppIdentity>;
+}
+
+/// The real procfs.
+#[derive(Debug, Default)]
+pub struct LiveProc;
+
+impl ProcSource for LiveProc {
+    fn snapshot(&mut self, pid: u32) -> Option<ProcSnapshot> {
+        procinfo::snapshot(pid)
+    }
+    fn app_of(&mut self, pid: u32, cgroup_path: Option<&str>) -> Option<AppIdentity> {
+        appid::of_process(pid, cgroup_path)
+    }
+}
+
+/// How the engine learnt about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The kernel reported its exec.
+    Exec,
+    /// The kernel reported its creation (fork without exec yet).
+    Fork,
+    /// It was already running; procfs described it.
+    Procfs,
+    /// Only its socket records are known (it was gone before procfs could be read).
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub cgroup: Option<String>,
+    pub app: Option<AppIdentity>,
+    /// Name of the policy app / watch reason that made it watched.
+    pub watch: Option<String>,
+    pub origin: Origin,
+    pub exited: bool,
+    pub exit_code: Option<u32>,
+}
+
+/// Key of one aggregated connection row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub pid: u32,
+    pub proto: Proto,
+    pub dst: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnAgg {
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub first_cookie: u64,
+    pub uid: u32,
+    pub comm: String,
+    pub thread_comm: String,
+    /// `connect` or `send` (UDP without connect).
+    pub via: &'static str,
+}
+
+/// Totals for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub records: u64,
+    pub sock_records: u64,
+    pub processes_seen: u64,
+    pub rows_dropped: u64,
+}
+
+pub struct Engine<P: ProcSource = LiveProc> {
+    procs: LruCache<u32, ProcessInfo>,
+    conns: HashMap<ConnKey, ConnAgg>,
+    max_rows: usize,
+    watch_names: HashMap<u32, String>,
+    source: P,
+    pub stats: EngineStats,
+}
+
+/// Bounds: the process table keeps the most recent processes; connection rows are kept
+/// until the report (an audit), up to `max_rows`, with overflow counted.
+pub const DEFAULT_MAX_PROCS: usize = 65_536;
+pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+
+impl Engine<LiveProc> {
+    pub fn new() -> Self {
+        Self::with_source(LiveProc)
+    }
+}
+
+impl Default for Engine<LiveProc> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: ProcSource> Engine<P> {
+    pub fn with_source(source: P) -> Self {
+        Self {
+            procs: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_PROCS).expect("non-zero")),
+            conns: HashMap::new(),
+            max_rows: DEFAULT_MAX_ROWS,
+            watch_names: HashMap::new(),
+            source,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Names a watch tag (shown as the process's `watch` reason).
+    pub fn name_watch_tag(&mut self, tag: u32, name: impl Into<String>) {
+        self.watch_names.insert(tag, name.into());
+    }
+
+    fn tag_name(&self, tag: u32) -> Option<String> {
+        self.watch_names.get(&tag).cloned()
+    }
+
+    /// Records a process that was already running (from a procfs scan).
+    pub fn add_snapshot(&mut self, snap: ProcSnapshot, watch_tag: Option<u32>) {
+        let app = self.source.app_of(snap.pid, snap.cgroup.as_deref());
+        let info = ProcessInfo {
+            pid: snap.pid,
+            ppid: snap.ppid,
+            comm: snap.comm,
+            exe: snap.exe.map(|p| p.display().to_string()),
+            cmdline: snap.cmdline,
+            uid: snap.uid,
+            cgroup_id: 0,
+            cgroup: snap.cgroup,
+            app,
+            watch: watch_tag.and_then(|t| self.tag_name(t)),
+            origin: Origin::Procfs,
+            exited: false,
+            exit_code: None,
+        };
+        self.insert_proc(info);
+    }
+
+    fn insert_proc(&mut self, info: ProcessInfo) {
+        if self.procs.put(info.pid, info).is_none() {
+            self.stats.processes_seen += 1;
+        }
+    }
+
+    pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.peek(&pid)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &ProcessInfo> {
+        self.procs.iter().map(|(_, p)| p)
+    }
+
+    pub fn handle(&mut self, record: &Record) {
+        self.stats.records += 1;
+        match record {
+            Record::Sock(r) => self.on_sock(r),
+            Record::Exec(r) => self.on_exec(r),
+            Record::Fork(r) => self.on_fork(r),
+            Record::Exit(r) => self.on_exit(r),
+        }
+    }
+
+    fn on_exec(&mut self, r: &ExecRecord) {
+        let pid = r.header.tgid;
+        // The live process may already be something else if it exec'd again; take the
+        // command line and cgroup only when procfs agrees on the name.
+        let snap = self.source.snapshot(pid).filter(|s| s.comm == r.comm);
+        let exe = if r.filename.starts_with('/') || snap.is_none() {
+            Some(r.filename.clone()).filter(|f| !f.is_empty())
+        } else {
+            snap.as_ref()
+                .and_then(|s| s.exe.as_ref())
+                .map(|p| p.display().to_string())
+                .or_else(|| Some(r.filename.clone()))
+        };
+        let cgroup = snap.as_ref().and_then(|s| s.cgroup.clone());
+        let app = self.source.app_of(pid, cgroup.as_deref());
+        let info = ProcessInfo {
+            pid,
+            ppid: r.ppid,
+            comm: r.comm.clone(),
+            exe,
+            cmdline: snap.map(|s| s.cmdline).unwrap_or_default(),
+            uid: r.header.uid,
+            cgroup_id: r.header.cgroup_id,
+            cgroup,
+            app,
+            watch: self.tag_name(r.watch_tag),
+            origin: Origin::Exec,
+            exited: false,
+            exit_code: None,
+        };
+        self.insert_proc(info);
+    }
+
+    fn on_fork(&mut self, r: &ForkRecord) {
+        let parent = self.known_process(r.header.tgid, r.header.cgroup_id, &r.comm, r.header.uid);
+        let info = ProcessInfo {
+            pid: r.child_tgid,
+            ppid: r.header.tgid,
+            comm: r.comm.clone(),
+            exe: parent.exe,
+            cmdline: parent.cmdline,
+            uid: r.header.uid,
+            cgroup_id: r.header.cgroup_id,
+            cgroup: parent.cgroup,
+            app: parent.app,
+            watch: self.tag_name(r.watch_tag).or(parent.watch),
+            origin: Origin::Fork,
+            exited: false,
+            exit_code: None,
+        };
+        self.insert_proc(info);
+    }
+
+    fn on_exit(&mut self, r: &ExitRecord) {
+        if let Some(p) = self.procs.get_mut(&r.header.tgid) {
+            p.exited = true;
+            p.exit_code = Some(r.exit_code);
+        }
+    }
+
+    /// The process with `pid`, from the table or procfs, or a bare entry.
+    fn known_process(&mut self, pid: u32, cgroup_id: u64, comm: &str, uid: u32) -> ProcessInfo {
+        if let Some(p) = self.procs.get(&pid) {
+            return p.clone();
+        }
+        let info = match self.source.snapshot(pid) {
+            Some(snap) => {
+                let app = self.source.app_of(pid, snap.cgroup.as_deref());
+                ProcessInfo {
+                    pid,
+                    ppid: snap.ppid,
+                    comm: snap.comm,
+                    exe: snap.exe.map(|p| p.display().to_string()),
+                    cmdline: snap.cmdline,
+                    uid: snap.uid,
+                    cgroup_id,
+                    cgroup: snap.cgroup,
+                    app,
+                    watch: None,
+                    origin: Origin::Procfs,
+                    exited: false,
+                    exit_code: None,
+                }
+            }
+            None => ProcessInfo {
+                pid,
+                ppid: 0,
+                comm: comm.to_owned(),
+                exe: None,
+                cmdline: Vec::new(),
+                uid,
+                cgroup_id,
+                cgroup: None,
+                app: None,
+                watch: None,
+                origin: Origin::Unknown,
+                exited: false,
+                exit_code: None,
+            },
+        };
+        self.insert_proc(info.clone());
+        info
+    }
+
+    fn on_sock(&mut self, r: &SockRecord) {
+        self.stats.sock_records += 1;
+        let pid = r.header.tgid;
+        let known = self.known_process(pid, r.header.cgroup_id, &r.comm, r.header.uid);
+        if known.watch.is_none() {
+            if let Some(name) = self.tag_name(r.watch_tag) {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.watch = Some(name);
+                }
+            }
+        }
+        let key = ConnKey {
+            pid,
+            proto: r.proto,
+            dst: r.dst,
+            port: r.port,
+        };
+        let ts = r.header.ts_ns;
+        if let Some(agg) = self.conns.get_mut(&key) {
+            agg.count += 1;
+            agg.first_ns = agg.first_ns.min(ts);
+            agg.last_ns = agg.last_ns.max(ts);
+            return;
+        }
+        if self.conns.len() >= self.max_rows {
+            self.stats.rows_dropped += 1;
+            return;
+        }
+        self.conns.insert(
+            key,
+            ConnAgg {
+                count: 1,
+                first_ns: ts,
+                last_ns: ts,
+                first_cookie: r.cookie,
+                uid: r.header.uid,
+                comm: r.comm.clone(),
+                thread_comm: r.thread_comm.clone(),
+                via: match r.kind {
+                    monitor_common::EventKind::UdpSend => "send",
+                    _ => "connect",
+                },
+            },
+        );
+    }
+
+    /// Connection rows, ordered by first sighting.
+    pub fn connections(&self) -> Vec<(ConnKey, &ConnAgg)> {
+        let mut rows: Vec<_> = self.conns.iter().map(|(k, v)| (*k, v)).collect();
+        rows.sort_by_key(|(k, v)| (v.first_ns, *k));
+        rows
+    }
+
+    /// The chain of parents of `pid` known to the engine, nearest first (bounded).
+    pub fn ancestry(&self, pid: u32) -> Vec<u32> {
+        let mut chain = Vec::new();
+        let mut cur = pid;
+        while let Some(p) = self.procs.peek(&cur) {
+            if p.ppid == 0 || chain.len() >= 32 || chain.contains(&p.ppid) {
+                break;
+            }
+            chain.push(p.ppid);
+            cur = p.ppid;
+        }
+        chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{EventHeader, EventKind};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct NoProc;
+    impl ProcSource for NoProc {
+        fn snapshot(&mut self, _pid: u32) -> Option<ProcSnapshot> {
+            None
+        }
+        fn app_of(&mut self, _pid: u32, cgroup: Option<&str>) -> Option<AppIdentity> {
+            cgroup.and_then(appid::from_cgroup_path)
+        }
+    }
+
+    fn hdr(kind: EventKind, tgid: u32, ts: u64) -> EventHeader {
+        EventHeader {
+            kind: kind as u32,
+            tgid,
+            tid: tgid,
+            uid: 1000,
+            ts_ns: ts,
+            cgroup_id: 5,
+        }
+    }
+
+    fn connect(tgid: u32, ts: u64, port: u16) -> Record {
+        Record::Sock(SockRecord {
+            header: hdr(EventKind::Connect, tgid, ts),
+            kind: EventKind::Connect,
+            cookie: ts,
+            dst: "127.0.0.1".parse().unwrap(),
+            port,
+            proto: Proto::Tcp,
+            gid: 1000,
+            watch_tag: 1,
+            comm: "zoom".into(),
+            thread_comm: "zoom".into(),
+        })
+    }
+
+    #[test]
+    fn a_process_gone_before_procfs_keeps_exe_and_parent_from_its_exec() {
+        let mut e = Engine::with_source(NoProc);
+        e.name_watch_tag(1, "audit");
+        e.handle(&Record::Fork(ForkRecord {
+            header: hdr(EventKind::Fork, 100, 1),
+            child_tgid: 101,
+            watch_tag: 1,
+            comm: "sh".into(),
+        }));
+        e.handle(&Record::Exec(ExecRecord {
+            header: hdr(EventKind::Exec, 101, 2),
+            ppid: 100,
+            watch_tag: 1,
+            comm: "zoom".into(),
+            filename: "/opt/zoom/zoom".into(),
+        }));
+        e.handle(&connect(101, 3, 443));
+        e.handle(&Record::Exit(ExitRecord {
+            header: hdr(EventKind::Exit, 101, 4),
+            exit_code: 0,
+        }));
+        let p = e.process(101).unwrap();
+        assert_eq!(p.exe.as_deref(), Some("/opt/zoom/zoom"));
+        assert_eq!((p.ppid, p.exited, p.origin), (100, true, Origin::Exec));
+        assert_eq!(p.watch.as_deref(), Some("audit"));
+        assert_eq!(e.ancestry(101), vec![100]);
+        assert_eq!(e.connections().len(), 1);
+    }
+
+    #[test]
+    fn repeated_connections_aggregate_with_first_and_last_seen() {
+        let mut e = Engine::with_source(NoProc);
+        for ts in [30, 10, 20] {
+            e.handle(&connect(7, ts, 443));
+        }
+        e.handle(&connect(7, 40, 80));
+        let rows = e.connections();
+        assert_eq!(rows.len(), 2);
+        let (k, agg) = &rows[0];
+        assert_eq!(
+            (k.port, agg.count, agg.first_ns, agg.last_ns),
+            (443, 3, 10, 30)
+        );
+        assert_eq!(rows[1].1.count, 1);
+        assert_eq!(e.stats.sock_records, 4);
+        // The unknown process got a bare entry from its record.
+        assert_eq!(e.process(7).unwrap().origin, Origin::Unknown);
+        assert_eq!(e.process(7).unwrap().comm, "zoom");
+    }
+
+    #[test]
+    fn row_overflow_is_counted_not_silent() {
+        let mut e = Engine::with_source(NoProc);
+        e.max_rows = 2;
+        for port in 1..=5 {
+            e.handle(&connect(7, port as u64, port));
+        }
+        assert_eq!(e.connections().len(), 2);
+        assert_eq!(e.stats.rows_dropped, 3);
+    }
+
+    #[test]
+    fn forked_child_inherits_exe_and_app() {
+        let mut e = Engine::with_source(NoProc);
+        e.add_snapshot(
+            ProcSnapshot {
+                pid: 50,
+                ppid: 1,
+                comm: "zoom".into(),
+                exe: Some("/opt/zoom/zoom".into()),
+                cmdline: vec!["zoom".into()],
+                uid: 1000,
+                cgroup: Some("/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-9.scope".into()),
+            },
+            None,
+        );
+        e.handle(&Record::Fork(ForkRecord {
+            header: hdr(EventKind::Fork, 50, 1),
+            child_tgid: 51,
+            watch_tag: 1,
+            comm: "zoom".into(),
+        }));
+        let child = e.process(51).unwrap();
+        assert_eq!(child.exe.as_deref(), Some("/opt/zoom/zoom"));
+        assert_eq!(
+            child.app,
+            Some(AppIdentity::Flatpak {
+                id: "us.zoom.Zoom".into()
+            })
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! brokerwatch: see which data brokers, ad and analytics companies your meeting apps
+//! talk to. The library holds everything but argument parsing, so that tests reach it.
+//!
+//! Flow: [`sensor`] loads the kernel programs; [`capture`] reads their records;
+//! [`wire`] decodes them; [`engine`] correlates them into processes and connections;
+//! [`report`] prints them; [`audit`] drives one audit.
+
+pub mod appid;
+pub mod audit;
+pub mod btf;
+pub mod capture;
+pub mod cgroup;
+pub mod engine;
+pub mod launch;
+pub mod policy;
+pub mod preflight;
+pub mod procinfo;
+pub mod report;
+pub mod sensor;
+pub mod wire;

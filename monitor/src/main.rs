@@ -1,0 +1,142 @@
+//! The `brokerwatch` command: argument parsing and error reporting only.
+
+use std::{io::Write as _, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use brokerwatch::{
+    audit::{self, AuditOptions, Target},
+    policy::AppSet,
+    report::Format,
+    sensor::SensorOptions,
+};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "brokerwatch",
+    version,
+    about = "See which data brokers and trackers your meeting apps contact"
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch running apps (or launch one command) and report every connection they make.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// How long to watch (e.g. 30s, 5m). Without it: until the command exits, or Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// App id (zoom, teams, ...), group (meeting) or process name to watch; repeatable.
+    /// Default: the `meeting` group.
+    #[arg(long = "app", value_name = "NAME", conflicts_with = "all")]
+    apps: Vec<String>,
+    /// Watch every process on the machine.
+    #[arg(long)]
+    all: bool,
+    /// One JSON object per line.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV with a header line.
+    #[arg(long)]
+    csv: bool,
+    /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    ring_size: u32,
+    /// Command to launch and audit, with its arguments (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024u64),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("not a size: {s}"))?;
+    let bytes = n * mult;
+    if !bytes.is_power_of_two() || bytes < 4096 || bytes > (1 << 30) {
+        return Err(format!(
+            "{s}: the ring buffer size must be a power of two between 4K and 1024M"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("brokerwatch: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    match cli.command {
+        Command::Audit(args) => audit_main(args),
+    }
+}
+
+fn audit_main(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let target = if !args.command.is_empty() {
+        Target::Command(args.command)
+    } else if args.all {
+        Target::All
+    } else if args.apps.is_empty() {
+        Target::Apps(vec!["meeting".into()])
+    } else {
+        Target::Apps(args.apps)
+    };
+    let format = match (args.json, args.csv) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Csv,
+        _ => Format::Table,
+    };
+    let opts = AuditOptions {
+        target,
+        duration: args.duration,
+        sensor: SensorOptions {
+            ring_bytes: args.ring_size,
+        },
+    };
+    let apps = AppSet::builtin();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    if opts.duration.is_none() && !matches!(opts.target, Target::Command(_)) {
+        eprintln!("brokerwatch: watching until Ctrl-C (use --duration to stop by itself)");
+    }
+    let outcome = runtime.block_on(audit::run(opts, &apps))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    outcome.write(&mut out, format)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

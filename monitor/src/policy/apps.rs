@@ -1,0 +1,251 @@
+//! App definitions: `[[app]]` tables matching processes by executable, process name,
+//! Flatpak id or Snap name.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::appid::AppIdentity;
+
+/// The built-in app definitions.
+pub const BUILTIN_APPS: &str = include_str!("../../../policies/apps.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: app {id:?}: {message}")]
+    Invalid {
+        file: String,
+        id: String,
+        message: String,
+    },
+    #[error("unknown app or group {0:?}; known: {1}")]
+    UnknownApp(String, String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Executable paths (absolute) or basenames.
+    #[serde(default)]
+    pub exe: Vec<String>,
+    /// Process names (as in /proc/PID/comm).
+    #[serde(default)]
+    pub comm: Vec<String>,
+    #[serde(default)]
+    pub flatpak: Vec<String>,
+    #[serde(default)]
+    pub snap: Vec<String>,
+    /// First-party domains of the app.
+    #[serde(default)]
+    pub first_party: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFile {
+    #[serde(default)]
+    app: Vec<AppDef>,
+}
+
+fn basename(s: &str) -> &str {
+    Path::new(s)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(s)
+}
+
+impl AppDef {
+    /// Process names the kernel can match at exec (basenames of `exe`, and `comm`).
+    pub fn kernel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .exe
+            .iter()
+            .map(|e| basename(e).to_owned())
+            .chain(self.comm.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Whether a process with this name, executable and identity is this app.
+    pub fn matches(&self, comm: &str, exe: Option<&str>, identity: Option<&AppIdentity>) -> bool {
+        let comm_match = |name: &str| {
+            // The kernel keeps 15 bytes of a name.
+            let n = name.len().min(15);
+            comm == name || (comm.len() == 15 && name.len() > 15 && comm == &name[..n])
+        };
+        if self.comm.iter().any(|c| comm_match(c)) {
+            return true;
+        }
+        for e in &self.exe {
+            let by_path = e.starts_with('/');
+            match exe {
+                Some(x) if by_path && x == e => return true,
+                Some(x) if !by_path && basename(x) == e => return true,
+                None if comm_match(basename(e)) => return true,
+                _ => {}
+            }
+        }
+        match identity {
+            Some(AppIdentity::Flatpak { id }) => self.flatpak.iter().any(|f| f == id),
+            Some(AppIdentity::Snap { name, .. }) => self.snap.iter().any(|s| s == name),
+            _ => false,
+        }
+    }
+}
+
+/// A validated set of app definitions.
+#[derive(Debug, Clone, Default)]
+pub struct AppSet {
+    pub apps: Vec<AppDef>,
+}
+
+impl AppSet {
+    pub fn builtin() -> Self {
+        Self::parse("policies/apps.toml", BUILTIN_APPS).expect("built-in apps are valid (tested)")
+    }
+
+    /// Pure parse and validation of one file's text.
+    pub fn parse(file: &str, text: &str) -> Result<Self, PolicyError> {
+        let parsed: AppFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        for app in &parsed.app {
+            let invalid = |message: &str| PolicyError::Invalid {
+                file: file.to_owned(),
+                id: app.id.clone(),
+                message: message.to_owned(),
+            };
+            if app.id.is_empty()
+                || !app
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "id must be non-empty ASCII letters, digits, '-' or '_'",
+                ));
+            }
+            if app.exe.is_empty()
+                && app.comm.is_empty()
+                && app.flatpak.is_empty()
+                && app.snap.is_empty()
+            {
+                return Err(invalid(
+                    "matches nothing: give at least one of exe, comm, flatpak, snap",
+                ));
+            }
+        }
+        Ok(Self { apps: parsed.app })
+    }
+
+    /// Apps named by id or by group.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&AppDef>, PolicyError> {
+        let mut out: Vec<&AppDef> = Vec::new();
+        for name in names {
+            let hits: Vec<&AppDef> = self
+                .apps
+                .iter()
+                .filter(|a| {
+                    a.id.eq_ignore_ascii_case(name)
+                        || a.groups.iter().any(|g| g.eq_ignore_ascii_case(name))
+                })
+                .collect();
+            if hits.is_empty() {
+                let mut known: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
+                known.extend(
+                    self.apps
+                        .iter()
+                        .flat_map(|a| a.groups.iter().map(String::as_str)),
+                );
+                known.sort();
+                known.dedup();
+                return Err(PolicyError::UnknownApp(name.clone(), known.join(", ")));
+            }
+            for h in hits {
+                if !out.iter().any(|a| a.id == h.id) {
+                    out.push(h);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_meeting_group_covers_the_listed_apps() {
+        let set = AppSet::builtin();
+        let meeting = set.select(&["meeting".into()]).unwrap();
+        let ids: Vec<&str> = meeting.iter().map(|a| a.id.as_str()).collect();
+        for want in [
+            "zoom",
+            "teams",
+            "webex",
+            "slack",
+            "discord",
+            "skype",
+            "jitsi",
+            "gotomeeting",
+            "ringcentral",
+            "element",
+            "signal",
+            "telegram",
+        ] {
+            assert!(ids.contains(&want), "{want} missing from {ids:?}");
+        }
+    }
+
+    #[test]
+    fn matching_by_exe_comm_and_identity() {
+        let set = AppSet::builtin();
+        let zoom = &set.select(&["zoom".into()]).unwrap()[0];
+        assert!(zoom.matches("zoom", Some("/opt/zoom/zoom"), None));
+        assert!(zoom.matches("ZoomWebviewHost", None, None));
+        assert!(zoom.matches("whatever", Some("/usr/bin/zoom"), None));
+        assert!(!zoom.matches("zoomer", Some("/usr/bin/zoomer"), None));
+        assert!(zoom.matches(
+            "bwrap",
+            None,
+            Some(&AppIdentity::Flatpak {
+                id: "us.zoom.Zoom".into()
+            })
+        ));
+        let webex = &set.select(&["webex".into()]).unwrap()[0];
+        // Kernel-truncated name of CiscoCollabHostCefWM.
+        assert!(webex.matches("CiscoCollabHost", None, None));
+        assert!(zoom.kernel_names().contains(&"ZoomLauncher".to_owned()));
+    }
+
+    #[test]
+    fn unknown_names_and_bad_files_are_errors() {
+        let set = AppSet::builtin();
+        assert!(matches!(
+            set.select(&["nope".into()]),
+            Err(PolicyError::UnknownApp(..))
+        ));
+        assert!(matches!(
+            AppSet::parse("x.toml", "[[app]]\nid = 'a'\n"),
+            Err(PolicyError::Parse { .. })
+        ));
+        assert!(matches!(
+            AppSet::parse("x.toml", "[[app]]\nid = 'a b'\nname = 'A'\nexe = ['a']\n"),
+            Err(PolicyError::Invalid { .. })
+        ));
+        assert!(matches!(
+            AppSet::parse("x.toml", "[[app]]\nid = 'a'\nname = 'A'\n"),
+            Err(PolicyError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,94 @@
+//! Checks that run before loading anything, so that a missing privilege is reported as what
+//! to do rather than as a failed system call.
+
+/// Capability numbers (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrivilegeError {
+    #[error("brokerwatch needs to load eBPF programs, and this process lacks {missing}; run it as root (`sudo brokerwatch ...`) or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (e.g. `sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(command -v brokerwatch)`)")]
+    Missing { missing: String },
+    #[error("cannot read this process's capabilities from /proc/self/status: {0}")]
+    Unreadable(String),
+}
+
+/// The effective capability set from the text of `/proc/self/status`.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// Which of the needed capabilities `cap_eff` lacks (CAP_SYS_ADMIN stands in for CAP_BPF
+/// and CAP_PERFMON, as on kernels before 5.8).
+pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
+    let has = |c: u32| cap_eff & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    missing
+}
+
+pub fn check_privileges() -> Result<(), PrivilegeError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| PrivilegeError::Unreadable(e.to_string()))?;
+    let cap_eff = parse_cap_eff(&status)
+        .ok_or_else(|| PrivilegeError::Unreadable("no CapEff line".into()))?;
+    let missing = missing_capabilities(cap_eff);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PrivilegeError::Missing {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
+pub fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer; failure only means the old limit stays.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if rc != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_everything() {
+        let status = "Name:\tbash\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        let caps = parse_cap_eff(status).unwrap();
+        assert!(missing_capabilities(caps).is_empty());
+    }
+
+    #[test]
+    fn unprivileged_user_is_told_what_is_missing() {
+        assert_eq!(
+            missing_capabilities(0),
+            vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+        );
+        let sys_admin_only = 1u64 << CAP_SYS_ADMIN;
+        assert_eq!(missing_capabilities(sys_admin_only), vec!["CAP_NET_ADMIN"]);
+        let modern = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON) | (1u64 << CAP_NET_ADMIN);
+        assert!(missing_capabilities(modern).is_empty());
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! What procfs says about a live process (for processes that started before brokerwatch,
+//! and to add a command line to a process whose exec the kernel reported).
+
+use std::{collections::HashMap, ffi::CStr, path::PathBuf};
+
+use procfs::process::Process;
+
+use crate::cgroup::parse_proc_cgroup;
+
+/// A live process as procfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcSnapshot {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<PathBuf>,
+    pub cmdline: Vec<String>,
+    pub uid: u32,
+    /// cgroup v2 path (`/user.slice/...`).
+    pub cgroup: Option<String>,
+}
+
+/// Reads `/proc/PID`; `None` when the process is gone.
+pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
+    let proc = Process::new(pid as i32).ok()?;
+    let stat = proc.stat().ok()?;
+    Some(ProcSnapshot {
+        pid,
+        ppid: stat.ppid.max(0) as u32,
+        comm: stat.comm,
+        exe: proc.exe().ok(),
+        cmdline: proc.cmdline().unwrap_or_default(),
+        uid: proc.uid().unwrap_or(u32::MAX),
+        cgroup: std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|t| parse_proc_cgroup(&t)),
+    })
+}
+
+/// Every live process id.
+pub fn all_pids() -> Vec<u32> {
+    match procfs::process::all_processes() {
+        Ok(iter) => iter.flatten().map(|p| p.pid as u32).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Parses the text of `/proc/PID/stat` into (comm, ppid). The name may hold spaces and
+/// parentheses, so it runs from the first `(` to the last `)`.
+pub fn parse_stat(text: &str) -> Option<(String, u32)> {
+    use procfs::FromRead as _;
+    let stat = procfs::process::Stat::from_read(text.as_bytes()).ok()?;
+    Some((stat.comm, stat.ppid.max(0) as u32))
+}
+
+/// uid -> user name, through the system's user database (NSS), cached.
+#[derive(Default)]
+pub struct UserNames {
+    cache: HashMap<u32, Option<String>>,
+}
+
+impl UserNames {
+    pub fn name(&mut self, uid: u32) -> Option<String> {
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| lookup_user(uid))
+            .clone()
+    }
+}
+
+fn lookup_user(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; buf outlives the use of pwd's strings.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated by getpwuid_r.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_the_name() {
+        let text = "4242 (Web Content (x)) S 4100 4242 4100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 100 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(parse_stat(text), Some(("Web Content (x)".into(), 4100)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn snapshot_of_self_and_of_a_dead_pid() {
+        let me = snapshot(std::process::id()).expect("self");
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.exe.is_some());
+        assert!(me.cgroup.is_some());
+        assert_eq!(snapshot(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn root_has_a_name() {
+        assert_eq!(UserNames::default().name(0).as_deref(), Some("root"));
+    }
+}

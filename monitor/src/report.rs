@@ -1,0 +1,337 @@
+//! The audit report: a table for people, JSON lines and CSV for tools.
+
+use std::{
+    io::{self, Write},
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+
+use crate::{
+    engine::{ConnAgg, ConnKey, Engine, ProcSource},
+    procinfo::UserNames,
+    sensor::KernelCounters,
+};
+
+/// Converts kernel `CLOCK_BOOTTIME` stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    boot_epoch: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        Self {
+            boot_epoch: SystemTime::now() - since_boot,
+        }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> SystemTime {
+        self.boot_epoch + Duration::from_nanos(boot_ns)
+    }
+
+    pub fn rfc3339(&self, boot_ns: u64) -> String {
+        humantime::format_rfc3339_millis(self.wall(boot_ns)).to_string()
+    }
+
+    /// Local `HH:MM:SS` for the table.
+    pub fn hms(&self, boot_ns: u64) -> String {
+        let secs = self
+            .wall(boot_ns)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as libc::time_t)
+            .unwrap_or(0);
+        // SAFETY: zeroed tm is a valid out-parameter; localtime_r is thread-safe.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        unsafe { libc::localtime_r(&secs, &mut tm) };
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    }
+}
+
+/// One connection row, flat so that JSON and CSV share it. Fields that later stages fill
+/// (naming, policy) are `null` until then.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub ts: String,
+    pub last_seen: String,
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub comm: String,
+    pub thread_comm: String,
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+    pub app: Option<String>,
+    pub watch: Option<String>,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub proto: &'static str,
+    pub via: &'static str,
+    pub dst_ip: String,
+    pub dst_port: u16,
+    pub domain: Option<String>,
+    pub domain_source: Option<String>,
+    pub category: Option<String>,
+    pub company: Option<String>,
+    pub severity: Option<String>,
+    pub count: u64,
+    pub socket_cookie: u64,
+    /// Parent chain, nearest first, `>`-separated pids.
+    pub ancestry: String,
+}
+
+/// Totals printed after the rows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub duration_ms: u64,
+    pub processes_seen: u64,
+    pub connection_rows: usize,
+    pub connections: u64,
+    pub records_generated: u64,
+    pub records_delivered: u64,
+    pub records_lost: u64,
+    pub records_undecodable: u64,
+    pub watch_table_full: u64,
+    pub udp_repeats_folded: u64,
+    pub rows_dropped: u64,
+    pub command: Option<String>,
+    pub command_pid: Option<u32>,
+    pub command_status: Option<String>,
+    pub command_exit_code: Option<i32>,
+    pub still_running: Vec<u32>,
+}
+
+impl Summary {
+    pub fn fill_counters(&mut self, k: &KernelCounters, delivered: u64, undecodable: u64) {
+        self.records_generated = k.generated;
+        self.records_lost = k.lost;
+        self.records_delivered = delivered;
+        self.records_undecodable = undecodable;
+        self.watch_table_full = k.watch_table_full;
+        self.udp_repeats_folded = k.udp_repeats;
+    }
+}
+
+pub fn rows<P: ProcSource>(engine: &Engine<P>, clock: &Clock, users: &mut UserNames) -> Vec<Row> {
+    engine
+        .connections()
+        .into_iter()
+        .map(|(k, agg): (ConnKey, &ConnAgg)| {
+            let proc = engine.process(k.pid);
+            let ancestry = engine
+                .ancestry(k.pid)
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(">");
+            Row {
+                ts: clock.rfc3339(agg.first_ns),
+                last_seen: clock.rfc3339(agg.last_ns),
+                pid: k.pid,
+                ppid: proc.map(|p| p.ppid).filter(|&p| p != 0),
+                comm: proc
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_else(|| agg.comm.clone()),
+                thread_comm: agg.thread_comm.clone(),
+                exe: proc.and_then(|p| p.exe.clone()),
+                cmdline: proc.map(|p| p.cmdline.join(" ")).filter(|c| !c.is_empty()),
+                app: proc.and_then(|p| p.app.as_ref().map(|a| a.display_id())),
+                watch: proc.and_then(|p| p.watch.clone()),
+                uid: agg.uid,
+                user: users.name(agg.uid),
+                proto: k.proto.as_str(),
+                via: agg.via,
+                dst_ip: k.dst.to_string(),
+                dst_port: k.port,
+                domain: None,
+                domain_source: None,
+                category: None,
+                company: None,
+                severity: None,
+                count: agg.count,
+                socket_cookie: agg.first_cookie,
+                ancestry,
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Writes rows and summary. JSON: one object per line, rows with `"type":"connection"`,
+/// then one `"type":"summary"` line.
+pub fn write(
+    out: &mut dyn Write,
+    format: Format,
+    rows: &[Row],
+    summary: &Summary,
+    clock_note: &str,
+) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            for row in rows {
+                let mut v = serde_json::to_value(row).map_err(io::Error::other)?;
+                v.as_object_mut()
+                    .expect("row is an object")
+                    .insert("type".into(), "connection".into());
+                writeln!(out, "{v}")?;
+            }
+            let mut v = serde_json::to_value(summary).map_err(io::Error::other)?;
+            v.as_object_mut()
+                .expect("summary is an object")
+                .insert("type".into(), "summary".into());
+            writeln!(out, "{v}")?;
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            for row in rows {
+                w.serialize(row).map_err(io::Error::other)?;
+            }
+            if rows.is_empty() {
+                w.write_record(CSV_HEADER).map_err(io::Error::other)?;
+            }
+            w.flush()?;
+        }
+        Format::Table => write_table(out, rows, summary, clock_note)?,
+    }
+    Ok(())
+}
+
+const CSV_HEADER: &[&str] = &[
+    "ts",
+    "last_seen",
+    "pid",
+    "ppid",
+    "comm",
+    "thread_comm",
+    "exe",
+    "cmdline",
+    "app",
+    "watch",
+    "uid",
+    "user",
+    "proto",
+    "via",
+    "dst_ip",
+    "dst_port",
+    "domain",
+    "domain_source",
+    "category",
+    "company",
+    "severity",
+    "count",
+    "socket_cookie",
+    "ancestry",
+];
+
+fn write_table(out: &mut dyn Write, rows: &[Row], s: &Summary, clock_note: &str) -> io::Result<()> {
+    let who = |r: &Row| {
+        let name = r.app.clone().unwrap_or_else(|| r.comm.clone());
+        format!("{name}[{}]", r.pid)
+    };
+    let dst = |r: &Row| match r.dst_ip.contains(':') {
+        true => format!("[{}]:{}", r.dst_ip, r.dst_port),
+        false => format!("{}:{}", r.dst_ip, r.dst_port),
+    };
+    let w_who = rows
+        .iter()
+        .map(|r| who(r).len())
+        .max()
+        .unwrap_or(0)
+        .max("PROCESS".len());
+    let w_exe = rows
+        .iter()
+        .map(|r| r.exe.as_deref().unwrap_or("?").len())
+        .max()
+        .unwrap_or(0)
+        .clamp(3, 48);
+    let w_dst = rows
+        .iter()
+        .map(|r| dst(r).len())
+        .max()
+        .unwrap_or(0)
+        .max("DESTINATION".len());
+    if rows.is_empty() {
+        writeln!(out, "No connections by watched processes.")?;
+    } else {
+        writeln!(
+            out,
+            "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}",
+            "PROCESS", "EXE", "DESTINATION", "PROTO", "COUNT", "FIRST", "LAST"
+        )?;
+        for r in rows {
+            let exe = r.exe.as_deref().unwrap_or("?");
+            let exe = if exe.len() > w_exe {
+                format!("…{}", &exe[exe.len() - (w_exe - 1)..])
+            } else {
+                exe.to_owned()
+            };
+            writeln!(
+                out,
+                "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}",
+                who(r),
+                exe,
+                dst(r),
+                r.proto,
+                r.count,
+                &r.ts.get(11..19).unwrap_or(""),
+                &r.last_seen.get(11..19).unwrap_or(""),
+            )?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Summary: {} processes seen, {} connections to {} destinations in {:.1}s{}",
+        s.processes_seen,
+        s.connections,
+        s.connection_rows,
+        s.duration_ms as f64 / 1000.0,
+        clock_note
+    )?;
+    writeln!(
+        out,
+        "Records: {} generated, {} delivered, {} lost{}",
+        s.records_generated,
+        s.records_delivered,
+        s.records_lost,
+        if s.records_lost > 0 {
+            " (the ring buffer was full: rerun with a larger --ring-size)"
+        } else {
+            ""
+        }
+    )?;
+    if s.watch_table_full > 0 || s.rows_dropped > 0 || s.records_undecodable > 0 {
+        writeln!(
+            out,
+            "Warnings: {} processes not watched (watch table full), {} rows dropped (row limit), {} undecodable records",
+            s.watch_table_full, s.rows_dropped, s.records_undecodable
+        )?;
+    }
+    if let Some(cmd) = &s.command {
+        writeln!(
+            out,
+            "Command: {cmd} {}",
+            s.command_status.as_deref().unwrap_or("(still running)")
+        )?;
+    }
+    if !s.still_running.is_empty() {
+        writeln!(
+            out,
+            "Still running after the audit (not killed): {:?}",
+            s.still_running
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Loading, attaching and steering the kernel programs (the only module that talks to aya).
+
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use monitor_common::{CommKey, Config, Counter, KernelOffsets};
+
+use crate::{
+    btf::{Btf, BtfError},
+    cgroup::{self, CgroupError},
+    preflight,
+    wire::comm_key,
+};
+
+/// The kernel object, built by `build.rs` from `monitor-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+const SOCK_PROGRAMS: [&str; 4] = ["bw_connect4", "bw_connect6", "bw_sendmsg4", "bw_sendmsg6"];
+const TRACEPOINTS: [(&str, &str); 3] = [
+    ("bw_fork", "sched_process_fork"),
+    ("bw_exec", "sched_process_exec"),
+    ("bw_exit", "sched_process_exit"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(transparent)]
+    Privileges(#[from] preflight::PrivilegeError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot load brokerwatch's kernel object: {0}")]
+    Load(#[source] EbpfError),
+    #[error("the kernel rejected program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot attach {program} to {target}: {source}")]
+    Attach {
+        program: &'static str,
+        target: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("kernel map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("kernel object lacks {0}; it was built from different sources than this binary")]
+    Missing(&'static str),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SensorError {
+    move |source| SensorError::Map { name, source }
+}
+
+/// How to attach to the cgroup root so that systemd's and other tools' programs keep
+/// working beside ours. From 5.7 aya attaches through a BPF link, which the kernel always
+/// adds in multi mode (and which rejects an explicit BPF_F_ALLOW_MULTI); before that the
+/// legacy attach needs BPF_F_ALLOW_MULTI spelled out.
+fn cgroup_attach_mode() -> CgroupAttachMode {
+    match aya::util::KernelVersion::current() {
+        Ok(v) if v >= aya::util::KernelVersion::new(5, 7, 0) => CgroupAttachMode::Single,
+        _ => CgroupAttachMode::AllowMultiple,
+    }
+}
+
+/// Settings fixed at load time.
+#[derive(Debug, Clone)]
+pub struct SensorOptions {
+    /// Size of the ring buffer in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters read from the kernel, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelCounters {
+    pub generated: u64,
+    pub lost: u64,
+    pub watch_table_full: u64,
+    pub udp_repeats: u64,
+}
+
+/// The loaded and attached kernel programs.
+pub struct Sensor {
+    ebpf: Ebpf,
+    pub cgroup_root: PathBuf,
+    pub attached: Vec<String>,
+}
+
+impl Sensor {
+    /// Checks privileges and kernel support, loads every program and attaches it. Nothing is
+    /// watched until [`Sensor::set_mode`] and the `watch_*` calls say so.
+    pub fn load(opts: &SensorOptions) -> Result<Self, SensorError> {
+        preflight::check_privileges()?;
+        let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
+        let cgroup_root = cgroup::cgroup2_mount()?;
+        preflight::raise_memlock_limit();
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("KOFFS", &offsets, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(OBJECT)
+            .map_err(SensorError::Load)?;
+
+        let mut attached = Vec::new();
+        let cgroup_dir = File::open(&cgroup_root).map_err(|source| CgroupError::Read {
+            path: cgroup_root.clone(),
+            source,
+        })?;
+        for name in SOCK_PROGRAMS {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::Missing(name))?
+                .try_into()
+                .map_err(|source| SensorError::Program {
+                    program: name,
+                    source,
+                })?;
+            prog.load().map_err(|source| SensorError::Program {
+                program: name,
+                source,
+            })?;
+            prog.attach(&cgroup_dir, cgroup_attach_mode())
+                .map_err(|source| SensorError::Attach {
+                    program: name,
+                    target: cgroup_root.display().to_string(),
+                    source,
+                })?;
+            attached.push(format!("{name} (cgroup {})", cgroup_root.display()));
+        }
+        for (name, tp) in TRACEPOINTS {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::Missing(name))?
+                .try_into()
+                .map_err(|source| SensorError::Program {
+                    program: name,
+                    source,
+                })?;
+            prog.load().map_err(|source| SensorError::Program {
+                program: name,
+                source,
+            })?;
+            prog.attach(tp).map_err(|source| SensorError::Attach {
+                program: name,
+                target: tp.to_owned(),
+                source,
+            })?;
+            attached.push(format!("{name} (raw tracepoint {tp})"));
+        }
+        Ok(Self {
+            ebpf,
+            cgroup_root,
+            attached,
+        })
+    }
+
+    /// Sets the `MODE_*` bits.
+    pub fn set_mode(&mut self, mode: u32) -> Result<(), SensorError> {
+        let mut cfg: Array<_, Config> = self
+            .ebpf
+            .map_mut("CONFIG")
+            .ok_or(SensorError::Missing("CONFIG"))?
+            .try_into()
+            .map_err(map_err("CONFIG"))?;
+        cfg.set(0, Config { mode, _pad: 0 }, 0)
+            .map_err(map_err("CONFIG"))
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, SensorError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(SensorError::Missing(name))?
+            .try_into()
+            .map_err(map_err(name))
+    }
+
+    pub fn watch_tgid(&mut self, tgid: u32, tag: u32) -> Result<(), SensorError> {
+        self.hash::<u32, u32>("WATCH_TGIDS")?
+            .insert(tgid, tag, 0)
+            .map_err(map_err("WATCH_TGIDS"))
+    }
+
+    /// Watches processes that exec a file whose basename starts with `name`'s first 15
+    /// bytes (the kernel's process name).
+    pub fn watch_name(&mut self, name: &str, tag: u32) -> Result<(), SensorError> {
+        let key = CommKey {
+            comm: comm_key(name),
+        };
+        self.hash::<CommKey, u32>("WATCH_NAMES")?
+            .insert(key, tag, 0)
+            .map_err(map_err("WATCH_NAMES"))
+    }
+
+    pub fn watch_cgroup(&mut self, id: u64, tag: u32) -> Result<(), SensorError> {
+        self.hash::<u64, u32>("WATCH_CGROUPS")?
+            .insert(id, tag, 0)
+            .map_err(map_err("WATCH_CGROUPS"))
+    }
+
+    /// Number of processes currently in the kernel's watch table.
+    pub fn watched_count(&mut self) -> usize {
+        self.hash::<u32, u32>("WATCH_TGIDS")
+            .map(|m| m.keys().count())
+            .unwrap_or(0)
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters, SensorError> {
+        let map: PerCpuArray<_, u64> = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or(SensorError::Missing("COUNTERS"))?
+            .try_into()
+            .map_err(map_err("COUNTERS"))?;
+        let sum = |c: Counter| -> Result<u64, SensorError> {
+            Ok(map
+                .get(&(c as u32), 0)
+                .map_err(map_err("COUNTERS"))?
+                .iter()
+                .sum())
+        };
+        Ok(KernelCounters {
+            generated: sum(Counter::Generated)?,
+            lost: sum(Counter::Lost)?,
+            watch_table_full: sum(Counter::WatchTableFull)?,
+            udp_repeats: sum(Counter::UdpRepeat)?,
+        })
+    }
+
+    /// Takes the ring buffer out (once) for a reader.
+    pub fn take_ring(&mut self) -> Result<RingBuf<aya::maps::MapData>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(SensorError::Missing("EVENTS"))?;
+        RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    }
+}
+
+impl std::fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensor")
+            .field("cgroup_root", &self.cgroup_root)
+            .field("attached", &self.attached)
+            .finish()
+    }
+}

@@ -1,0 +1,314 @@
+//! Decoding ring-buffer records into typed events (kind checked, size checked).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use monitor_common::{
+    EventHeader, EventKind, ExecData, ExitData, ForkData, SockData, AF_INET, AF_INET6, COMM_LEN,
+    KIND_OFFSET,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is too short to hold a kind")]
+    TooShort { len: usize },
+    #[error("unknown record kind {kind} ({len} bytes); the kernel programs and this binary were built from different sources")]
+    UnknownKind { kind: u32, len: usize },
+    #[error("record of kind {kind:?} is {len} bytes, expected {expected}; the kernel programs and this binary were built from different sources")]
+    BadSize {
+        kind: EventKind,
+        len: usize,
+        expected: usize,
+    },
+    #[error("unknown address family {0}")]
+    BadFamily(u16),
+}
+
+/// Protocol of a socket event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Other,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Other => "other",
+        }
+    }
+}
+
+/// A decoded socket event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockRecord {
+    pub header: EventHeader,
+    pub kind: EventKind,
+    pub cookie: u64,
+    /// Destination; v4-mapped IPv6 addresses are reported as IPv4.
+    pub dst: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    pub gid: u32,
+    pub watch_tag: u32,
+    pub comm: String,
+    pub thread_comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub header: EventHeader,
+    pub ppid: u32,
+    pub watch_tag: u32,
+    pub comm: String,
+    pub filename: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkRecord {
+    pub header: EventHeader,
+    pub child_tgid: u32,
+    pub watch_tag: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub header: EventHeader,
+    pub exit_code: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Sock(SockRecord),
+    Exec(ExecRecord),
+    Fork(ForkRecord),
+    Exit(ExitRecord),
+}
+
+impl Record {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Record::Sock(r) => &r.header,
+            Record::Exec(r) => &r.header,
+            Record::Fork(r) => &r.header,
+            Record::Exit(r) => &r.header,
+        }
+    }
+}
+
+/// Text of a NUL-padded kernel string.
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Copies a `#[repr(C)]` plain-data value out of `bytes` (caller checked the length).
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= std::mem::size_of::<T>());
+    // SAFETY: length checked above; every T used here is plain data valid for any bits.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// Turns the kernel's address bytes into an [`IpAddr`], unmapping v4-mapped IPv6.
+pub fn decode_addr(family: u16, addr: &[u8; 16]) -> Result<IpAddr, DecodeError> {
+    match family {
+        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(
+            addr[0], addr[1], addr[2], addr[3],
+        ))),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(*addr);
+            Ok(match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            })
+        }
+        other => Err(DecodeError::BadFamily(other)),
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let len = bytes.len();
+    let kind_bytes = bytes
+        .get(KIND_OFFSET..KIND_OFFSET + 4)
+        .ok_or(DecodeError::TooShort { len })?;
+    let raw_kind = u32::from_ne_bytes([kind_bytes[0], kind_bytes[1], kind_bytes[2], kind_bytes[3]]);
+    let kind = EventKind::from_u32(raw_kind).ok_or(DecodeError::UnknownKind {
+        kind: raw_kind,
+        len,
+    })?;
+    let expected = kind.record_size();
+    if len < expected {
+        return Err(DecodeError::BadSize {
+            kind,
+            len,
+            expected,
+        });
+    }
+    let header: EventHeader = read(bytes);
+    let payload = &bytes[std::mem::size_of::<EventHeader>()..];
+    Ok(match kind {
+        EventKind::Connect | EventKind::UdpSend => {
+            let d: SockData = read(payload);
+            let proto = match d.protocol {
+                6 => Proto::Tcp,
+                17 => Proto::Udp,
+                _ => match d.sock_type {
+                    monitor_common::SOCK_STREAM => Proto::Tcp,
+                    monitor_common::SOCK_DGRAM => Proto::Udp,
+                    _ => Proto::Other,
+                },
+            };
+            Record::Sock(SockRecord {
+                header,
+                kind,
+                cookie: d.cookie,
+                dst: decode_addr(d.family, &d.addr)?,
+                port: d.port,
+                proto,
+                gid: d.gid,
+                watch_tag: d.watch_tag,
+                comm: cstr(&d.comm),
+                thread_comm: cstr(&d.thread_comm),
+            })
+        }
+        EventKind::Exec => {
+            let d: ExecData = read(payload);
+            let n = (d.filename_len as usize).min(d.filename.len());
+            Record::Exec(ExecRecord {
+                header,
+                ppid: d.ppid,
+                watch_tag: d.watch_tag,
+                comm: cstr(&d.comm),
+                filename: cstr(&d.filename[..n]),
+            })
+        }
+        EventKind::Fork => {
+            let d: ForkData = read(payload);
+            Record::Fork(ForkRecord {
+                header,
+                child_tgid: d.child_tgid,
+                watch_tag: d.watch_tag,
+                comm: cstr(&d.comm),
+            })
+        }
+        EventKind::Exit => {
+            let d: ExitData = read(payload);
+            Record::Exit(ExitRecord {
+                header,
+                exit_code: d.exit_code,
+            })
+        }
+    })
+}
+
+/// A process name as the kernel keys it: at most 15 bytes, zero padded.
+pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{Event, SockEvent};
+
+    use super::*;
+
+    fn as_bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of plain data.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+                .to_vec()
+        }
+    }
+
+    fn sock_event(family: u16, addr: [u8; 16]) -> SockEvent {
+        Event {
+            header: EventHeader {
+                kind: EventKind::Connect as u32,
+                tgid: 42,
+                tid: 43,
+                uid: 1000,
+                ts_ns: 7,
+                cgroup_id: 9,
+            },
+            data: SockData {
+                cookie: 5,
+                addr,
+                family,
+                port: 443,
+                sock_type: 1,
+                protocol: 6,
+                gid: 100,
+                watch_tag: 3,
+                comm: comm_key("zoom"),
+                thread_comm: comm_key("worker"),
+            },
+        }
+    }
+
+    #[test]
+    fn decodes_a_connect_record() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let rec = decode(&as_bytes(&sock_event(AF_INET, addr))).unwrap();
+        let Record::Sock(s) = rec else { panic!() };
+        assert_eq!(s.dst, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((s.port, s.proto, s.cookie), (443, Proto::Tcp, 5));
+        assert_eq!((s.header.tgid, s.header.tid), (42, 43));
+        assert_eq!(
+            (s.comm.as_str(), s.thread_comm.as_str()),
+            ("zoom", "worker")
+        );
+    }
+
+    #[test]
+    fn v4_mapped_v6_is_reported_as_v4() {
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        let rec = decode(&as_bytes(&sock_event(AF_INET6, mapped.octets()))).unwrap();
+        let Record::Sock(s) = rec else { panic!() };
+        assert_eq!(s.dst, "10.1.2.3".parse::<IpAddr>().unwrap());
+        let v6: Ipv6Addr = "::1".parse().unwrap();
+        let Record::Sock(s) = decode(&as_bytes(&sock_event(AF_INET6, v6.octets()))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.dst, IpAddr::V6(v6));
+    }
+
+    #[test]
+    fn rejects_short_unknown_and_mis_sized_records() {
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::TooShort { len: 2 }));
+        let mut bytes = as_bytes(&sock_event(AF_INET, [0; 16]));
+        assert!(matches!(
+            decode(&bytes[..50]),
+            Err(DecodeError::BadSize { expected: 104, .. })
+        ));
+        bytes[0] = 77;
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::UnknownKind { kind: 77, .. })
+        ));
+        let bad_family = as_bytes(&sock_event(99, [0; 16]));
+        assert_eq!(decode(&bad_family), Err(DecodeError::BadFamily(99)));
+    }
+
+    #[test]
+    fn every_prefix_of_every_record_decodes_or_errors_without_panic() {
+        let bytes = as_bytes(&sock_event(AF_INET6, [1; 16]));
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn comm_keys_are_truncated_like_the_kernel() {
+        assert_eq!(&comm_key("CiscoCollabHostCefWM")[..], b"CiscoCollabHost\0");
+        assert_eq!(cstr(&comm_key("zoom")), "zoom");
+    }
+}
