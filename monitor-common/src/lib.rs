@@ -21,7 +21,7 @@ pub const SOCK_DGRAM: u16 = 2;
 
 /// What follows the header. `#[repr(u32)]`; numbers are never reused.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// `connect()` on a TCP or UDP socket (`cgroup/connect4`, `cgroup/connect6`).
     Connect = 1,

@@ -259,7 +259,7 @@ mod tests {
             Err(LaunchError::NotFound(_))
         ));
         assert!(matches!(
-            resolve_command("/etc/hostname", Some(&path)),
+            resolve_command("/etc/passwd", Some(&path)),
             Err(LaunchError::NotFound(_))
         ));
     }

@@ -90,6 +90,15 @@ pub enum Record {
 }
 
 impl Record {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Record::Sock(r) => r.kind,
+            Record::Exec(_) => EventKind::Exec,
+            Record::Fork(_) => EventKind::Fork,
+            Record::Exit(_) => EventKind::Exit,
+        }
+    }
+
     pub fn header(&self) -> &EventHeader {
         match self {
             Record::Sock(r) => &r.header,
