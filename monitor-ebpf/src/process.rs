@@ -96,7 +96,7 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
                 return 0;
             }
             // SAFETY: plain u32 value.
-            match unsafe { WATCH_NAMES.get(&CommKey { comm }) } {
+            match unsafe { WATCH_NAMES.get(CommKey { comm }) } {
                 Some(tag) => {
                     let tag = *tag;
                     watch(tgid, tag);
@@ -158,7 +158,7 @@ pub fn bw_exit(_ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let _ = tag;
-    let _ = WATCH_TGIDS.remove(&tgid);
+    let _ = WATCH_TGIDS.remove(tgid);
 
     count(Counter::Generated);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {

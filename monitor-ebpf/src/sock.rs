@@ -86,13 +86,13 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
             family,
             _pad: 0,
         };
-        if let Some(seen) = UDP_SEEN.get_ptr_mut(&key) {
+        if let Some(seen) = UDP_SEEN.get_ptr_mut(key) {
             // SAFETY: LRU value slot; a racing update can only lose an increment.
             unsafe { *seen += 1 };
             count(Counter::UdpRepeat);
             return;
         }
-        let _ = UDP_SEEN.insert(&key, &0, 0);
+        let _ = UDP_SEEN.insert(key, 0, 0);
     }
 
     count(Counter::Generated);

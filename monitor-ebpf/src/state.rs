@@ -83,13 +83,13 @@ pub fn watched(tgid: u32) -> Option<u32> {
         return Some(WATCH_TAG_ALL);
     }
     // SAFETY: values are plain u32s; a concurrent update can only give another valid tag.
-    if let Some(tag) = unsafe { WATCH_TGIDS.get(&tgid) } {
+    if let Some(tag) = unsafe { WATCH_TGIDS.get(tgid) } {
         return Some(*tag);
     }
     if mode & MODE_CGROUPS != 0 {
         // SAFETY: no pointer arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
-        if unsafe { WATCH_CGROUPS.get(&cgroup) }.is_some() {
+        if unsafe { WATCH_CGROUPS.get(cgroup) }.is_some() {
             return Some(WATCH_TAG_CGROUP);
         }
     }
@@ -99,7 +99,7 @@ pub fn watched(tgid: u32) -> Option<u32> {
 /// Marks `tgid` as watched with `tag`, counting a full table.
 #[inline(always)]
 pub fn watch(tgid: u32, tag: u32) {
-    if WATCH_TGIDS.insert(&tgid, &tag, 0).is_err() {
+    if WATCH_TGIDS.insert(tgid, tag, 0).is_err() {
         count(Counter::WatchTableFull);
     }
 }

@@ -136,13 +136,24 @@ impl AppWatch {
 pub async fn run(opts: AuditOptions, apps: &AppSet) -> Result<AuditOutcome, AuditError> {
     let started = Instant::now();
     let clock = Clock::now();
-    let mut sensor = Sensor::load(&opts.sensor)?;
+    // An audited command gets a cgroup of its own (unless systemd makes a scope for it),
+    // and only that cgroup runs the socket programs: the rest of the machine pays nothing.
+    let mut owned_cgroup: Option<OwnedCgroup> = None;
+    let mut sensor_opts = opts.sensor.clone();
+    if let Target::Command(_) = &opts.target {
+        if !systemd_manages_cgroups() {
+            let mount = crate::cgroup::cgroup2_mount()?;
+            let cg = OwnedCgroup::create(&mount, &format!("audit-{}", std::process::id()))?;
+            sensor_opts.sock_cgroup = Some(cg.path.clone());
+            owned_cgroup = Some(cg);
+        }
+    }
+    let mut sensor = Sensor::load(&sensor_opts)?;
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
     let mut summary = Summary::default();
 
     let mut gated = None;
-    let mut owned_cgroup: Option<OwnedCgroup> = None;
     match &opts.target {
         Target::All => sensor.set_mode(MODE_ALL)?,
         Target::Apps(names) => {
@@ -181,14 +192,9 @@ pub async fn run(opts: AuditOptions, apps: &AppSet) -> Result<AuditOutcome, Audi
                 .to_owned();
             engine.name_watch_tag(WATCH_TAG_CGROUP, label);
             let (exec_path, exec_args, run_as) = systemd_scope_wrapper(&resolved, args, run_as);
-            if exec_path == resolved {
-                let cg = OwnedCgroup::create(
-                    &sensor.cgroup_root,
-                    &format!("audit-{}", std::process::id()),
-                )?;
+            if let Some(cg) = &owned_cgroup {
                 sensor.watch_cgroup(cg.id, WATCH_TAG_CGROUP)?;
                 sensor.set_mode(MODE_CGROUPS)?;
-                owned_cgroup = Some(cg);
             }
             // Registered before the command runs a single instruction of its own.
             let child = launch::spawn_gated(&exec_path, &exec_args, run_as.as_ref(), |pid| {
@@ -292,9 +298,8 @@ fn systemd_scope_wrapper(
     args: &[String],
     run_as: Option<RunAs>,
 ) -> (PathBuf, Vec<String>, Option<RunAs>) {
-    let systemd_runs = Path::new("/run/systemd/system").is_dir();
     let systemd_run = launch::resolve_command("systemd-run", std::env::var_os("PATH").as_ref());
-    match (systemd_runs, systemd_run) {
+    match (systemd_manages_cgroups(), systemd_run) {
         (true, Ok(systemd_run)) => {
             let mut a = vec![
                 "--scope".to_owned(),
@@ -313,6 +318,10 @@ fn systemd_scope_wrapper(
         }
         _ => (program.to_owned(), args.to_vec(), run_as),
     }
+}
+
+fn systemd_manages_cgroups() -> bool {
+    Path::new("/run/systemd/system").is_dir()
 }
 
 fn describe_status(st: std::process::ExitStatus) -> String {

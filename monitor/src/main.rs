@@ -65,7 +65,7 @@ fn parse_size(s: &str) -> Result<u32, String> {
     };
     let n: u64 = num.parse().map_err(|_| format!("not a size: {s}"))?;
     let bytes = n * mult;
-    if !bytes.is_power_of_two() || bytes < 4096 || bytes > (1 << 30) {
+    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
         return Err(format!(
             "{s}: the ring buffer size must be a power of two between 4K and 1024M"
         ));
@@ -123,6 +123,7 @@ fn audit_main(args: AuditArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration,
         sensor: SensorOptions {
             ring_bytes: args.ring_size,
+            ..SensorOptions::default()
         },
     };
     let apps = AppSet::builtin();

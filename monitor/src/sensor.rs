@@ -79,12 +79,17 @@ fn cgroup_attach_mode() -> CgroupAttachMode {
 pub struct SensorOptions {
     /// Size of the ring buffer in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// cgroup directory whose processes' sockets the socket programs see: the cgroup v2
+    /// root (every process) unless set. An audited command's own cgroup here means no other
+    /// process on the machine runs them at all.
+    pub sock_cgroup: Option<PathBuf>,
 }
 
 impl Default for SensorOptions {
     fn default() -> Self {
         Self {
             ring_bytes: 4 * 1024 * 1024,
+            sock_cgroup: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct KernelCounters {
 pub struct Sensor {
     ebpf: Ebpf,
     pub cgroup_root: PathBuf,
+    /// Where the socket programs are attached.
+    pub sock_cgroup: PathBuf,
     pub attached: Vec<String>,
 }
 
@@ -121,8 +128,12 @@ impl Sensor {
             .map_err(SensorError::Load)?;
 
         let mut attached = Vec::new();
-        let cgroup_dir = File::open(&cgroup_root).map_err(|source| CgroupError::Read {
-            path: cgroup_root.clone(),
+        let sock_cgroup = opts
+            .sock_cgroup
+            .clone()
+            .unwrap_or_else(|| cgroup_root.clone());
+        let cgroup_dir = File::open(&sock_cgroup).map_err(|source| CgroupError::Read {
+            path: sock_cgroup.clone(),
             source,
         })?;
         for name in SOCK_PROGRAMS {
@@ -141,10 +152,10 @@ impl Sensor {
             prog.attach(&cgroup_dir, cgroup_attach_mode())
                 .map_err(|source| SensorError::Attach {
                     program: name,
-                    target: cgroup_root.display().to_string(),
+                    target: sock_cgroup.display().to_string(),
                     source,
                 })?;
-            attached.push(format!("{name} (cgroup {})", cgroup_root.display()));
+            attached.push(format!("{name} (cgroup {})", sock_cgroup.display()));
         }
         for (name, tp) in TRACEPOINTS {
             let prog: &mut RawTracePoint = ebpf
@@ -169,6 +180,7 @@ impl Sensor {
         Ok(Self {
             ebpf,
             cgroup_root,
+            sock_cgroup,
             attached,
         })
     }

@@ -170,7 +170,12 @@ fn main() -> ExitCode {
     };
     let me = std::env::current_exe().expect("own path");
     if o.depth > 0 {
-        let mut child_args = vec!["--depth".to_owned(), (o.depth - 1).to_string()];
+        let mut child_args = vec![
+            "--depth".to_owned(),
+            (o.depth - 1).to_string(),
+            "--repeat".to_owned(),
+            o.repeat.to_string(),
+        ];
         if let Some(t) = &o.thread {
             child_args.extend(["--thread".to_owned(), t.clone()]);
         }
@@ -188,7 +193,10 @@ fn main() -> ExitCode {
     }
     if o.spawn > 0 {
         for _ in 0..o.spawn {
-            let _ = Command::new(&me).args(&o.raw_actions).status();
+            let _ = Command::new(&me)
+                .args(["--repeat", &o.repeat.to_string()])
+                .args(&o.raw_actions)
+                .status();
         }
         return ExitCode::SUCCESS;
     }

@@ -1,0 +1,250 @@
+//! Capture benchmarks (run by `cargo xtask bench`, as root). Each scenario measures the
+//! monitor off and on side by side in the same run, alternating rounds, and reports the
+//! median and spread. Traffic goes to loopback only.
+//!
+//! Output: a table on stdout and JSON at `$BW_BENCH_OUT` (default bench-results/capture.json).
+
+use std::{
+    net::UdpSocket,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use brokerwatch::{
+    capture::Capture,
+    sensor::{Sensor, SensorOptions},
+};
+use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
+use serde_json::json;
+
+const ROUNDS: usize = 7;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+/// The monitor as the daemon would run it: meeting apps watched by name, nothing else.
+fn monitor_on() -> Sensor {
+    let mut s = Sensor::load(&SensorOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+    for (i, name) in ["zoom", "ZoomWebviewHost", "teams-for-linux", "slack", "Discord"]
+        .iter()
+        .enumerate()
+    {
+        s.watch_name(name, WATCH_TAG_APP_BASE + i as u32).unwrap();
+    }
+    s.set_mode(MODE_NAMES).unwrap();
+    s
+}
+
+fn connect_loop(n: u32, port: u16) -> f64 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dst = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    for _ in 0..n {
+        sock.connect(&dst).unwrap();
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// Full TCP connects (handshake, accept on another thread, close) to loopback.
+fn tcp_connect_loop(n: u32, port: u16) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Close with a reset: no TIME_WAIT pile-up across rounds.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: valid socket and option buffer.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn getpid_loop(n: u32) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getpid has no arguments and no side effects.
+        unsafe { libc::syscall(libc::SYS_getpid) };
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// Off/on rounds of `f`, alternating; returns (off ns/op, on ns/op) per round.
+fn side_by_side(mut f: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    f(); // warm-up
+    for _ in 0..ROUNDS {
+        off.push(f());
+        let sensor = monitor_on();
+        on.push(f());
+        drop(sensor);
+    }
+    (off, on)
+}
+
+struct Flood {
+    seconds: f64,
+    generated: u64,
+    delivered: u64,
+    lost: u64,
+}
+
+/// A watched process (this one) connecting as fast as it can for `dur`, consumer on the
+/// other core.
+fn flood(dur: Duration, port: u16) -> Flood {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let mut sensor = Sensor::load(&SensorOptions::default()).unwrap();
+    sensor.watch_tgid(std::process::id(), 1).unwrap();
+    let mut capture = Capture::new(sensor.take_ring().unwrap()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let start = Instant::now();
+    let producer = std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = format!("127.0.0.1:{port}");
+        while !stop2.load(Ordering::Relaxed) {
+            for _ in 0..1000 {
+                sock.connect(&dst).unwrap();
+            }
+        }
+    });
+    while start.elapsed() < dur {
+        if capture.drain(|_| {}) == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    // Settle: everything generated is either delivered or counted lost.
+    for _ in 0..200 {
+        capture.drain(|_| {});
+        let k = sensor.counters().unwrap();
+        if k.generated == capture.delivered + k.lost {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let k = sensor.counters().unwrap();
+    Flood {
+        seconds,
+        generated: k.generated,
+        delivered: capture.delivered,
+        lost: k.lost,
+    }
+}
+
+fn main() {
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the capture benchmarks load eBPF programs: run them as root (cargo xtask bench does)");
+        std::process::exit(2);
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+
+    let (mut c_off, mut c_on) = side_by_side(|| connect_loop(200_000, port));
+    let (mut t_off, mut t_on) = side_by_side(|| tcp_connect_loop(5_000, tcp_port));
+    let (mut g_off, mut g_on) = side_by_side(|| getpid_loop(2_000_000));
+    let fl = flood(Duration::from_secs(3), port);
+
+    let c = (median(&mut c_off), median(&mut c_on));
+    let g = (median(&mut g_off), median(&mut g_on));
+    let t = (median(&mut t_off), median(&mut t_on));
+    let rate = fl.delivered as f64 / fl.seconds;
+    println!("scenario                               off (ns/op)        on (ns/op)        on/off");
+    println!(
+        "UDP connect(), unwatched            {:>8.1} [{:.0}-{:.0}]  {:>8.1} [{:.0}-{:.0}]  {:.3}",
+        c.0,
+        spread(&c_off).0,
+        spread(&c_off).1,
+        c.1,
+        spread(&c_on).0,
+        spread(&c_on).1,
+        c.1 / c.0
+    );
+    println!(
+        "TCP connect+accept, unwatched       {:>8.1} [{:.0}-{:.0}]  {:>8.1} [{:.0}-{:.0}]  {:.3}",
+        t.0,
+        spread(&t_off).0,
+        spread(&t_off).1,
+        t.1,
+        spread(&t_on).0,
+        spread(&t_on).1,
+        t.1 / t.0
+    );
+    println!(
+        "getpid() whole-machine tax          {:>8.1} [{:.0}-{:.0}]  {:>8.1} [{:.0}-{:.0}]  {:.3}",
+        g.0,
+        spread(&g_off).0,
+        spread(&g_off).1,
+        g.1,
+        spread(&g_on).0,
+        spread(&g_on).1,
+        g.1 / g.0
+    );
+    println!(
+        "watched flood: {:.0} records/s delivered over {:.1}s; generated {} = delivered {} + lost {}: {}",
+        rate,
+        fl.seconds,
+        fl.generated,
+        fl.delivered,
+        fl.lost,
+        if fl.generated == fl.delivered + fl.lost { "exact" } else { "MISMATCH" }
+    );
+    let out = json!({
+        "connect_unwatched": {"off_ns": c.0, "on_ns": c.1, "ratio": c.1 / c.0,
+            "off_rounds": c_off, "on_rounds": c_on, "target_ratio": 1.01},
+        "tcp_connect_unwatched": {"off_ns": t.0, "on_ns": t.1, "ratio": t.1 / t.0,
+            "off_rounds": t_off, "on_rounds": t_on, "target_ratio": 1.01},
+        "getpid_tax": {"off_ns": g.0, "on_ns": g.1, "ratio": g.1 / g.0,
+            "off_rounds": g_off, "on_rounds": g_on, "target_ratio": 1.01},
+        "watched_flood": {"seconds": fl.seconds, "records_per_s": rate, "generated": fl.generated,
+            "delivered": fl.delivered, "lost": fl.lost,
+            "invariant_exact": fl.generated == fl.delivered + fl.lost},
+    });
+    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/capture.json".into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    println!("wrote {path}");
+    if fl.generated != fl.delivered + fl.lost {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,137 @@
+//! End-to-end: the `brokerwatch audit` command as a user runs it (as root), its output
+//! formats, exit statuses and error messages.
+
+mod common;
+
+use std::{net::TcpListener, process::Command};
+
+use common::{require_root, PROBE};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let acceptor = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for c in acceptor.incoming() {
+            drop(c);
+        }
+    });
+    (l, port)
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn issue2_audit_command_json_has_every_field_and_the_command_status() {
+    require_root();
+    let (_l, port) = listener();
+    let out = Command::new(BIN)
+        .args(["audit", "--json", "--", PROBE, "--depth", "1", "--repeat", "3"])
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let rows: Vec<&Value> = lines.iter().filter(|v| v["type"] == "connection").collect();
+    assert_eq!(rows.len(), 1, "{lines:#?}");
+    let row = rows[0];
+    for field in [
+        "ts", "pid", "comm", "exe", "app", "proto", "dst_ip", "dst_port", "domain", "domain_source", "category",
+        "company", "severity", "count",
+    ] {
+        assert!(row.get(field).is_some(), "field {field} missing in {row}");
+    }
+    assert_eq!(row["dst_ip"], "127.0.0.1");
+    assert_eq!(row["dst_port"], port);
+    assert_eq!(row["proto"], "tcp");
+    assert_eq!(row["count"], 3, "three connects to one destination aggregate into one row");
+    assert_eq!(row["exe"], PROBE);
+    assert!(row["domain"].is_null());
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["command_exit_code"], 0);
+    assert_eq!(summary["records_lost"], 0);
+    assert_eq!(
+        summary["records_generated"], summary["records_delivered"],
+        "books balance: {summary}"
+    );
+}
+
+#[test]
+fn issue2_audit_csv_has_a_header_and_the_same_columns() {
+    require_root();
+    let (_l, port) = listener();
+    let out = Command::new(BIN)
+        .args(["audit", "--csv", "--", PROBE])
+        .arg(format!("tcp:[::1]:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert!(header.contains(&"dst_ip") && header.contains(&"company"), "{header:?}");
+    assert_eq!(lines.count(), 1);
+}
+
+#[test]
+fn issue2_audit_table_names_process_destination_and_summary() {
+    require_root();
+    let (_l, port) = listener();
+    let out = Command::new(BIN)
+        .args(["audit", "--", PROBE])
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("Summary: "), "{text}");
+    assert!(text.contains("0 lost"), "{text}");
+    assert!(text.contains("exited with status 0"), "{text}");
+}
+
+#[test]
+fn issue2_missing_command_is_a_clear_error_with_status_2() {
+    require_root();
+    let out = Command::new(BIN)
+        .args(["audit", "--", "no-such-command-brokerwatch-test"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("command not found: no-such-command-brokerwatch-test"), "{err}");
+}
+
+#[test]
+fn issue2_unprivileged_user_is_told_to_use_root() {
+    require_root();
+    // setpriv (util-linux) drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN])
+        .args(["audit", "--duration", "1s"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_BPF") && err.contains("sudo brokerwatch"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn issue2_bad_arguments_exit_2() {
+    let out = Command::new(BIN)
+        .args(["audit", "--ring-size", "3000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"));
+}

@@ -1,0 +1,177 @@
+//! Idempotent machine set-up: every step checks first and does nothing when already done.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{is_root, run_cmd};
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests and benchmarks use (binary they provide, package).
+const PACKAGES: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("ip", "iproute2"),
+    ("openssl", "openssl"),
+    ("pgrep", "procps"),
+    ("mount", "mount"),
+];
+
+/// What later commands need from set-up.
+pub struct Env {
+    /// PATH with bpf-linker's directory first.
+    pub path: OsString,
+}
+
+pub fn all() -> Result<Env> {
+    packages()?;
+    rust_src()?;
+    let linker_dir = bpf_linker()?;
+    tracefs()?;
+    let mut path = OsString::from(linker_dir.as_os_str());
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    Ok(Env { path })
+}
+
+fn have(binary: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {}: run `sudo apt-get install -y {}` or run this task as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run_cmd(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("running rustc +nightly (is rustup installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "no nightly Rust toolchain: the kernel programs need one (`rustup toolchain install nightly`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn rust_src() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("brokerwatch")
+}
+
+/// bpf-linker, built once per version against the nightly's own libLLVM (Debian 12 has no
+/// LLVM 22), into a cache directory; returns the directory holding the binary.
+fn bpf_linker() -> Result<PathBuf> {
+    let root = cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}"));
+    let bin_dir = root.join("bin");
+    let bin = bin_dir.join("bpf-linker");
+    if linker_version(&bin).as_deref() == Some(BPF_LINKER_VERSION) {
+        return Ok(bin_dir);
+    }
+    let sysroot = nightly_sysroot()?;
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find(|n| n.starts_with("libLLVM-") && n.ends_with(".so"))
+        .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
+    let llvm_name = llvm.trim_start_matches("lib").trim_end_matches(".so");
+    let major = llvm_name
+        .trim_start_matches("LLVM-")
+        .split('-')
+        .next()
+        .unwrap_or("22");
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm_name} (about a minute)");
+    let rustflags = format!(
+        "-L {lib} -l dylib={llvm_name} -C link-arg=-Wl,-rpath,{lib}",
+        lib = lib.display()
+    );
+    run_cmd(
+        Command::new("cargo")
+            .args(["+nightly", "install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major},no-llvm-linking"))
+            .arg("--root")
+            .arg(&root)
+            .env("RUSTFLAGS", rustflags)
+            .env_remove("CARGO_TARGET_DIR"),
+    )?;
+    match linker_version(&bin) {
+        Some(v) if v == BPF_LINKER_VERSION => Ok(bin_dir),
+        other => bail!("bpf-linker at {} reports version {other:?} after the build", bin.display()),
+    }
+}
+
+fn linker_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1).map(str::to_owned)
+}
+
+/// Mounts tracefs where the kernel expects it, if nothing is mounted there yet.
+fn tracefs() -> Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted = mountinfo.lines().any(|l| {
+        l.split(" - ").nth(1).map(|r| r.starts_with("tracefs ")).unwrap_or(false)
+    });
+    if mounted || !Path::new("/sys/kernel/tracing").is_dir() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!("xtask: tracefs is not mounted; as root: mount -t tracefs nodev /sys/kernel/tracing");
+        return Ok(());
+    }
+    run_cmd(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+}
