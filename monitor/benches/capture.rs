@@ -36,9 +36,15 @@ fn spread(v: &[f64]) -> (f64, f64) {
 /// The monitor as the daemon would run it: meeting apps watched by name, nothing else.
 fn monitor_on() -> Sensor {
     let mut s = Sensor::load(&SensorOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
-    for (i, name) in ["zoom", "ZoomWebviewHost", "teams-for-linux", "slack", "Discord"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "zoom",
+        "ZoomWebviewHost",
+        "teams-for-linux",
+        "slack",
+        "Discord",
+    ]
+    .iter()
+    .enumerate()
     {
         s.watch_name(name, WATCH_TAG_APP_BASE + i as u32).unwrap();
     }
@@ -161,7 +167,9 @@ fn flood(dur: Duration, port: u16) -> Flood {
 fn main() {
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the capture benchmarks load eBPF programs: run them as root (cargo xtask bench does)");
+        eprintln!(
+            "the capture benchmarks load eBPF programs: run them as root (cargo xtask bench does)"
+        );
         std::process::exit(2);
     }
     if std::env::args().any(|a| a == "--list") {
@@ -238,7 +246,8 @@ fn main() {
             "delivered": fl.delivered, "lost": fl.lost,
             "invariant_exact": fl.generated == fl.delivered + fl.lost},
     });
-    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/capture.json".into());
+    let path =
+        std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/capture.json".into());
     if let Some(dir) = std::path::Path::new(&path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }

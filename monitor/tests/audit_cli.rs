@@ -34,25 +34,47 @@ fn issue2_audit_command_json_has_every_field_and_the_command_status() {
     require_root();
     let (_l, port) = listener();
     let out = Command::new(BIN)
-        .args(["audit", "--json", "--", PROBE, "--depth", "1", "--repeat", "3"])
+        .args([
+            "audit", "--json", "--", PROBE, "--depth", "1", "--repeat", "3",
+        ])
         .arg(format!("tcp:127.0.0.1:{port}"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = json_lines(&out.stdout);
     let rows: Vec<&Value> = lines.iter().filter(|v| v["type"] == "connection").collect();
     assert_eq!(rows.len(), 1, "{lines:#?}");
     let row = rows[0];
     for field in [
-        "ts", "pid", "comm", "exe", "app", "proto", "dst_ip", "dst_port", "domain", "domain_source", "category",
-        "company", "severity", "count",
+        "ts",
+        "pid",
+        "comm",
+        "exe",
+        "app",
+        "proto",
+        "dst_ip",
+        "dst_port",
+        "domain",
+        "domain_source",
+        "category",
+        "company",
+        "severity",
+        "count",
     ] {
         assert!(row.get(field).is_some(), "field {field} missing in {row}");
     }
     assert_eq!(row["dst_ip"], "127.0.0.1");
     assert_eq!(row["dst_port"], port);
     assert_eq!(row["proto"], "tcp");
-    assert_eq!(row["count"], 3, "three connects to one destination aggregate into one row");
+    assert_eq!(
+        row["count"], 3,
+        "three connects to one destination aggregate into one row"
+    );
     assert_eq!(row["exe"], PROBE);
     assert!(row["domain"].is_null());
     let summary = lines.last().unwrap();
@@ -78,7 +100,10 @@ fn issue2_audit_csv_has_a_header_and_the_same_columns() {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert!(header.contains(&"dst_ip") && header.contains(&"company"), "{header:?}");
+    assert!(
+        header.contains(&"dst_ip") && header.contains(&"company"),
+        "{header:?}"
+    );
     assert_eq!(lines.count(), 1);
 }
 
@@ -108,7 +133,10 @@ fn issue2_missing_command_is_a_clear_error_with_status_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("command not found: no-such-command-brokerwatch-test"), "{err}");
+    assert!(
+        err.contains("command not found: no-such-command-brokerwatch-test"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -116,13 +144,22 @@ fn issue2_unprivileged_user_is_told_to_use_root() {
     require_root();
     // setpriv (util-linux) drops to nobody with no capabilities.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+        ])
         .args(["audit", "--duration", "1s"])
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("CAP_BPF") && err.contains("sudo brokerwatch"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("sudo brokerwatch"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 

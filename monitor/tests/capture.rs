@@ -269,7 +269,10 @@ fn issue2_thread_comm_differs_from_process_comm() {
 #[test]
 fn issue2_loss_invariant_holds_under_a_flood() {
     // A one-page ring buffer holds ~37 records: a flood must overflow it.
-    let mut h = Harness::with_options(SensorOptions { ring_bytes: 4096, ..SensorOptions::default() });
+    let mut h = Harness::with_options(SensorOptions {
+        ring_bytes: 4096,
+        ..SensorOptions::default()
+    });
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = u.local_addr().unwrap().port();
     let sensor = &mut h.sensor;

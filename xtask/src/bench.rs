@@ -29,7 +29,9 @@ fn machine() -> Value {
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem_kb = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()

@@ -18,7 +18,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "brokerwatch's build, test and benchmark tasks")]
+#[command(
+    name = "xtask",
+    about = "brokerwatch's build, test and benchmark tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -165,7 +168,14 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
 
 fn audit(args: &[String]) -> Result<()> {
     let env = setup::all()?;
-    run_cmd(cargo(&env).args(["build", "--release", "-p", "monitor", "--bin", "brokerwatch"]))?;
+    run_cmd(cargo(&env).args([
+        "build",
+        "--release",
+        "-p",
+        "monitor",
+        "--bin",
+        "brokerwatch",
+    ]))?;
     let bin = root().join("target/release/brokerwatch");
     let mut args = args.to_vec();
     if args.first().map(String::as_str) == Some("--") {

@@ -133,14 +133,23 @@ fn bpf_linker() -> Result<PathBuf> {
         .split('-')
         .next()
         .unwrap_or("22");
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm_name} (about a minute)");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm_name} (about a minute)"
+    );
     let rustflags = format!(
         "-L {lib} -l dylib={llvm_name} -C link-arg=-Wl,-rpath,{lib}",
         lib = lib.display()
     );
     run_cmd(
         Command::new("cargo")
-            .args(["+nightly", "install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
             .args(["--no-default-features", "--features"])
             .arg(format!("llvm-{major},no-llvm-linking"))
             .arg("--root")
@@ -150,7 +159,10 @@ fn bpf_linker() -> Result<PathBuf> {
     )?;
     match linker_version(&bin) {
         Some(v) if v == BPF_LINKER_VERSION => Ok(bin_dir),
-        other => bail!("bpf-linker at {} reports version {other:?} after the build", bin.display()),
+        other => bail!(
+            "bpf-linker at {} reports version {other:?} after the build",
+            bin.display()
+        ),
     }
 }
 
@@ -164,13 +176,18 @@ fn linker_version(bin: &Path) -> Option<String> {
 fn tracefs() -> Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounted = mountinfo.lines().any(|l| {
-        l.split(" - ").nth(1).map(|r| r.starts_with("tracefs ")).unwrap_or(false)
+        l.split(" - ")
+            .nth(1)
+            .map(|r| r.starts_with("tracefs "))
+            .unwrap_or(false)
     });
     if mounted || !Path::new("/sys/kernel/tracing").is_dir() {
         return Ok(());
     }
     if !is_root() {
-        eprintln!("xtask: tracefs is not mounted; as root: mount -t tracefs nodev /sys/kernel/tracing");
+        eprintln!(
+            "xtask: tracefs is not mounted; as root: mount -t tracefs nodev /sys/kernel/tracing"
+        );
         return Ok(());
     }
     run_cmd(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
