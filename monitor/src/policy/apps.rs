@@ -101,6 +101,22 @@ impl AppDef {
     }
 }
 
+/// Checks one app definition (stage one).
+pub fn validate_app(app: &AppDef) -> Result<(), String> {
+    if app.id.is_empty()
+        || !app
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("id must be non-empty ASCII letters, digits, '-' or '_'".into());
+    }
+    if app.exe.is_empty() && app.comm.is_empty() && app.flatpak.is_empty() && app.snap.is_empty() {
+        return Err("matches nothing: give at least one of exe, comm, flatpak, snap".into());
+    }
+    Ok(())
+}
+
 /// A validated set of app definitions.
 #[derive(Debug, Clone, Default)]
 pub struct AppSet {
@@ -119,30 +135,11 @@ impl AppSet {
             message: e.to_string(),
         })?;
         for app in &parsed.app {
-            let invalid = |message: &str| PolicyError::Invalid {
+            validate_app(app).map_err(|message| PolicyError::Invalid {
                 file: file.to_owned(),
                 id: app.id.clone(),
-                message: message.to_owned(),
-            };
-            if app.id.is_empty()
-                || !app
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    "id must be non-empty ASCII letters, digits, '-' or '_'",
-                ));
-            }
-            if app.exe.is_empty()
-                && app.comm.is_empty()
-                && app.flatpak.is_empty()
-                && app.snap.is_empty()
-            {
-                return Err(invalid(
-                    "matches nothing: give at least one of exe, comm, flatpak, snap",
-                ));
-            }
+                message,
+            })?;
         }
         Ok(Self { apps: parsed.app })
     }

@@ -1,7 +1,614 @@
-//! Policies: which processes are which app (this module's `apps`), later which destinations
-//! belong to whom and what to do about it. Built-in defaults are compiled in from
-//! `policies/`.
+//! Policies: which processes are which app, which destinations belong to whom, and what a
+//! contact means. Loaded in two stages: [`file::parse`] (pure, per file, positions in every
+//! error), then [`Policy::resolve`] (merging by id, reading imported lists from disk).
+//!
+//! Order, later overriding earlier entries with the same id: built-in (`policies/`, compiled
+//! in), `/etc/brokerwatch/policies.d/*.toml` (sorted), `--policy PATH`, `--import`.
 
 pub mod apps;
+pub mod file;
+pub mod import;
+pub mod matcher;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 pub use apps::{AppDef, AppSet, PolicyError};
+pub use file::{Action, Diagnostic, ImportFormat, PolicyFile, Severity};
+pub use matcher::Hit;
+use matcher::Matcher;
+use serde::Serialize;
+
+/// Built-in policy files: (name, text).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("builtin:apps.toml", include_str!("../../../policies/apps.toml")),
+    ("builtin:data-brokers.toml", include_str!("../../../policies/data-brokers.toml")),
+    ("builtin:social-sdk.toml", include_str!("../../../policies/social-sdk.toml")),
+    ("builtin:ads.toml", include_str!("../../../policies/ads.toml")),
+    ("builtin:analytics.toml", include_str!("../../../policies/analytics.toml")),
+    ("builtin:session-replay.toml", include_str!("../../../policies/session-replay.toml")),
+    ("builtin:crash-reporting.toml", include_str!("../../../policies/crash-reporting.toml")),
+    ("builtin:rules.toml", include_str!("../../../policies/rules.toml")),
+];
+
+pub const SYSTEM_DIR: &str = "/etc/brokerwatch/policies.d";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("import {id} ({path}): {message}")]
+    Import {
+        id: String,
+        path: String,
+        message: String,
+    },
+    #[error("--import {0:?}: expected FORMAT:PATH[:CATEGORY], FORMAT one of {1}")]
+    ImportSpec(String, String),
+}
+
+/// A list to import given on the command line: `FORMAT:PATH[:CATEGORY]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSpec {
+    pub format: ImportFormat,
+    pub path: PathBuf,
+    pub category: Option<String>,
+}
+
+impl std::str::FromStr for ImportSpec {
+    type Err = LoadError;
+    fn from_str(s: &str) -> Result<Self, LoadError> {
+        let bad = || LoadError::ImportSpec(s.to_owned(), ImportFormat::NAMES.join(", "));
+        let (fmt, rest) = s.split_once(':').ok_or_else(bad)?;
+        let format = ImportFormat::parse(fmt).ok_or_else(bad)?;
+        let (path, category) = match rest.rsplit_once(':') {
+            Some((p, c))
+                if !c.is_empty()
+                    && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-' || b.is_ascii_digit()) =>
+            {
+                (p, Some(c.to_owned()))
+            }
+            _ => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(bad());
+        }
+        if category.is_none() && !format.has_categories() {
+            return Err(LoadError::ImportSpec(
+                format!("{s} (this format needs :CATEGORY)"),
+                ImportFormat::NAMES.join(", "),
+            ));
+        }
+        Ok(Self {
+            format,
+            path: PathBuf::from(path),
+            category,
+        })
+    }
+}
+
+/// Where policies come from.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySources {
+    /// `/etc/brokerwatch/policies.d` unless set; `None` skips it.
+    pub system_dir: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
+    pub imports: Vec<ImportSpec>,
+}
+
+impl PolicySources {
+    pub fn system_default() -> Self {
+        Self {
+            system_dir: Some(PathBuf::from(SYSTEM_DIR)),
+            ..Self::default()
+        }
+    }
+}
+
+/// A destination entry after merging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestEntry {
+    pub id: String,
+    pub company: String,
+    pub category: String,
+    pub source: String,
+    /// The file or import it came from.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub id: String,
+    pub apps: String,
+    pub category: String,
+    pub severity: Severity,
+    pub action: Action,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    pub id: String,
+    pub app: String,
+    pub company: String,
+    pub origin: String,
+}
+
+/// One loaded source and what it contributed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub apps: usize,
+    pub destinations: usize,
+    pub domains: usize,
+    pub cidrs: usize,
+    pub patterns: usize,
+    pub rules: usize,
+    pub allows: usize,
+    pub skipped: usize,
+}
+
+/// The decision about one contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub entry: DestEntry,
+    /// The name or range that matched (`graph.facebook.com`, `192.0.2.0/24`, a pattern).
+    pub matched: String,
+    /// The name of the connection that matched (one of a CNAME chain), if by name.
+    pub name: Option<String>,
+    pub severity: Severity,
+    pub action: Action,
+    pub rule: Option<String>,
+    pub allowed_by: Option<String>,
+}
+
+impl Verdict {
+    /// Whether this contact is what brokerwatch exists to report.
+    pub fn flagged(&self) -> bool {
+        self.action == Action::Alert
+    }
+}
+
+/// The resolved policy.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub apps: AppSet,
+    entries: Vec<DestEntry>,
+    matcher: Matcher,
+    rules: Vec<Rule>,
+    allows: Vec<Allow>,
+    pub sources: Vec<SourceInfo>,
+}
+
+fn app_selected(sel: &str, app: Option<&AppDef>) -> Option<u8> {
+    if sel == "*" {
+        return Some(0);
+    }
+    let app = app?;
+    if app.id.eq_ignore_ascii_case(sel) {
+        Some(2)
+    } else if app.groups.iter().any(|g| g.eq_ignore_ascii_case(sel)) {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+impl Policy {
+    /// The built-in policy alone.
+    pub fn builtin() -> Self {
+        let files: Vec<PolicyFile> = BUILTIN
+            .iter()
+            .map(|(n, t)| file::parse(n, t).expect("built-in policies are valid (tested)"))
+            .collect();
+        Self::resolve(files, &[]).expect("built-in policies resolve (tested)")
+    }
+
+    /// Stage one for every configured file: built-in, system directory, extra files.
+    pub fn parse_all(sources: &PolicySources) -> Result<Vec<PolicyFile>, LoadError> {
+        let mut texts: Vec<(String, String)> = BUILTIN
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        if let Some(dir) = &sources.system_dir {
+            match std::fs::read_dir(dir) {
+                Ok(rd) => {
+                    let mut paths: Vec<PathBuf> = rd
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                        .collect();
+                    paths.sort();
+                    for p in paths {
+                        texts.push((p.display().to_string(), read(&p)?));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(LoadError::Read {
+                        path: dir.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        for p in &sources.files {
+            texts.push((p.display().to_string(), read(p)?));
+        }
+        let mut files = Vec::new();
+        let mut diags = Vec::new();
+        for (name, text) in &texts {
+            match file::parse(name, text) {
+                Ok(f) => files.push(f),
+                Err(d) => diags.extend(d),
+            }
+        }
+        if diags.is_empty() {
+            Ok(files)
+        } else {
+            Err(LoadError::Invalid(diags))
+        }
+    }
+
+    /// Both stages.
+    pub fn load(sources: &PolicySources) -> Result<Self, LoadError> {
+        let files = Self::parse_all(sources)?;
+        Self::resolve(files, &sources.imports)
+    }
+
+    /// Stage two: merge by id (later wins), read imported lists, build the matcher.
+    pub fn resolve(files: Vec<PolicyFile>, cli_imports: &[ImportSpec]) -> Result<Self, LoadError> {
+        let mut apps: Vec<AppDef> = Vec::new();
+        let mut dests: Vec<(file::RawDestination, String)> = Vec::new();
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut allows: Vec<Allow> = Vec::new();
+        let mut imports: Vec<(String, PathBuf, ImportFormat, Option<String>, Option<String>, String)> = Vec::new();
+        let mut sources = Vec::new();
+        fn upsert<T>(v: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
+            match v.iter().position(same) {
+                Some(i) => v[i] = item,
+                None => v.push(item),
+            }
+        }
+        for f in files {
+            let mut info = SourceInfo {
+                name: f.name.clone(),
+                apps: f.raw.app.len(),
+                destinations: f.raw.destination.len(),
+                rules: f.raw.rule.len(),
+                allows: f.raw.allow.len(),
+                ..SourceInfo::default()
+            };
+            for a in f.raw.app {
+                let id = a.id.clone();
+                upsert(&mut apps, a, |x| x.id == id);
+            }
+            for d in f.raw.destination {
+                info.domains += d.domains.len();
+                info.cidrs += d.cidrs.len();
+                let id = d.id.get_ref().clone();
+                upsert(&mut dests, (d, f.name.clone()), |(x, _)| *x.id.get_ref() == id);
+            }
+            for r in f.raw.rule {
+                let rule = Rule {
+                    id: r.id.into_inner(),
+                    apps: r.apps.into_inner(),
+                    category: r.category.into_inner(),
+                    severity: r.severity,
+                    action: r.action,
+                    origin: f.name.clone(),
+                };
+                let id = rule.id.clone();
+                upsert(&mut rules, rule, |x| x.id == id);
+            }
+            for a in f.raw.allow {
+                let allow = Allow {
+                    id: a.id.into_inner(),
+                    app: a.app.into_inner(),
+                    company: a.company.into_inner(),
+                    origin: f.name.clone(),
+                };
+                let id = allow.id.clone();
+                upsert(&mut allows, allow, |x| x.id == id);
+            }
+            for i in f.raw.import {
+                let format = ImportFormat::parse(i.format.get_ref()).expect("validated in stage one");
+                let id = i.id.get_ref().clone();
+                let item = (
+                    id.clone(),
+                    PathBuf::from(i.path.get_ref()),
+                    format,
+                    i.category.map(|c| c.into_inner()),
+                    i.company,
+                    f.name.clone(),
+                );
+                upsert(&mut imports, item, |x| x.0 == id);
+            }
+            sources.push(info);
+        }
+        for (n, spec) in cli_imports.iter().enumerate() {
+            imports.push((
+                format!("cli-import-{}", n + 1),
+                spec.path.clone(),
+                spec.format,
+                spec.category.clone(),
+                None,
+                "--import".to_owned(),
+            ));
+        }
+
+        let mut policy = Policy {
+            apps: AppSet { apps },
+            rules,
+            allows,
+            ..Policy::default()
+        };
+        for (d, origin) in dests {
+            let idx = policy.entries.len() as u32;
+            policy.entries.push(DestEntry {
+                id: d.id.get_ref().clone(),
+                company: d.company.clone(),
+                category: d.category.get_ref().clone(),
+                source: d.source.get_ref().clone(),
+                origin,
+            });
+            for dom in &d.domains {
+                policy
+                    .matcher
+                    .add_domain(dom.get_ref(), idx)
+                    .expect("validated in stage one");
+            }
+            for c in &d.cidrs {
+                policy
+                    .matcher
+                    .add_cidr(c.get_ref(), idx)
+                    .expect("validated in stage one");
+            }
+        }
+        let mut patterns = Vec::new();
+        for (id, path, format, category, company, origin) in imports {
+            let info = policy.import(&id, &path, format, category, company, &origin, &mut patterns)?;
+            sources.push(info);
+        }
+        policy
+            .matcher
+            .set_patterns(patterns)
+            .map_err(|e| LoadError::Import {
+                id: "patterns".into(),
+                path: String::new(),
+                message: e.to_string(),
+            })?;
+        policy.sources = sources;
+        Ok(policy)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn import(
+        &mut self,
+        id: &str,
+        path: &Path,
+        format: ImportFormat,
+        category: Option<String>,
+        company: Option<String>,
+        origin: &str,
+        patterns: &mut Vec<(String, u32)>,
+    ) -> Result<SourceInfo, LoadError> {
+        let err = |message: String| LoadError::Import {
+            id: id.to_owned(),
+            path: path.display().to_string(),
+            message,
+        };
+        let mut texts = Vec::new();
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| err(e.to_string()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            for f in files {
+                texts.push(std::fs::read_to_string(&f).map_err(|e| err(format!("{}: {e}", f.display())))?);
+            }
+        } else {
+            texts.push(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        }
+        let name = format!("import {id} ({}, {origin})", path.display());
+        let mut info = SourceInfo {
+            name: name.clone(),
+            ..SourceInfo::default()
+        };
+        // One entry per (company, category) pair.
+        let mut by_key: HashMap<(String, String), u32> = HashMap::new();
+        let fallback_company = company.unwrap_or_else(|| format!("listed in {}", path.display()));
+        let mut entry_for = |this: &mut Self, comp: Option<String>, cat: Option<String>| -> u32 {
+            let comp = comp.unwrap_or_else(|| fallback_company.clone());
+            let cat = category.clone().or(cat).unwrap_or_else(|| "tracker".to_owned());
+            *by_key.entry((comp.clone(), cat.clone())).or_insert_with(|| {
+                this.entries.push(DestEntry {
+                    id: format!("{id}:{comp}"),
+                    company: comp,
+                    category: cat,
+                    source: format!("{} list {}", format_name(format), path.display()),
+                    origin: name.clone(),
+                });
+                (this.entries.len() - 1) as u32
+            })
+        };
+        for text in texts {
+            let r = import::parse(format, &text).map_err(|e| err(e.to_string()))?;
+            info.skipped += r.skipped;
+            for e in r.entries {
+                let idx = entry_for(self, e.company, e.category);
+                self.matcher.add_normalized(e.domain, idx);
+                info.domains += 1;
+            }
+            for ex in r.exceptions {
+                self.matcher.remove_domain(&ex);
+            }
+            for (p, comp) in r.patterns {
+                let idx = entry_for(self, comp, None);
+                patterns.push((p, idx));
+                info.patterns += 1;
+            }
+        }
+        info.destinations = by_key_len(&self.entries, &name);
+        Ok(info)
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn allows(&self) -> &[Allow] {
+        &self.allows
+    }
+
+    pub fn entries(&self) -> &[DestEntry] {
+        &self.entries
+    }
+
+    pub fn matcher_counts(&self) -> (usize, usize, usize) {
+        (
+            self.matcher.domain_count(),
+            self.matcher.cidr_count(),
+            self.matcher.pattern_count(),
+        )
+    }
+
+    /// The app definition a process belongs to, if any.
+    pub fn app_of(&self, id_hint: Option<&str>, comm: &str, exe: Option<&str>, identity: Option<&crate::appid::AppIdentity>) -> Option<&AppDef> {
+        if let Some(id) = id_hint {
+            if let Some(a) = self.apps.apps.iter().find(|a| a.id == id) {
+                return Some(a);
+            }
+        }
+        self.apps.apps.iter().find(|a| a.matches(comm, exe, identity))
+    }
+
+    /// Looks up one name or address, without rules.
+    pub fn lookup(&self, name: Option<&str>, ip: Option<IpAddr>) -> Option<(&DestEntry, Hit)> {
+        name.and_then(|n| self.matcher.lookup_name(n))
+            .or_else(|| ip.and_then(|ip| self.matcher.lookup_ip(ip)))
+            .map(|(i, hit)| (&self.entries[i as usize], hit))
+    }
+
+    fn first_party(app: Option<&AppDef>, name: &str) -> bool {
+        let Some(app) = app else { return false };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        app.first_party.iter().any(|fp| {
+            let fp = fp.to_ascii_lowercase();
+            name == fp || name.ends_with(&format!(".{fp}"))
+        })
+    }
+
+    /// The verdict for a contact of `app` with `ip`, known by `names` (the name the app
+    /// asked for and its CNAME chain, SNI, Host). Every name is checked; the most severe
+    /// verdict is returned. First-party names of the app are not flagged.
+    pub fn classify(&self, app: Option<&AppDef>, names: &[&str], ip: Option<IpAddr>) -> Option<Verdict> {
+        let mut best: Option<Verdict> = None;
+        for name in names {
+            if Self::first_party(app, name) {
+                continue;
+            }
+            if let Some((idx, hit)) = self.matcher.lookup_name(name) {
+                let v = self.decide(app, idx, hit, Some(name.to_string()));
+                if best.as_ref().is_none_or(|b| rank(&v) > rank(b)) {
+                    best = Some(v);
+                }
+            }
+        }
+        if best.is_none() {
+            if let Some((idx, hit)) = ip.and_then(|ip| self.matcher.lookup_ip(ip)) {
+                best = Some(self.decide(app, idx, hit, None));
+            }
+        }
+        best
+    }
+
+    fn decide(&self, app: Option<&AppDef>, idx: u32, hit: Hit, name: Option<String>) -> Verdict {
+        let entry = self.entries[idx as usize].clone();
+        let matched = match &hit {
+            Hit::Domain { suffix, .. } => suffix.clone(),
+            Hit::Cidr(net) => net.to_string(),
+            Hit::Pattern(p) => p.clone(),
+        };
+        let rule = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let a = app_selected(&r.apps, app)?;
+                let c = if r.category == "*" {
+                    0
+                } else if r.category == entry.category {
+                    1
+                } else {
+                    return None;
+                };
+                Some(((a, c, i), r))
+            })
+            .max_by_key(|(k, _)| *k)
+            .map(|(_, r)| r);
+        let allowed = self.allows.iter().rev().find(|a| {
+            app_selected(&a.app, app).is_some_and(|s| s > 0 || a.app == "*")
+                && a.company.eq_ignore_ascii_case(&entry.company)
+        });
+        let (severity, action) = rule
+            .map(|r| (r.severity, r.action))
+            .unwrap_or((Severity::Low, Action::Log));
+        Verdict {
+            entry,
+            matched,
+            name,
+            severity,
+            action: if allowed.is_some() { Action::Ignore } else { action },
+            rule: rule.map(|r| r.id.clone()),
+            allowed_by: allowed.map(|a| a.id.clone()),
+        }
+    }
+}
+
+fn rank(v: &Verdict) -> (u8, Severity) {
+    let a = match v.action {
+        Action::Alert => 2,
+        Action::Log => 1,
+        Action::Ignore => 0,
+    };
+    (a, v.severity)
+}
+
+fn by_key_len(entries: &[DestEntry], origin: &str) -> usize {
+    entries.iter().filter(|e| e.origin == origin).count()
+}
+
+fn format_name(f: ImportFormat) -> &'static str {
+    match f {
+        ImportFormat::Hosts => "hosts",
+        ImportFormat::Adblock => "Adblock",
+        ImportFormat::Domains => "domain",
+        ImportFormat::Disconnect => "Disconnect services.json",
+        ImportFormat::TrackerRadar => "DuckDuckGo Tracker Radar",
+        ImportFormat::DdgAppTrackers => "DuckDuckGo app tracker",
+        ImportFormat::Exodus => "Exodus Privacy tracker",
+        ImportFormat::CaBrokerCsv => "California data broker registry",
+    }
+}
+
+fn read(p: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(p).map_err(|source| LoadError::Read {
+        path: p.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;
