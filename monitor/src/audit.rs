@@ -14,7 +14,7 @@ use crate::{
     cgroup::{CgroupError, OwnedCgroup},
     engine::Engine,
     launch::{self, LaunchError, RunAs},
-    policy::{AppSet, PolicyError},
+    policy::{AppSet, Policy, PolicyError},
     procinfo::{self, UserNames},
     report::{self, Clock, Format, Row, Summary},
     sensor::{Sensor, SensorError, SensorOptions},
@@ -133,7 +133,7 @@ impl AppWatch {
 }
 
 /// Runs an audit to completion (command exit, duration, or Ctrl-C).
-pub async fn run(opts: AuditOptions, apps: &AppSet) -> Result<AuditOutcome, AuditError> {
+pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, AuditError> {
     let started = Instant::now();
     let clock = Clock::now();
     // An audited command gets a cgroup of its own (unless systemd makes a scope for it),
@@ -157,7 +157,7 @@ pub async fn run(opts: AuditOptions, apps: &AppSet) -> Result<AuditOutcome, Audi
     match &opts.target {
         Target::All => sensor.set_mode(MODE_ALL)?,
         Target::Apps(names) => {
-            let watches = resolve_apps(apps, names);
+            let watches = resolve_apps(&policy.apps, names);
             for w in &watches {
                 engine.name_watch_tag(w.tag, w.label.clone());
                 for n in &w.names {
@@ -281,12 +281,13 @@ pub async fn run(opts: AuditOptions, apps: &AppSet) -> Result<AuditOutcome, Audi
     drop(owned_cgroup);
 
     let mut users = UserNames::default();
-    let rows = report::rows(&engine, &clock, &mut users);
+    let rows = report::rows(&engine, &clock, &mut users, policy);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.processes_seen = engine.stats.processes_seen;
     summary.connection_rows = rows.len();
     summary.connections = rows.iter().map(|r| r.count).sum();
     summary.rows_dropped = engine.stats.rows_dropped;
+    summary.flagged = rows.iter().filter(|r| r.flagged).count();
     Ok(AuditOutcome { rows, summary })
 }
 

@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod engine;
 pub mod launch;
 pub mod policy;
+pub mod policy_cli;
 pub mod preflight;
 pub mod procinfo;
 pub mod report;

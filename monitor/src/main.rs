@@ -5,7 +5,8 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use brokerwatch::{
     audit::{self, AuditOptions, Target},
-    policy::AppSet,
+    policy::{ImportSpec, Policy, PolicySources, SYSTEM_DIR},
+    policy_cli,
     report::Format,
     sensor::SensorOptions,
 };
@@ -29,6 +30,66 @@ struct Cli {
 enum Command {
     /// Watch running apps (or launch one command) and report every connection they make.
     Audit(AuditArgs),
+    /// Check, explain and list the policies (apps, destinations, rules).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// Where policies come from, for every command that uses them.
+#[derive(Args, Clone)]
+struct PolicyArgs {
+    /// Another policy file for this run (repeatable; loaded after the system's).
+    #[arg(long = "policy", value_name = "PATH", global = true)]
+    policies: Vec<std::path::PathBuf>,
+    /// Import a list: FORMAT:PATH[:CATEGORY] (formats: hosts, adblock, domains, disconnect,
+    /// tracker-radar, ddg-app-trackers, exodus, ca-broker-csv). Repeatable.
+    #[arg(long = "import", value_name = "SPEC", global = true)]
+    imports: Vec<ImportSpec>,
+    /// Directory of system policy files.
+    #[arg(long, value_name = "DIR", default_value = SYSTEM_DIR, global = true, hide = true)]
+    policy_dir: std::path::PathBuf,
+}
+
+impl PolicyArgs {
+    fn sources(&self) -> PolicySources {
+        PolicySources {
+            system_dir: Some(self.policy_dir.clone()),
+            files: self.policies.clone(),
+            imports: self.imports.clone(),
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<Policy> {
+        Policy::load(&self.sources())
+            .context("loading policies (check them with `brokerwatch policy check`)")
+    }
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files (the given ones, or everything configured); exit 2 on errors.
+    Check {
+        paths: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Which entry matches a name or address, and what it means for an app.
+    Explain {
+        #[arg(value_name = "NAME-OR-IP")]
+        target: String,
+        /// App id (zoom, teams, ...) to evaluate the rules for.
+        #[arg(long)]
+        app: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// What is loaded, from where, with counts.
+    List {
+        #[arg(long)]
+        category: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
 }
 
 #[derive(Args)]
@@ -52,6 +113,8 @@ struct AuditArgs {
     /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
     #[arg(long, default_value = "4M", value_parser = parse_size)]
     ring_size: u32,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Command to launch and audit, with its arguments (after `--`).
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -100,10 +163,43 @@ fn run() -> anyhow::Result<ExitCode> {
         .init();
     match cli.command {
         Command::Audit(args) => audit_main(args),
+        Command::Policy(cmd) => policy_main(cmd),
     }
 }
 
+fn policy_main(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let code = match cmd {
+        PolicyCommand::Check { paths, policy } => {
+            if policy_cli::check(&mut out, &policy.sources(), &paths)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        PolicyCommand::Explain {
+            target,
+            app,
+            policy,
+        } => {
+            if policy_cli::explain(&mut out, &policy.load()?, &target, app.as_deref())? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        PolicyCommand::List { category, policy } => {
+            policy_cli::list(&mut out, &policy.load()?, category.as_deref())?;
+            ExitCode::SUCCESS
+        }
+    };
+    out.flush()?;
+    Ok(code)
+}
+
 fn audit_main(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let args_policy = args.policy.clone();
     let target = if !args.command.is_empty() {
         Target::Command(args.command)
     } else if args.all {
@@ -126,7 +222,7 @@ fn audit_main(args: AuditArgs) -> anyhow::Result<ExitCode> {
             ..SensorOptions::default()
         },
     };
-    let apps = AppSet::builtin();
+    let policy = args_policy.load()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,10 +230,14 @@ fn audit_main(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if opts.duration.is_none() && !matches!(opts.target, Target::Command(_)) {
         eprintln!("brokerwatch: watching until Ctrl-C (use --duration to stop by itself)");
     }
-    let outcome = runtime.block_on(audit::run(opts, &apps))?;
+    let outcome = runtime.block_on(audit::run(opts, &policy))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     outcome.write(&mut out, format)?;
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if outcome.summary.flagged > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

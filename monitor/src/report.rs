@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::{
     engine::{ConnAgg, ConnKey, Engine, ProcSource},
+    policy::Policy,
     procinfo::UserNames,
     sensor::KernelCounters,
 };
@@ -68,6 +69,8 @@ pub struct Row {
     pub exe: Option<String>,
     pub cmdline: Option<String>,
     pub app: Option<String>,
+    /// Policy app id (`zoom`, `teams`, ...).
+    pub app_id: Option<String>,
     pub watch: Option<String>,
     pub uid: u32,
     pub user: Option<String>,
@@ -80,6 +83,15 @@ pub struct Row {
     pub category: Option<String>,
     pub company: Option<String>,
     pub severity: Option<String>,
+    /// `alert`, `log` or `ignore`.
+    pub action: Option<String>,
+    /// The policy domain, range or pattern that matched.
+    pub matched: Option<String>,
+    pub rule: Option<String>,
+    /// Where the destination fact comes from.
+    pub source: Option<String>,
+    /// An alert-worthy contact (decides exit status 1).
+    pub flagged: bool,
     pub count: u64,
     pub socket_cookie: u64,
     /// Parent chain, nearest first, `>`-separated pids.
@@ -93,6 +105,8 @@ pub struct Summary {
     pub processes_seen: u64,
     pub connection_rows: usize,
     pub connections: u64,
+    /// Rows whose destination the policy flags (alert).
+    pub flagged: usize,
     pub records_generated: u64,
     pub records_delivered: u64,
     pub records_lost: u64,
@@ -118,12 +132,28 @@ impl Summary {
     }
 }
 
-pub fn rows<P: ProcSource>(engine: &Engine<P>, clock: &Clock, users: &mut UserNames) -> Vec<Row> {
+/// Builds the report rows: every aggregated connection joined with its process, and the
+/// policy's verdict on its destination.
+pub fn rows<P: ProcSource>(
+    engine: &Engine<P>,
+    clock: &Clock,
+    users: &mut UserNames,
+    policy: &Policy,
+) -> Vec<Row> {
     engine
         .connections()
         .into_iter()
         .map(|(k, agg): (ConnKey, &ConnAgg)| {
             let proc = engine.process(k.pid);
+            let comm = proc.map(|p| p.comm.as_str()).unwrap_or(agg.comm.as_str());
+            let app = policy.app_of(
+                proc.and_then(|p| p.watch.as_deref()),
+                comm,
+                proc.and_then(|p| p.exe.as_deref()),
+                proc.and_then(|p| p.app.as_ref()),
+            );
+            let names: Vec<&str> = Vec::new();
+            let verdict = policy.classify(app, &names, Some(k.dst));
             let ancestry = engine
                 .ancestry(k.pid)
                 .iter()
@@ -141,7 +171,10 @@ pub fn rows<P: ProcSource>(engine: &Engine<P>, clock: &Clock, users: &mut UserNa
                 thread_comm: agg.thread_comm.clone(),
                 exe: proc.and_then(|p| p.exe.clone()),
                 cmdline: proc.map(|p| p.cmdline.join(" ")).filter(|c| !c.is_empty()),
-                app: proc.and_then(|p| p.app.as_ref().map(|a| a.display_id())),
+                app: app
+                    .map(|a| a.name.clone())
+                    .or_else(|| proc.and_then(|p| p.app.as_ref().map(|a| a.display_id()))),
+                app_id: app.map(|a| a.id.clone()),
                 watch: proc.and_then(|p| p.watch.clone()),
                 uid: agg.uid,
                 user: users.name(agg.uid),
@@ -151,9 +184,14 @@ pub fn rows<P: ProcSource>(engine: &Engine<P>, clock: &Clock, users: &mut UserNa
                 dst_port: k.port,
                 domain: None,
                 domain_source: None,
-                category: None,
-                company: None,
-                severity: None,
+                category: verdict.as_ref().map(|v| v.entry.category.clone()),
+                company: verdict.as_ref().map(|v| v.entry.company.clone()),
+                severity: verdict.as_ref().map(|v| v.severity.as_str().to_owned()),
+                action: verdict.as_ref().map(|v| v.action.as_str().to_owned()),
+                matched: verdict.as_ref().map(|v| v.matched.clone()),
+                rule: verdict.as_ref().and_then(|v| v.rule.clone()),
+                source: verdict.as_ref().map(|v| v.entry.source.clone()),
+                flagged: verdict.as_ref().is_some_and(|v| v.flagged()),
                 count: agg.count,
                 socket_cookie: agg.first_cookie,
                 ancestry,
@@ -218,6 +256,7 @@ const CSV_HEADER: &[&str] = &[
     "exe",
     "cmdline",
     "app",
+    "app_id",
     "watch",
     "uid",
     "user",
@@ -230,19 +269,54 @@ const CSV_HEADER: &[&str] = &[
     "category",
     "company",
     "severity",
+    "action",
+    "matched",
+    "rule",
+    "source",
+    "flagged",
     "count",
     "socket_cookie",
     "ancestry",
 ];
+
+/// `…tail` of `s` in at most `width` characters.
+fn shorten_left(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_owned();
+    }
+    let tail: String = s.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+fn finding(r: &Row) -> String {
+    match (&r.severity, &r.category, &r.company) {
+        (Some(sev), Some(cat), Some(company)) => {
+            let sev = if r.flagged {
+                sev.to_uppercase()
+            } else {
+                sev.clone()
+            };
+            format!("{sev} {cat}: {company}")
+        }
+        _ => "-".to_owned(),
+    }
+}
 
 fn write_table(out: &mut dyn Write, rows: &[Row], s: &Summary, clock_note: &str) -> io::Result<()> {
     let who = |r: &Row| {
         let name = r.app.clone().unwrap_or_else(|| r.comm.clone());
         format!("{name}[{}]", r.pid)
     };
-    let dst = |r: &Row| match r.dst_ip.contains(':') {
-        true => format!("[{}]:{}", r.dst_ip, r.dst_port),
-        false => format!("{}:{}", r.dst_ip, r.dst_port),
+    let dst = |r: &Row| {
+        let addr = match r.dst_ip.contains(':') {
+            true => format!("[{}]:{}", r.dst_ip, r.dst_port),
+            false => format!("{}:{}", r.dst_ip, r.dst_port),
+        };
+        match &r.domain {
+            Some(d) => format!("{d} ({addr})"),
+            None => addr,
+        }
     };
     let w_who = rows
         .iter()
@@ -252,13 +326,13 @@ fn write_table(out: &mut dyn Write, rows: &[Row], s: &Summary, clock_note: &str)
         .max("PROCESS".len());
     let w_exe = rows
         .iter()
-        .map(|r| r.exe.as_deref().unwrap_or("?").len())
+        .map(|r| r.exe.as_deref().unwrap_or("?").chars().count())
         .max()
         .unwrap_or(0)
         .clamp(3, 48);
     let w_dst = rows
         .iter()
-        .map(|r| dst(r).len())
+        .map(|r| dst(r).chars().count())
         .max()
         .unwrap_or(0)
         .max("DESTINATION".len());
@@ -267,19 +341,15 @@ fn write_table(out: &mut dyn Write, rows: &[Row], s: &Summary, clock_note: &str)
     } else {
         writeln!(
             out,
-            "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}",
+            "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}  FINDING",
             "PROCESS", "EXE", "DESTINATION", "PROTO", "COUNT", "FIRST", "LAST"
         )?;
         for r in rows {
             let exe = r.exe.as_deref().unwrap_or("?");
-            let exe = if exe.len() > w_exe {
-                format!("…{}", &exe[exe.len() - (w_exe - 1)..])
-            } else {
-                exe.to_owned()
-            };
+            let exe = shorten_left(exe, w_exe);
             writeln!(
                 out,
-                "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}",
+                "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}  {}",
                 who(r),
                 exe,
                 dst(r),
@@ -287,6 +357,7 @@ fn write_table(out: &mut dyn Write, rows: &[Row], s: &Summary, clock_note: &str)
                 r.count,
                 &r.ts.get(11..19).unwrap_or(""),
                 &r.last_seen.get(11..19).unwrap_or(""),
+                finding(r),
             )?;
         }
     }
@@ -312,6 +383,13 @@ fn write_table(out: &mut dyn Write, rows: &[Row], s: &Summary, clock_note: &str)
             ""
         }
     )?;
+    if s.flagged > 0 {
+        writeln!(
+            out,
+            "Flagged: {} destination(s) the policy alerts on (exit status 1)",
+            s.flagged
+        )?;
+    }
     if s.watch_table_full > 0 || s.rows_dropped > 0 || s.records_undecodable > 0 {
         writeln!(
             out,

@@ -172,3 +172,61 @@ fn issue2_bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"));
 }
+
+#[test]
+fn issue4_meeting_app_contacting_a_data_broker_exits_1_with_company_and_category() {
+    require_root();
+    // A test host on loopback that a test policy names as a data broker.
+    let l = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("bw-issue4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("test-broker.toml");
+    std::fs::write(
+        &policy,
+        r#"[[destination]]
+id = "test-broker"
+company = "Test Data Broker Inc."
+category = "data-broker"
+cidrs = ["127.0.0.2/32"]
+source = "test fixture"
+"#,
+    )
+    .unwrap();
+    // A process named like a meeting app.
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "--json", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&zoom)
+        .arg(format!("tcp:127.0.0.2:{port}"))
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let lines = json_lines(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {lines:#?} stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broker = lines
+        .iter()
+        .find(|v| v["type"] == "connection" && v["dst_ip"] == "127.0.0.2")
+        .expect("the broker row");
+    assert_eq!(broker["company"], "Test Data Broker Inc.");
+    assert_eq!(broker["category"], "data-broker");
+    assert_eq!(broker["app"], "Zoom");
+    assert_eq!(broker["severity"], "high", "meeting app x data broker");
+    assert_eq!(broker["action"], "alert");
+    assert_eq!(broker["flagged"], true);
+    let other = lines
+        .iter()
+        .find(|v| v["type"] == "connection" && v["dst_ip"] == "127.0.0.1")
+        .expect("the other row");
+    assert!(other["company"].is_null());
+    assert_eq!(lines.last().unwrap()["flagged"], 1);
+}

@@ -64,7 +64,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let capture: Value = serde_json::from_str(
         &std::fs::read_to_string(&capture_json).context("reading the capture results")?,
     )?;
-    let all = json!({ "machine": machine(), "capture": capture });
+    let policy_json = dir.join("policy.json");
+    run_cmd(
+        cargo(&env)
+            .args(["bench", "-p", "monitor", "--bench", "policy"])
+            .env("BW_BENCH_OUT", &policy_json),
+    )?;
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(&policy_json).context("reading the policy results")?,
+    )?;
+    let all = json!({ "machine": machine(), "capture": capture, "policy": policy });
     let out = root().join(&args.out);
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)
         .with_context(|| format!("writing {}", out.display()))?;

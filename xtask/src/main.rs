@@ -158,12 +158,36 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         )?;
     }
     // Integration tests share the machine's cgroup root and ring-buffer pressure: one at
-    // a time. Unit tests are fast either way.
+    // a time. cargo-nextest (on every machine of this project) prints one closing summary
+    // of every test; plain `cargo test` is the fallback.
     let mut cmd = cargo(&env);
-    cmd.args(["test", "--workspace", "--exclude", "monitor-ebpf", "--"])
-        .arg("--test-threads=1")
+    if have_nextest(&env) {
+        cmd.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--exclude",
+            "monitor-ebpf",
+            "--test-threads=1",
+            "--no-fail-fast",
+        ])
         .args(extra);
+    } else {
+        cmd.args(["test", "--workspace", "--exclude", "monitor-ebpf", "--"])
+            .arg("--test-threads=1")
+            .args(extra);
+    }
     run_cmd(&mut cmd)
+}
+
+fn have_nextest(env: &setup::Env) -> bool {
+    cargo(env)
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn audit(args: &[String]) -> Result<()> {

@@ -30,7 +30,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, " (hint: {hint})")?;
         }
@@ -43,7 +47,12 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
     let at = at.min(text.len());
     let before = &text[..text.floor_char_boundary_compat(at)];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -60,7 +69,9 @@ impl FloorCharBoundary for str {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -176,7 +187,10 @@ impl ImportFormat {
 
     /// Whether the format carries categories of its own (so `category` is optional).
     pub fn has_categories(self) -> bool {
-        matches!(self, Self::Disconnect | Self::TrackerRadar | Self::CaBrokerCsv)
+        matches!(
+            self,
+            Self::Disconnect | Self::TrackerRadar | Self::CaBrokerCsv
+        )
     }
 }
 
@@ -303,7 +317,11 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
         }
         for dom in &d.domains {
             if let Err(why) = super::matcher::normalize_domain(dom.get_ref()) {
-                c.at(dom.span(), format!("domain {:?}: {why}", dom.get_ref()), None);
+                c.at(
+                    dom.span(),
+                    format!("domain {:?}: {why}", dom.get_ref()),
+                    None,
+                );
             }
         }
         for cidr in &d.cidrs {
@@ -415,7 +433,8 @@ source = "test"
         let text = "[[rule]]\nid = \"r\"\napps = \"*\"\ncategory = \"*\"\nseverity = \"urgent\"\naction = \"alert\"\n";
         let d = parse("t.toml", text).unwrap_err();
         assert_eq!(d[0].line, 5, "{}", d[0]);
-        let text = "[[import]]\nid = \"i\"\npath = \"/x\"\nformat = \"yaml\"\ncategory = \"social-sdk\"\n";
+        let text =
+            "[[import]]\nid = \"i\"\npath = \"/x\"\nformat = \"yaml\"\ncategory = \"social-sdk\"\n";
         let d = parse("t.toml", text).unwrap_err();
         assert_eq!((d[0].line, d[0].col), (4, 10), "{}", d[0]);
         let text = "[[import]]\nid = \"i\"\npath = \"/x\"\nformat = \"hosts\"\n";

@@ -76,7 +76,12 @@ pub fn hosts(text: &str) -> ImportResult {
         for name in fields {
             if matches!(
                 name,
-                "localhost" | "localhost.localdomain" | "local" | "broadcasthost" | "ip6-localhost" | "ip6-loopback"
+                "localhost"
+                    | "localhost.localdomain"
+                    | "local"
+                    | "broadcasthost"
+                    | "ip6-localhost"
+                    | "ip6-loopback"
                     | "0.0.0.0"
             ) {
                 continue;
@@ -129,7 +134,9 @@ pub fn adblock(text: &str) -> ImportResult {
             out.skipped += 1;
             continue;
         }
-        let Some(host) = body.strip_suffix('^').or(Some(body).filter(|b| !b.contains(['/', '*', '^'])))
+        let Some(host) = body
+            .strip_suffix('^')
+            .or(Some(body).filter(|b| !b.contains(['/', '*', '^'])))
         else {
             out.skipped += 1;
             continue;
@@ -162,7 +169,13 @@ pub fn disconnect_category(name: &str) -> String {
         "Email" | "EmailAggressive" => "email-tracking".into(),
         other => other
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect(),
     }
 }
@@ -190,9 +203,9 @@ pub fn disconnect(text: &str) -> Result<ImportResult, ImportError> {
             for (company, sites) in obj {
                 for (_url, doms) in sites.as_object().into_iter().flatten() {
                     for d in doms.as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                        match d.as_str() {
-                            Some(d) => push(&mut out, d, Some(company.clone()), Some(category.clone())),
-                            None => {} // flags like "performance": "true"
+                        // Non-strings are flags like "performance": "true".
+                        if let Some(d) = d.as_str() {
+                            push(&mut out, d, Some(company.clone()), Some(category.clone()));
                         }
                     }
                 }
@@ -212,7 +225,10 @@ pub fn radar_category(cats: &[&str]) -> Option<String> {
             "social-sdk"
         } else if has("Advertising") || has("Ad Motivated Tracking") || has("Ad Fraud") {
             "ad-attribution"
-        } else if has("Analytics") || has("Audience Measurement") || has("Third-Party Analytics Marketing") {
+        } else if has("Analytics")
+            || has("Audience Measurement")
+            || has("Third-Party Analytics Marketing")
+        {
             "product-analytics"
         } else {
             return None;
@@ -315,12 +331,20 @@ pub fn exodus(text: &str) -> Result<ImportResult, ImportError> {
 /// layout: `company_name`, `hostname_original`, ...). Hosts shared by several brokers
 /// (privacy portals) are skipped; `www.` is dropped.
 pub fn ca_brokers(text: &str) -> Result<ImportResult, ImportError> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let headers = rdr.headers()?.clone();
     let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim()));
     let (Some(name_col), Some(host_col)) = (
         col(&["company_name", "Data Broker Name", "name"]),
-        col(&["hostname_original", "hostname", "Website URL", "website", "url"]),
+        col(&[
+            "hostname_original",
+            "hostname",
+            "Website URL",
+            "website",
+            "url",
+        ]),
     ) else {
         return Err(ImportError::Shape {
             format: "California data broker CSV",
@@ -380,7 +404,14 @@ mod tests {
     fn adblock_rules_exceptions_and_skips() {
         let text = "[Adblock Plus 2.0]\n! Title: test\n||metrics.example.com^\n||ads.example.org^$third-party\n@@||good.example.com^\n||cdn.example.com/track.js\nexample.com##.banner\n||site.example^$domain=news.example\n||Mixed.Example.NET^\n";
         let r = adblock(text);
-        assert_eq!(doms(&r), vec!["metrics.example.com", "ads.example.org", "mixed.example.net"]);
+        assert_eq!(
+            doms(&r),
+            vec![
+                "metrics.example.com",
+                "ads.example.org",
+                "mixed.example.net"
+            ]
+        );
         assert_eq!(r.exceptions, vec!["good.example.com"]);
         assert_eq!(r.skipped, 3);
     }
@@ -402,7 +433,13 @@ mod tests {
         let got: Vec<(&str, &str, &str)> = r
             .entries
             .iter()
-            .map(|e| (e.domain.as_str(), e.company.as_deref().unwrap(), e.category.as_deref().unwrap()))
+            .map(|e| {
+                (
+                    e.domain.as_str(),
+                    e.company.as_deref().unwrap(),
+                    e.category.as_deref().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -434,7 +471,13 @@ mod tests {
     fn exodus_signatures_are_patterns() {
         let text = r#"{"trackers": {"69": {"name": "Facebook Login", "network_signature": "\\.facebook\\.com"}, "70": {"name": "Broken", "network_signature": "(("}, "71": {"name": "None", "network_signature": ""}}}"#;
         let r = exodus(text).unwrap();
-        assert_eq!(r.patterns, vec![(r"\.facebook\.com".to_owned(), Some("Facebook Login".to_owned()))]);
+        assert_eq!(
+            r.patterns,
+            vec![(
+                r"\.facebook\.com".to_owned(),
+                Some("Facebook Login".to_owned())
+            )]
+        );
         assert_eq!(r.skipped, 2);
     }
 
@@ -451,14 +494,32 @@ mod tests {
             .iter()
             .map(|e| (e.domain.as_str(), e.company.as_deref().unwrap()))
             .collect();
-        assert_eq!(got, vec![("explorium.ai", "Explorium Inc."), ("m1-data.com", "M1 Data & Analytics, LLC")]);
-        assert_eq!(r.skipped, 2, "a privacy portal shared by two brokers is nobody's domain");
+        assert_eq!(
+            got,
+            vec![
+                ("explorium.ai", "Explorium Inc."),
+                ("m1-data.com", "M1 Data & Analytics, LLC")
+            ]
+        );
+        assert_eq!(
+            r.skipped, 2,
+            "a privacy portal shared by two brokers is nobody's domain"
+        );
         assert!(ca_brokers("a,b\n1,2\n").is_err());
     }
 
     #[test]
     fn hostile_input_never_panics() {
-        let junk = ["", "\u{0}\u{1}", "||^", "@@||", "{\"trackers\": 5}", "[1,2,3]", "||a^$", "0.0.0.0"];
+        let junk = [
+            "",
+            "\u{0}\u{1}",
+            "||^",
+            "@@||",
+            "{\"trackers\": 5}",
+            "[1,2,3]",
+            "||a^$",
+            "0.0.0.0",
+        ];
         for j in junk {
             for f in ImportFormat::NAMES {
                 let _ = parse(ImportFormat::parse(f).unwrap(), j);

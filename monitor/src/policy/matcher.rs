@@ -1,10 +1,11 @@
 //! Destination matching: whole-label domain suffixes (one hash look-up per label), address
 //! ranges, and regular expressions (Exodus signatures).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use regex::RegexSet;
+use rustc_hash::FxHashMap;
 
 /// Canonical form of a domain: lower case, no trailing dot, internationalised labels in
 /// punycode (`xn--`). Rejects what cannot be a DNS name.
@@ -43,7 +44,9 @@ pub fn normalize_domain(name: &str) -> Result<String, &'static str> {
 /// Maps domains, ranges and patterns to an entry number.
 #[derive(Debug, Default)]
 pub struct Matcher {
-    domains: HashMap<Box<str>, u32>,
+    /// FxHash: keys come from local policy files only; names from the network are only
+    /// looked up, never inserted.
+    domains: FxHashMap<Box<str>, u32>,
     cidrs: Vec<(IpNet, u32)>,
     regex_set: Option<RegexSet>,
     regex_entries: Vec<u32>,
@@ -54,7 +57,10 @@ pub struct Matcher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hit {
     /// The name (or one of its parent domains) `suffix`.
-    Domain { name: String, suffix: String },
+    Domain {
+        name: String,
+        suffix: String,
+    },
     Cidr(IpNet),
     Pattern(String),
 }
@@ -65,6 +71,11 @@ impl Matcher {
         let d = normalize_domain(domain)?;
         self.domains.insert(d.into_boxed_str(), entry);
         Ok(())
+    }
+
+    /// Room for `n` more domains.
+    pub fn reserve(&mut self, n: usize) {
+        self.domains.reserve(n);
     }
 
     /// Adds an already normalised domain (import fast path).
@@ -81,10 +92,7 @@ impl Matcher {
     pub fn add_cidr(&mut self, cidr: &str, entry: u32) -> Result<(), String> {
         let net: IpNet = match cidr.parse() {
             Ok(n) => n,
-            Err(_) => IpNet::from(
-                cidr.parse::<IpAddr>()
-                    .map_err(|e| format!("{cidr}: {e}"))?,
-            ),
+            Err(_) => IpNet::from(cidr.parse::<IpAddr>().map_err(|e| format!("{cidr}: {e}"))?),
         };
         self.cidrs.push((net.trunc(), entry));
         Ok(())
@@ -118,8 +126,9 @@ impl Matcher {
     /// (whole labels only, so `evilfacebook.com` never matches `facebook.com`).
     pub fn lookup_name(&self, name: &str) -> Option<(u32, Hit)> {
         let owned;
-        let name = if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_')
-            && !name.ends_with('.')
+        let name = if name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_'
+        }) && !name.ends_with('.')
         {
             name
         } else {
@@ -144,7 +153,10 @@ impl Matcher {
         }
         if let Some(set) = &self.regex_set {
             if let Some(i) = set.matches(name).iter().next() {
-                return Some((self.regex_entries[i], Hit::Pattern(self.regex_sources[i].clone())));
+                return Some((
+                    self.regex_entries[i],
+                    Hit::Pattern(self.regex_sources[i].clone()),
+                ));
             }
         }
         None
@@ -219,7 +231,8 @@ mod tests {
     #[test]
     fn patterns_after_domains() {
         let mut m = m();
-        m.set_patterns(vec![(r"(^|\.)branch\.io$".into(), 9)]).unwrap();
+        m.set_patterns(vec![(r"(^|\.)branch\.io$".into(), 9)])
+            .unwrap();
         assert_eq!(m.lookup_name("api2.branch.io").unwrap().0, 9);
         assert_eq!(m.lookup_name("notbranch.io"), None);
     }

@@ -24,14 +24,38 @@ use serde::Serialize;
 
 /// Built-in policy files: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("builtin:apps.toml", include_str!("../../../policies/apps.toml")),
-    ("builtin:data-brokers.toml", include_str!("../../../policies/data-brokers.toml")),
-    ("builtin:social-sdk.toml", include_str!("../../../policies/social-sdk.toml")),
-    ("builtin:ads.toml", include_str!("../../../policies/ads.toml")),
-    ("builtin:analytics.toml", include_str!("../../../policies/analytics.toml")),
-    ("builtin:session-replay.toml", include_str!("../../../policies/session-replay.toml")),
-    ("builtin:crash-reporting.toml", include_str!("../../../policies/crash-reporting.toml")),
-    ("builtin:rules.toml", include_str!("../../../policies/rules.toml")),
+    (
+        "builtin:apps.toml",
+        include_str!("../../../policies/apps.toml"),
+    ),
+    (
+        "builtin:data-brokers.toml",
+        include_str!("../../../policies/data-brokers.toml"),
+    ),
+    (
+        "builtin:social-sdk.toml",
+        include_str!("../../../policies/social-sdk.toml"),
+    ),
+    (
+        "builtin:ads.toml",
+        include_str!("../../../policies/ads.toml"),
+    ),
+    (
+        "builtin:analytics.toml",
+        include_str!("../../../policies/analytics.toml"),
+    ),
+    (
+        "builtin:session-replay.toml",
+        include_str!("../../../policies/session-replay.toml"),
+    ),
+    (
+        "builtin:crash-reporting.toml",
+        include_str!("../../../policies/crash-reporting.toml"),
+    ),
+    (
+        "builtin:rules.toml",
+        include_str!("../../../policies/rules.toml"),
+    ),
 ];
 
 pub const SYSTEM_DIR: &str = "/etc/brokerwatch/policies.d";
@@ -72,7 +96,8 @@ impl std::str::FromStr for ImportSpec {
         let (path, category) = match rest.rsplit_once(':') {
             Some((p, c))
                 if !c.is_empty()
-                    && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-' || b.is_ascii_digit()) =>
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'-' || b.is_ascii_digit()) =>
             {
                 (p, Some(c.to_owned()))
             }
@@ -177,6 +202,16 @@ impl Verdict {
     }
 }
 
+/// An import to read in stage two: id, path, format, category, company, origin.
+type PendingImport = (
+    String,
+    PathBuf,
+    ImportFormat,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 /// The resolved policy.
 #[derive(Debug, Default)]
 pub struct Policy {
@@ -270,7 +305,7 @@ impl Policy {
         let mut dests: Vec<(file::RawDestination, String)> = Vec::new();
         let mut rules: Vec<Rule> = Vec::new();
         let mut allows: Vec<Allow> = Vec::new();
-        let mut imports: Vec<(String, PathBuf, ImportFormat, Option<String>, Option<String>, String)> = Vec::new();
+        let mut imports: Vec<PendingImport> = Vec::new();
         let mut sources = Vec::new();
         fn upsert<T>(v: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
             match v.iter().position(same) {
@@ -295,7 +330,9 @@ impl Policy {
                 info.domains += d.domains.len();
                 info.cidrs += d.cidrs.len();
                 let id = d.id.get_ref().clone();
-                upsert(&mut dests, (d, f.name.clone()), |(x, _)| *x.id.get_ref() == id);
+                upsert(&mut dests, (d, f.name.clone()), |(x, _)| {
+                    *x.id.get_ref() == id
+                });
             }
             for r in f.raw.rule {
                 let rule = Rule {
@@ -320,7 +357,8 @@ impl Policy {
                 upsert(&mut allows, allow, |x| x.id == id);
             }
             for i in f.raw.import {
-                let format = ImportFormat::parse(i.format.get_ref()).expect("validated in stage one");
+                let format =
+                    ImportFormat::parse(i.format.get_ref()).expect("validated in stage one");
                 let id = i.id.get_ref().clone();
                 let item = (
                     id.clone(),
@@ -375,7 +413,15 @@ impl Policy {
         }
         let mut patterns = Vec::new();
         for (id, path, format, category, company, origin) in imports {
-            let info = policy.import(&id, &path, format, category, company, &origin, &mut patterns)?;
+            let info = policy.import(
+                &id,
+                &path,
+                format,
+                category,
+                company,
+                &origin,
+                &mut patterns,
+            )?;
             sources.push(info);
         }
         policy
@@ -416,7 +462,10 @@ impl Policy {
                 .collect();
             files.sort();
             for f in files {
-                texts.push(std::fs::read_to_string(&f).map_err(|e| err(format!("{}: {e}", f.display())))?);
+                texts.push(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| err(format!("{}: {e}", f.display())))?,
+                );
             }
         } else {
             texts.push(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
@@ -431,21 +480,27 @@ impl Policy {
         let fallback_company = company.unwrap_or_else(|| format!("listed in {}", path.display()));
         let mut entry_for = |this: &mut Self, comp: Option<String>, cat: Option<String>| -> u32 {
             let comp = comp.unwrap_or_else(|| fallback_company.clone());
-            let cat = category.clone().or(cat).unwrap_or_else(|| "tracker".to_owned());
-            *by_key.entry((comp.clone(), cat.clone())).or_insert_with(|| {
-                this.entries.push(DestEntry {
-                    id: format!("{id}:{comp}"),
-                    company: comp,
-                    category: cat,
-                    source: format!("{} list {}", format_name(format), path.display()),
-                    origin: name.clone(),
-                });
-                (this.entries.len() - 1) as u32
-            })
+            let cat = category
+                .clone()
+                .or(cat)
+                .unwrap_or_else(|| "tracker".to_owned());
+            *by_key
+                .entry((comp.clone(), cat.clone()))
+                .or_insert_with(|| {
+                    this.entries.push(DestEntry {
+                        id: format!("{id}:{comp}"),
+                        company: comp,
+                        category: cat,
+                        source: format!("{} list {}", format_name(format), path.display()),
+                        origin: name.clone(),
+                    });
+                    (this.entries.len() - 1) as u32
+                })
         };
         for text in texts {
             let r = import::parse(format, &text).map_err(|e| err(e.to_string()))?;
             info.skipped += r.skipped;
+            self.matcher.reserve(r.entries.len());
             for e in r.entries {
                 let idx = entry_for(self, e.company, e.category);
                 self.matcher.add_normalized(e.domain, idx);
@@ -485,13 +540,22 @@ impl Policy {
     }
 
     /// The app definition a process belongs to, if any.
-    pub fn app_of(&self, id_hint: Option<&str>, comm: &str, exe: Option<&str>, identity: Option<&crate::appid::AppIdentity>) -> Option<&AppDef> {
+    pub fn app_of(
+        &self,
+        id_hint: Option<&str>,
+        comm: &str,
+        exe: Option<&str>,
+        identity: Option<&crate::appid::AppIdentity>,
+    ) -> Option<&AppDef> {
         if let Some(id) = id_hint {
             if let Some(a) = self.apps.apps.iter().find(|a| a.id == id) {
                 return Some(a);
             }
         }
-        self.apps.apps.iter().find(|a| a.matches(comm, exe, identity))
+        self.apps
+            .apps
+            .iter()
+            .find(|a| a.matches(comm, exe, identity))
     }
 
     /// Looks up one name or address, without rules.
@@ -513,7 +577,12 @@ impl Policy {
     /// The verdict for a contact of `app` with `ip`, known by `names` (the name the app
     /// asked for and its CNAME chain, SNI, Host). Every name is checked; the most severe
     /// verdict is returned. First-party names of the app are not flagged.
-    pub fn classify(&self, app: Option<&AppDef>, names: &[&str], ip: Option<IpAddr>) -> Option<Verdict> {
+    pub fn classify(
+        &self,
+        app: Option<&AppDef>,
+        names: &[&str],
+        ip: Option<IpAddr>,
+    ) -> Option<Verdict> {
         let mut best: Option<Verdict> = None;
         for name in names {
             if Self::first_party(app, name) {
@@ -570,7 +639,11 @@ impl Policy {
             matched,
             name,
             severity,
-            action: if allowed.is_some() { Action::Ignore } else { action },
+            action: if allowed.is_some() {
+                Action::Ignore
+            } else {
+                action
+            },
             rule: rule.map(|r| r.id.clone()),
             allowed_by: allowed.map(|a| a.id.clone()),
         }

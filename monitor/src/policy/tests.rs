@@ -15,23 +15,35 @@ fn builtin_policy_is_valid_and_large_enough() {
     assert!(companies.len() >= 50, "{} companies", companies.len());
     for e in p.entries() {
         assert!(!e.source.trim().is_empty(), "{} has no source", e.id);
-        assert!(e.source.contains("http") || e.source.contains("github"), "{}: {}", e.id, e.source);
+        assert!(
+            e.source.contains("http") || e.source.contains("github"),
+            "{}: {}",
+            e.id,
+            e.source
+        );
     }
     for cat in file::KNOWN_CATEGORIES {
-        assert!(p.entries().iter().any(|e| e.category == *cat), "no built-in {cat}");
+        assert!(
+            p.entries().iter().any(|e| e.category == *cat),
+            "no built-in {cat}"
+        );
     }
 }
 
 #[test]
 fn zoom_contacting_the_graph_api_is_high() {
     let p = Policy::builtin();
-    let v = p.classify(Some(zoom(&p)), &["graph.facebook.com"], None).unwrap();
+    let v = p
+        .classify(Some(zoom(&p)), &["graph.facebook.com"], None)
+        .unwrap();
     assert_eq!(v.entry.company, "Meta (Facebook)");
     assert_eq!(v.entry.category, "social-sdk");
     assert_eq!((v.severity, v.action), (Severity::High, Action::Alert));
     assert_eq!(v.rule.as_deref(), Some("meeting-social-sdk"));
     assert!(v.flagged());
-    let v = p.classify(Some(zoom(&p)), &["px.ads.linkedin.com"], None).unwrap();
+    let v = p
+        .classify(Some(zoom(&p)), &["px.ads.linkedin.com"], None)
+        .unwrap();
     assert_eq!(v.entry.id, "linkedin");
 }
 
@@ -62,7 +74,11 @@ fn matching_is_case_insensitive_whole_label_and_ignores_trailing_dot() {
 #[test]
 fn every_name_of_a_cname_chain_is_checked() {
     let p = Policy::builtin();
-    let chain = ["api.vendor.example", "edge.vendor-cdn.example", "graph.facebook.com"];
+    let chain = [
+        "api.vendor.example",
+        "edge.vendor-cdn.example",
+        "graph.facebook.com",
+    ];
     let v = p.classify(Some(zoom(&p)), &chain, None).unwrap();
     assert_eq!(v.name.as_deref(), Some("graph.facebook.com"));
     assert_eq!(v.entry.category, "social-sdk");
@@ -71,14 +87,19 @@ fn every_name_of_a_cname_chain_is_checked() {
 #[test]
 fn first_party_names_are_not_flagged() {
     let p = Policy::builtin();
-    assert!(p.classify(Some(zoom(&p)), &["us04web.zoom.us"], None).is_none());
+    assert!(p
+        .classify(Some(zoom(&p)), &["us04web.zoom.us"], None)
+        .is_none());
     // Slack is not Zoom's first party; for Slack itself it is.
     let slack = p.apps.apps.iter().find(|a| a.id == "slack").unwrap();
     assert!(p.classify(Some(slack), &["slack.com"], None).is_none());
 }
 
 fn policy_with(extra: &str) -> Policy {
-    let mut files: Vec<PolicyFile> = BUILTIN.iter().map(|(n, t)| file::parse(n, t).unwrap()).collect();
+    let mut files: Vec<PolicyFile> = BUILTIN
+        .iter()
+        .map(|(n, t)| file::parse(n, t).unwrap())
+        .collect();
     files.push(file::parse("extra.toml", extra).unwrap_or_else(|d| panic!("{d:#?}")));
     Policy::resolve(files, &[]).unwrap()
 }
@@ -114,10 +135,14 @@ source = "test fixture"
     let v = p.classify(z, &["sentry.io"], None).unwrap();
     assert_eq!(v.action, Action::Ignore);
     assert_eq!(v.allowed_by.as_deref(), Some("zoom-may-use-sentry"));
-    let v = p.classify(z, &[], Some("127.0.0.2".parse().unwrap())).unwrap();
+    let v = p
+        .classify(z, &[], Some("127.0.0.2".parse().unwrap()))
+        .unwrap();
     assert_eq!(v.entry.company, "Test Broker Inc.");
     assert_eq!(v.matched, "127.0.0.2/32");
-    assert!(p.classify(z, &[], Some("127.0.0.3".parse().unwrap())).is_none());
+    assert!(p
+        .classify(z, &[], Some("127.0.0.3".parse().unwrap()))
+        .is_none());
     // A process that is no known app falls to the "*" rules.
     let v = p.classify(None, &["x.broker.test"], None).unwrap();
     assert_eq!((v.severity, v.action), (Severity::Medium, Action::Alert));
@@ -128,7 +153,11 @@ fn imports_from_files_keep_owner_and_apply_exceptions() {
     let dir = std::env::temp_dir().join(format!("bw-policy-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let adblock = dir.join("list.txt");
-    std::fs::write(&adblock, "||telemetry.vendor.test^\n||cdn.vendor.test^\n@@||cdn.vendor.test^\n").unwrap();
+    std::fs::write(
+        &adblock,
+        "||telemetry.vendor.test^\n||cdn.vendor.test^\n@@||cdn.vendor.test^\n",
+    )
+    .unwrap();
     let disconnect = dir.join("services.json");
     std::fs::write(
         &disconnect,
@@ -146,18 +175,34 @@ company = "Vendor Telemetry"
 "#,
         adblock.display()
     );
-    let mut files: Vec<PolicyFile> = BUILTIN.iter().map(|(n, t)| file::parse(n, t).unwrap()).collect();
+    let mut files: Vec<PolicyFile> = BUILTIN
+        .iter()
+        .map(|(n, t)| file::parse(n, t).unwrap())
+        .collect();
     files.push(file::parse("extra.toml", &extra).unwrap());
-    let spec: ImportSpec = format!("disconnect:{}", disconnect.display()).parse().unwrap();
+    let spec: ImportSpec = format!("disconnect:{}", disconnect.display())
+        .parse()
+        .unwrap();
     let p = Policy::resolve(files, &[spec]).unwrap();
-    let v = p.classify(None, &["a.telemetry.vendor.test"], None).unwrap();
+    let v = p
+        .classify(None, &["a.telemetry.vendor.test"], None)
+        .unwrap();
     assert_eq!(v.entry.company, "Vendor Telemetry");
     assert_eq!(v.entry.category, "product-analytics");
-    assert!(p.classify(None, &["cdn.vendor.test"], None).is_none(), "exception applied");
+    assert!(
+        p.classify(None, &["cdn.vendor.test"], None).is_none(),
+        "exception applied"
+    );
     let v = p.classify(None, &["pixel.adco.test"], None).unwrap();
-    assert_eq!((v.entry.company.as_str(), v.entry.category.as_str()), ("AdCo", "ad-attribution"));
+    assert_eq!(
+        (v.entry.company.as_str(), v.entry.category.as_str()),
+        ("AdCo", "ad-attribution")
+    );
     let missing: ImportSpec = "hosts:/nonexistent/hosts:ad-attribution".parse().unwrap();
-    let files: Vec<PolicyFile> = BUILTIN.iter().map(|(n, t)| file::parse(n, t).unwrap()).collect();
+    let files: Vec<PolicyFile> = BUILTIN
+        .iter()
+        .map(|(n, t)| file::parse(n, t).unwrap())
+        .collect();
     let err = Policy::resolve(files, &[missing]).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/hosts"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
@@ -168,7 +213,10 @@ fn import_specs_parse() {
     let s: ImportSpec = "hosts:/etc/hosts.block:ad-attribution".parse().unwrap();
     assert_eq!(s.format, ImportFormat::Hosts);
     assert_eq!(s.category.as_deref(), Some("ad-attribution"));
-    assert!("hosts:/etc/hosts.block".parse::<ImportSpec>().is_err(), "hosts needs a category");
+    assert!(
+        "hosts:/etc/hosts.block".parse::<ImportSpec>().is_err(),
+        "hosts needs a category"
+    );
     assert!("yaml:/x:y".parse::<ImportSpec>().is_err());
     let s: ImportSpec = "tracker-radar:/data/domains/US".parse().unwrap();
     assert_eq!(s.category, None);
@@ -185,6 +233,9 @@ fn broken_system_file_reports_every_error_with_position() {
     };
     let err = Policy::load(&sources).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("10-bad.toml:1:1:") && text.contains("missing field"), "{text}");
+    assert!(
+        text.contains("10-bad.toml:1:1:") && text.contains("missing field"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

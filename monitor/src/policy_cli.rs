@@ -1,0 +1,213 @@
+//! `brokerwatch policy check|explain|list`: what the loaded policy says, for people.
+
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use crate::policy::{file, LoadError, Policy, PolicySources};
+
+/// `policy check [PATH...]`: stage one for the given files (or everything configured),
+/// then stage two (imports resolved). Returns whether everything is valid.
+pub fn check(out: &mut dyn Write, sources: &PolicySources, paths: &[PathBuf]) -> io::Result<bool> {
+    if !paths.is_empty() {
+        let mut ok = true;
+        for p in paths {
+            let name = p.display().to_string();
+            match std::fs::read_to_string(p) {
+                Err(e) => {
+                    writeln!(out, "{name}: cannot read: {e}")?;
+                    ok = false;
+                }
+                Ok(text) => match file::parse(&name, &text) {
+                    Err(diags) => {
+                        for d in diags {
+                            writeln!(out, "{d}")?;
+                        }
+                        ok = false;
+                    }
+                    Ok(f) => {
+                        let mut files = Policy::parse_all(&PolicySources::default())
+                            .map_err(io::Error::other)?;
+                        files.push(f);
+                        match Policy::resolve(files, &[]) {
+                            Ok(_) => writeln!(out, "{name}: ok")?,
+                            Err(e) => {
+                                writeln!(out, "{name}: {e}")?;
+                                ok = false;
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        return Ok(ok);
+    }
+    match Policy::load(sources) {
+        Ok(p) => {
+            let (d, c, r) = p.matcher_counts();
+            writeln!(
+                out,
+                "ok: {} sources, {} apps, {} destination entries, {d} domains, {c} ranges, {r} patterns, {} rules, {} allow entries",
+                p.sources.len(),
+                p.apps.apps.len(),
+                p.entries().len(),
+                p.rules().len(),
+                p.allows().len()
+            )?;
+            Ok(true)
+        }
+        Err(LoadError::Invalid(diags)) => {
+            for d in diags {
+                writeln!(out, "{d}")?;
+            }
+            Ok(false)
+        }
+        Err(e) => {
+            writeln!(out, "{e}")?;
+            Ok(false)
+        }
+    }
+}
+
+/// `policy explain NAME-OR-IP [--app APP]`.
+pub fn explain(
+    out: &mut dyn Write,
+    policy: &Policy,
+    target: &str,
+    app: Option<&str>,
+) -> io::Result<bool> {
+    let app_def = match app {
+        Some(a) => match policy
+            .apps
+            .apps
+            .iter()
+            .find(|d| d.id.eq_ignore_ascii_case(a))
+        {
+            Some(d) => Some(d),
+            None => {
+                writeln!(
+                    out,
+                    "unknown app {a:?}; known: {}",
+                    policy
+                        .apps
+                        .apps
+                        .iter()
+                        .map(|a| a.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+                return Ok(false);
+            }
+        },
+        None => None,
+    };
+    let ip: Option<IpAddr> = target.parse().ok();
+    let names: Vec<&str> = if ip.is_some() { vec![] } else { vec![target] };
+    match policy.classify(app_def, &names, ip) {
+        None => {
+            let first_party = app_def.is_some_and(|a| {
+                a.first_party
+                    .iter()
+                    .any(|fp| target == fp || target.ends_with(&format!(".{fp}")))
+            });
+            if first_party {
+                writeln!(
+                    out,
+                    "{target}: first-party domain of {}: not flagged",
+                    app_def.map(|a| a.name.as_str()).unwrap_or("?")
+                )?;
+            } else {
+                writeln!(out, "{target}: no policy entry matches")?;
+            }
+        }
+        Some(v) => {
+            writeln!(out, "{target}")?;
+            writeln!(
+                out,
+                "  matched:  {} (entry {:?} from {})",
+                v.matched, v.entry.id, v.entry.origin
+            )?;
+            writeln!(out, "  company:  {}", v.entry.company)?;
+            writeln!(out, "  category: {}", v.entry.category)?;
+            writeln!(
+                out,
+                "  for app:  {}",
+                app_def
+                    .map(|a| format!("{} ({})", a.name, a.id))
+                    .unwrap_or_else(|| "any process (no --app)".into())
+            )?;
+            writeln!(out, "  severity: {}", v.severity.as_str())?;
+            writeln!(out, "  action:   {}", v.action.as_str())?;
+            writeln!(
+                out,
+                "  rule:     {}",
+                v.rule.as_deref().unwrap_or("(none: default low/log)")
+            )?;
+            if let Some(a) = &v.allowed_by {
+                writeln!(out, "  allowed by: {a}")?;
+            }
+            writeln!(out, "  source:   {}", v.entry.source)?;
+        }
+    }
+    Ok(true)
+}
+
+/// `policy list [--category C]`.
+pub fn list(out: &mut dyn Write, policy: &Policy, category: Option<&str>) -> io::Result<()> {
+    writeln!(
+        out,
+        "Sources (in load order; later entries override earlier ones with the same id):"
+    )?;
+    for s in &policy.sources {
+        writeln!(
+            out,
+            "  {}: {} apps, {} destinations, {} domains, {} ranges, {} patterns, {} rules, {} allows{}",
+            s.name,
+            s.apps,
+            s.destinations,
+            s.domains,
+            s.cidrs,
+            s.patterns,
+            s.rules,
+            s.allows,
+            if s.skipped > 0 { format!(", {} lines skipped", s.skipped) } else { String::new() }
+        )?;
+    }
+    let mut by_cat: std::collections::BTreeMap<&str, Vec<&crate::policy::DestEntry>> =
+        Default::default();
+    for e in policy.entries() {
+        if category.is_none_or(|c| c == e.category) {
+            by_cat.entry(e.category.as_str()).or_default().push(e);
+        }
+    }
+    for (cat, entries) in by_cat {
+        writeln!(out, "\n{cat} ({} companies):", entries.len())?;
+        for e in entries.iter().take(200) {
+            writeln!(out, "  {:<28} {:<32} {}", e.id, e.company, e.origin)?;
+        }
+        if entries.len() > 200 {
+            writeln!(out, "  ... and {} more", entries.len() - 200)?;
+        }
+    }
+    writeln!(out, "\nRules:")?;
+    for r in policy.rules() {
+        writeln!(
+            out,
+            "  {:<28} apps={:<10} category={:<18} {:<6} {}",
+            r.id,
+            r.apps,
+            r.category,
+            r.severity.as_str(),
+            r.action.as_str()
+        )?;
+    }
+    if !policy.allows().is_empty() {
+        writeln!(out, "\nAllowed:")?;
+        for a in policy.allows() {
+            writeln!(out, "  {:<28} {} may contact {}", a.id, a.app, a.company)?;
+        }
+    }
+    Ok(())
+}
