@@ -13,6 +13,9 @@ use core::mem::size_of;
 pub const COMM_LEN: usize = 16;
 /// Bytes of an executed file's path carried in an exec record (NUL included).
 pub const FILENAME_LEN: usize = 256;
+/// Bytes of a packet's payload carried in a packet record: a whole QUIC Initial datagram,
+/// a TLS ClientHello with post-quantum key shares, a large DNS answer.
+pub const PACKET_CAPTURE: usize = 2048;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -28,6 +31,11 @@ pub enum EventKind {
     /// `sendto()`/`sendmsg()` with an explicit destination on a UDP socket, first time per
     /// (socket, destination) (`cgroup/sendmsg4`, `cgroup/sendmsg6`).
     UdpSend = 2,
+    /// A DNS answer (UDP or TCP from port 53) received by any socket (`cgroup_skb/ingress`).
+    DnsAnswer = 3,
+    /// One of the first outbound payloads of a watched socket (`cgroup_skb/egress`): TLS
+    /// ClientHello, HTTP request head, QUIC Initial.
+    Payload = 4,
     /// A watched process finished `execve()`.
     Exec = 100,
     /// A watched process created a new process (threads are not reported).
@@ -41,6 +49,8 @@ impl EventKind {
         match v {
             1 => Some(Self::Connect),
             2 => Some(Self::UdpSend),
+            3 => Some(Self::DnsAnswer),
+            4 => Some(Self::Payload),
             100 => Some(Self::Exec),
             101 => Some(Self::Fork),
             102 => Some(Self::Exit),
@@ -52,6 +62,7 @@ impl EventKind {
     pub const fn record_size(self) -> usize {
         match self {
             Self::Connect | Self::UdpSend => size_of::<SockEvent>(),
+            Self::DnsAnswer | Self::Payload => size_of::<PacketEvent>(),
             Self::Exec => size_of::<ExecEvent>(),
             Self::Fork => size_of::<ForkEvent>(),
             Self::Exit => size_of::<ExitEvent>(),
@@ -145,7 +156,48 @@ pub struct ExitData {
     pub _pad: u32,
 }
 
+/// Payload of [`EventKind::DnsAnswer`] and [`EventKind::Payload`]. The header's `cgroup_id`
+/// is the socket's cgroup; `tgid`/`tid` are whoever ran when the packet passed (meaningful
+/// for egress only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketData {
+    /// Cookie of the socket that receives (ingress) or sends (egress) the packet.
+    pub cookie: u64,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u16,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Sequence number of this capture on its socket (0 for the first payload).
+    pub seq: u32,
+    /// Bytes of `data` in use.
+    pub len: u32,
+    /// Payload length in the packet (may exceed `len`).
+    pub orig_len: u32,
+    pub _pad: u32,
+    /// Source address (ingress: the DNS server; egress: unused, zero).
+    pub src_addr: [u8; 16],
+    pub data: [u8; PACKET_CAPTURE],
+}
+
+/// State of a watched socket for payload capture (value of `SOCK_WATCH`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockWatch {
+    /// Payloads captured so far.
+    pub captured: u32,
+    pub watch_tag: u32,
+}
+
+/// Payloads captured per TCP socket (a ClientHello split over segments, an HTTP head).
+pub const TCP_CAPTURES: u32 = 4;
+/// Datagrams captured per UDP socket (QUIC Initials; a split ClientHello takes two).
+pub const UDP_CAPTURES: u32 = 3;
+
 pub type SockEvent = Event<SockData>;
+pub type PacketEvent = Event<PacketData>;
 pub type ExecEvent = Event<ExecData>;
 pub type ForkEvent = Event<ForkData>;
 pub type ExitEvent = Event<ExitData>;
@@ -203,9 +255,11 @@ pub enum Counter {
     WatchTableFull = 2,
     /// UDP sends to an already reported (socket, destination), folded into one record.
     UdpRepeat = 3,
+    /// Packets whose headers could not be read (ignored).
+    BadPacket = 4,
 }
 
-pub const COUNTER_SLOTS: u32 = 4;
+pub const COUNTER_SLOTS: u32 = 5;
 
 /// Byte offsets into kernel structures, read from the kernel's BTF by userspace and written
 /// into the programs' read-only data before loading (see `monitor::btf`).
@@ -232,6 +286,9 @@ const _: () = assert!(size_of::<SockEvent>() == 104);
 const _: () = assert!(size_of::<ExecEvent>() == 320);
 const _: () = assert!(size_of::<ForkEvent>() == 56);
 const _: () = assert!(size_of::<ExitEvent>() == 40);
+const _: () = assert!(size_of::<PacketData>() == 48 + PACKET_CAPTURE);
+const _: () = assert!(size_of::<PacketEvent>() == 80 + PACKET_CAPTURE);
+const _: () = assert!(size_of::<SockWatch>() == 8);
 const _: () = assert!(size_of::<Config>() == 8);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
@@ -246,6 +303,7 @@ mod pod {
     unsafe impl aya::Pod for CommKey {}
     unsafe impl aya::Pod for UdpKey {}
     unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for SockWatch {}
 }
 
 /// Byte offset of `kind` inside every record, for decoders.

@@ -10,10 +10,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, SockData, SockEvent, UdpKey, AF_INET, AF_INET6, COMM_LEN, SOCK_DGRAM,
+    Counter, EventKind, SockData, SockEvent, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN,
+    SOCK_DGRAM,
 };
 
-use crate::state::{count, process_comm, watched, EVENTS, UDP_SEEN};
+use crate::state::{count, process_comm, watched, EVENTS, SOCK_WATCH, UDP_SEEN};
+
+const BPF_NOEXIST: u64 = 1;
 
 /// Allow: these programs observe, they never decide.
 const ALLOW: i32 = 1;
@@ -74,6 +77,16 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // Its first payloads name the destination (SNI, Host, QUIC); BPF_NOEXIST keeps the
+    // count of a socket that sends to several destinations.
+    let _ = SOCK_WATCH.insert(
+        cookie,
+        SockWatch {
+            captured: 0,
+            watch_tag: tag,
+        },
+        BPF_NOEXIST,
+    );
 
     if kind == EventKind::UdpSend {
         if sock_type != SOCK_DGRAM {

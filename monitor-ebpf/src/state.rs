@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CommKey, Config, Counter, KernelOffsets, UdpKey, COMM_LEN, COUNTER_SLOTS, MODE_ALL,
+    CommKey, Config, Counter, KernelOffsets, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS, MODE_ALL,
     MODE_CGROUPS, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
 };
 
@@ -34,6 +34,10 @@ pub static WATCH_NAMES: HashMap<CommKey, u32> = HashMap::with_max_entries(1024, 
 /// Watched cgroups (cgroup id -> watch tag).
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Sockets of watched processes whose first payloads are captured (cookie -> state).
+#[map]
+pub static SOCK_WATCH: LruHashMap<u64, SockWatch> = LruHashMap::with_max_entries(65536, 0);
 
 /// UDP (socket, destination) pairs already reported -> sends folded into that report.
 #[map]

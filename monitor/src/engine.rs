@@ -184,6 +184,7 @@ impl<P: ProcSource> Engine<P> {
             Record::Exec(r) => self.on_exec(r),
             Record::Fork(r) => self.on_fork(r),
             Record::Exit(r) => self.on_exit(r),
+            Record::Packet(_) => {}
         }
     }
 

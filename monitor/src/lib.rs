@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod engine;
 pub mod launch;
+pub mod naming;
 pub mod policy;
 pub mod policy_cli;
 pub mod preflight;

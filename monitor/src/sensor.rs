@@ -4,7 +4,10 @@ use std::{fs::File, path::PathBuf};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        RawTracePoint,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{CommKey, Config, Counter, KernelOffsets};
@@ -101,6 +104,7 @@ pub struct KernelCounters {
     pub lost: u64,
     pub watch_table_full: u64,
     pub udp_repeats: u64,
+    pub bad_packets: u64,
 }
 
 /// The loaded and attached kernel programs.
@@ -156,6 +160,46 @@ impl Sensor {
                     source,
                 })?;
             attached.push(format!("{name} (cgroup {})", sock_cgroup.display()));
+        }
+        // DNS answers of every socket (stub resolvers receive the names apps asked for);
+        // payloads only of watched sockets, so on the socket programs' cgroup.
+        let root_dir = File::open(&cgroup_root).map_err(|source| CgroupError::Read {
+            path: cgroup_root.clone(),
+            source,
+        })?;
+        for (name, attach, dir, path) in [
+            (
+                "bw_ingress",
+                CgroupSkbAttachType::Ingress,
+                &root_dir,
+                &cgroup_root,
+            ),
+            (
+                "bw_egress",
+                CgroupSkbAttachType::Egress,
+                &cgroup_dir,
+                &sock_cgroup,
+            ),
+        ] {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::Missing(name))?
+                .try_into()
+                .map_err(|source| SensorError::Program {
+                    program: name,
+                    source,
+                })?;
+            prog.load().map_err(|source| SensorError::Program {
+                program: name,
+                source,
+            })?;
+            prog.attach(dir, attach, cgroup_attach_mode())
+                .map_err(|source| SensorError::Attach {
+                    program: name,
+                    target: path.display().to_string(),
+                    source,
+                })?;
+            attached.push(format!("{name} (cgroup {})", path.display()));
         }
         for (name, tp) in TRACEPOINTS {
             let prog: &mut RawTracePoint = ebpf
@@ -257,6 +301,7 @@ impl Sensor {
             lost: sum(Counter::Lost)?,
             watch_table_full: sum(Counter::WatchTableFull)?,
             udp_repeats: sum(Counter::UdpRepeat)?,
+            bad_packets: sum(Counter::BadPacket)?,
         })
     }
 

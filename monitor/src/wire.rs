@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    EventHeader, EventKind, ExecData, ExitData, ForkData, SockData, AF_INET, AF_INET6, COMM_LEN,
-    KIND_OFFSET,
+    EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, SockData, AF_INET, AF_INET6,
+    COMM_LEN, KIND_OFFSET,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,9 +81,27 @@ pub struct ExitRecord {
     pub exit_code: u32,
 }
 
+/// A decoded packet capture: a DNS answer (ingress) or a first payload (egress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketRecord {
+    pub header: EventHeader,
+    pub kind: EventKind,
+    pub cookie: u64,
+    pub proto: Proto,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Capture number on this socket (0 = first payload).
+    pub seq: u32,
+    /// Payload length in the packet (`data` may hold less).
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Sock(SockRecord),
+    Packet(PacketRecord),
     Exec(ExecRecord),
     Fork(ForkRecord),
     Exit(ExitRecord),
@@ -93,6 +111,7 @@ impl Record {
     pub fn kind(&self) -> EventKind {
         match self {
             Record::Sock(r) => r.kind,
+            Record::Packet(r) => r.kind,
             Record::Exec(_) => EventKind::Exec,
             Record::Fork(_) => EventKind::Fork,
             Record::Exit(_) => EventKind::Exit,
@@ -102,6 +121,7 @@ impl Record {
     pub fn header(&self) -> &EventHeader {
         match self {
             Record::Sock(r) => &r.header,
+            Record::Packet(r) => &r.header,
             Record::Exec(r) => &r.header,
             Record::Fork(r) => &r.header,
             Record::Exit(r) => &r.header,
@@ -182,6 +202,26 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 watch_tag: d.watch_tag,
                 comm: cstr(&d.comm),
                 thread_comm: cstr(&d.thread_comm),
+            })
+        }
+        EventKind::DnsAnswer | EventKind::Payload => {
+            let d: PacketData = read(payload);
+            let n = (d.len as usize).min(d.data.len());
+            Record::Packet(PacketRecord {
+                header,
+                kind,
+                cookie: d.cookie,
+                proto: match d.protocol {
+                    6 => Proto::Tcp,
+                    17 => Proto::Udp,
+                    _ => Proto::Other,
+                },
+                src: decode_addr(d.family, &d.src_addr)?,
+                src_port: d.src_port,
+                dst_port: d.dst_port,
+                seq: d.seq,
+                orig_len: d.orig_len,
+                data: d.data[..n].to_vec(),
             })
         }
         EventKind::Exec => {

@@ -1,0 +1,192 @@
+//! `cgroup_skb` programs: DNS answers received by any socket (names for addresses), and the
+//! first payloads of watched sockets (TLS SNI, QUIC SNI, HTTP Host). Both always return 1
+//! ("pass"): they observe, never drop.
+//!
+//! In a `cgroup_skb` program the packet starts at the network header.
+
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_socket_cookie,
+        bpf_ktime_get_boot_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+    },
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+    EbpfContext,
+};
+use monitor_common::{
+    Counter, EventKind, PacketEvent, AF_INET, AF_INET6, PACKET_CAPTURE, TCP_CAPTURES, UDP_CAPTURES,
+};
+
+use crate::state::{count, EVENTS, SOCK_WATCH};
+
+const PASS: i32 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const ETH_P_IP: u32 = 0x0800;
+const ETH_P_IPV6: u32 = 0x86DD;
+const DNS_PORT: u16 = 53;
+
+/// Where the transport payload starts, and what carries it.
+struct L4 {
+    family: u16,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+    payload_off: u32,
+    src_addr: [u8; 16],
+}
+
+#[inline(always)]
+fn load<const N: usize>(ctx: &SkBuffContext, off: u32) -> Option<[u8; N]> {
+    let mut buf = [0u8; N];
+    // SAFETY: N-byte stack buffer, the helper bounds-checks against the packet.
+    let rc = unsafe {
+        bpf_skb_load_bytes(
+            ctx.as_ptr() as *const _,
+            off,
+            buf.as_mut_ptr() as *mut _,
+            N as u32,
+        )
+    };
+    (rc == 0).then_some(buf)
+}
+
+#[inline(always)]
+fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: reading a field of the context the kernel handed us.
+    let proto = u16::from_be(unsafe { (*skb).protocol } as u16) as u32;
+    let mut src_addr = [0u8; 16];
+    let (family, protocol, l4_off) = if proto == ETH_P_IP {
+        let ip: [u8; 20] = load(ctx, 0)?;
+        let ihl = ((ip[0] & 0x0f) as u32) * 4;
+        // Fragments other than the first carry no transport header.
+        if (u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff) != 0 || ihl < 20 {
+            return None;
+        }
+        src_addr[..4].copy_from_slice(&ip[12..16]);
+        (AF_INET, ip[9], ihl)
+    } else if proto == ETH_P_IPV6 {
+        let ip: [u8; 40] = load(ctx, 0)?;
+        src_addr.copy_from_slice(&ip[8..24]);
+        (AF_INET6, ip[6], 40)
+    } else {
+        return None;
+    };
+    let ports: [u8; 4] = load(ctx, l4_off)?;
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    let payload_off = match protocol {
+        IPPROTO_UDP => l4_off + 8,
+        IPPROTO_TCP => {
+            let off: [u8; 1] = load(ctx, l4_off + 12)?;
+            l4_off + ((off[0] >> 4) as u32) * 4
+        }
+        _ => return None,
+    };
+    Some(L4 {
+        family,
+        protocol,
+        src_port,
+        dst_port,
+        payload_off,
+        src_addr,
+    })
+}
+
+/// Copies up to `PACKET_CAPTURE` payload bytes into a ring-buffer record.
+#[inline(always)]
+fn emit(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32) {
+    let skb_len = ctx.len();
+    if skb_len <= l4.payload_off {
+        return;
+    }
+    let orig_len = skb_len - l4.payload_off;
+    count(Counter::Generated);
+    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+        count(Counter::Lost);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let m = if orig_len as usize > PACKET_CAPTURE {
+        PACKET_CAPTURE as u32
+    } else {
+        orig_len
+    };
+    // The verifier must see 1 <= n <= PACKET_CAPTURE at the helper call. The volatile read
+    // hides m's range from LLVM so that it keeps the mask, which proves the bound to the
+    // verifier (for m in 1..=PACKET_CAPTURE the expression is m itself).
+    // SAFETY: reading a local.
+    let m = unsafe { core::ptr::read_volatile(&m) };
+    let n = ((m.wrapping_sub(1)) & (PACKET_CAPTURE as u32 - 1)) + 1;
+    // SAFETY: exclusively owned reserved record; the load writes at most PACKET_CAPTURE
+    // bytes into its own data array (n is in 1..=PACKET_CAPTURE).
+    unsafe {
+        (*ev).header.kind = kind as u32;
+        (*ev).header.tgid = (pid_tgid >> 32) as u32;
+        (*ev).header.tid = pid_tgid as u32;
+        (*ev).header.uid = bpf_get_current_uid_gid() as u32;
+        (*ev).header.ts_ns = bpf_ktime_get_boot_ns();
+        (*ev).header.cgroup_id = bpf_skb_cgroup_id(ctx.as_ptr() as *mut _);
+        (*ev).data.cookie = cookie;
+        (*ev).data.family = l4.family;
+        (*ev).data.protocol = l4.protocol as u16;
+        (*ev).data.src_port = l4.src_port;
+        (*ev).data.dst_port = l4.dst_port;
+        (*ev).data.seq = seq;
+        (*ev).data.orig_len = orig_len;
+        (*ev).data._pad = 0;
+        (*ev).data.src_addr = l4.src_addr;
+        let dst = (*ev).data.data.as_mut_ptr();
+        let rc = bpf_skb_load_bytes(ctx.as_ptr() as *const _, l4.payload_off, dst as *mut _, n);
+        (*ev).data.len = if rc == 0 { n } else { 0 };
+    }
+    entry.submit(0);
+}
+
+/// Every DNS answer received by any socket on the machine: the only payload captured for
+/// unwatched processes, because a stub resolver receives the names apps asked for.
+#[cgroup_skb(ingress)]
+pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
+    let Some(l4) = parse_l4(&ctx) else {
+        return PASS;
+    };
+    if l4.src_port != DNS_PORT {
+        return PASS;
+    }
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    emit(&ctx, EventKind::DnsAnswer, &l4, cookie, 0);
+    PASS
+}
+
+/// The first payloads of sockets that watched processes connected or sent from.
+#[cgroup_skb(egress)]
+pub fn bw_egress(ctx: SkBuffContext) -> i32 {
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(state) = SOCK_WATCH.get_ptr_mut(cookie) else {
+        return PASS;
+    };
+    // SAFETY: LRU value slot of this socket; packets of one socket are serialised by
+    // its lock on egress.
+    let captured = unsafe { (*state).captured };
+    let Some(l4) = parse_l4(&ctx) else {
+        count(Counter::BadPacket);
+        return PASS;
+    };
+    let limit = if l4.protocol == IPPROTO_TCP {
+        TCP_CAPTURES
+    } else {
+        UDP_CAPTURES
+    };
+    if captured >= limit || ctx.len() <= l4.payload_off {
+        return PASS;
+    }
+    // SAFETY: as above.
+    unsafe { (*state).captured = captured + 1 };
+    emit(&ctx, EventKind::Payload, &l4, cookie, captured);
+    PASS
+}

@@ -1,0 +1,200 @@
+//! DNS answers to (name asked, CNAME chain, address, TTL), with simple-dns doing the wire
+//! format. Pure: bounded by the message, never panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use simple_dns::{rdata::RData, Packet, PacketFlag, RCODE};
+
+/// One address an answer gives for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The name the client asked for.
+    pub qname: String,
+    /// `qname` followed by every CNAME target, in order, ending at the name that owns the
+    /// address record.
+    pub chain: Vec<String>,
+    pub addr: IpAddr,
+    pub ttl: u32,
+}
+
+/// Parses a DNS message received over UDP (`tcp = false`) or one TCP segment holding
+/// length-prefixed messages (`tcp = true`). Non-answers and errors give nothing.
+pub fn parse_answer(data: &[u8], tcp: bool) -> Vec<Resolution> {
+    if !tcp {
+        return parse_message(data);
+    }
+    let mut out = Vec::new();
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        let Some(msg) = rest.get(2..2 + len) else {
+            break;
+        };
+        out.extend(parse_message(msg));
+        rest = &rest[2 + len..];
+    }
+    out
+}
+
+fn lower(s: String) -> String {
+    s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Follows CNAMEs from `qname`, at most 16 steps (loops end there).
+fn chain_of(qname: &str, cnames: &[(String, String)]) -> Vec<String> {
+    let mut chain = vec![qname.to_owned()];
+    let mut cur = qname.to_owned();
+    for _ in 0..16 {
+        match cnames.iter().find(|(from, _)| *from == cur) {
+            Some((_, to)) if !chain.contains(to) => {
+                chain.push(to.clone());
+                cur = to.clone();
+            }
+            _ => break,
+        }
+    }
+    chain
+}
+
+fn parse_message(data: &[u8]) -> Vec<Resolution> {
+    let Ok(packet) = Packet::parse(data) else {
+        return Vec::new();
+    };
+    if !packet.has_flags(PacketFlag::RESPONSE) || packet.rcode() != RCODE::NoError {
+        return Vec::new();
+    }
+    let Some(q) = packet.questions.first() else {
+        return Vec::new();
+    };
+    let qname = lower(q.qname.to_string());
+    let mut cnames = Vec::new();
+    let mut addrs = Vec::new();
+    for rr in &packet.answers {
+        let owner = lower(rr.name.to_string());
+        match &rr.rdata {
+            RData::CNAME(target) => cnames.push((owner, lower(target.0.to_string()))),
+            RData::A(a) => addrs.push((owner, IpAddr::V4(Ipv4Addr::from(a.address)), rr.ttl)),
+            RData::AAAA(a) => addrs.push((owner, IpAddr::V6(Ipv6Addr::from(a.address)), rr.ttl)),
+            _ => {}
+        }
+    }
+    let chain = chain_of(&qname, &cnames);
+    addrs
+        .into_iter()
+        .filter_map(|(owner, addr, ttl)| {
+            // The address belongs to the end of the chain (or to a name in it).
+            let end = chain.iter().position(|n| *n == owner)?;
+            Some(Resolution {
+                qname: qname.clone(),
+                chain: chain[..=end].to_vec(),
+                addr,
+                ttl,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use simple_dns::{
+        rdata::{A, AAAA, CNAME},
+        Name, Packet, Question, ResourceRecord, CLASS, QCLASS, QTYPE, TYPE,
+    };
+
+    use super::*;
+
+    /// A real-format answer: `api.vendor.test` CNAME `edge.cdn.test` CNAME
+    /// `graph.facebook.com` A 127.0.0.3, AAAA ::1.
+    pub(crate) fn answer_bytes() -> Vec<u8> {
+        let mut p = Packet::new_reply(0x1234);
+        p.questions.push(Question::new(
+            Name::new_unchecked("api.vendor.test"),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("api.vendor.test"),
+            CLASS::IN,
+            60,
+            RData::CNAME(CNAME(Name::new_unchecked("edge.cdn.test"))),
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("edge.cdn.test"),
+            CLASS::IN,
+            60,
+            RData::CNAME(CNAME(Name::new_unchecked("Graph.Facebook.com"))),
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("graph.facebook.com"),
+            CLASS::IN,
+            300,
+            RData::A(A {
+                address: u32::from(Ipv4Addr::new(127, 0, 0, 3)),
+            }),
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("graph.facebook.com"),
+            CLASS::IN,
+            300,
+            RData::AAAA(AAAA {
+                address: u128::from(Ipv6Addr::LOCALHOST),
+            }),
+        ));
+        p.build_bytes_vec().unwrap()
+    }
+
+    #[test]
+    fn cname_chain_to_addresses() {
+        let r = parse_answer(&answer_bytes(), false);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].qname, "api.vendor.test");
+        assert_eq!(
+            r[0].chain,
+            vec!["api.vendor.test", "edge.cdn.test", "graph.facebook.com"]
+        );
+        assert_eq!(r[0].addr, "127.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(r[0].ttl, 300);
+        assert_eq!(r[1].addr, "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn tcp_framing_with_two_messages() {
+        let msg = answer_bytes();
+        let mut tcp = Vec::new();
+        for _ in 0..2 {
+            tcp.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            tcp.extend_from_slice(&msg);
+        }
+        assert_eq!(parse_answer(&tcp, true).len(), 4);
+        // A truncated second message yields the first only.
+        assert_eq!(parse_answer(&tcp[..tcp.len() - 5], true).len(), 2);
+    }
+
+    #[test]
+    fn queries_errors_and_garbage_give_nothing() {
+        let mut query = Packet::new_query(1);
+        query.questions.push(Question::new(
+            Name::new_unchecked("a.test"),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        assert!(parse_answer(&query.build_bytes_vec().unwrap(), false).is_empty());
+        let bytes = answer_bytes();
+        for cut in 0..bytes.len() {
+            let _ = parse_answer(&bytes[..cut], false);
+            let _ = parse_answer(&bytes[..cut], true);
+        }
+        assert!(parse_answer(&[0xff; 64], false).is_empty());
+    }
+
+    #[test]
+    fn cname_loops_end() {
+        let cn = vec![
+            ("a".to_owned(), "b".to_owned()),
+            ("b".to_owned(), "a".to_owned()),
+        ];
+        assert_eq!(chain_of("a", &cn), vec!["a", "b"]);
+    }
+}
