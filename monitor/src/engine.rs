@@ -2,16 +2,18 @@
 //! app) and aggregated connections. Pure state machine: no kernel, no I/O except the
 //! optional procfs look-ups done by a [`ProcSource`], so tests drive it with records.
 
-use std::{collections::HashMap, net::IpAddr, num::NonZeroUsize};
+use std::{collections::HashMap, net::IpAddr, num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 use serde::Serialize;
 
 use crate::{
     appid::{self, AppIdentity},
+    naming::{DnsName, NameSource, Namer, WireName},
     procinfo::{self, ProcSnapshot},
-    wire::{ExecRecord, ExitRecord, ForkRecord, Proto, Record, SockRecord},
+    wire::{ExecRecord, ExitRecord, ForkRecord, PacketRecord, Proto, Record, SockRecord},
 };
+use monitor_common::EventKind;
 
 /// Where the engine gets facts about live processes it has no record for.
 pub trait ProcSource {
@@ -64,13 +66,16 @@ pub struct ProcessInfo {
     pub exit_code: Option<u32>,
 }
 
-/// Key of one aggregated connection row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Key of one aggregated connection row: connections of one process to one address and
+/// port meant for one name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
     pub pid: u32,
     pub proto: Proto,
     pub dst: IpAddr,
     pub port: u16,
+    /// The name the application meant (SNI, QUIC SNI, Host, or DNS), if known.
+    pub domain: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +89,12 @@ pub struct ConnAgg {
     pub thread_comm: String,
     /// `connect` or `send` (UDP without connect).
     pub via: &'static str,
+    /// Where `ConnKey::domain` came from.
+    pub domain_source: Option<NameSource>,
+    /// The DNS name and CNAME chain the process received for the address, if any.
+    pub dns: Option<Arc<DnsName>>,
+    /// The connection's own bytes carried an Encrypted Client Hello.
+    pub ech: bool,
 }
 
 /// Totals for the summary.
@@ -98,6 +109,11 @@ pub struct EngineStats {
 pub struct Engine<P: ProcSource = LiveProc> {
     procs: LruCache<u32, ProcessInfo>,
     conns: HashMap<ConnKey, ConnAgg>,
+    /// The latest connection row of each socket, for names that arrive after the connect.
+    by_cookie: LruCache<u64, ConnKey>,
+    /// Which watched process used a socket (DNS answers on it are that process's).
+    socket_owner: LruCache<u64, u32>,
+    pub namer: Namer,
     max_rows: usize,
     watch_names: HashMap<u32, String>,
     source: P,
@@ -108,6 +124,8 @@ pub struct Engine<P: ProcSource = LiveProc> {
 /// until the report (an audit), up to `max_rows`, with overflow counted.
 pub const DEFAULT_MAX_PROCS: usize = 65_536;
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+/// Sockets remembered for late names and DNS ownership.
+pub const DEFAULT_MAX_SOCKETS: usize = 262_144;
 
 impl Engine<LiveProc> {
     pub fn new() -> Self {
@@ -126,6 +144,9 @@ impl<P: ProcSource> Engine<P> {
         Self {
             procs: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_PROCS).expect("non-zero")),
             conns: HashMap::new(),
+            by_cookie: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_SOCKETS).expect("non-zero")),
+            socket_owner: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_SOCKETS).expect("non-zero")),
+            namer: Namer::default(),
             max_rows: DEFAULT_MAX_ROWS,
             watch_names: HashMap::new(),
             source,
@@ -179,12 +200,27 @@ impl<P: ProcSource> Engine<P> {
 
     pub fn handle(&mut self, record: &Record) {
         self.stats.records += 1;
+        if log::log_enabled!(log::Level::Trace) {
+            match record {
+                Record::Packet(p) => log::trace!(
+                    "{:?} cookie {} {}:{} -> :{} seq {} {} bytes",
+                    p.kind,
+                    p.cookie,
+                    p.src,
+                    p.src_port,
+                    p.dst_port,
+                    p.seq,
+                    p.data.len()
+                ),
+                other => log::trace!("{other:?}"),
+            }
+        }
         match record {
             Record::Sock(r) => self.on_sock(r),
             Record::Exec(r) => self.on_exec(r),
             Record::Fork(r) => self.on_fork(r),
             Record::Exit(r) => self.on_exit(r),
-            Record::Packet(_) => {}
+            Record::Packet(r) => self.on_packet(r),
         }
     }
 
@@ -303,13 +339,26 @@ impl<P: ProcSource> Engine<P> {
                 }
             }
         }
+        self.socket_owner.put(r.cookie, pid);
+        let dns = self
+            .namer
+            .dns
+            .lookup(pid, r.header.cgroup_id, r.dst, r.header.ts_ns);
+        log::trace!(
+            "socket {} to {}: DNS name {:?}",
+            r.cookie,
+            r.dst,
+            dns.as_ref().map(|d| &d.qname)
+        );
         let key = ConnKey {
             pid,
             proto: r.proto,
             dst: r.dst,
             port: r.port,
+            domain: dns.as_ref().map(|d| Arc::from(d.qname.as_str())),
         };
         let ts = r.header.ts_ns;
+        self.by_cookie.put(r.cookie, key.clone());
         if let Some(agg) = self.conns.get_mut(&key) {
             agg.count += 1;
             agg.first_ns = agg.first_ns.min(ts);
@@ -334,14 +383,70 @@ impl<P: ProcSource> Engine<P> {
                     monitor_common::EventKind::UdpSend => "send",
                     _ => "connect",
                 },
+                domain_source: dns.is_some().then_some(NameSource::Dns),
+                dns,
+                ech: false,
             },
         );
     }
 
+    fn on_packet(&mut self, r: &PacketRecord) {
+        match r.kind {
+            EventKind::DnsAnswer => {
+                let owner = self.socket_owner.get(&r.cookie).copied();
+                let n = self.namer.on_dns_answer(r, owner);
+                log::trace!(
+                    "DNS answer on socket {} (owner {owner:?}): {n} addresses",
+                    r.cookie
+                );
+            }
+            EventKind::Payload => {
+                if let Some(name) = self.namer.on_payload(r) {
+                    self.name_socket(r.cookie, name);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A name from the connection's own bytes: it beats DNS. When it differs from the DNS
+    /// name the connection moves to a row of its own, remembering both.
+    fn name_socket(&mut self, cookie: u64, name: WireName) {
+        let Some(old_key) = self.by_cookie.get(&cookie).cloned() else {
+            return;
+        };
+        if old_key.domain.as_deref() == Some(name.name.as_str()) {
+            if let Some(agg) = self.conns.get_mut(&old_key) {
+                agg.domain_source = Some(name.source);
+                agg.ech |= name.ech;
+            }
+            return;
+        }
+        let Some(old) = self.conns.get_mut(&old_key) else {
+            return;
+        };
+        old.count -= 1;
+        let mut template = old.clone();
+        if old.count == 0 {
+            self.conns.remove(&old_key);
+        }
+        let new_key = ConnKey {
+            domain: Some(Arc::from(name.name.as_str())),
+            ..old_key
+        };
+        template.count = 0;
+        template.first_cookie = cookie;
+        template.domain_source = Some(name.source);
+        template.ech = name.ech;
+        let agg = self.conns.entry(new_key.clone()).or_insert(template);
+        agg.count += 1;
+        self.by_cookie.put(cookie, new_key);
+    }
+
     /// Connection rows, ordered by first sighting.
     pub fn connections(&self) -> Vec<(ConnKey, &ConnAgg)> {
-        let mut rows: Vec<_> = self.conns.iter().map(|(k, v)| (*k, v)).collect();
-        rows.sort_by_key(|(k, v)| (v.first_ns, *k));
+        let mut rows: Vec<_> = self.conns.iter().map(|(k, v)| (k.clone(), v)).collect();
+        rows.sort_by(|(ka, va), (kb, vb)| (va.first_ns, ka).cmp(&(vb.first_ns, kb)));
         rows
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::{
     engine::{ConnAgg, ConnKey, Engine, ProcSource},
+    naming,
     policy::Policy,
     procinfo::UserNames,
     sensor::KernelCounters,
@@ -79,7 +80,16 @@ pub struct Row {
     pub dst_ip: String,
     pub dst_port: u16,
     pub domain: Option<String>,
+    /// `sni`, `quic`, `http` or `dns`.
     pub domain_source: Option<String>,
+    /// The DNS name asked for and every CNAME after it (empty when DNS named nothing).
+    pub dns_chain: Vec<String>,
+    /// The DNS name, when SNI/Host named something else.
+    pub dns_name: Option<String>,
+    /// Why the name is missing or not to be trusted.
+    pub name_note: Option<String>,
+    /// The connection goes to an encrypted DNS resolver (DoH/DoT).
+    pub encrypted_dns: bool,
     pub category: Option<String>,
     pub company: Option<String>,
     pub severity: Option<String>,
@@ -152,8 +162,29 @@ pub fn rows<P: ProcSource>(
                 proc.and_then(|p| p.exe.as_deref()),
                 proc.and_then(|p| p.app.as_ref()),
             );
-            let names: Vec<&str> = Vec::new();
+            let domain = k.domain.as_deref().map(str::to_owned);
+            let dns_chain: Vec<String> = agg.dns.as_ref().map(|d| d.chain.clone()).unwrap_or_default();
+            // The DNS name, when the connection's own bytes named something else.
+            let dns_name = agg
+                .dns
+                .as_ref()
+                .map(|d| d.qname.clone())
+                .filter(|q| Some(q) != domain.as_ref());
+            let mut names: Vec<&str> = Vec::new();
+            names.extend(domain.as_deref());
+            names.extend(dns_chain.iter().map(String::as_str));
             let verdict = policy.classify(app, &names, Some(k.dst));
+            let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref());
+            let name_note = if agg.ech {
+                Some("Encrypted Client Hello: the name shown is the outer, public one; the real name is hidden".to_owned())
+            } else if domain.is_none() {
+                Some(match encrypted {
+                    Some(e) => e.to_owned(),
+                    None => "no DNS answer for this address was seen and the connection carried no SNI or Host: a literal IP, a name resolved over encrypted DNS, or resolved before brokerwatch started".to_owned(),
+                })
+            } else {
+                encrypted.map(str::to_owned)
+            };
             let ancestry = engine
                 .ancestry(k.pid)
                 .iter()
@@ -182,8 +213,12 @@ pub fn rows<P: ProcSource>(
                 via: agg.via,
                 dst_ip: k.dst.to_string(),
                 dst_port: k.port,
-                domain: None,
-                domain_source: None,
+                domain,
+                domain_source: agg.domain_source.map(|s| s.as_str().to_owned()),
+                dns_chain,
+                dns_name,
+                name_note,
+                encrypted_dns: encrypted.is_some(),
                 category: verdict.as_ref().map(|v| v.entry.category.clone()),
                 company: verdict.as_ref().map(|v| v.entry.company.clone()),
                 severity: verdict.as_ref().map(|v| v.severity.as_str().to_owned()),
@@ -233,11 +268,24 @@ pub fn write(
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
+            w.write_record(CSV_HEADER).map_err(io::Error::other)?;
             for row in rows {
-                w.serialize(row).map_err(io::Error::other)?;
-            }
-            if rows.is_empty() {
-                w.write_record(CSV_HEADER).map_err(io::Error::other)?;
+                let v = serde_json::to_value(row).map_err(io::Error::other)?;
+                let fields = CSV_HEADER.iter().map(|c| match &v[*c] {
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" > "),
+                    other => other.to_string(),
+                });
+                w.write_record(fields).map_err(io::Error::other)?;
             }
             w.flush()?;
         }
@@ -266,6 +314,10 @@ const CSV_HEADER: &[&str] = &[
     "dst_port",
     "domain",
     "domain_source",
+    "dns_chain",
+    "dns_name",
+    "name_note",
+    "encrypted_dns",
     "category",
     "company",
     "severity",

@@ -19,6 +19,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("pgrep", "procps"),
     ("mount", "mount"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("python3", "python3"),
 ];
 
 /// What later commands need from set-up.

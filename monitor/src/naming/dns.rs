@@ -189,6 +189,21 @@ pub(crate) mod tests {
         assert!(parse_answer(&[0xff; 64], false).is_empty());
     }
 
+    /// dnsmasq's answer for `api.vendor.test` (CNAME to `edge.tracker.test`, A 127.0.0.3,
+    /// TTL 0), captured in the test lab: compressed names.
+    #[test]
+    fn dnsmasq_answer_with_compression() {
+        let hex = "123485800001000200000000036170690676656e646f7204746573740000010001c00c00050001000000000013046564676507747261636b6572047465737400c02d000100010000000000047f000003";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let r = parse_answer(&bytes, false);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].chain, vec!["api.vendor.test", "edge.tracker.test"]);
+        assert_eq!(r[0].addr, "127.0.0.3".parse::<IpAddr>().unwrap());
+    }
+
     #[test]
     fn cname_loops_end() {
         let cn = vec![

@@ -15,6 +15,8 @@ use brokerwatch::{
 };
 use monitor_common::WATCH_TAG_CGROUP;
 
+pub mod lab;
+
 pub const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");
 
 pub struct Harness {

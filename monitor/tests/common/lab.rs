@@ -1,0 +1,185 @@
+//! A network namespace of the test's own, with dnsmasq serving test names (CNAME chain,
+//! A and AAAA) and TLS/HTTP servers on its loopback. Traffic never leaves the namespace.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct Lab {
+    pub netns: String,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+fn ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub const TLS_PORT: u16 = 4433;
+pub const HTTP_PORT: u16 = 8080;
+
+impl Lab {
+    pub fn new(tag: &str) -> Self {
+        super::require_root();
+        let netns = format!("bw{tag}{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("bw-lab-{netns}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(Command::new("ip").args(["netns", "add", &netns]));
+        let mut lab = Lab {
+            netns: netns.clone(),
+            dir: dir.clone(),
+            children: Vec::new(),
+        };
+        ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
+        let etc = PathBuf::from("/etc/netns").join(&netns);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n",
+        )
+        .unwrap();
+        // Names: api.vendor.test -> CNAME edge.tracker.test -> 127.0.0.3 and ::1;
+        // broker.test -> 127.0.0.2.
+        let log = dir.join("dnsmasq.log");
+        lab.spawn(&[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--port=53",
+            "--user=root",
+            "--host-record=edge.tracker.test,127.0.0.3,::1",
+            "--cname=api.vendor.test,edge.tracker.test",
+            "--host-record=broker.test,127.0.0.2",
+            "--log-queries",
+            &format!("--log-facility={}", log.display()),
+            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+        ]);
+        let key = dir.join("key.pem");
+        let cert = dir.join("cert.pem");
+        ok(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=lab.test",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        // One server per family: OpenSSL's IPv6 listener is IPv6-only.
+        for family in ["-4", "-6"] {
+            lab.spawn(&[
+                "openssl",
+                "s_server",
+                family,
+                "-quiet",
+                "-www",
+                "-accept",
+                &TLS_PORT.to_string(),
+                "-key",
+                key.to_str().unwrap(),
+                "-cert",
+                cert.to_str().unwrap(),
+            ]);
+        }
+        lab.spawn(&[
+            "python3",
+            "-m",
+            "http.server",
+            &HTTP_PORT.to_string(),
+            "--bind",
+            "::",
+        ]);
+        lab.wait_ready();
+        lab
+    }
+
+    fn spawn(&mut self, argv: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        self.children.push(child);
+    }
+
+    /// A command run inside the namespace (argv for `brokerwatch audit -- ...`).
+    pub fn exec(&self, argv: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "ip".to_owned(),
+            "netns".into(),
+            "exec".into(),
+            self.netns.clone(),
+        ];
+        v.extend(argv.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            let dns = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.netns,
+                    "getent",
+                    "hosts",
+                    "broker.test",
+                ])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            let tls = Command::new("ip")
+                .args(["netns", "exec", &self.netns, "bash", "-c"])
+                .arg(format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/{TLS_PORT} && exec 4<>/dev/tcp/::1/{TLS_PORT} && exec 5<>/dev/tcp/127.0.0.1/{HTTP_PORT}"
+                ))
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if dns && tls {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "lab servers did not start (dns {dns}, tcp {tls})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.netns));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

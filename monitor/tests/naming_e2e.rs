@@ -1,0 +1,149 @@
+//! Issue 3: every connection named, with real clients and servers (curl, openssl s_client,
+//! dnsmasq with a CNAME chain, openssl s_server, an HTTP server) in a network namespace of
+//! the test's own. Assertions are on `brokerwatch audit --json` output.
+
+mod common;
+
+use std::process::Command;
+
+use common::lab::{Lab, HTTP_PORT, TLS_PORT};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+
+fn audit(extra: &[&str], argv: Vec<String>) -> (Option<i32>, Vec<Value>, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "--json"])
+        .args(extra)
+        .arg("--")
+        .args(&argv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    (
+        out.status.code(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// TCP connection rows to `ip:port` (getaddrinfo's UDP probes for address sorting are
+/// rows of their own, named from DNS, and not what these tests are about).
+fn rows_to<'a>(lines: &'a [Value], ip: &str, port: u16) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|v| {
+            v["type"] == "connection"
+                && v["proto"] == "tcp"
+                && v["dst_ip"] == ip
+                && v["dst_port"] == port
+        })
+        .collect()
+}
+
+fn chain(v: &Value) -> Vec<&str> {
+    v["dns_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn issue3_dns_cname_chain_and_sni_over_v4_and_v6_with_curl_and_openssl() {
+    let lab = Lab::new("n");
+    let url = format!("https://api.vendor.test:{TLS_PORT}/");
+    let script = format!(
+        "curl -4 -sk -o /dev/null {url}; curl -6 -sk -o /dev/null {url}; \
+         echo | openssl s_client -connect api.vendor.test:{TLS_PORT} -servername api.vendor.test -4 >/dev/null 2>&1; true"
+    );
+    let (code, lines, err) = audit(&[], lab.exec(&["sh", "-c", &script]));
+    assert_eq!(code, Some(0), "{err}\n{lines:#?}");
+    let v4 = rows_to(&lines, "127.0.0.3", TLS_PORT);
+    assert_eq!(v4.len(), 2, "curl and openssl over IPv4: {lines:#?} {err}");
+    for row in &v4 {
+        assert_eq!(row["domain"], "api.vendor.test", "{row}");
+        assert_eq!(row["domain_source"], "sni", "{row}");
+        assert_eq!(
+            chain(row),
+            vec!["api.vendor.test", "edge.tracker.test"],
+            "{row} {err}"
+        );
+        assert!(row["dns_name"].is_null(), "DNS and SNI agree: {row}");
+    }
+    let v6 = rows_to(&lines, "::1", TLS_PORT);
+    assert_eq!(v6.len(), 1, "{lines:#?}");
+    assert_eq!(v6[0]["domain"], "api.vendor.test");
+    assert_eq!(chain(v6[0]), vec!["api.vendor.test", "edge.tracker.test"]);
+    // Every connection to the servers was named: none left without a domain.
+    for row in lines
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["dst_port"] == TLS_PORT)
+    {
+        assert!(row["domain"].is_string(), "unnamed: {row}");
+    }
+}
+
+#[test]
+fn issue3_sni_names_a_connection_that_bypassed_dns_and_disagreement_keeps_both() {
+    let lab = Lab::new("s");
+    let script = format!(
+        "curl -4 -sk -o /dev/null https://api.vendor.test:{TLS_PORT}/; \
+         curl -sk -o /dev/null --resolve sni.only.test:{TLS_PORT}:127.0.0.4 https://sni.only.test:{TLS_PORT}/; \
+         curl -sk -o /dev/null --resolve other.name.test:{TLS_PORT}:127.0.0.3 https://other.name.test:{TLS_PORT}/"
+    );
+    let (code, lines, err) = audit(&[], lab.exec(&["sh", "-c", &script]));
+    assert_eq!(code, Some(0), "{err}");
+    let bypass = rows_to(&lines, "127.0.0.4", TLS_PORT);
+    assert_eq!(bypass.len(), 1, "{lines:#?}");
+    assert_eq!(bypass[0]["domain"], "sni.only.test");
+    assert_eq!(bypass[0]["domain_source"], "sni");
+    assert!(chain(bypass[0]).is_empty());
+    // 127.0.0.3 was learnt from DNS as api.vendor.test; this connection's SNI says other.
+    let other: Vec<&Value> = rows_to(&lines, "127.0.0.3", TLS_PORT)
+        .into_iter()
+        .filter(|r| r["domain"] == "other.name.test")
+        .collect();
+    assert_eq!(other.len(), 1, "{lines:#?}");
+    assert_eq!(other[0]["domain_source"], "sni");
+    assert_eq!(
+        other[0]["dns_name"], "api.vendor.test",
+        "both names kept: {}",
+        other[0]
+    );
+}
+
+#[test]
+fn issue3_plain_http_host_and_a_tracker_behind_a_first_party_cname() {
+    let lab = Lab::new("h");
+    let dir = std::env::temp_dir().join(format!("bw-issue3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("tracker.toml");
+    std::fs::write(
+        &policy,
+        "[[destination]]\nid = \"lab-tracker\"\ncompany = \"Lab Tracker Ltd\"\ncategory = \"data-broker\"\ndomains = [\"tracker.test\"]\nsource = \"test fixture\"\n",
+    )
+    .unwrap();
+    let script = format!(
+        "curl -s -o /dev/null http://broker.test:{HTTP_PORT}/; curl -4 -sk -o /dev/null https://api.vendor.test:{TLS_PORT}/"
+    );
+    let (code, lines, err) = audit(
+        &["--policy", policy.to_str().unwrap()],
+        lab.exec(&["sh", "-c", &script]),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let http = rows_to(&lines, "127.0.0.2", HTTP_PORT);
+    assert_eq!(http.len(), 1, "{err}\n{lines:#?}");
+    assert_eq!(http[0]["domain"], "broker.test");
+    assert_eq!(http[0]["domain_source"], "http");
+    // api.vendor.test is a CNAME to edge.tracker.test: the policy matches inside the chain.
+    let tls = rows_to(&lines, "127.0.0.3", TLS_PORT);
+    assert_eq!(tls[0]["company"], "Lab Tracker Ltd", "{}", tls[0]);
+    assert_eq!(tls[0]["matched"], "tracker.test");
+    assert_eq!(code, Some(1), "a flagged contact: {err}");
+}
