@@ -147,3 +147,27 @@ fn issue3_plain_http_host_and_a_tracker_behind_a_first_party_cname() {
     assert_eq!(tls[0]["matched"], "tracker.test");
     assert_eq!(code, Some(1), "a flagged contact: {err}");
 }
+
+#[test]
+fn issue3_quic_initial_sni_from_a_real_quic_client() {
+    let lab = Lab::new("q");
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quic_client.py");
+    let script = format!(
+        "python3 {client} 127.0.0.3 {TLS_PORT} quic.vendor.test && python3 {client} ::1 {TLS_PORT} quic6.vendor.test"
+    );
+    let (code, lines, err) = audit(&[], lab.exec(&["sh", "-c", &script]));
+    assert_eq!(code, Some(0), "{err}");
+    for (ip, name) in [
+        ("127.0.0.3", "quic.vendor.test"),
+        ("::1", "quic6.vendor.test"),
+    ] {
+        let rows: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v["type"] == "connection" && v["proto"] == "udp" && v["dst_ip"] == ip)
+            .collect();
+        assert_eq!(rows.len(), 1, "{lines:#?}");
+        assert_eq!(rows[0]["domain"], name, "{}", rows[0]);
+        assert_eq!(rows[0]["domain_source"], "quic", "{}", rows[0]);
+        assert_eq!(rows[0]["via"], "send");
+    }
+}

@@ -31,6 +31,7 @@ pub struct Env {
 
 pub fn all() -> Result<Env> {
     packages()?;
+    python_modules()?;
     rust_src()?;
     let linker_dir = bpf_linker()?;
     tracefs()?;
@@ -80,6 +81,31 @@ fn packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Python modules the end-to-end tests use: aioquic, a real QUIC client.
+const PYTHON_MODULES: &[(&str, &str)] = &[("aioquic", "aioquic==1.7.2")];
+
+fn python_modules() -> Result<()> {
+    for (module, requirement) in PYTHON_MODULES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !present {
+            run_cmd(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                requirement,
+            ]))?;
+        }
+    }
+    Ok(())
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {

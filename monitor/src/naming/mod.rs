@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod quic;
 pub mod tls;
 
 use std::{net::IpAddr, num::NonZeroUsize, sync::Arc};
@@ -136,6 +137,7 @@ pub struct WireName {
 #[derive(Debug, Default)]
 struct Stream {
     buf: Vec<u8>,
+    quic: Option<quic::CryptoStream>,
     done: bool,
 }
 
@@ -160,12 +162,28 @@ impl Namer {
         if rec.kind != EventKind::Payload {
             return None;
         }
-        if rec.proto == Proto::Udp {
-            return None;
-        }
         let stream = self.streams.get_or_insert_mut(rec.cookie, Stream::default);
         if stream.done {
             return None;
+        }
+        if rec.proto == Proto::Udp {
+            // Each datagram stands alone; a truncated one cannot be authenticated.
+            let crypto = stream.quic.get_or_insert_with(quic::CryptoStream::default);
+            return match crypto.push_datagram(&rec.data) {
+                None => None,
+                Some(hello) => {
+                    stream.done = true;
+                    stream.quic = None;
+                    match hello {
+                        tls::Hello::ClientHello { sni, ech } => sni.map(|name| WireName {
+                            name,
+                            source: NameSource::Quic,
+                            ech,
+                        }),
+                        _ => None,
+                    }
+                }
+            };
         }
         stream.buf.extend_from_slice(&rec.data);
         let truncated = (rec.data.len() as u32) < rec.orig_len;
