@@ -171,3 +171,30 @@ fn issue3_quic_initial_sni_from_a_real_quic_client() {
         assert_eq!(rows[0]["via"], "send");
     }
 }
+
+/// DNS over TCP: a resolver that asks over TCP (as glibc does for truncated answers), then
+/// connects to the answer.
+#[test]
+fn issue3_dns_answer_over_tcp_names_the_connection() {
+    let lab = Lab::new("t");
+    let script = format!(
+        r#"
+import socket, struct
+q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x06broker\x04test\x00" + struct.pack(">HH", 1, 1)
+s = socket.create_connection(("127.0.0.1", 53))
+s.sendall(struct.pack(">H", len(q)) + q)
+n = struct.unpack(">H", s.recv(2))[0]
+ans = b""
+while len(ans) < n:
+    ans += s.recv(n - len(ans))
+ip = socket.inet_ntoa(ans[-4:])
+socket.create_connection((ip, {HTTP_PORT})).close()
+"#
+    );
+    let (code, lines, err) = audit(&[], lab.exec(&["python3", "-c", &script]));
+    assert_eq!(code, Some(0), "{err}");
+    let rows = rows_to(&lines, "127.0.0.2", HTTP_PORT);
+    assert_eq!(rows.len(), 1, "{lines:#?}");
+    assert_eq!(rows[0]["domain"], "broker.test", "{}", rows[0]);
+    assert_eq!(rows[0]["domain_source"], "dns");
+}
