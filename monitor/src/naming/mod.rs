@@ -7,6 +7,8 @@
 
 pub mod dns;
 pub mod http;
+#[cfg(test)]
+mod proptests;
 pub mod quic;
 pub mod tls;
 
