@@ -15,6 +15,8 @@ use std::{
 
 use brokerwatch::{
     capture::Capture,
+    engine::Engine,
+    policy::{Policy, PolicySources},
     sensor::{Sensor, SensorOptions},
 };
 use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
@@ -108,6 +110,67 @@ fn side_by_side(mut f: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
     (off, on)
 }
 
+/// Scenario 4: `n` short-lived processes (this benchmark re-executed as a client), each
+/// connecting once and exiting; share attributed to the right executable and parent.
+fn short_lived(n: usize, port: u16) -> (usize, usize, f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let mut sensor = Sensor::load(&SensorOptions {
+        ring_bytes: 16 * 1024 * 1024,
+        ..SensorOptions::default()
+    })
+    .unwrap();
+    let me = std::process::id();
+    sensor.watch_tgid(me, 1).unwrap();
+    let mut capture = Capture::new(sensor.take_ring().unwrap()).unwrap();
+    let mut engine = Engine::new();
+    let exe = std::env::current_exe().unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        let status = std::process::Command::new(&exe)
+            .env("BW_BENCH_CHILD_CONNECT", port.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        capture.drain(|r| engine.handle(&r));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for _ in 0..100 {
+        capture.drain(|r| engine.handle(&r));
+        let k = sensor.counters().unwrap();
+        if k.generated == capture.delivered + k.lost {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let exe = exe.display().to_string();
+    let rows = engine.connections();
+    let children: Vec<u32> = rows.iter().map(|(k, _)| k.pid).filter(|&p| p != me).collect();
+    let attributed = children
+        .iter()
+        .filter(|pid| {
+            engine
+                .process(**pid)
+                .is_some_and(|p| p.exe.as_deref() == Some(exe.as_str()) && p.ppid == me)
+        })
+        .count();
+    (children.len(), attributed, secs)
+}
+
+/// Scenario 7: loading the built-in policies and the kernel programs, attached.
+fn startup() -> (f64, f64) {
+    let start = Instant::now();
+    let policy = Policy::load(&PolicySources::default()).unwrap();
+    let policies = start.elapsed().as_secs_f64();
+    let sensor = Sensor::load(&SensorOptions::default()).unwrap();
+    let total = start.elapsed().as_secs_f64();
+    drop((policy, sensor));
+    (policies, total)
+}
+
 struct Flood {
     seconds: f64,
     generated: u64,
@@ -117,7 +180,7 @@ struct Flood {
 
 /// A watched process (this one) connecting as fast as it can for `dur`, consumer on the
 /// other core.
-fn flood(dur: Duration, port: u16) -> Flood {
+fn flood(dur: Duration, port: u16, producers: usize) -> Flood {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,24 +190,30 @@ fn flood(dur: Duration, port: u16) -> Flood {
     sensor.watch_tgid(std::process::id(), 1).unwrap();
     let mut capture = Capture::new(sensor.take_ring().unwrap()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
     let start = Instant::now();
-    let producer = std::thread::spawn(move || {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let dst = format!("127.0.0.1:{port}");
-        while !stop2.load(Ordering::Relaxed) {
-            for _ in 0..1000 {
-                sock.connect(&dst).unwrap();
-            }
-        }
-    });
+    let workers: Vec<_> = (0..producers)
+        .map(|_| {
+            let stop2 = stop.clone();
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let dst = format!("127.0.0.1:{port}");
+                while !stop2.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        sock.connect(&dst).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
     while start.elapsed() < dur {
         if capture.drain(|_| {}) == 0 {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
     stop.store(true, Ordering::Relaxed);
-    producer.join().unwrap();
+    for w in workers {
+        w.join().unwrap();
+    }
     let seconds = start.elapsed().as_secs_f64();
     // Settle: everything generated is either delivered or counted lost.
     for _ in 0..200 {
@@ -175,6 +244,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // Re-executed as a short-lived client (scenario 4): connect once, exit.
+    if let Ok(port) = std::env::var("BW_BENCH_CHILD_CONNECT") {
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()));
+        return;
+    }
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sink.local_addr().unwrap().port();
 
@@ -189,7 +263,10 @@ fn main() {
     let (mut c_off, mut c_on) = side_by_side(|| connect_loop(200_000, port));
     let (mut t_off, mut t_on) = side_by_side(|| tcp_connect_loop(5_000, tcp_port));
     let (mut g_off, mut g_on) = side_by_side(|| getpid_loop(2_000_000));
-    let fl = flood(Duration::from_secs(3), port);
+    let fl = flood(Duration::from_secs(3), port, 1);
+    let fl2 = flood(Duration::from_secs(3), port, 2);
+    let (children, attributed, short_secs) = short_lived(1000, tcp_port);
+    let (startup_policies, startup_total) = startup();
 
     let c = (median(&mut c_off), median(&mut c_on));
     let g = (median(&mut g_off), median(&mut g_on));
@@ -235,6 +312,23 @@ fn main() {
         fl.lost,
         if fl.generated == fl.delivered + fl.lost { "exact" } else { "MISMATCH" }
     );
+    println!(
+        "watched flood, 2 producers: {:.0} records/s delivered; generated {} = delivered {} + lost {}: {}",
+        fl2.delivered as f64 / fl2.seconds,
+        fl2.generated,
+        fl2.delivered,
+        fl2.lost,
+        if fl2.generated == fl2.delivered + fl2.lost { "exact" } else { "MISMATCH" }
+    );
+    println!(
+        "1,000 short-lived processes: {children} connected, {attributed} attributed with exe and parent ({:.1}%) in {short_secs:.1}s",
+        100.0 * attributed as f64 / 1000.0
+    );
+    println!(
+        "start-up: built-in policies {:.1} ms, + programs loaded and attached = {:.1} ms",
+        startup_policies * 1e3,
+        startup_total * 1e3
+    );
     let out = json!({
         "connect_unwatched": {"off_ns": c.0, "on_ns": c.1, "ratio": c.1 / c.0,
             "off_rounds": c_off, "on_rounds": c_on, "target_ratio": 1.01},
@@ -245,6 +339,12 @@ fn main() {
         "watched_flood": {"seconds": fl.seconds, "records_per_s": rate, "generated": fl.generated,
             "delivered": fl.delivered, "lost": fl.lost,
             "invariant_exact": fl.generated == fl.delivered + fl.lost},
+        "watched_flood_2_producers": {"seconds": fl2.seconds, "records_per_s": fl2.delivered as f64 / fl2.seconds,
+            "generated": fl2.generated, "delivered": fl2.delivered, "lost": fl2.lost,
+            "invariant_exact": fl2.generated == fl2.delivered + fl2.lost},
+        "short_lived_1000": {"connected": children, "attributed": attributed,
+            "share": attributed as f64 / 1000.0, "seconds": short_secs, "target_share": 1.0},
+        "startup": {"policies_ms": startup_policies * 1e3, "total_ms": startup_total * 1e3, "target_ms": 300.0},
     });
     let path =
         std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/capture.json".into());
@@ -253,7 +353,7 @@ fn main() {
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
     println!("wrote {path}");
-    if fl.generated != fl.delivered + fl.lost {
+    if fl.generated != fl.delivered + fl.lost || fl2.generated != fl2.delivered + fl2.lost {
         std::process::exit(1);
     }
 }

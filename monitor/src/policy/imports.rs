@@ -1,0 +1,110 @@
+//! Stage two for imported lists: reading them from disk and adding their entries.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use super::{import, DestEntry, ImportFormat, LoadError, Policy, SourceInfo};
+
+impl Policy {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn import(
+        &mut self,
+        id: &str,
+        path: &Path,
+        format: ImportFormat,
+        category: Option<String>,
+        company: Option<String>,
+        origin: &str,
+        patterns: &mut Vec<(String, u32)>,
+    ) -> Result<SourceInfo, LoadError> {
+        let err = |message: String| LoadError::Import {
+            id: id.to_owned(),
+            path: path.display().to_string(),
+            message,
+        };
+        let mut texts = Vec::new();
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| err(e.to_string()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            for f in files {
+                texts.push(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| err(format!("{}: {e}", f.display())))?,
+                );
+            }
+        } else {
+            texts.push(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        }
+        let name = format!("import {id} ({}, {origin})", path.display());
+        let mut info = SourceInfo {
+            name: name.clone(),
+            ..SourceInfo::default()
+        };
+        // One entry per (company, category) pair.
+        let mut by_key: HashMap<(String, String), u32> = HashMap::new();
+        let fallback_company = company.unwrap_or_else(|| format!("listed in {}", path.display()));
+        let mut entry_for = |this: &mut Self, comp: Option<String>, cat: Option<String>| -> u32 {
+            let comp = comp.unwrap_or_else(|| fallback_company.clone());
+            let cat = category
+                .clone()
+                .or(cat)
+                .unwrap_or_else(|| "tracker".to_owned());
+            *by_key
+                .entry((comp.clone(), cat.clone()))
+                .or_insert_with(|| {
+                    this.entries.push(DestEntry {
+                        id: format!("{id}:{comp}"),
+                        company: comp,
+                        category: cat,
+                        source: format!("{} list {}", format_name(format), path.display()),
+                        origin: name.clone(),
+                    });
+                    (this.entries.len() - 1) as u32
+                })
+        };
+        for text in texts {
+            let r = import::parse(format, &text).map_err(|e| err(e.to_string()))?;
+            info.skipped += r.skipped;
+            self.matcher.reserve(r.entries.len());
+            for e in r.entries {
+                let idx = entry_for(self, e.company, e.category);
+                self.matcher.add_normalized(e.domain, idx);
+                info.domains += 1;
+            }
+            for ex in r.exceptions {
+                self.matcher.remove_domain(&ex);
+            }
+            for (p, comp) in r.patterns {
+                let idx = entry_for(self, comp, None);
+                patterns.push((p, idx));
+                info.patterns += 1;
+            }
+        }
+        info.destinations = by_key_len(&self.entries, &name);
+        Ok(info)
+    }
+}
+
+fn by_key_len(entries: &[DestEntry], origin: &str) -> usize {
+    entries.iter().filter(|e| e.origin == origin).count()
+}
+
+fn format_name(f: ImportFormat) -> &'static str {
+    match f {
+        ImportFormat::Hosts => "hosts",
+        ImportFormat::Adblock => "Adblock",
+        ImportFormat::Domains => "domain",
+        ImportFormat::Disconnect => "Disconnect services.json",
+        ImportFormat::TrackerRadar => "DuckDuckGo Tracker Radar",
+        ImportFormat::DdgAppTrackers => "DuckDuckGo app tracker",
+        ImportFormat::Exodus => "Exodus Privacy tracker",
+        ImportFormat::CaBrokerCsv => "California data broker registry",
+    }
+}
