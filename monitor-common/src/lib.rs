@@ -15,7 +15,7 @@ pub const COMM_LEN: usize = 16;
 pub const FILENAME_LEN: usize = 256;
 /// Bytes of a packet's payload carried in a packet record: a whole QUIC Initial datagram,
 /// a TLS ClientHello with post-quantum key shares, a large DNS answer.
-pub const PACKET_CAPTURE: usize = 2048;
+pub const PACKET_CAPTURE: usize = 4096;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -273,8 +273,13 @@ pub struct KernelOffsets {
     pub task_comm: u32,
     pub task_exit_code: u32,
     pub binprm_filename: u32,
+    /// `task_struct::signal` (shared by the threads of a process).
+    pub task_signal: u32,
+    /// `signal_struct::live`: threads still running; 0 once the whole process is exiting.
+    pub signal_live: u32,
     /// Non-zero once userspace has filled the table.
     pub valid: u32,
+    pub _pad: u32,
 }
 
 const _: () = assert!(size_of::<EventHeader>() == 32);
@@ -292,7 +297,7 @@ const _: () = assert!(size_of::<SockWatch>() == 8);
 const _: () = assert!(size_of::<Config>() == 8);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
-const _: () = assert!(size_of::<KernelOffsets>() == 32);
+const _: () = assert!(size_of::<KernelOffsets>() == 44);
 
 #[cfg(feature = "user")]
 mod pod {

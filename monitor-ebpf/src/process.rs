@@ -144,20 +144,32 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `sched_process_exit(struct task_struct *p, ...)`; runs in the exiting thread. Only the
-/// leader's exit ends a watched process.
+/// `sched_process_exit(struct task_struct *p, ...)`; runs in the exiting thread. A watched
+/// process ends when its last thread exits (`signal->live` has dropped to 0 by then), not
+/// when its leader does: a leader may `pthread_exit`, and `execve` from another thread
+/// makes the leader exit while the process goes on.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn bw_exit(_ctx: RawTracePointContext) -> i32 {
     let offs = offsets();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if pid_tgid as u32 != tgid {
+    if offs.valid == 0 {
         return 0;
     }
-    let Some(tag) = watched(tgid) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if watched(tgid).is_none() {
         return 0;
-    };
-    let _ = tag;
+    }
+    // SAFETY: pointer value only; dereferenced through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let live = read_field::<u64>(task, offs.task_signal)
+        .and_then(|signal| read_field::<i32>(signal, offs.signal_live));
+    match live {
+        Some(0) => {}
+        Some(_) => return 0,
+        // Unreadable: fall back to the leader's exit.
+        None if pid_tgid as u32 == tgid => {}
+        None => return 0,
+    }
     let _ = WATCH_TGIDS.remove(tgid);
 
     count(Counter::Generated);
@@ -165,8 +177,6 @@ pub fn bw_exit(_ctx: RawTracePointContext) -> i32 {
         count(Counter::Lost);
         return 0;
     };
-    // SAFETY: pointer value only.
-    let task = unsafe { bpf_get_current_task() };
     let exit_code = read_field::<u32>(task, offs.task_exit_code).unwrap_or(0);
     let ev = entry.as_mut_ptr();
     // SAFETY: exclusively owned reserved record.

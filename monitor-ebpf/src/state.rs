@@ -53,7 +53,10 @@ static KOFFS: KernelOffsets = KernelOffsets {
     task_comm: 0,
     task_exit_code: 0,
     binprm_filename: 0,
+    task_signal: 0,
+    signal_live: 0,
     valid: 0,
+    _pad: 0,
 };
 
 #[inline(always)]

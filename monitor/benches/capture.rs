@@ -148,7 +148,11 @@ fn short_lived(n: usize, port: u16) -> (usize, usize, f64) {
     }
     let exe = exe.display().to_string();
     let rows = engine.connections();
-    let children: Vec<u32> = rows.iter().map(|(k, _)| k.pid).filter(|&p| p != me).collect();
+    let children: Vec<u32> = rows
+        .iter()
+        .map(|(k, _)| k.pid)
+        .filter(|&p| p != me)
+        .collect();
     let attributed = children
         .iter()
         .filter(|pid| {

@@ -233,7 +233,10 @@ impl Btf {
             task_comm: self.field_offset("task_struct", "comm")?,
             task_exit_code: self.field_offset("task_struct", "exit_code")?,
             binprm_filename: self.field_offset("linux_binprm", "filename")?,
+            task_signal: self.field_offset("task_struct", "signal")?,
+            signal_live: self.field_offset("signal_struct", "live")?,
             valid: 1,
+            _pad: 0,
         })
     }
 }

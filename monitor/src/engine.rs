@@ -109,8 +109,9 @@ pub struct EngineStats {
 pub struct Engine<P: ProcSource = LiveProc> {
     procs: LruCache<u32, ProcessInfo>,
     conns: HashMap<ConnKey, ConnAgg>,
-    /// The latest connection row of each socket, for names that arrive after the connect.
-    by_cookie: LruCache<u64, ConnKey>,
+    /// The latest connection of each socket (its row and time), for names that arrive
+    /// after the connect.
+    by_cookie: LruCache<u64, (ConnKey, u64)>,
     /// Which watched process used a socket (DNS answers on it are that process's).
     socket_owner: LruCache<u64, u32>,
     pub namer: Namer,
@@ -358,17 +359,18 @@ impl<P: ProcSource> Engine<P> {
             domain: dns.as_ref().map(|d| Arc::from(d.qname.as_str())),
         };
         let ts = r.header.ts_ns;
-        self.by_cookie.put(r.cookie, key.clone());
         if let Some(agg) = self.conns.get_mut(&key) {
             agg.count += 1;
             agg.first_ns = agg.first_ns.min(ts);
             agg.last_ns = agg.last_ns.max(ts);
+            self.by_cookie.put(r.cookie, (key, ts));
             return;
         }
         if self.conns.len() >= self.max_rows {
             self.stats.rows_dropped += 1;
             return;
         }
+        self.by_cookie.put(r.cookie, (key.clone(), ts));
         self.conns.insert(
             key,
             ConnAgg {
@@ -412,7 +414,7 @@ impl<P: ProcSource> Engine<P> {
     /// A name from the connection's own bytes: it beats DNS. When it differs from the DNS
     /// name the connection moves to a row of its own, remembering both.
     fn name_socket(&mut self, cookie: u64, name: WireName) {
-        let Some(old_key) = self.by_cookie.get(&cookie).cloned() else {
+        let Some((old_key, ts)) = self.by_cookie.get(&cookie).cloned() else {
             return;
         };
         if old_key.domain.as_deref() == Some(name.name.as_str()) {
@@ -436,11 +438,15 @@ impl<P: ProcSource> Engine<P> {
         };
         template.count = 0;
         template.first_cookie = cookie;
+        template.first_ns = ts;
+        template.last_ns = ts;
         template.domain_source = Some(name.source);
         template.ech = name.ech;
         let agg = self.conns.entry(new_key.clone()).or_insert(template);
         agg.count += 1;
-        self.by_cookie.put(cookie, new_key);
+        agg.first_ns = agg.first_ns.min(ts);
+        agg.last_ns = agg.last_ns.max(ts);
+        self.by_cookie.put(cookie, (new_key, ts));
     }
 
     /// Connection rows, ordered by first sighting.
@@ -467,7 +473,7 @@ impl<P: ProcSource> Engine<P> {
 
 #[cfg(test)]
 mod tests {
-    use monitor_common::{EventHeader, EventKind};
+    use monitor_common::EventHeader;
 
     use super::*;
 
@@ -557,6 +563,80 @@ mod tests {
         // The unknown process got a bare entry from its record.
         assert_eq!(e.process(7).unwrap().origin, Origin::Unknown);
         assert_eq!(e.process(7).unwrap().comm, "zoom");
+    }
+
+    fn payload_name(e: &mut Engine<NoProc>, cookie: u64, sni: &str) {
+        e.name_socket(
+            cookie,
+            WireName {
+                name: sni.into(),
+                source: NameSource::Sni,
+                ech: false,
+            },
+        );
+    }
+
+    #[test]
+    fn a_late_sni_moves_one_connection_with_its_own_time() {
+        let mut e = Engine::with_source(NoProc);
+        let ans = crate::naming::dns::tests::answer_bytes();
+        e.handle(&Record::Packet(PacketRecord {
+            header: hdr(EventKind::DnsAnswer, 7, 1),
+            kind: EventKind::DnsAnswer,
+            cookie: 99,
+            proto: Proto::Udp,
+            src: "127.0.0.1".parse().unwrap(),
+            src_port: 53,
+            dst_port: 5000,
+            seq: 0,
+            orig_len: ans.len() as u32,
+            data: ans,
+        }));
+        let mut c = |cookie: u64, ts: u64| {
+            let Record::Sock(mut s) = connect(7, ts, 443) else {
+                unreachable!()
+            };
+            s.cookie = cookie;
+            s.dst = "127.0.0.3".parse().unwrap();
+            e.handle(&Record::Sock(s));
+        };
+        c(1, 10);
+        c(2, 20);
+        c(3, 30);
+        let rows = e.connections();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0.domain.as_deref(), Some("api.vendor.test"));
+        assert_eq!(rows[0].1.count, 3);
+        // Socket 2 said otherwise in its ClientHello.
+        payload_name(&mut e, 2, "other.example");
+        payload_name(&mut e, 2, "other.example");
+        // Socket 1 agrees with DNS: the row just learns the better source.
+        payload_name(&mut e, 1, "api.vendor.test");
+        let rows = e.connections();
+        assert_eq!(rows.len(), 2);
+        let dns_row = rows
+            .iter()
+            .find(|(k, _)| k.domain.as_deref() == Some("api.vendor.test"))
+            .unwrap();
+        assert_eq!(
+            (dns_row.1.count, dns_row.1.domain_source),
+            (2, Some(NameSource::Sni))
+        );
+        let moved = rows
+            .iter()
+            .find(|(k, _)| k.domain.as_deref() == Some("other.example"))
+            .unwrap();
+        assert_eq!(moved.1.count, 1, "one connection moved, once");
+        assert_eq!(
+            (moved.1.first_ns, moved.1.last_ns),
+            (20, 20),
+            "its own time"
+        );
+        assert_eq!(
+            moved.1.dns.as_ref().unwrap().qname,
+            "api.vendor.test",
+            "DNS name kept"
+        );
     }
 
     #[test]

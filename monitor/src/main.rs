@@ -230,7 +230,11 @@ fn audit_main(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if opts.duration.is_none() && !matches!(opts.target, Target::Command(_)) {
         eprintln!("brokerwatch: watching until Ctrl-C (use --duration to stop by itself)");
     }
-    let outcome = runtime.block_on(audit::run(opts, &policy))?;
+    let outcome = runtime.block_on(audit::run(opts, &policy));
+    // The audited command may outlive the audit (--duration, Ctrl-C): its waiter runs on a
+    // blocking thread that must not hold the exit back.
+    runtime.shutdown_background();
+    let outcome = outcome?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     outcome.write(&mut out, format)?;

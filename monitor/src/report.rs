@@ -8,7 +8,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    engine::{ConnAgg, ConnKey, Engine, ProcSource},
+    engine::{ConnAgg, ConnKey, Engine, Origin, ProcSource},
     naming,
     policy::Policy,
     procinfo::UserNames,
@@ -161,6 +161,7 @@ pub fn rows<P: ProcSource>(
                 comm,
                 proc.and_then(|p| p.exe.as_deref()),
                 proc.and_then(|p| p.app.as_ref()),
+                proc.is_some_and(|p| p.origin == Origin::Exec),
             );
             let domain = k.domain.as_deref().map(str::to_owned);
             let dns_chain: Vec<String> = agg.dns.as_ref().map(|d| d.chain.clone()).unwrap_or_default();
@@ -170,9 +171,15 @@ pub fn rows<P: ProcSource>(
                 .as_ref()
                 .map(|d| d.qname.clone())
                 .filter(|q| Some(q) != domain.as_ref());
+            // The DNS chain speaks for the connection only when its own bytes did not name
+            // something else: an address can serve many names (CDNs), and the cache may
+            // hold another process's answer.
+            let chain_applies = dns_name.is_none();
             let mut names: Vec<&str> = Vec::new();
             names.extend(domain.as_deref());
-            names.extend(dns_chain.iter().map(String::as_str));
+            if chain_applies {
+                names.extend(dns_chain.iter().map(String::as_str));
+            }
             let verdict = policy.classify(app, &names, Some(k.dst));
             let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref());
             let name_note = if agg.ech {

@@ -230,3 +230,28 @@ source = "test fixture"
     assert!(other["company"].is_null());
     assert_eq!(lines.last().unwrap()["flagged"], 1);
 }
+
+/// An audit that ends by --duration must not wait for the audited command.
+#[test]
+fn issue2_duration_ends_the_audit_while_the_command_runs_on() {
+    require_root();
+    // The command inherits brokerwatch's stdout: write it to a file, and wait for
+    // brokerwatch alone.
+    let path = std::env::temp_dir().join(format!("bw-duration-{}.txt", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let start = std::time::Instant::now();
+    let status = Command::new(BIN)
+        .args(["audit", "--duration", "1s", "--", "sleep", "30"])
+        .stdout(file)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "the audit waited for the command"
+    );
+    assert_eq!(status.code(), Some(0));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(text.contains("Still running after the audit"), "{text}");
+}

@@ -318,3 +318,38 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+/// A watched process that execs from a non-leader thread: the kernel makes the old leader
+/// exit first. The watch must survive, and the new program's connect be reported.
+#[test]
+fn issue2_exec_from_a_non_leader_thread_keeps_the_watch() {
+    let mut h = Harness::new();
+    let l = tcp_listener("127.0.0.1:0");
+    let port = l.local_addr().unwrap().port();
+    let script = format!(
+        "import os, threading\nt = threading.Thread(target=lambda: os.execv({PROBE:?}, [{PROBE:?}, 'tcp:127.0.0.1:{port}']))\nt.start()\nt.join()\n"
+    );
+    let python = std::process::Command::new("sh")
+        .args(["-c", "command -v python3"])
+        .output()
+        .unwrap();
+    let python = PathBuf::from(String::from_utf8_lossy(&python.stdout).trim().to_owned());
+    let pid = h.run_watched_program(python, &["-c", &script]);
+    let socks = h.socks_of(pid);
+    assert_eq!(socks.len(), 1, "{:#?}", h.records);
+    let exits: Vec<&Record> = h
+        .records
+        .iter()
+        .filter(|r| r.kind() == EventKind::Exit && r.header().tgid == pid)
+        .collect();
+    assert_eq!(exits.len(), 1, "one exit, at the real end: {exits:#?}");
+    let exit_pos = h
+        .records
+        .iter()
+        .position(|r| r.kind() == EventKind::Exit && r.header().tgid == pid);
+    let sock_pos = h
+        .records
+        .iter()
+        .position(|r| matches!(r, Record::Sock(s) if s.header.tgid == pid));
+    assert!(sock_pos < exit_pos);
+}

@@ -97,8 +97,22 @@ fn issue3_sni_names_a_connection_that_bypassed_dns_and_disagreement_keeps_both()
          curl -sk -o /dev/null --resolve sni.only.test:{TLS_PORT}:127.0.0.4 https://sni.only.test:{TLS_PORT}/; \
          curl -sk -o /dev/null --resolve other.name.test:{TLS_PORT}:127.0.0.3 https://other.name.test:{TLS_PORT}/"
     );
-    let (code, lines, err) = audit(&[], lab.exec(&["sh", "-c", &script]));
-    assert_eq!(code, Some(0), "{err}");
+    // A policy naming the tracker behind api.vendor.test's CNAME: it must judge the
+    // connections that went to api.vendor.test, not one whose own SNI named another host.
+    let dir = std::env::temp_dir().join(format!("bw-issue3s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("tracker.toml");
+    std::fs::write(
+        &policy,
+        "[[destination]]\nid = \"lab-tracker\"\ncompany = \"Lab Tracker Ltd\"\ncategory = \"data-broker\"\ndomains = [\"tracker.test\"]\nsource = \"test fixture\"\n",
+    )
+    .unwrap();
+    let (code, lines, err) = audit(
+        &["--policy", policy.to_str().unwrap()],
+        lab.exec(&["sh", "-c", &script]),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, Some(1), "{err}");
     let bypass = rows_to(&lines, "127.0.0.4", TLS_PORT);
     assert_eq!(bypass.len(), 1, "{lines:#?}");
     assert_eq!(bypass[0]["domain"], "sni.only.test");

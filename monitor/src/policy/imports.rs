@@ -73,14 +73,19 @@ impl Policy {
             let r = import::parse(format, &text).map_err(|e| err(e.to_string()))?;
             info.skipped += r.skipped;
             self.matcher.reserve(r.entries.len());
-            for e in r.entries {
+            // Exceptions apply to this list only: a name they cover (or a subdomain of
+            // one) is left out of it, and other sources are untouched.
+            let excepted = |d: &str| {
+                r.exceptions
+                    .iter()
+                    .any(|x| d == x || d.ends_with(&format!(".{x}")))
+            };
+            for e in r.entries.into_iter().filter(|e| !excepted(&e.domain)) {
                 let idx = entry_for(self, e.company, e.category);
                 self.matcher.add_normalized(e.domain, idx);
                 info.domains += 1;
             }
-            for ex in r.exceptions {
-                self.matcher.remove_domain(&ex);
-            }
+            info.skipped += r.exceptions.len();
             for (p, comp) in r.patterns {
                 let idx = entry_for(self, comp, None);
                 patterns.push((p, idx));

@@ -456,23 +456,30 @@ impl Policy {
         )
     }
 
-    /// The app definition a process belongs to, if any.
+    /// The app definition a process belongs to, if any: by its own name, executable and
+    /// Flatpak/Snap identity first; `inherited` (the app whose watch it inherited) only
+    /// when it has not executed another program since (a forked helper).
     pub fn app_of(
         &self,
-        id_hint: Option<&str>,
+        inherited: Option<&str>,
         comm: &str,
         exe: Option<&str>,
         identity: Option<&crate::appid::AppIdentity>,
+        executed_since: bool,
     ) -> Option<&AppDef> {
-        if let Some(id) = id_hint {
-            if let Some(a) = self.apps.apps.iter().find(|a| a.id == id) {
-                return Some(a);
-            }
-        }
-        self.apps
+        if let Some(a) = self
+            .apps
             .apps
             .iter()
             .find(|a| a.matches(comm, exe, identity))
+        {
+            return Some(a);
+        }
+        if executed_since {
+            return None;
+        }
+        let id = inherited?;
+        self.apps.apps.iter().find(|a| a.id == id)
     }
 
     /// Looks up one name or address, without rules.
@@ -501,8 +508,10 @@ impl Policy {
         ip: Option<IpAddr>,
     ) -> Option<Verdict> {
         let mut best: Option<Verdict> = None;
+        let mut first_party_seen = false;
         for name in names {
             if Self::first_party(app, name) {
+                first_party_seen = true;
                 continue;
             }
             if let Some((idx, hit)) = self.matcher.lookup_name(name) {
@@ -512,7 +521,7 @@ impl Policy {
                 }
             }
         }
-        if best.is_none() {
+        if best.is_none() && !first_party_seen {
             if let Some((idx, hit)) = ip.and_then(|ip| self.matcher.lookup_ip(ip)) {
                 best = Some(self.decide(app, idx, hit, None));
             }
