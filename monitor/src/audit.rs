@@ -6,19 +6,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::{MODE_ALL, MODE_CGROUPS, MODE_NAMES, WATCH_TAG_APP_BASE, WATCH_TAG_CGROUP};
+use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
 
 use crate::{
-    appid,
     capture::Capture,
     cgroup::{CgroupError, OwnedCgroup},
     engine::Engine,
     launch::{self, LaunchError, RunAs},
-    policy::{AppSet, Policy, PolicyError},
-    procinfo::{self, UserNames},
+    policy::{Policy, PolicyError},
+    procinfo::UserNames,
     report::{self, Clock, Format, Row, Summary},
     sensor::{Sensor, SensorError, SensorOptions},
-    wire::comm_key,
+    watchset,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -66,72 +65,6 @@ impl AuditOutcome {
     }
 }
 
-/// The watch set for running apps: (tag, label, kernel names, matcher).
-struct AppWatch {
-    tag: u32,
-    label: String,
-    app: Option<crate::policy::AppDef>,
-    names: Vec<String>,
-}
-
-fn resolve_apps(set: &AppSet, names: &[String]) -> Vec<AppWatch> {
-    let mut out = Vec::new();
-    for name in names {
-        match set.select(std::slice::from_ref(name)) {
-            Ok(apps) => {
-                for app in apps {
-                    if out.iter().any(|w: &AppWatch| w.label == app.id) {
-                        continue;
-                    }
-                    out.push(AppWatch {
-                        tag: WATCH_TAG_APP_BASE + out.len() as u32,
-                        label: app.id.clone(),
-                        names: app.kernel_names(),
-                        app: Some(app.clone()),
-                    });
-                }
-            }
-            Err(_) => {
-                // Not an app id or group: a process name, as `pgrep` would take it.
-                log::info!(
-                    "{name:?} is not a known app or group; watching processes named {name:?}"
-                );
-                out.push(AppWatch {
-                    tag: WATCH_TAG_APP_BASE + out.len() as u32,
-                    label: name.clone(),
-                    names: vec![Path::new(name)
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or(name)
-                        .to_owned()],
-                    app: None,
-                });
-            }
-        }
-    }
-    out
-}
-
-impl AppWatch {
-    fn matches(&self, snap: &procinfo::ProcSnapshot) -> bool {
-        let exe = snap.exe.as_ref().map(|p| p.display().to_string());
-        match &self.app {
-            Some(app) => {
-                let identity = appid::of_process(snap.pid, snap.cgroup.as_deref());
-                app.matches(&snap.comm, exe.as_deref(), identity.as_ref())
-            }
-            None => self.names.iter().any(|n| {
-                comm_key(n) == comm_key(&snap.comm)
-                    || exe
-                        .as_deref()
-                        .and_then(|e| Path::new(e).file_name())
-                        .and_then(|b| b.to_str())
-                        == Some(n.as_str())
-            }),
-        }
-    }
-}
-
 /// Runs an audit to completion (command exit, duration, or Ctrl-C).
 pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, AuditError> {
     let started = Instant::now();
@@ -157,24 +90,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     match &opts.target {
         Target::All => sensor.set_mode(MODE_ALL)?,
         Target::Apps(names) => {
-            let watches = resolve_apps(&policy.apps, names);
-            for w in &watches {
-                engine.name_watch_tag(w.tag, w.label.clone());
-                for n in &w.names {
-                    sensor.watch_name(n, w.tag)?;
-                }
-            }
-            sensor.set_mode(MODE_NAMES)?;
-            // Already running processes: the kernel only sees execs from now on.
-            for pid in procinfo::all_pids() {
-                let Some(snap) = procinfo::snapshot(pid) else {
-                    continue;
-                };
-                if let Some(w) = watches.iter().find(|w| w.matches(&snap)) {
-                    sensor.watch_tgid(pid, w.tag)?;
-                    engine.add_snapshot(snap, Some(w.tag));
-                }
-            }
+            watchset::watch_apps(&mut sensor, &mut engine, &policy.apps, names)?;
         }
         Target::Command(argv) => {
             let (program, args) = argv.split_first().expect("clap requires a command");

@@ -115,6 +115,10 @@ pub struct Engine<P: ProcSource = LiveProc> {
     /// Which watched process used a socket (DNS answers on it are that process's).
     socket_owner: LruCache<u64, u32>,
     pub namer: Namer,
+    /// Rows created or renamed since the last [`Engine::take_changes`] (for the daemon's
+    /// alerts); bounded, overflow counted.
+    changes: Vec<ConnKey>,
+    pub changes_dropped: u64,
     max_rows: usize,
     watch_names: HashMap<u32, String>,
     source: P,
@@ -148,6 +152,8 @@ impl<P: ProcSource> Engine<P> {
             by_cookie: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_SOCKETS).expect("non-zero")),
             socket_owner: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_SOCKETS).expect("non-zero")),
             namer: Namer::default(),
+            changes: Vec::new(),
+            changes_dropped: 0,
             max_rows: DEFAULT_MAX_ROWS,
             watch_names: HashMap::new(),
             source,
@@ -371,6 +377,7 @@ impl<P: ProcSource> Engine<P> {
             return;
         }
         self.by_cookie.put(r.cookie, (key.clone(), ts));
+        self.changed(key.clone());
         self.conns.insert(
             key,
             ConnAgg {
@@ -446,7 +453,30 @@ impl<P: ProcSource> Engine<P> {
         agg.count += 1;
         agg.first_ns = agg.first_ns.min(ts);
         agg.last_ns = agg.last_ns.max(ts);
-        self.by_cookie.put(cookie, (new_key, ts));
+        self.by_cookie.put(cookie, (new_key.clone(), ts));
+        self.changed(new_key);
+    }
+
+    fn changed(&mut self, key: ConnKey) {
+        if self.changes.len() < 65_536 {
+            self.changes.push(key);
+        } else {
+            self.changes_dropped += 1;
+        }
+    }
+
+    /// Rows created or renamed since the last call, with their current state.
+    pub fn take_changes(&mut self) -> Vec<(ConnKey, ConnAgg)> {
+        let keys = std::mem::take(&mut self.changes);
+        keys.into_iter()
+            .filter_map(|k| self.conns.get(&k).cloned().map(|a| (k, a)))
+            .collect()
+    }
+
+    /// Forgets connection rows last seen before `before_ns` (a long-running daemon keeps
+    /// history on disk, not in memory).
+    pub fn prune(&mut self, before_ns: u64) {
+        self.conns.retain(|_, a| a.last_ns >= before_ns);
     }
 
     /// Connection rows, ordered by first sighting.

@@ -5,8 +5,10 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use brokerwatch::{
     audit::{self, AuditOptions, Target},
+    daemon::{history::Retention, DaemonOptions},
     policy::{ImportSpec, Policy, PolicySources, SYSTEM_DIR},
     policy_cli,
+    protocol::Request,
     report::Format,
     sensor::SensorOptions,
 };
@@ -33,6 +35,53 @@ enum Command {
     /// Check, explain and list the policies (apps, destinations, rules).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the always-on service (as root; systemd starts it).
+    Daemon(DaemonArgs),
+    /// What the daemon is doing: programs, watched apps, counters, policy sources.
+    Status(ClientArgs),
+    /// Alerts the daemon recorded (yours, or everyone's for root and the admin group).
+    History(HistoryArgs),
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// App id, group or process name to watch (repeatable). Default: the `meeting` group.
+    #[arg(long = "app", value_name = "NAME")]
+    apps: Vec<String>,
+    #[arg(long, default_value = brokerwatch::protocol::DEFAULT_SOCKET)]
+    socket: std::path::PathBuf,
+    /// Where the alert history lives.
+    #[arg(long, default_value = "/var/lib/brokerwatch")]
+    state_dir: std::path::PathBuf,
+    /// Group allowed to connect to the socket.
+    #[arg(long, default_value = "brokerwatch")]
+    group: String,
+    /// Group whose members see every user's alerts.
+    #[arg(long, default_value = "brokerwatch-admin")]
+    admin_group: String,
+    /// Days of alert history to keep.
+    #[arg(long, default_value_t = 30)]
+    history_days: u64,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    #[arg(long, default_value = brokerwatch::protocol::DEFAULT_SOCKET)]
+    socket: std::path::PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    /// How far back (e.g. 1h, 7d).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    since: Duration,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Where policies come from, for every command that uses them.
@@ -164,7 +213,117 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Audit(args) => audit_main(args),
         Command::Policy(cmd) => policy_main(cmd),
+        Command::Daemon(args) => daemon_main(args),
+        Command::Status(args) => client_main(&args, Request::Status, None),
+        Command::History(args) => {
+            let since_ms = brokerwatch::daemon::history::now_ms()
+                .saturating_sub(args.since.as_millis() as u64);
+            client_main(
+                &args.client,
+                Request::History { since_ms },
+                Some(args.since),
+            )
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")
+}
+
+fn daemon_main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let opts = DaemonOptions {
+        socket: args.socket,
+        state_dir: args.state_dir,
+        apps: if args.apps.is_empty() {
+            vec!["meeting".into()]
+        } else {
+            args.apps
+        },
+        policy: args.policy.sources(),
+        group: args.group,
+        admin_group: args.admin_group,
+        retention: Retention {
+            max_age: Duration::from_secs(args.history_days * 24 * 3600),
+            ..Retention::default()
+        },
+        sensor: SensorOptions::default(),
+    };
+    let rt = runtime()?;
+    let res = rt.block_on(brokerwatch::daemon::run(opts));
+    rt.shutdown_background();
+    res?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client_main(
+    args: &ClientArgs,
+    req: Request,
+    since: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let reply = rt.block_on(brokerwatch::protocol::request(&args.socket, &req))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{reply}")?;
+    } else if let Some(since) = since {
+        let alerts = reply["alerts"].as_array().cloned().unwrap_or_default();
+        if alerts.is_empty() {
+            writeln!(
+                out,
+                "No alerts in the last {}.",
+                humantime::format_duration(since)
+            )?;
+        }
+        for a in alerts {
+            writeln!(
+                out,
+                "{}  {}[{}] -> {} ({}:{})  {} {}: {}",
+                a["ts"].as_str().unwrap_or("?"),
+                a["app"].as_str().or(a["comm"].as_str()).unwrap_or("?"),
+                a["pid"],
+                a["domain"].as_str().unwrap_or("-"),
+                a["dst_ip"].as_str().unwrap_or("?"),
+                a["dst_port"],
+                a["severity"].as_str().unwrap_or("?").to_uppercase(),
+                a["category"].as_str().unwrap_or("?"),
+                a["company"].as_str().unwrap_or("?"),
+            )?;
+        }
+    } else {
+        writeln!(
+            out,
+            "brokerwatch daemon, pid {}, up {}s",
+            reply["pid"], reply["uptime_s"]
+        )?;
+        writeln!(out, "Watched apps: {}", reply["watched_apps"])?;
+        writeln!(out, "Kernel counters: {}", reply["counters"])?;
+        writeln!(
+            out,
+            "Records delivered: {}; alerts: {}",
+            reply["records_delivered"], reply["alerts"]
+        )?;
+        writeln!(out, "Programs:")?;
+        for p in reply["attached"].as_array().into_iter().flatten() {
+            writeln!(out, "  {}", p.as_str().unwrap_or("?"))?;
+        }
+        writeln!(out, "Policy sources:")?;
+        for p in reply["policy_sources"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  {} ({} destinations, {} domains)",
+                p["name"].as_str().unwrap_or("?"),
+                p["destinations"],
+                p["domains"]
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn policy_main(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {

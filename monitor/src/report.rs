@@ -15,6 +15,17 @@ use crate::{
     sensor::KernelCounters,
 };
 
+/// `CLOCK_BOOTTIME` now, in nanoseconds (the kernel programs' clock).
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Converts kernel `CLOCK_BOOTTIME` stamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -153,7 +164,21 @@ pub fn rows<P: ProcSource>(
     engine
         .connections()
         .into_iter()
-        .map(|(k, agg): (ConnKey, &ConnAgg)| {
+        .map(|(k, agg)| row(engine, &k, agg, clock, users, policy))
+        .collect()
+}
+
+/// One report row: a connection row joined with its process and the policy's verdict.
+pub fn row<P: ProcSource>(
+    engine: &Engine<P>,
+    k: &ConnKey,
+    agg: &ConnAgg,
+    clock: &Clock,
+    users: &mut UserNames,
+    policy: &Policy,
+) -> Row {
+    {
+        {
             let proc = engine.process(k.pid);
             let comm = proc.map(|p| p.comm.as_str()).unwrap_or(agg.comm.as_str());
             let app = policy.app_of(
@@ -164,7 +189,11 @@ pub fn rows<P: ProcSource>(
                 proc.is_some_and(|p| p.origin == Origin::Exec),
             );
             let domain = k.domain.as_deref().map(str::to_owned);
-            let dns_chain: Vec<String> = agg.dns.as_ref().map(|d| d.chain.clone()).unwrap_or_default();
+            let dns_chain: Vec<String> = agg
+                .dns
+                .as_ref()
+                .map(|d| d.chain.clone())
+                .unwrap_or_default();
             // The DNS name, when the connection's own bytes named something else.
             let dns_name = agg
                 .dns
@@ -238,8 +267,8 @@ pub fn rows<P: ProcSource>(
                 socket_cookie: agg.first_cookie,
                 ancestry,
             }
-        })
-        .collect()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

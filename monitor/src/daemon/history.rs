@@ -1,0 +1,139 @@
+//! The alert history: one JSON object per line in the state directory, appended as alerts
+//! happen, trimmed to a retention limit, and read back by `brokerwatch history`.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+
+/// Bounds of the history kept on disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_entries: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_entries: 100_000,
+        }
+    }
+}
+
+pub struct History {
+    path: PathBuf,
+    file: File,
+    retention: Retention,
+    appended: usize,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl History {
+    /// Opens (creating) `dir/history.jsonl` and trims it.
+    pub fn open(dir: &Path, retention: Retention) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("history.jsonl");
+        let mut h = Self {
+            file: OpenOptions::new().create(true).append(true).open(&path)?,
+            path,
+            retention,
+            appended: 0,
+        };
+        h.trim()?;
+        Ok(h)
+    }
+
+    /// Appends one alert (it must carry `ts_ms`), flushed to the kernel at once so that a
+    /// crash right after loses nothing already announced.
+    pub fn append(&mut self, alert: &Value) -> io::Result<()> {
+        let mut line = alert.to_string();
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.appended += 1;
+        if self.appended % 1024 == 0 {
+            self.trim()?;
+        }
+        Ok(())
+    }
+
+    /// Alerts since `since_ms` (epoch milliseconds), oldest first.
+    pub fn read_since(&self, since_ms: u64) -> io::Result<Vec<Value>> {
+        let f = File::open(&self.path)?;
+        Ok(BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .filter(|v| v["ts_ms"].as_u64().unwrap_or(0) >= since_ms)
+            .collect())
+    }
+
+    /// Drops entries past the retention limits (rewrites the file atomically).
+    pub fn trim(&mut self) -> io::Result<()> {
+        let oldest = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
+        let mut keep = self.read_since(oldest)?;
+        let total_lines = BufReader::new(File::open(&self.path)?).lines().count();
+        if keep.len() > self.retention.max_entries {
+            keep.drain(..keep.len() - self.retention.max_entries);
+        }
+        if keep.len() == total_lines {
+            return Ok(());
+        }
+        let tmp = self.path.with_extension("jsonl.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            for v in &keep {
+                writeln!(f, "{v}")?;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn appends_survive_reopen_and_retention_trims() {
+        let dir = std::env::temp_dir().join(format!("bw-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = now_ms();
+        {
+            let mut h = History::open(&dir, Retention::default()).unwrap();
+            h.append(&json!({"ts_ms": now - 10_000, "n": 1})).unwrap();
+            h.append(&json!({"ts_ms": now, "n": 2})).unwrap();
+            h.append(&json!({"ts_ms": now - 40 * 24 * 3600 * 1000, "n": 0}))
+                .unwrap();
+        }
+        let h = History::open(
+            &dir,
+            Retention {
+                max_age: Duration::from_secs(24 * 3600),
+                max_entries: 1,
+            },
+        )
+        .unwrap();
+        let all = h.read_since(0).unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0]["n"], 2);
+        assert_eq!(h.read_since(now + 1).unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
