@@ -165,6 +165,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         tokio::select! {
             res = capture.next_batch(|r| engine.handle(&r)) => {
                 res?;
+                let before = alerts_total;
                 for (key, agg) in engine.take_changes() {
                     let row = report::row(&engine, &key, &agg, &clock, &mut users, &policy);
                     if !row.flagged {
@@ -188,6 +189,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     }
                     alerts_total += 1;
                     let _ = shared.alerts.send(Arc::new(alert));
+                }
+                if alerts_total != before {
+                    update_status(&sensor, &capture, &policy, alerts_total);
                 }
             }
             conn = listener.accept() => {
