@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod engine;
 pub mod launch;
 pub mod naming;
+pub mod notify;
 pub mod policy;
 pub mod policy_cli;
 pub mod preflight;

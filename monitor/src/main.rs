@@ -41,6 +41,22 @@ enum Command {
     Status(ClientArgs),
     /// Alerts the daemon recorded (yours, or everyone's for root and the admin group).
     History(HistoryArgs),
+    /// The desktop agent: shows the daemon's alerts about your processes as notifications.
+    Notify(NotifyArgs),
+    /// Print the daemon's alerts about your processes as JSON lines as they happen.
+    Events(ClientArgs),
+}
+
+#[derive(Args)]
+struct NotifyArgs {
+    #[arg(long, default_value = brokerwatch::protocol::DEFAULT_SOCKET)]
+    socket: std::path::PathBuf,
+    /// Show an (app, company) pair at most once in this window.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    dedup: Duration,
+    /// At most this many notifications per minute.
+    #[arg(long, default_value_t = 6)]
+    per_minute: usize,
 }
 
 #[derive(Args)]
@@ -214,6 +230,34 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Audit(args) => audit_main(args),
         Command::Policy(cmd) => policy_main(cmd),
         Command::Daemon(args) => daemon_main(args),
+        Command::Events(args) => {
+            let rt = runtime()?;
+            let res = rt.block_on(async {
+                tokio::select! {
+                    r = brokerwatch::protocol::subscribe(&args.socket, |v| {
+                        if v["type"] == "alert" || v["type"] == "lagged" {
+                            println!("{v}");
+                        }
+                    }) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            });
+            rt.shutdown_background();
+            res?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify(args) => {
+            let rt = runtime()?;
+            let policy = brokerwatch::notify::Policy {
+                dedup_window: args.dedup,
+                per_minute: args.per_minute,
+                ..Default::default()
+            };
+            let res = rt.block_on(brokerwatch::notify::run(&args.socket, policy));
+            rt.shutdown_background();
+            res?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(args) => client_main(&args, Request::Status, None),
         Command::History(args) => {
             let since_ms = brokerwatch::daemon::history::now_ms()

@@ -59,6 +59,33 @@ pub async fn request(socket: &std::path::Path, req: &Request) -> Result<Value, C
     Ok(v)
 }
 
+/// Subscribes and hands every reply line (alerts, lag notices) to `f` until the daemon
+/// hangs up.
+pub async fn subscribe(
+    socket: &std::path::Path,
+    mut f: impl FnMut(Value),
+) -> Result<(), ClientError> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.to_owned(),
+            source,
+        })?;
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_string(&Request::Subscribe)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(r).lines();
+    while let Some(l) = lines.next_line().await? {
+        let v: Value =
+            serde_json::from_str(&l).map_err(|e| ClientError::Protocol(format!("{e}: {l:?}")))?;
+        f(v);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

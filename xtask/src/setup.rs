@@ -20,6 +20,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("pgrep", "procps"),
     ("mount", "mount"),
     ("dnsmasq", "dnsmasq-base"),
+    ("dbus-daemon", "dbus"),
+    ("dunst", "dunst"),
+    ("Xvfb", "xvfb"),
+    ("xdpyinfo", "x11-utils"),
+    ("import", "imagemagick"),
+    ("systemd-analyze", "systemd"),
     ("python3", "python3"),
 ];
 

@@ -15,6 +15,7 @@ use brokerwatch::{
 };
 use monitor_common::WATCH_TAG_CGROUP;
 
+pub mod daemon;
 pub mod lab;
 
 pub const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");

@@ -1,0 +1,519 @@
+//! `brokerwatch notify`: the desktop agent. Subscribes to the daemon's alerts (its own user's
+//! only, the daemon decides), folds bursts into one notification, deduplicates per (app,
+//! company) within a window, rate-limits, and shows freedesktop notifications.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::protocol::{ClientError, Request};
+
+/// How alerts become notifications.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// An (app, company) pair shown once per window.
+    pub dedup_window: Duration,
+    /// Alerts arriving within this time of the first of a burst are shown together.
+    pub burst: Duration,
+    /// At most this many notifications per minute.
+    pub per_minute: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            dedup_window: Duration::from_secs(600),
+            burst: Duration::from_millis(1500),
+            per_minute: 6,
+        }
+    }
+}
+
+/// A notification to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub summary: String,
+    pub body: String,
+    /// `low`, `normal` or `critical`.
+    pub urgency: &'static str,
+    /// (app, company) pairs it covers (for Mute).
+    pub pairs: Vec<(String, String)>,
+    /// The first alert, for Details.
+    pub details: String,
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("")
+}
+
+fn what(category: &str) -> &'static str {
+    match category {
+        "data-broker" => "a data broker",
+        "social-sdk" => "a social-media SDK",
+        "ad-attribution" => "an ad tracker",
+        "product-analytics" => "an analytics service",
+        "session-replay" => "a session-replay service",
+        "crash-reporting" => "a crash reporter",
+        _ => "a tracker",
+    }
+}
+
+fn app_name(a: &Value) -> String {
+    let app = s(a, "app");
+    if app.is_empty() { s(a, "comm") } else { app }.to_owned()
+}
+
+fn urgency(sev: &str) -> &'static str {
+    match sev {
+        "high" => "critical",
+        "medium" => "normal",
+        _ => "low",
+    }
+}
+
+fn details(a: &Value) -> String {
+    let mut d = format!(
+        "{} (pid {}, {}) -> {} {}:{} {}",
+        app_name(a),
+        a["pid"],
+        s(a, "exe"),
+        s(a, "domain"),
+        s(a, "dst_ip"),
+        a["dst_port"],
+        s(a, "proto")
+    );
+    if let Some(chain) = a["dns_chain"].as_array().filter(|c| !c.is_empty()) {
+        let names: Vec<&str> = chain.iter().filter_map(Value::as_str).collect();
+        d.push_str(&format!("\nDNS: {}", names.join(" -> ")));
+    }
+    if !s(a, "domain_source").is_empty() {
+        d.push_str(&format!("\nName from: {}", s(a, "domain_source")));
+    }
+    if !s(a, "ancestry").is_empty() {
+        d.push_str(&format!("\nParents: {}", s(a, "ancestry")));
+    }
+    d.push_str(&format!("\nSource: {}", s(a, "source")));
+    d
+}
+
+/// `HH:MM` in the local time zone of an epoch-milliseconds stamp.
+fn local_hm(ts_ms: Option<u64>) -> String {
+    let Some(ms) = ts_ms else {
+        return String::new();
+    };
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: zeroed tm is a valid out-parameter; localtime_r is thread-safe.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+}
+
+/// Dedup, burst folding and rate limit; pure, driven by the caller's clock.
+#[derive(Debug)]
+pub struct Throttle {
+    policy: Policy,
+    last_shown: HashMap<(String, String), Instant>,
+    muted: HashSet<(String, String)>,
+    sent: VecDeque<Instant>,
+    pending: Vec<Value>,
+    pending_since: Option<Instant>,
+    pub suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(policy: Policy, muted: HashSet<(String, String)>) -> Self {
+        Self {
+            policy,
+            last_shown: HashMap::new(),
+            muted,
+            sent: VecDeque::new(),
+            pending: Vec::new(),
+            pending_since: None,
+            suppressed: 0,
+        }
+    }
+
+    pub fn mute(&mut self, pair: (String, String)) {
+        self.muted.insert(pair);
+    }
+
+    /// Takes an alert into the current burst.
+    pub fn push(&mut self, alert: Value, now: Instant) {
+        let pair = (app_name(&alert), s(&alert, "company").to_owned());
+        if self.muted.contains(&pair) {
+            self.suppressed += 1;
+            return;
+        }
+        self.pending_since.get_or_insert(now);
+        if self.pending.len() < 10_000 {
+            self.pending.push(alert);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// When the current burst is due.
+    pub fn due(&self) -> Option<Instant> {
+        self.pending_since.map(|t| t + self.policy.burst)
+    }
+
+    /// Ends the burst: at most one notification for it.
+    pub fn flush(&mut self, now: Instant) -> Option<Note> {
+        self.pending_since = None;
+        let alerts = std::mem::take(&mut self.pending);
+        // Pairs not shown within the window.
+        let mut fresh: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
+        for a in &alerts {
+            let pair = (app_name(a), s(a, "company").to_owned());
+            let recent = self
+                .last_shown
+                .get(&pair)
+                .is_some_and(|t| now.duration_since(*t) < self.policy.dedup_window);
+            if recent {
+                self.suppressed += 1;
+            } else {
+                fresh.entry(pair).or_default().push(a);
+            }
+        }
+        if fresh.is_empty() {
+            return None;
+        }
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= self.policy.per_minute {
+            self.suppressed += fresh.values().map(|v| v.len() as u64).sum::<u64>();
+            return None;
+        }
+        self.sent.push_back(now);
+        for pair in fresh.keys() {
+            self.last_shown.insert(pair.clone(), now);
+        }
+        let connections: usize = fresh.values().map(Vec::len).sum();
+        let first = fresh.values().next().and_then(|v| v.first()).copied()?;
+        let worst = fresh
+            .values()
+            .flatten()
+            .map(|a| s(a, "severity"))
+            .max_by_key(|sev| match *sev {
+                "high" => 3,
+                "medium" => 2,
+                "low" => 1,
+                _ => 0,
+            })
+            .unwrap_or("low");
+        let apps: Vec<&str> = {
+            let mut v: Vec<&str> = fresh.keys().map(|(a, _)| a.as_str()).collect();
+            v.dedup();
+            v
+        };
+        let summary = if fresh.len() == 1 {
+            format!("{} contacted {}", apps[0], what(s(first, "category")))
+        } else {
+            format!("{} contacted {} companies", apps.join(", "), fresh.len())
+        };
+        let time = local_hm(first["ts_ms"].as_u64());
+        let mut body: Vec<String> = fresh
+            .iter()
+            .take(5)
+            .map(|((_, company), v)| {
+                let a = v[0];
+                let dest = if s(a, "domain").is_empty() {
+                    s(a, "dst_ip")
+                } else {
+                    s(a, "domain")
+                };
+                format!(
+                    "{dest} ({company}, {}) at {time}",
+                    s(a, "category").replace('-', " ")
+                )
+            })
+            .collect();
+        if fresh.len() > 5 {
+            body.push(format!("and {} more companies", fresh.len() - 5));
+        }
+        if connections > fresh.len() {
+            body.push(format!("{connections} connections"));
+        }
+        Some(Note {
+            summary,
+            body: body.join("\n"),
+            urgency: urgency(worst),
+            pairs: fresh.keys().cloned().collect(),
+            details: details(first),
+        })
+    }
+}
+
+/// Where a user's muted (app, company) pairs are kept.
+pub fn mute_file() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("brokerwatch").join("muted.json")
+}
+
+pub fn load_muted(path: &Path) -> HashSet<(String, String)> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<(String, String)>>(&t).ok())
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
+}
+
+pub fn save_muted(path: &Path, muted: &HashSet<(String, String)>) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut v: Vec<&(String, String)> = muted.iter().collect();
+    v.sort();
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
+/// Shows a note through the desktop's notification server; offers Details and Mute where
+/// the server supports actions.
+fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path) {
+    use notify_rust::{Notification, Urgency};
+    let actions = notify_rust::get_capabilities()
+        .map(|c| c.iter().any(|c| c == "actions"))
+        .unwrap_or(false);
+    let mut n = Notification::new();
+    n.appname("brokerwatch")
+        .summary(&note.summary)
+        .body(&note.body)
+        .icon("security-medium")
+        .urgency(match note.urgency {
+            "critical" => Urgency::Critical,
+            "normal" => Urgency::Normal,
+            _ => Urgency::Low,
+        });
+    if actions {
+        n.action("details", "Details").action("mute", "Mute");
+    }
+    match n.show() {
+        Ok(handle) if actions => {
+            let note = note.clone();
+            let throttle = throttle.clone();
+            let mute_path = mute_path.to_owned();
+            std::thread::spawn(move || {
+                handle.wait_for_action(|action| match action {
+                    "details" => {
+                        let _ = Notification::new()
+                            .appname("brokerwatch")
+                            .summary(&format!("{}: details", note.summary))
+                            .body(&note.details)
+                            .show();
+                    }
+                    "mute" => {
+                        if let Ok(mut t) = throttle.lock() {
+                            for p in &note.pairs {
+                                t.mute(p.clone());
+                            }
+                            if let Err(e) = save_muted(&mute_path, &t.muted) {
+                                log::warn!("cannot save muted apps: {e}");
+                            }
+                        }
+                    }
+                    _ => {}
+                });
+            });
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot show a notification (is a notification server running?): {e}"),
+    }
+}
+
+/// Runs the agent until Ctrl-C; reconnects by itself when the daemon restarts.
+pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
+    let mute_path = mute_file();
+    let throttle = Arc::new(Mutex::new(Throttle::new(policy, load_muted(&mute_path))));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match tokio::net::UnixStream::connect(socket).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(250);
+                log::info!("connected to {}", socket.display());
+                let (r, mut w) = stream.into_split();
+                let mut req = serde_json::to_string(&Request::Subscribe).unwrap_or_default();
+                req.push('\n');
+                if w.write_all(req.as_bytes()).await.is_err() {
+                    continue;
+                }
+                let mut lines = BufReader::new(r).lines();
+                loop {
+                    let due = throttle.lock().ok().and_then(|t| t.due());
+                    let sleep = async {
+                        match due {
+                            Some(d) => tokio::time::sleep_until(d.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        line = lines.next_line() => match line {
+                            Ok(Some(line)) => {
+                                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                                if v["type"] == "alert" {
+                                    if let Ok(mut t) = throttle.lock() {
+                                        t.push(v["alert"].clone(), Instant::now());
+                                    }
+                                }
+                            }
+                            _ => break,
+                        },
+                        _ = sleep => {
+                            let note = throttle.lock().ok().and_then(|mut t| t.flush(Instant::now()));
+                            if let Some(note) = note {
+                                let (t2, p2) = (throttle.clone(), mute_path.clone());
+                                tokio::task::spawn_blocking(move || show(&note, &t2, &p2));
+                            }
+                        }
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                }
+                log::warn!("the daemon went away; reconnecting");
+            }
+            Err(e) => log::debug!("daemon not reachable at {}: {e}", socket.display()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn alert(app: &str, company: &str, category: &str, sev: &str, domain: &str) -> Value {
+        // 14:02:03 UTC (minutes are :02 in every whole-hour time zone).
+        json!({"app": app, "company": company, "category": category, "severity": sev, "domain": domain,
+               "ts_ms": 1_795_442_523_000u64, "pid": 7, "dst_ip": "192.0.2.1", "dst_port": 443,
+               "dns_chain": ["api.vendor.test", domain], "domain_source": "sni", "source": "x"})
+    }
+
+    #[test]
+    fn one_alert_one_notification_with_company_domain_and_time() {
+        let mut t = Throttle::new(Policy::default(), HashSet::new());
+        let now = Instant::now();
+        t.push(
+            alert(
+                "Zoom",
+                "Meta (Facebook)",
+                "social-sdk",
+                "high",
+                "graph.facebook.com",
+            ),
+            now,
+        );
+        let n = t.flush(now).unwrap();
+        assert_eq!(n.summary, "Zoom contacted a social-media SDK");
+        assert_eq!(
+            n.body,
+            "graph.facebook.com (Meta (Facebook), social sdk) at 14:02"
+        );
+        assert_eq!(n.urgency, "critical");
+        assert!(n.details.contains("api.vendor.test -> graph.facebook.com"));
+    }
+
+    #[test]
+    fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
+        let mut t = Throttle::new(Policy::default(), HashSet::new());
+        let now = Instant::now();
+        for _ in 0..200 {
+            t.push(
+                alert(
+                    "Zoom",
+                    "Test Broker",
+                    "data-broker",
+                    "high",
+                    "x.broker.test",
+                ),
+                now,
+            );
+        }
+        let n = t.flush(now).unwrap();
+        assert!(n.body.contains("200 connections"), "{}", n.body);
+        // The same pair again within the window: nothing.
+        t.push(
+            alert(
+                "Zoom",
+                "Test Broker",
+                "data-broker",
+                "high",
+                "x.broker.test",
+            ),
+            now,
+        );
+        assert_eq!(t.flush(now + Duration::from_secs(5)), None);
+        // After the window: shown again.
+        t.push(
+            alert(
+                "Zoom",
+                "Test Broker",
+                "data-broker",
+                "high",
+                "x.broker.test",
+            ),
+            now,
+        );
+        assert!(t.flush(now + Duration::from_secs(601)).is_some());
+    }
+
+    #[test]
+    fn several_companies_are_summarised_and_the_rate_is_limited() {
+        let mut t = Throttle::new(
+            Policy {
+                per_minute: 2,
+                ..Policy::default()
+            },
+            HashSet::new(),
+        );
+        let now = Instant::now();
+        t.push(alert("Zoom", "A", "data-broker", "low", "a.test"), now);
+        t.push(
+            alert("Zoom", "B", "ad-attribution", "medium", "b.test"),
+            now,
+        );
+        let n = t.flush(now).unwrap();
+        assert_eq!(n.summary, "Zoom contacted 2 companies");
+        assert_eq!(n.urgency, "normal");
+        for c in ["C", "D", "E"] {
+            t.push(alert("Slack", c, "data-broker", "low", "c.test"), now);
+            let _ = t.flush(now);
+        }
+        assert_eq!(t.sent.len(), 2, "two per minute");
+        assert!(t.suppressed >= 2);
+    }
+
+    #[test]
+    fn muted_pairs_stay_muted_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("bw-mute-{}", std::process::id()));
+        let path = dir.join("muted.json");
+        let mut muted = HashSet::new();
+        muted.insert(("Zoom".to_owned(), "Sentry".to_owned()));
+        save_muted(&path, &muted).unwrap();
+        let mut t = Throttle::new(Policy::default(), load_muted(&path));
+        let now = Instant::now();
+        t.push(
+            alert("Zoom", "Sentry", "crash-reporting", "info", "sentry.io"),
+            now,
+        );
+        assert_eq!(t.flush(now), None);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

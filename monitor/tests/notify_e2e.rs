@@ -1,0 +1,214 @@
+//! Issue 5: alerts reach a real desktop. A session of user `nobody` (Xvfb, a session D-Bus,
+//! dunst as the notification server) runs `brokerwatch notify`; a process of that user named
+//! like a meeting app contacts a test data broker in a burst. One notification appears,
+//! naming the company and the destination; another user's subscription receives nothing.
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::{
+    daemon::{lab_dir, policy_text, wait_for, Daemon, BIN},
+    require_root, PROBE,
+};
+
+const NOBODY: &str = "--reuid=65534";
+
+/// Processes of a desktop session, killed on drop.
+struct Session {
+    children: Vec<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl Session {
+    fn start(dir: &Path, display: u32) -> Self {
+        let bus_dir = dir.join("bus");
+        std::fs::create_dir_all(&bus_dir).unwrap();
+        std::os::unix::fs::chown(&bus_dir, Some(65534), Some(65534)).unwrap();
+        let env = vec![
+            ("DISPLAY".to_owned(), format!(":{display}")),
+            (
+                "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+                format!("unix:path={}/bus", bus_dir.display()),
+            ),
+            ("HOME".to_owned(), dir.display().to_string()),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                dir.join("config").display().to_string(),
+            ),
+        ];
+        let mut s = Session {
+            children: Vec::new(),
+            env,
+        };
+        s.spawn(&[
+            "Xvfb",
+            &format!(":{display}"),
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+        ]);
+        s.spawn(&[
+            "dbus-daemon",
+            "--session",
+            "--nofork",
+            "--nopidfile",
+            &format!("--address=unix:path={}/bus", bus_dir.display()),
+        ]);
+        wait_for(|| bus_dir.join("bus").exists(), "the session bus");
+        wait_for(
+            || {
+                Command::new("xdpyinfo")
+                    .args(["-display", &format!(":{display}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            },
+            "Xvfb",
+        );
+        s.spawn(&["dunst"]);
+        wait_for(|| s.dunstctl(&["count", "displayed"]).is_some(), "dunst");
+        s
+    }
+
+    fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([NOBODY, "--regid=65534", "--clear-groups"])
+            .args(argv);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn spawn(&mut self, argv: &[&str]) {
+        let child = self
+            .command(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        self.children.push(child);
+    }
+
+    fn dunstctl(&self, args: &[&str]) -> Option<String> {
+        let mut argv = vec!["dunstctl"];
+        argv.extend_from_slice(args);
+        let out = self.command(&argv).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn notifications(&self) -> usize {
+        let n = |what: &str| {
+            self.dunstctl(&["count", what])
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        n("displayed") + n("history") + n("waiting")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn issue5_a_burst_of_alerts_is_one_desktop_notification_for_its_user_only() {
+    require_root();
+    let dir = lab_dir("notify");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Test Data Broker Inc."),
+    )
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let daemon = Daemon::start(&dir);
+    let session = Session::start(&dir, 93);
+    let socket = dir.join("run/brokerwatch.sock");
+    let mut session = session;
+    session.spawn(&[BIN, "-v", "notify", "--socket", socket.to_str().unwrap()]);
+    // Another user's subscription, to prove it receives nothing of nobody's.
+    let other_out = dir.join("other-events.jsonl");
+    let other = Command::new("setpriv")
+        .args([
+            "--reuid=65533",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "events",
+            "--socket",
+        ])
+        .arg(&socket)
+        .stdout(std::fs::File::create(&other_out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+
+    // A burst: 30 short-lived processes of nobody, named like Zoom, each contacting the broker.
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let status = session
+        .command(&[
+            zoom.to_str().unwrap(),
+            "--spawn",
+            "30",
+            &format!("tcp:127.0.0.2:{port}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(|| session.notifications() >= 1, "a notification");
+    std::thread::sleep(Duration::from_secs(3));
+    let shot = artifacts().join("issue5-notification.png");
+    let _ = Command::new("import")
+        .args(["-window", "root", "-display", ":93"])
+        .arg(&shot)
+        .status();
+    assert_eq!(
+        session.notifications(),
+        1,
+        "one notification for the burst; daemon log:\n{}",
+        daemon.log()
+    );
+    // Displayed notifications reach dunst's history once closed.
+    let _ = session.dunstctl(&["close-all"]);
+    let text = session.dunstctl(&["history"]).unwrap_or_default();
+    assert!(text.contains("Zoom contacted a data broker"), "{text}");
+    assert!(text.contains("Test Data Broker Inc."), "{text}");
+    assert!(text.contains("127.0.0.2"), "{text}");
+    let mut other = other;
+    let _ = other.kill();
+    let _ = other.wait();
+    let other_events = std::fs::read_to_string(&other_out).unwrap_or_default();
+    assert!(
+        other_events.trim().is_empty(),
+        "another user saw: {other_events}"
+    );
+    drop(session);
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).ok();
+}
