@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod daemon;
 pub mod engine;
+pub mod install;
 pub mod launch;
 pub mod naming;
 pub mod notify;

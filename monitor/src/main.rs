@@ -45,6 +45,20 @@ enum Command {
     Notify(NotifyArgs),
     /// Print the daemon's alerts about your processes as JSON lines as they happen.
     Events(ClientArgs),
+    /// Install the binary, the system service, the desktop agent's units and the groups.
+    Install {
+        /// Stage the files under this directory instead of `/` (packaging).
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+    },
+    /// Remove what `install` put in place.
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+        /// Also delete the alert history.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 #[derive(Args)]
@@ -230,6 +244,20 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Audit(args) => audit_main(args),
         Command::Policy(cmd) => policy_main(cmd),
         Command::Daemon(args) => daemon_main(args),
+        Command::Install { root } => {
+            for line in brokerwatch::install::install(&brokerwatch::install::Layout { root })? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall { root, purge } => {
+            for line in
+                brokerwatch::install::uninstall(&brokerwatch::install::Layout { root }, purge)?
+            {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Events(args) => {
             let rt = runtime()?;
             let res = rt.block_on(async {

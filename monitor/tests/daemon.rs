@@ -106,3 +106,42 @@ fn issue5_clients_get_a_clear_error_when_the_daemon_is_down() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The shipped unit passes `systemd-analyze verify` and scores 3.0 or lower on
+/// `systemd-analyze security` (both offline; no system manager runs here).
+#[test]
+fn issue5_system_unit_verifies_and_is_hardened() {
+    let dir = lab_dir("unit");
+    let unit = dir.join("brokerwatch.service");
+    // Point ExecStart at the binary under test so that verify can check it.
+    let text = brokerwatch::install::SYSTEM_UNIT
+        .replace("/usr/local/bin/brokerwatch", common::daemon::BIN);
+    std::fs::write(&unit, text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "verify: {err}"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for brokerwatch.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in: {text}"));
+    assert!(score <= 3.0, "exposure {score}: {text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

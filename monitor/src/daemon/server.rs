@@ -87,8 +87,13 @@ pub fn bind(path: &Path, gid: Option<u32>) -> io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     let mode = if gid.is_some() { 0o660 } else { 0o600 };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    // Under systemd (User=/Group=brokerwatch) the socket is created with the right group
+    // already; change it only when it differs (that needs CAP_CHOWN, which root has).
     if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+        let meta = std::fs::metadata(path)?;
+        if std::os::unix::fs::MetadataExt::gid(&meta) != gid {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+        }
     }
     Ok(listener)
 }
