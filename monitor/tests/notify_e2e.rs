@@ -200,6 +200,31 @@ fn issue5_a_burst_of_alerts_is_one_desktop_notification_for_its_user_only() {
     assert!(text.contains("Zoom contacted a data broker"), "{text}");
     assert!(text.contains("Test Data Broker Inc."), "{text}");
     assert!(text.contains("127.0.0.2"), "{text}");
+    // The daemon dies (SIGKILL) and comes back: the agent reconnects by itself and the next
+    // alert (another company, so not deduplicated) is shown.
+    let mut daemon = daemon;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    drop(daemon);
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Another Broker LLC"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir);
+    std::thread::sleep(Duration::from_secs(6));
+    let status = session
+        .command(&[zoom.to_str().unwrap(), &format!("tcp:127.0.0.2:{port}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(
+        || session.notifications() >= 2,
+        "a notification after the daemon restarted",
+    );
+    let _ = session.dunstctl(&["close-all"]);
+    let text = session.dunstctl(&["history"]).unwrap_or_default();
+    assert!(text.contains("Another Broker LLC"), "{text}");
     let mut other = other;
     let _ = other.kill();
     let _ = other.wait();

@@ -82,12 +82,94 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// Replaces the policy if the files load; a broken file is logged with its position and the
+/// last good policy stays in force. Alerts in flight are unaffected.
+fn reload(policy: &mut Policy, sources: &PolicySources, why: &str) {
+    match Policy::load(sources) {
+        Ok(p) => {
+            *policy = p;
+            log::info!("policies reloaded ({why})");
+        }
+        Err(e) => log::error!("policy reload failed ({why}), keeping the last good one:\n{e}"),
+    }
+}
+
 fn policy_summary(p: &Policy) -> Value {
     json!(p
         .sources
         .iter()
         .map(|s| json!({"name": s.name, "apps": s.apps, "destinations": s.destinations, "domains": s.domains, "rules": s.rules}))
         .collect::<Vec<_>>())
+}
+
+/// What the policy files look like on disk (paths, sizes, modification times): a change
+/// means a reload.
+fn policy_fingerprint(
+    sources: &PolicySources,
+) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut paths: Vec<PathBuf> = sources.files.clone();
+    if let Some(dir) = &sources.system_dir {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            paths.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    paths.extend(sources.imports.iter().map(|i| i.path.clone()));
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mtime = m.and_then(|m| m.modified().ok());
+            (p, len, mtime)
+        })
+        .collect()
+}
+
+/// Sends a structured entry to the systemd journal when running under it (fields
+/// `BW_APP`, `BW_PID`, ...); plain logging otherwise.
+fn journal_alert(row: &crate::report::Row) {
+    let message = format!(
+        "{} (pid {}) contacted {} ({}, {}) severity {}",
+        row.app.as_deref().unwrap_or(&row.comm),
+        row.pid,
+        row.domain.as_deref().unwrap_or(&row.dst_ip),
+        row.company.as_deref().unwrap_or("?"),
+        row.category.as_deref().unwrap_or("?"),
+        row.severity.as_deref().unwrap_or("?"),
+    );
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let clean = |s: &str| s.replace('\n', " ");
+        let fields = [
+            ("MESSAGE", message.clone()),
+            ("PRIORITY", "4".to_owned()),
+            ("SYSLOG_IDENTIFIER", "brokerwatch".to_owned()),
+            (
+                "BW_APP",
+                row.app.clone().unwrap_or_else(|| row.comm.clone()),
+            ),
+            ("BW_PID", row.pid.to_string()),
+            ("BW_UID", row.uid.to_string()),
+            ("BW_DOMAIN", row.domain.clone().unwrap_or_default()),
+            ("BW_DST", format!("{}:{}", row.dst_ip, row.dst_port)),
+            ("BW_COMPANY", row.company.clone().unwrap_or_default()),
+            ("BW_CATEGORY", row.category.clone().unwrap_or_default()),
+            ("BW_SEVERITY", row.severity.clone().unwrap_or_default()),
+        ];
+        let payload: String = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}\n", clean(v)))
+            .collect();
+        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+            if sock
+                .send_to(payload.as_bytes(), "/run/systemd/journal/socket")
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+    log::warn!("alert: {message}");
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -155,6 +237,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     update_status(&sensor, &capture, &policy, 0);
+    let mut fingerprint = policy_fingerprint(&opts.policy);
     sd_notify("READY=1\nSTATUS=watching");
     log::info!(
         "ready: watching {} app(s), socket {}",
@@ -173,15 +256,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     }
                     let mut alert = serde_json::to_value(&row).unwrap_or(Value::Null);
                     alert["ts_ms"] = json!(history::now_ms());
-                    log::warn!(
-                        "alert: {} (pid {}) contacted {} ({}, {}) severity {}",
-                        row.app.as_deref().unwrap_or(&row.comm),
-                        row.pid,
-                        row.domain.as_deref().unwrap_or(&row.dst_ip),
-                        row.company.as_deref().unwrap_or("?"),
-                        row.category.as_deref().unwrap_or("?"),
-                        row.severity.as_deref().unwrap_or("?"),
-                    );
+                    journal_alert(&row);
                     if let Ok(mut h) = shared.history.lock() {
                         if let Err(e) = h.append(&alert) {
                             log::error!("cannot write the alert history: {e}");
@@ -199,18 +274,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     tokio::spawn(server::serve(stream, shared.clone()));
                 }
             }
-            _ = hup.recv() => {
-                match Policy::load(&opts.policy) {
-                    Ok(p) => {
-                        policy = p;
-                        log::info!("policies reloaded");
-                    }
-                    Err(e) => log::error!("policy reload failed, keeping the last good one:\n{e}"),
-                }
-            }
+            _ = hup.recv() => reload(&mut policy, &opts.policy, "SIGHUP"),
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
+                let now = policy_fingerprint(&opts.policy);
+                if now != fingerprint {
+                    fingerprint = now;
+                    reload(&mut policy, &opts.policy, "a policy file changed");
+                }
                 update_status(&sensor, &capture, &policy, alerts_total);
                 // Rows only feed alerts; history is on disk.
                 engine.prune(crate::report::boot_ns().saturating_sub(600 * 1_000_000_000));
