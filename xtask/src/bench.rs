@@ -73,7 +73,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let policy: Value = serde_json::from_str(
         &std::fs::read_to_string(&policy_json).context("reading the policy results")?,
     )?;
-    let all = json!({ "machine": machine(), "capture": capture, "policy": policy });
+    let daemon_json = dir.join("daemon.json");
+    run_cmd(
+        cargo(&env)
+            .args(["bench", "-p", "monitor", "--bench", "daemon"])
+            .env("BW_BENCH_OUT", &daemon_json),
+    )?;
+    let daemon: Value = serde_json::from_str(
+        &std::fs::read_to_string(&daemon_json).context("reading the daemon results")?,
+    )?;
+    let all =
+        json!({ "machine": machine(), "capture": capture, "policy": policy, "daemon": daemon });
     let out = root().join(&args.out);
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)
         .with_context(|| format!("writing {}", out.display()))?;

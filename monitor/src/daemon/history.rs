@@ -62,7 +62,7 @@ impl History {
         line.push('\n');
         self.file.write_all(line.as_bytes())?;
         self.appended += 1;
-        if self.appended % 1024 == 0 {
+        if self.appended.is_multiple_of(1024) {
             self.trim()?;
         }
         Ok(())

@@ -256,6 +256,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     }
                     let mut alert = serde_json::to_value(&row).unwrap_or(Value::Null);
                     alert["ts_ms"] = json!(history::now_ms());
+                    // Kernel clock of the connect and of this decision (for latency figures).
+                    alert["connect_boot_ns"] = json!(agg.first_ns);
+                    alert["decided_boot_ns"] = json!(crate::report::boot_ns());
                     journal_alert(&row);
                     if let Ok(mut h) = shared.history.lock() {
                         if let Err(e) = h.append(&alert) {

@@ -1,0 +1,191 @@
+//! Daemon benchmarks (run by `cargo xtask bench`, as root): connect-to-decision and
+//! connect-to-client latency, RSS idle and with a 1,000,000-domain list, CPU and wakeups of
+//! an idle daemon. Output JSON at `$BW_BENCH_OUT` (default bench-results/daemon.json).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use brokerwatch::report::boot_ns;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, extra: &[&str]) -> (Daemon, f64) {
+    let _ = std::fs::remove_file(dir.join("s.sock"));
+    let t0 = Instant::now();
+    let child = Command::new(BIN)
+        .args(["daemon", "--group", "nogroup", "--policy-dir"])
+        .arg(dir.join("policies.d"))
+        .arg("--socket")
+        .arg(dir.join("s.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon(child);
+    while UnixStream::connect(dir.join("s.sock")).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready = t0.elapsed().as_secs_f64();
+    (d, ready)
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after ')'.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the daemon benchmarks load eBPF programs: run them as root");
+        std::process::exit(2);
+    }
+    let dir = std::env::temp_dir().join(format!("bw-daemon-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policies.d")).unwrap();
+    std::fs::write(
+        dir.join("policies.d/b.toml"),
+        "[[destination]]\nid = \"b\"\ncompany = \"Bench Broker\"\ncategory = \"data-broker\"\ncidrs = [\"127.0.0.2/32\"]\nsource = \"bench\"\n",
+    )
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+
+    // Scenario 7 (daemon form) and 5: latency.
+    let (d, ready_s) = start(&dir, &[]);
+    let pid = d.0.id();
+    let mut sub = UnixStream::connect(dir.join("s.sock")).unwrap();
+    sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
+    let mut lines = BufReader::new(sub.try_clone().unwrap()).lines();
+    let _ = lines.next(); // subscribed
+    let samples = 200;
+    let (mut decide, mut deliver) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let st = Command::new(&zoom)
+            .arg(format!("tcp:127.0.0.2:{port}"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let line = lines.next().unwrap().unwrap();
+        let got = boot_ns();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let a = &v["alert"];
+        let c = a["connect_boot_ns"].as_u64().unwrap();
+        decide.push((a["decided_boot_ns"].as_u64().unwrap() - c) as f64 / 1e6);
+        deliver.push((got - c) as f64 / 1e6);
+    }
+    // Scenario 6: idle.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle_kb = status_field(pid, "VmRSS:");
+    let (t0, c0) = (
+        cpu_ticks(pid),
+        status_field(pid, "voluntary_ctxt_switches:")
+            + status_field(pid, "nonvoluntary_ctxt_switches:"),
+    );
+    let idle_secs = 60;
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (t1, c1) = (
+        cpu_ticks(pid),
+        status_field(pid, "voluntary_ctxt_switches:")
+            + status_field(pid, "nonvoluntary_ctxt_switches:"),
+    );
+    // SAFETY: plain sysconf.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu_pct = (t1 - t0) as f64 / hz / idle_secs as f64 * 100.0;
+    let wakeups = (c1 - c0) as f64 / idle_secs as f64;
+    drop(lines);
+    drop(sub);
+    drop(d);
+
+    // Scenario 6: with a 1,000,000-domain list.
+    let list = dir.join("million.txt");
+    let mut text = String::with_capacity(28_000_000);
+    for i in 0..1_000_000 {
+        text.push_str(&format!("||t{i}.track{}.example{}.com^\n", i % 997, i % 13));
+    }
+    std::fs::write(&list, &text).unwrap();
+    drop(text);
+    let spec = format!("adblock:{}:ad-attribution", list.display());
+    let (d, ready_list_s) = start(&dir, &["--import", &spec]);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_list_kb = status_field(d.0.id(), "VmRSS:");
+    drop(d);
+    std::fs::remove_dir_all(&dir).ok();
+
+    let (d50, d99) = (pct(&mut decide, 0.5), pct(&mut decide, 0.99));
+    let (n50, n99) = (pct(&mut deliver, 0.5), pct(&mut deliver, 0.99));
+    println!("daemon start to socket ready: {:.0} ms (built-in policies), {:.0} ms (with 1,000,000 domains)", ready_s * 1e3, ready_list_s * 1e3);
+    println!("connect -> alert decision: p50 {d50:.2} ms, p99 {d99:.2} ms ({samples} samples)");
+    println!("connect -> alert at a client: p50 {n50:.2} ms, p99 {n99:.2} ms");
+    println!(
+        "RSS idle {:.1} MiB; with 1,000,000 domains {:.1} MiB",
+        rss_idle_kb as f64 / 1024.0,
+        rss_list_kb as f64 / 1024.0
+    );
+    println!(
+        "idle over {idle_secs} s: CPU {cpu_pct:.3} % of a core, {wakeups:.2} context switches/s"
+    );
+    let out = json!({
+        "ready_ms": ready_s * 1e3, "ready_with_list_ms": ready_list_s * 1e3,
+        "decision_ms": {"p50": d50, "p99": d99, "target_p99": 5.0},
+        "client_ms": {"p50": n50, "p99": n99, "target_p99": 50.0},
+        "samples": samples,
+        "rss_idle_mib": rss_idle_kb as f64 / 1024.0,
+        "rss_with_million_mib": rss_list_kb as f64 / 1024.0,
+        "idle_cpu_pct": cpu_pct, "idle_switches_per_s": wakeups, "idle_seconds": idle_secs,
+        "target_idle_cpu_pct": 0.1,
+    });
+    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/daemon.json".into());
+    if let Some(p) = PathBuf::from(&path).parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    println!("wrote {path}");
+}
