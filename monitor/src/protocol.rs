@@ -34,8 +34,14 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Sends one request and returns the first reply (for `status` and `history`).
-pub async fn request(socket: &std::path::Path, req: &Request) -> Result<Value, ClientError> {
+type Replies = tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>;
+
+/// Connects and sends `req`; returns the reply lines, and the write half, which must stay
+/// open while replies are read (closing it ends the request).
+async fn send(
+    socket: &std::path::Path,
+    req: &Request,
+) -> Result<(Replies, tokio::net::unix::OwnedWriteHalf), ClientError> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let stream = tokio::net::UnixStream::connect(socket)
         .await
@@ -47,8 +53,13 @@ pub async fn request(socket: &std::path::Path, req: &Request) -> Result<Value, C
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');
     w.write_all(line.as_bytes()).await?;
-    let mut reply = String::new();
-    BufReader::new(r).read_line(&mut reply).await?;
+    Ok((BufReader::new(r).lines(), w))
+}
+
+/// Sends one request and returns the first reply (for `status` and `history`).
+pub async fn request(socket: &std::path::Path, req: &Request) -> Result<Value, ClientError> {
+    let (mut lines, _w) = send(socket, req).await?;
+    let reply = lines.next_line().await?.unwrap_or_default();
     let v: Value = serde_json::from_str(&reply)
         .map_err(|e| ClientError::Protocol(format!("{e}: {reply:?}")))?;
     if v["type"] == "error" {

@@ -62,6 +62,26 @@ pub enum SensorError {
     Missing(&'static str),
 }
 
+/// The program `$name` of type `$ty`, loaded into the kernel (the verifier's verdict, with
+/// its log, is the error).
+macro_rules! load_program {
+    ($ebpf:expr, $name:expr, $ty:ty) => {{
+        let prog: &mut $ty = $ebpf
+            .program_mut($name)
+            .ok_or(SensorError::Missing($name))?
+            .try_into()
+            .map_err(|source| SensorError::Program {
+                program: $name,
+                source,
+            })?;
+        prog.load().map_err(|source| SensorError::Program {
+            program: $name,
+            source,
+        })?;
+        prog
+    }};
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SensorError {
     move |source| SensorError::Map { name, source }
 }
@@ -141,18 +161,7 @@ impl Sensor {
             source,
         })?;
         for name in SOCK_PROGRAMS {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(SensorError::Missing(name))?
-                .try_into()
-                .map_err(|source| SensorError::Program {
-                    program: name,
-                    source,
-                })?;
-            prog.load().map_err(|source| SensorError::Program {
-                program: name,
-                source,
-            })?;
+            let prog = load_program!(ebpf, name, CgroupSockAddr);
             prog.attach(&cgroup_dir, cgroup_attach_mode())
                 .map_err(|source| SensorError::Attach {
                     program: name,
@@ -181,18 +190,7 @@ impl Sensor {
                 &sock_cgroup,
             ),
         ] {
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(name)
-                .ok_or(SensorError::Missing(name))?
-                .try_into()
-                .map_err(|source| SensorError::Program {
-                    program: name,
-                    source,
-                })?;
-            prog.load().map_err(|source| SensorError::Program {
-                program: name,
-                source,
-            })?;
+            let prog = load_program!(ebpf, name, CgroupSkb);
             prog.attach(dir, attach, cgroup_attach_mode())
                 .map_err(|source| SensorError::Attach {
                     program: name,
@@ -202,18 +200,7 @@ impl Sensor {
             attached.push(format!("{name} (cgroup {})", path.display()));
         }
         for (name, tp) in TRACEPOINTS {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(SensorError::Missing(name))?
-                .try_into()
-                .map_err(|source| SensorError::Program {
-                    program: name,
-                    source,
-                })?;
-            prog.load().map_err(|source| SensorError::Program {
-                program: name,
-                source,
-            })?;
+            let prog = load_program!(ebpf, name, RawTracePoint);
             prog.attach(tp).map_err(|source| SensorError::Attach {
                 program: name,
                 target: tp.to_owned(),

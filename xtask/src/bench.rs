@@ -55,35 +55,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let dir = root().join("bench-results");
     std::fs::create_dir_all(&dir).context("creating bench-results/")?;
-    let capture_json = dir.join("capture.json");
-    run_cmd(
-        cargo(&env)
-            .args(["bench", "-p", "monitor", "--bench", "capture"])
-            .env("BW_BENCH_OUT", &capture_json),
-    )?;
-    let capture: Value = serde_json::from_str(
-        &std::fs::read_to_string(&capture_json).context("reading the capture results")?,
-    )?;
-    let policy_json = dir.join("policy.json");
-    run_cmd(
-        cargo(&env)
-            .args(["bench", "-p", "monitor", "--bench", "policy"])
-            .env("BW_BENCH_OUT", &policy_json),
-    )?;
-    let policy: Value = serde_json::from_str(
-        &std::fs::read_to_string(&policy_json).context("reading the policy results")?,
-    )?;
-    let daemon_json = dir.join("daemon.json");
-    run_cmd(
-        cargo(&env)
-            .args(["bench", "-p", "monitor", "--bench", "daemon"])
-            .env("BW_BENCH_OUT", &daemon_json),
-    )?;
-    let daemon: Value = serde_json::from_str(
-        &std::fs::read_to_string(&daemon_json).context("reading the daemon results")?,
-    )?;
-    let all =
-        json!({ "machine": machine(), "capture": capture, "policy": policy, "daemon": daemon });
+    let mut all = serde_json::Map::new();
+    all.insert("machine".into(), machine());
+    for bench in ["capture", "policy", "daemon"] {
+        let out = dir.join(format!("{bench}.json"));
+        run_cmd(
+            cargo(&env)
+                .args(["bench", "-p", "monitor", "--bench", bench])
+                .env("BW_BENCH_OUT", &out),
+        )?;
+        let v: Value = serde_json::from_str(
+            &std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?,
+        )?;
+        all.insert(bench.into(), v);
+    }
+    let all = Value::Object(all);
     let out = root().join(&args.out);
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)
         .with_context(|| format!("writing {}", out.display()))?;
