@@ -2,9 +2,9 @@
 //! app) and aggregated connections. Pure state machine: no kernel, no I/O except the
 //! optional procfs look-ups done by a [`ProcSource`], so tests drive it with records.
 
-use std::{collections::HashMap, net::IpAddr, num::NonZeroUsize, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use lru::LruCache;
+use crate::bounded::BoundedLru;
 use serde::Serialize;
 
 use crate::{
@@ -107,13 +107,13 @@ pub struct EngineStats {
 }
 
 pub struct Engine<P: ProcSource = LiveProc> {
-    procs: LruCache<u32, ProcessInfo>,
+    procs: BoundedLru<u32, ProcessInfo>,
     conns: HashMap<ConnKey, ConnAgg>,
     /// The latest connection of each socket (its row and time), for names that arrive
     /// after the connect.
-    by_cookie: LruCache<u64, (ConnKey, u64)>,
+    by_cookie: BoundedLru<u64, (ConnKey, u64)>,
     /// Which watched process used a socket (DNS answers on it are that process's).
-    socket_owner: LruCache<u64, u32>,
+    socket_owner: BoundedLru<u64, u32>,
     pub namer: Namer,
     /// Rows created or renamed since the last [`Engine::take_changes`] (for the daemon's
     /// alerts); bounded, overflow counted.
@@ -147,10 +147,10 @@ impl Default for Engine<LiveProc> {
 impl<P: ProcSource> Engine<P> {
     pub fn with_source(source: P) -> Self {
         Self {
-            procs: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_PROCS).expect("non-zero")),
+            procs: BoundedLru::new(DEFAULT_MAX_PROCS),
             conns: HashMap::new(),
-            by_cookie: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_SOCKETS).expect("non-zero")),
-            socket_owner: LruCache::new(NonZeroUsize::new(DEFAULT_MAX_SOCKETS).expect("non-zero")),
+            by_cookie: BoundedLru::new(DEFAULT_MAX_SOCKETS),
+            socket_owner: BoundedLru::new(DEFAULT_MAX_SOCKETS),
             namer: Namer::default(),
             changes: Vec::new(),
             changes_dropped: 0,

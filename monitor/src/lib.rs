@@ -7,6 +7,7 @@
 
 pub mod appid;
 pub mod audit;
+pub mod bounded;
 pub mod btf;
 pub mod capture;
 pub mod cgroup;

@@ -102,6 +102,14 @@ fn details(a: &Value) -> String {
     d
 }
 
+/// The alert of a pair that best names its destination.
+fn named<'a>(v: &[&'a Value]) -> Option<&'a Value> {
+    v.iter()
+        .find(|a| !s(a, "domain").is_empty())
+        .or(v.first())
+        .copied()
+}
+
 /// `HH:MM` in the local time zone of an epoch-milliseconds stamp.
 fn local_hm(ts_ms: Option<u64>) -> String {
     let Some(ms) = ts_ms else {
@@ -199,8 +207,24 @@ impl Throttle {
         for pair in fresh.keys() {
             self.last_shown.insert(pair.clone(), now);
         }
-        let connections: usize = fresh.values().map(Vec::len).sum();
-        let first = fresh.values().next().and_then(|v| v.first()).copied()?;
+        // Connections, not alerts: a connection is alerted again when it learns its name.
+        let connections = fresh
+            .values()
+            .flatten()
+            .map(|a| {
+                format!(
+                    "{}|{}|{}|{}",
+                    a["pid"],
+                    s(a, "dst_ip"),
+                    a["dst_port"],
+                    s(a, "proto")
+                )
+            })
+            .collect::<HashSet<_>>()
+            .len();
+        // The alert that best names the destination speaks for its pair: an alert sent at
+        // connect time may precede the one that learnt the name (SNI, Host).
+        let first = fresh.values().next().and_then(|v| named(v))?;
         let worst = fresh
             .values()
             .flatten()
@@ -227,7 +251,7 @@ impl Throttle {
             .iter()
             .take(5)
             .map(|((_, company), v)| {
-                let a = v[0];
+                let a = named(v).unwrap_or(v[0]);
                 let dest = if s(a, "domain").is_empty() {
                     s(a, "dst_ip")
                 } else {
@@ -242,7 +266,7 @@ impl Throttle {
         if fresh.len() > 5 {
             body.push(format!("and {} more companies", fresh.len() - 5));
         }
-        if connections > fresh.len() {
+        if connections > 1 {
             body.push(format!("{connections} connections"));
         }
         Some(Note {
@@ -472,6 +496,21 @@ mod tests {
             now,
         );
         assert!(t.flush(now + Duration::from_secs(601)).is_some());
+    }
+
+    #[test]
+    fn the_named_alert_speaks_for_a_burst() {
+        let mut t = Throttle::new(Policy::default(), HashSet::new());
+        let now = Instant::now();
+        let mut unnamed = alert("Zoom", "Test Broker", "data-broker", "high", "");
+        unnamed["dst_ip"] = json!("127.0.0.2");
+        t.push(unnamed, now);
+        t.push(
+            alert("Zoom", "Test Broker", "data-broker", "high", "broker.test"),
+            now,
+        );
+        let n = t.flush(now).unwrap();
+        assert!(n.body.starts_with("broker.test (Test Broker"), "{}", n.body);
     }
 
     #[test]

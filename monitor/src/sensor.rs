@@ -208,6 +208,13 @@ impl Sensor {
             })?;
             attached.push(format!("{name} (raw tracepoint {tp})"));
         }
+        // Parsing the kernel's BTF and the object takes tens of megabytes for a moment;
+        // hand them back so that an idle daemon stays small.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: plain allocator call.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         Ok(Self {
             ebpf,
             cgroup_root,

@@ -12,9 +12,9 @@ mod proptests;
 pub mod quic;
 pub mod tls;
 
-use std::{net::IpAddr, num::NonZeroUsize, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
-use lru::LruCache;
+use crate::bounded::BoundedLru;
 use monitor_common::EventKind;
 
 use crate::wire::{PacketRecord, Proto};
@@ -64,8 +64,8 @@ struct Cached {
 
 /// Address -> name, per process, per cgroup and machine-wide; all bounded (LRU).
 pub struct DnsCache {
-    owned: LruCache<(Owner, IpAddr), Cached>,
-    global: LruCache<IpAddr, Cached>,
+    owned: BoundedLru<(Owner, IpAddr), Cached>,
+    global: BoundedLru<IpAddr, Cached>,
     pub answers: u64,
 }
 
@@ -77,10 +77,9 @@ impl Default for DnsCache {
 
 impl DnsCache {
     pub fn with_capacity(n: usize) -> Self {
-        let n = NonZeroUsize::new(n.max(1)).expect("non-zero");
         Self {
-            owned: LruCache::new(n),
-            global: LruCache::new(n),
+            owned: BoundedLru::new(n),
+            global: BoundedLru::new(n),
             answers: 0,
         }
     }
@@ -145,14 +144,14 @@ struct Stream {
 
 /// Reassembles the first payloads of watched sockets and names them.
 pub struct Namer {
-    streams: LruCache<u64, Stream>,
+    streams: BoundedLru<u64, Stream>,
     pub dns: DnsCache,
 }
 
 impl Default for Namer {
     fn default() -> Self {
         Self {
-            streams: LruCache::new(NonZeroUsize::new(16_384).expect("non-zero")),
+            streams: BoundedLru::new(16_384),
             dns: DnsCache::default(),
         }
     }
