@@ -458,17 +458,16 @@ mod tests {
     fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
         let mut t = Throttle::new(Policy::default(), HashSet::new());
         let now = Instant::now();
-        for _ in 0..200 {
-            t.push(
-                alert(
-                    "Zoom",
-                    "Test Broker",
-                    "data-broker",
-                    "high",
-                    "x.broker.test",
-                ),
-                now,
+        for pid in 0..200 {
+            let mut a = alert(
+                "Zoom",
+                "Test Broker",
+                "data-broker",
+                "high",
+                "x.broker.test",
             );
+            a["pid"] = json!(pid);
+            t.push(a, now);
         }
         let n = t.flush(now).unwrap();
         assert!(n.body.contains("200 connections"), "{}", n.body);
