@@ -5,7 +5,10 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -38,6 +41,8 @@ impl Default for Policy {
 /// A notification to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
+    /// Replaces the burst's earlier notification instead of adding one.
+    pub update: bool,
     pub summary: String,
     pub body: String,
     /// `low`, `normal` or `critical`.
@@ -131,6 +136,8 @@ pub struct Throttle {
     sent: VecDeque<Instant>,
     pending: Vec<Value>,
     pending_since: Option<Instant>,
+    /// Alerts of the current burst that its shown notification already covers.
+    represented: usize,
     pub suppressed: u64,
 }
 
@@ -143,6 +150,7 @@ impl Throttle {
             sent: VecDeque::new(),
             pending: Vec::new(),
             pending_since: None,
+            represented: 0,
             suppressed: 0,
         }
     }
@@ -151,19 +159,31 @@ impl Throttle {
         self.muted.insert(pair);
     }
 
-    /// Takes an alert into the current burst.
-    pub fn push(&mut self, alert: Value, now: Instant) {
+    /// Takes an alert. The first alert of a burst is shown at once (returned); later ones
+    /// within the burst window are folded into an update of that notification at
+    /// [`Throttle::flush`].
+    pub fn push(&mut self, alert: Value, now: Instant) -> Option<Note> {
         let pair = (app_name(&alert), s(&alert, "company").to_owned());
         if self.muted.contains(&pair) {
             self.suppressed += 1;
-            return;
+            return None;
         }
-        self.pending_since.get_or_insert(now);
-        if self.pending.len() < 10_000 {
-            self.pending.push(alert);
-        } else {
+        if self.pending.len() >= 10_000 {
             self.suppressed += 1;
+            return None;
         }
+        self.pending.push(alert);
+        if self.pending_since.is_some() {
+            return None;
+        }
+        self.pending_since = Some(now);
+        let note = self.summarize(now, None);
+        self.represented = if note.is_some() {
+            self.pending.len()
+        } else {
+            0
+        };
+        note
     }
 
     /// When the current burst is due.
@@ -171,18 +191,35 @@ impl Throttle {
         self.pending_since.map(|t| t + self.policy.burst)
     }
 
-    /// Ends the burst: at most one notification for it.
+    /// Ends the burst: when more alerts came after its first notification, the summary
+    /// that replaces it (`Note::update`); a burst whose first alerts were all deduplicated
+    /// gets its one notification now if later ones are fresh.
     pub fn flush(&mut self, now: Instant) -> Option<Note> {
+        let started = self.pending_since?;
+        let note = if self.pending.len() > self.represented {
+            self.summarize(now, (self.represented > 0).then_some(started))
+        } else {
+            None
+        };
         self.pending_since = None;
-        let alerts = std::mem::take(&mut self.pending);
+        self.pending.clear();
+        self.represented = 0;
+        note
+    }
+
+    /// One note for the pending alerts. `update_of` is the start of the burst whose
+    /// notification this one replaces: pairs shown since then count as fresh, and the
+    /// rate limit is not charged again.
+    fn summarize(&mut self, now: Instant, update_of: Option<Instant>) -> Option<Note> {
+        let alerts = self.pending.clone();
         // Pairs not shown within the window.
         let mut fresh: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
         for a in &alerts {
             let pair = (app_name(a), s(a, "company").to_owned());
-            let recent = self
-                .last_shown
-                .get(&pair)
-                .is_some_and(|t| now.duration_since(*t) < self.policy.dedup_window);
+            let recent = self.last_shown.get(&pair).is_some_and(|t| {
+                now.duration_since(*t) < self.policy.dedup_window
+                    && update_of.is_none_or(|start| *t < start)
+            });
             if recent {
                 self.suppressed += 1;
             } else {
@@ -199,13 +236,18 @@ impl Throttle {
         {
             self.sent.pop_front();
         }
-        if self.sent.len() >= self.policy.per_minute {
-            self.suppressed += fresh.values().map(|v| v.len() as u64).sum::<u64>();
-            return None;
+        if update_of.is_none() {
+            if self.sent.len() >= self.policy.per_minute {
+                self.suppressed += fresh.values().map(|v| v.len() as u64).sum::<u64>();
+                return None;
+            }
+            self.sent.push_back(now);
         }
-        self.sent.push_back(now);
         for pair in fresh.keys() {
-            self.last_shown.insert(pair.clone(), now);
+            self.last_shown.entry(pair.clone()).or_insert(now);
+            if update_of.is_none() {
+                self.last_shown.insert(pair.clone(), now);
+            }
         }
         // Connections, not alerts: a connection is alerted again when it learns its name.
         let connections = fresh
@@ -270,6 +312,7 @@ impl Throttle {
             body.push(format!("{connections} connections"));
         }
         Some(Note {
+            update: update_of.is_some(),
             summary,
             body: body.join("\n"),
             urgency: urgency(worst),
@@ -307,7 +350,7 @@ pub fn save_muted(path: &Path, muted: &HashSet<(String, String)>) -> std::io::Re
 
 /// Shows a note through the desktop's notification server; offers Details and Mute where
 /// the server supports actions.
-fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path) {
+fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path, last_id: &AtomicU32) {
     use notify_rust::{Notification, Urgency};
     let actions = notify_rust::get_capabilities()
         .map(|c| c.iter().any(|c| c == "actions"))
@@ -325,7 +368,18 @@ fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path) {
     if actions {
         n.action("details", "Details").action("mute", "Mute");
     }
-    match n.show() {
+    if note.update {
+        // Replace the burst's first notification (same id) instead of adding one.
+        let id = last_id.load(Ordering::SeqCst);
+        if id != 0 {
+            n.id(id);
+        }
+    }
+    let shown = n.show();
+    if let Ok(handle) = &shown {
+        last_id.store(handle.id(), Ordering::SeqCst);
+    }
+    match shown {
         Ok(handle) if actions => {
             let note = note.clone();
             let throttle = throttle.clone();
@@ -362,6 +416,7 @@ fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path) {
 pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
     let mute_path = mute_file();
     let throttle = Arc::new(Mutex::new(Throttle::new(policy, load_muted(&mute_path))));
+    let last_id = Arc::new(AtomicU32::new(0));
     let mut backoff = Duration::from_millis(250);
     loop {
         match tokio::net::UnixStream::connect(socket).await {
@@ -375,6 +430,10 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                     continue;
                 }
                 let mut lines = BufReader::new(r).lines();
+                let display = |note: Note| {
+                    let (t2, p2, id) = (throttle.clone(), mute_path.clone(), last_id.clone());
+                    tokio::task::spawn_blocking(move || show(&note, &t2, &p2, &id));
+                };
                 loop {
                     let due = throttle.lock().ok().and_then(|t| t.due());
                     let sleep = async {
@@ -388,8 +447,12 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                             Ok(Some(line)) => {
                                 let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
                                 if v["type"] == "alert" {
-                                    if let Ok(mut t) = throttle.lock() {
-                                        t.push(v["alert"].clone(), Instant::now());
+                                    let note = throttle
+                                        .lock()
+                                        .ok()
+                                        .and_then(|mut t| t.push(v["alert"].clone(), Instant::now()));
+                                    if let Some(note) = note {
+                                        display(note);
                                     }
                                 }
                             }
@@ -398,8 +461,7 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                         _ = sleep => {
                             let note = throttle.lock().ok().and_then(|mut t| t.flush(Instant::now()));
                             if let Some(note) = note {
-                                let (t2, p2) = (throttle.clone(), mute_path.clone());
-                                tokio::task::spawn_blocking(move || show(&note, &t2, &p2));
+                                display(note);
                             }
                         }
                         _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -434,21 +496,25 @@ mod tests {
     fn one_alert_one_notification_with_company_domain_and_time() {
         let mut t = Throttle::new(Policy::default(), HashSet::new());
         let now = Instant::now();
-        t.push(
-            alert(
-                "Zoom",
-                "Meta (Facebook)",
-                "social-sdk",
-                "high",
-                "graph.facebook.com",
-            ),
-            now,
+        let meta = alert(
+            "Zoom",
+            "Meta (Facebook)",
+            "social-sdk",
+            "high",
+            "graph.facebook.com",
         );
-        let n = t.flush(now).unwrap();
+        let n = t.push(meta, now).expect("shown at once");
+        assert!(!n.update);
+        assert_eq!(t.flush(now), None, "nothing more in the burst");
         assert_eq!(n.summary, "Zoom contacted a social-media SDK");
-        assert_eq!(
-            n.body,
-            "graph.facebook.com (Meta (Facebook), social sdk) at 14:02"
+        let time = n
+            .body
+            .strip_prefix("graph.facebook.com (Meta (Facebook), social sdk) at ")
+            .unwrap_or_else(|| panic!("{}", n.body));
+        assert!(
+            time.len() == 5 && time.ends_with(":02"),
+            "local HH:MM: {}",
+            n.body
         );
         assert_eq!(n.urgency, "critical");
         assert!(n.details.contains("api.vendor.test -> graph.facebook.com"));
@@ -458,7 +524,7 @@ mod tests {
     fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
         let mut t = Throttle::new(Policy::default(), HashSet::new());
         let now = Instant::now();
-        for pid in 0..200 {
+        let broker = |pid: u32| {
             let mut a = alert(
                 "Zoom",
                 "Test Broker",
@@ -467,34 +533,26 @@ mod tests {
                 "x.broker.test",
             );
             a["pid"] = json!(pid);
-            t.push(a, now);
+            a
+        };
+        assert!(
+            t.push(broker(0), now).is_some(),
+            "the first alert is shown at once"
+        );
+        for pid in 1..200 {
+            assert_eq!(t.push(broker(pid), now), None, "folded into the burst");
         }
         let n = t.flush(now).unwrap();
+        assert!(
+            n.update,
+            "the burst's notification is replaced, not added to"
+        );
         assert!(n.body.contains("200 connections"), "{}", n.body);
         // The same pair again within the window: nothing.
-        t.push(
-            alert(
-                "Zoom",
-                "Test Broker",
-                "data-broker",
-                "high",
-                "x.broker.test",
-            ),
-            now,
-        );
+        assert_eq!(t.push(broker(1), now + Duration::from_secs(5)), None);
         assert_eq!(t.flush(now + Duration::from_secs(5)), None);
         // After the window: shown again.
-        t.push(
-            alert(
-                "Zoom",
-                "Test Broker",
-                "data-broker",
-                "high",
-                "x.broker.test",
-            ),
-            now,
-        );
-        assert!(t.flush(now + Duration::from_secs(601)).is_some());
+        assert!(t.push(broker(1), now + Duration::from_secs(601)).is_some());
     }
 
     #[test]
@@ -503,13 +561,20 @@ mod tests {
         let now = Instant::now();
         let mut unnamed = alert("Zoom", "Test Broker", "data-broker", "high", "");
         unnamed["dst_ip"] = json!("127.0.0.2");
-        t.push(unnamed, now);
-        t.push(
-            alert("Zoom", "Test Broker", "data-broker", "high", "broker.test"),
-            now,
+        assert!(t.push(unnamed, now).is_some());
+        assert_eq!(
+            t.push(
+                alert("Zoom", "Test Broker", "data-broker", "high", "broker.test"),
+                now
+            ),
+            None
         );
         let n = t.flush(now).unwrap();
-        assert!(n.body.starts_with("broker.test (Test Broker"), "{}", n.body);
+        assert!(
+            n.update && n.body.starts_with("broker.test (Test Broker"),
+            "{}",
+            n.body
+        );
     }
 
     #[test]
@@ -522,19 +587,28 @@ mod tests {
             HashSet::new(),
         );
         let now = Instant::now();
-        t.push(alert("Zoom", "A", "data-broker", "low", "a.test"), now);
-        t.push(
-            alert("Zoom", "B", "ad-attribution", "medium", "b.test"),
-            now,
+        assert!(t
+            .push(alert("Zoom", "A", "data-broker", "low", "a.test"), now)
+            .is_some());
+        assert_eq!(
+            t.push(
+                alert("Zoom", "B", "ad-attribution", "medium", "b.test"),
+                now
+            ),
+            None
         );
         let n = t.flush(now).unwrap();
         assert_eq!(n.summary, "Zoom contacted 2 companies");
         assert_eq!(n.urgency, "normal");
+        let mut shown = 0;
         for c in ["C", "D", "E"] {
-            t.push(alert("Slack", c, "data-broker", "low", "c.test"), now);
-            let _ = t.flush(now);
+            shown += t
+                .push(alert("Slack", c, "data-broker", "low", "c.test"), now)
+                .is_some() as usize;
+            shown += t.flush(now).is_some() as usize;
         }
-        assert_eq!(t.sent.len(), 2, "two per minute");
+        assert_eq!(shown, 1, "two notifications per minute in all");
+        assert_eq!(t.sent.len(), 2);
         assert!(t.suppressed >= 2);
     }
 
