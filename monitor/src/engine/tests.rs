@@ -1,0 +1,207 @@
+use monitor_common::EventHeader;
+
+use super::*;
+
+#[derive(Default)]
+struct NoProc;
+impl ProcSource for NoProc {
+    fn snapshot(&mut self, _pid: u32) -> Option<ProcSnapshot> {
+        None
+    }
+    fn app_of(&mut self, _pid: u32, cgroup: Option<&str>) -> Option<AppIdentity> {
+        cgroup.and_then(appid::from_cgroup_path)
+    }
+}
+
+fn hdr(kind: EventKind, tgid: u32, ts: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        tgid,
+        tid: tgid,
+        uid: 1000,
+        ts_ns: ts,
+        cgroup_id: 5,
+    }
+}
+
+fn connect(tgid: u32, ts: u64, port: u16) -> Record {
+    Record::Sock(SockRecord {
+        header: hdr(EventKind::Connect, tgid, ts),
+        kind: EventKind::Connect,
+        cookie: ts,
+        dst: "127.0.0.1".parse().unwrap(),
+        port,
+        proto: Proto::Tcp,
+        gid: 1000,
+        watch_tag: 1,
+        comm: "zoom".into(),
+        thread_comm: "zoom".into(),
+    })
+}
+
+#[test]
+fn a_process_gone_before_procfs_keeps_exe_and_parent_from_its_exec() {
+    let mut e = Engine::with_source(NoProc);
+    e.name_watch_tag(1, "audit");
+    e.handle(&Record::Fork(ForkRecord {
+        header: hdr(EventKind::Fork, 100, 1),
+        child_tgid: 101,
+        watch_tag: 1,
+        comm: "sh".into(),
+    }));
+    e.handle(&Record::Exec(ExecRecord {
+        header: hdr(EventKind::Exec, 101, 2),
+        ppid: 100,
+        watch_tag: 1,
+        comm: "zoom".into(),
+        filename: "/opt/zoom/zoom".into(),
+    }));
+    e.handle(&connect(101, 3, 443));
+    e.handle(&Record::Exit(ExitRecord {
+        header: hdr(EventKind::Exit, 101, 4),
+        exit_code: 0,
+    }));
+    let p = e.process(101).unwrap();
+    assert_eq!(p.exe.as_deref(), Some("/opt/zoom/zoom"));
+    assert_eq!((p.ppid, p.exited, p.origin), (100, true, Origin::Exec));
+    assert_eq!(p.watch.as_deref(), Some("audit"));
+    assert_eq!(e.ancestry(101), vec![100]);
+    assert_eq!(e.connections().len(), 1);
+}
+
+#[test]
+fn repeated_connections_aggregate_with_first_and_last_seen() {
+    let mut e = Engine::with_source(NoProc);
+    for ts in [30, 10, 20] {
+        e.handle(&connect(7, ts, 443));
+    }
+    e.handle(&connect(7, 40, 80));
+    let rows = e.connections();
+    assert_eq!(rows.len(), 2);
+    let (k, agg) = &rows[0];
+    assert_eq!(
+        (k.port, agg.count, agg.first_ns, agg.last_ns),
+        (443, 3, 10, 30)
+    );
+    assert_eq!(rows[1].1.count, 1);
+    assert_eq!(e.stats.sock_records, 4);
+    // The unknown process got a bare entry from its record.
+    assert_eq!(e.process(7).unwrap().origin, Origin::Unknown);
+    assert_eq!(e.process(7).unwrap().comm, "zoom");
+}
+
+fn payload_name(e: &mut Engine<NoProc>, cookie: u64, sni: &str) {
+    e.name_socket(
+        cookie,
+        WireName {
+            name: sni.into(),
+            source: NameSource::Sni,
+            ech: false,
+        },
+    );
+}
+
+#[test]
+fn a_late_sni_moves_one_connection_with_its_own_time() {
+    let mut e = Engine::with_source(NoProc);
+    let ans = crate::naming::dns::tests::answer_bytes();
+    e.handle(&Record::Packet(PacketRecord {
+        header: hdr(EventKind::DnsAnswer, 7, 1),
+        kind: EventKind::DnsAnswer,
+        cookie: 99,
+        proto: Proto::Udp,
+        src: "127.0.0.1".parse().unwrap(),
+        src_port: 53,
+        dst_port: 5000,
+        seq: 0,
+        orig_len: ans.len() as u32,
+        data: ans,
+    }));
+    let mut c = |cookie: u64, ts: u64| {
+        let Record::Sock(mut s) = connect(7, ts, 443) else {
+            unreachable!()
+        };
+        s.cookie = cookie;
+        s.dst = "127.0.0.3".parse().unwrap();
+        e.handle(&Record::Sock(s));
+    };
+    c(1, 10);
+    c(2, 20);
+    c(3, 30);
+    let rows = e.connections();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0.domain.as_deref(), Some("api.vendor.test"));
+    assert_eq!(rows[0].1.count, 3);
+    // Socket 2 said otherwise in its ClientHello.
+    payload_name(&mut e, 2, "other.example");
+    payload_name(&mut e, 2, "other.example");
+    // Socket 1 agrees with DNS: the row just learns the better source.
+    payload_name(&mut e, 1, "api.vendor.test");
+    let rows = e.connections();
+    assert_eq!(rows.len(), 2);
+    let dns_row = rows
+        .iter()
+        .find(|(k, _)| k.domain.as_deref() == Some("api.vendor.test"))
+        .unwrap();
+    assert_eq!(
+        (dns_row.1.count, dns_row.1.domain_source),
+        (2, Some(NameSource::Sni))
+    );
+    let moved = rows
+        .iter()
+        .find(|(k, _)| k.domain.as_deref() == Some("other.example"))
+        .unwrap();
+    assert_eq!(moved.1.count, 1, "one connection moved, once");
+    assert_eq!(
+        (moved.1.first_ns, moved.1.last_ns),
+        (20, 20),
+        "its own time"
+    );
+    assert_eq!(
+        moved.1.dns.as_ref().unwrap().qname,
+        "api.vendor.test",
+        "DNS name kept"
+    );
+}
+
+#[test]
+fn row_overflow_is_counted_not_silent() {
+    let mut e = Engine::with_source(NoProc);
+    e.max_rows = 2;
+    for port in 1..=5 {
+        e.handle(&connect(7, port as u64, port));
+    }
+    assert_eq!(e.connections().len(), 2);
+    assert_eq!(e.stats.rows_dropped, 3);
+}
+
+#[test]
+fn forked_child_inherits_exe_and_app() {
+    let mut e = Engine::with_source(NoProc);
+    e.add_snapshot(
+        ProcSnapshot {
+            pid: 50,
+            ppid: 1,
+            comm: "zoom".into(),
+            exe: Some("/opt/zoom/zoom".into()),
+            cmdline: vec!["zoom".into()],
+            uid: 1000,
+            cgroup: Some("/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-9.scope".into()),
+        },
+        None,
+    );
+    e.handle(&Record::Fork(ForkRecord {
+        header: hdr(EventKind::Fork, 50, 1),
+        child_tgid: 51,
+        watch_tag: 1,
+        comm: "zoom".into(),
+    }));
+    let child = e.process(51).unwrap();
+    assert_eq!(child.exe.as_deref(), Some("/opt/zoom/zoom"));
+    assert_eq!(
+        child.app,
+        Some(AppIdentity::Flatpak {
+            id: "us.zoom.Zoom".into()
+        })
+    );
+}

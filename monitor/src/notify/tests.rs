@@ -1,0 +1,147 @@
+use serde_json::json;
+
+use super::*;
+
+fn alert(app: &str, company: &str, category: &str, sev: &str, domain: &str) -> Value {
+    // 14:02:03 UTC (minutes are :02 in every whole-hour time zone).
+    json!({"app": app, "company": company, "category": category, "severity": sev, "domain": domain,
+           "ts_ms": 1_795_442_523_000u64, "pid": 7, "dst_ip": "192.0.2.1", "dst_port": 443,
+           "dns_chain": ["api.vendor.test", domain], "domain_source": "sni", "source": "x"})
+}
+
+#[test]
+fn one_alert_one_notification_with_company_domain_and_time() {
+    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let now = Instant::now();
+    let meta = alert(
+        "Zoom",
+        "Meta (Facebook)",
+        "social-sdk",
+        "high",
+        "graph.facebook.com",
+    );
+    let n = t.push(meta, now).expect("shown at once");
+    assert!(!n.update);
+    assert_eq!(t.flush(now), None, "nothing more in the burst");
+    assert_eq!(n.summary, "Zoom contacted a social-media SDK");
+    let time = n
+        .body
+        .strip_prefix("graph.facebook.com (Meta (Facebook), social sdk) at ")
+        .unwrap_or_else(|| panic!("{}", n.body));
+    assert!(
+        time.len() == 5 && time.ends_with(":02"),
+        "local HH:MM: {}",
+        n.body
+    );
+    assert_eq!(n.urgency, "critical");
+    assert!(n.details.contains("api.vendor.test -> graph.facebook.com"));
+}
+
+#[test]
+fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
+    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let now = Instant::now();
+    let broker = |pid: u32| {
+        let mut a = alert(
+            "Zoom",
+            "Test Broker",
+            "data-broker",
+            "high",
+            "x.broker.test",
+        );
+        a["pid"] = json!(pid);
+        a
+    };
+    assert!(
+        t.push(broker(0), now).is_some(),
+        "the first alert is shown at once"
+    );
+    for pid in 1..200 {
+        assert_eq!(t.push(broker(pid), now), None, "folded into the burst");
+    }
+    let n = t.flush(now).unwrap();
+    assert!(
+        n.update,
+        "the burst's notification is replaced, not added to"
+    );
+    assert!(n.body.contains("200 connections"), "{}", n.body);
+    // The same pair again within the window: nothing.
+    assert_eq!(t.push(broker(1), now + Duration::from_secs(5)), None);
+    assert_eq!(t.flush(now + Duration::from_secs(5)), None);
+    // After the window: shown again.
+    assert!(t.push(broker(1), now + Duration::from_secs(601)).is_some());
+}
+
+#[test]
+fn the_named_alert_speaks_for_a_burst() {
+    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let now = Instant::now();
+    let mut unnamed = alert("Zoom", "Test Broker", "data-broker", "high", "");
+    unnamed["dst_ip"] = json!("127.0.0.2");
+    assert!(t.push(unnamed, now).is_some());
+    assert_eq!(
+        t.push(
+            alert("Zoom", "Test Broker", "data-broker", "high", "broker.test"),
+            now
+        ),
+        None
+    );
+    let n = t.flush(now).unwrap();
+    assert!(
+        n.update && n.body.starts_with("broker.test (Test Broker"),
+        "{}",
+        n.body
+    );
+}
+
+#[test]
+fn several_companies_are_summarised_and_the_rate_is_limited() {
+    let mut t = Throttle::new(
+        Policy {
+            per_minute: 2,
+            ..Policy::default()
+        },
+        HashSet::new(),
+    );
+    let now = Instant::now();
+    assert!(t
+        .push(alert("Zoom", "A", "data-broker", "low", "a.test"), now)
+        .is_some());
+    assert_eq!(
+        t.push(
+            alert("Zoom", "B", "ad-attribution", "medium", "b.test"),
+            now
+        ),
+        None
+    );
+    let n = t.flush(now).unwrap();
+    assert_eq!(n.summary, "Zoom contacted 2 companies");
+    assert_eq!(n.urgency, "normal");
+    let mut shown = 0;
+    for c in ["C", "D", "E"] {
+        shown += t
+            .push(alert("Slack", c, "data-broker", "low", "c.test"), now)
+            .is_some() as usize;
+        shown += t.flush(now).is_some() as usize;
+    }
+    assert_eq!(shown, 1, "two notifications per minute in all");
+    assert_eq!(t.sent.len(), 2);
+    assert!(t.suppressed >= 2);
+}
+
+#[test]
+fn muted_pairs_stay_muted_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("bw-mute-{}", std::process::id()));
+    let path = dir.join("muted.json");
+    let mut muted = HashSet::new();
+    muted.insert(("Zoom".to_owned(), "Sentry".to_owned()));
+    save_muted(&path, &muted).unwrap();
+    let mut t = Throttle::new(Policy::default(), load_muted(&path));
+    let now = Instant::now();
+    t.push(
+        alert("Zoom", "Sentry", "crash-reporting", "info", "sentry.io"),
+        now,
+    );
+    assert_eq!(t.flush(now), None);
+    std::fs::remove_dir_all(&dir).ok();
+}
