@@ -143,34 +143,6 @@ impl Drop for OwnedCgroup {
     }
 }
 
-/// Finds the path (relative to the mount, starting with `/`) of the cgroup with `id`, by a
-/// bounded walk of the hierarchy.
-pub fn path_of_id(mount: &Path, id: u64) -> Option<String> {
-    let mut stack = vec![mount.to_path_buf()];
-    let mut visited = 0usize;
-    while let Some(dir) = stack.pop() {
-        visited += 1;
-        if visited > 100_000 {
-            return None;
-        }
-        let Ok(meta) = fs::metadata(&dir) else {
-            continue;
-        };
-        if meta.ino() == id {
-            let rel = dir.strip_prefix(mount).ok()?;
-            return Some(format!("/{}", rel.display()));
-        }
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(entry.path());
-                }
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

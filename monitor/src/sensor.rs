@@ -269,13 +269,6 @@ impl Sensor {
             .map_err(map_err("WATCH_CGROUPS"))
     }
 
-    /// Number of processes currently in the kernel's watch table.
-    pub fn watched_count(&mut self) -> usize {
-        self.hash::<u32, u32>("WATCH_TGIDS")
-            .map(|m| m.keys().count())
-            .unwrap_or(0)
-    }
-
     pub fn counters(&self) -> Result<KernelCounters, SensorError> {
         let map: PerCpuArray<_, u64> = self
             .ebpf

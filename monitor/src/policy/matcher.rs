@@ -83,12 +83,6 @@ impl Matcher {
         self.domains.insert(domain.into_boxed_str(), entry);
     }
 
-    pub fn remove_domain(&mut self, domain: &str) {
-        if let Ok(d) = normalize_domain(domain) {
-            self.domains.remove(d.as_str());
-        }
-    }
-
     pub fn add_cidr(&mut self, cidr: &str, entry: u32) -> Result<(), String> {
         let net: IpNet = match cidr.parse() {
             Ok(n) => n,
