@@ -105,6 +105,15 @@ impl OwnedCgroup {
     /// Creates `<mount>/brokerwatch/<name>`.
     pub fn create(mount: &Path, name: &str) -> Result<Self, CgroupError> {
         let parent = mount.join("brokerwatch");
+        // Earlier audits whose commands outlived them left their cgroups behind; the empty
+        // ones go now (rmdir refuses a cgroup that still has processes).
+        if let Ok(entries) = fs::read_dir(&parent) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("audit-") {
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+        }
         let path = parent.join(name);
         fs::create_dir_all(&path).map_err(|source| CgroupError::Create {
             path: path.clone(),

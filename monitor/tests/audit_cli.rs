@@ -255,3 +255,24 @@ fn issue2_duration_ends_the_audit_while_the_command_runs_on() {
     std::fs::remove_file(&path).ok();
     assert!(text.contains("Still running after the audit"), "{text}");
 }
+
+/// Cgroups left by audits whose commands outlived them are removed by the next audit once
+/// empty.
+#[test]
+fn issue2_stale_empty_audit_cgroups_are_cleaned_up() {
+    require_root();
+    let mount = brokerwatch::cgroup::cgroup2_mount().unwrap();
+    let stale = mount.join("brokerwatch").join("audit-4000000001");
+    std::fs::create_dir_all(&stale).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stale.exists(), "{} is still there", stale.display());
+}
