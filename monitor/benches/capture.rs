@@ -24,6 +24,16 @@ use serde_json::json;
 
 const ROUNDS: usize = 7;
 
+/// One off/on line of the table: medians, [min-max] of the rounds, ratio.
+fn print_row(label: &str, (off, on): (f64, f64), off_rounds: &[f64], on_rounds: &[f64]) {
+    let (off_lo, off_hi) = spread(off_rounds);
+    let (on_lo, on_hi) = spread(on_rounds);
+    println!(
+        "{label:<36}{off:>8.1} [{off_lo:.0}-{off_hi:.0}]  {on:>8.1} [{on_lo:.0}-{on_hi:.0}]  {:.3}",
+        on / off
+    );
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -277,36 +287,9 @@ fn main() {
     let t = (median(&mut t_off), median(&mut t_on));
     let rate = fl.delivered as f64 / fl.seconds;
     println!("scenario                               off (ns/op)        on (ns/op)        on/off");
-    println!(
-        "UDP connect(), unwatched            {:>8.1} [{:.0}-{:.0}]  {:>8.1} [{:.0}-{:.0}]  {:.3}",
-        c.0,
-        spread(&c_off).0,
-        spread(&c_off).1,
-        c.1,
-        spread(&c_on).0,
-        spread(&c_on).1,
-        c.1 / c.0
-    );
-    println!(
-        "TCP connect+accept, unwatched       {:>8.1} [{:.0}-{:.0}]  {:>8.1} [{:.0}-{:.0}]  {:.3}",
-        t.0,
-        spread(&t_off).0,
-        spread(&t_off).1,
-        t.1,
-        spread(&t_on).0,
-        spread(&t_on).1,
-        t.1 / t.0
-    );
-    println!(
-        "getpid() whole-machine tax          {:>8.1} [{:.0}-{:.0}]  {:>8.1} [{:.0}-{:.0}]  {:.3}",
-        g.0,
-        spread(&g_off).0,
-        spread(&g_off).1,
-        g.1,
-        spread(&g_on).0,
-        spread(&g_on).1,
-        g.1 / g.0
-    );
+    print_row("UDP connect(), unwatched", c, &c_off, &c_on);
+    print_row("TCP connect+accept, unwatched", t, &t_off, &t_on);
+    print_row("getpid() whole-machine tax", g, &g_off, &g_on);
     println!(
         "watched flood: {:.0} records/s delivered over {:.1}s; generated {} = delivered {} + lost {}: {}",
         rate,

@@ -76,19 +76,7 @@ pub async fn subscribe(
     socket: &std::path::Path,
     mut f: impl FnMut(Value),
 ) -> Result<(), ClientError> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.to_owned(),
-            source,
-        })?;
-    let (r, mut w) = stream.into_split();
-    let mut line = serde_json::to_string(&Request::Subscribe)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    line.push('\n');
-    w.write_all(line.as_bytes()).await?;
-    let mut lines = BufReader::new(r).lines();
+    let (mut lines, _w) = send(socket, &Request::Subscribe).await?;
     while let Some(l) = lines.next_line().await? {
         let v: Value =
             serde_json::from_str(&l).map_err(|e| ClientError::Protocol(format!("{e}: {l:?}")))?;

@@ -11,15 +11,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
 
 fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let acceptor = l.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for c in acceptor.incoming() {
-            drop(c);
-        }
-    });
-    (l, port)
+    common::accepting_listener("127.0.0.1:0")
 }
 
 fn json_lines(stdout: &[u8]) -> Vec<Value> {

@@ -17,16 +17,8 @@ use brokerwatch::{
 use common::{Harness, PROBE};
 use monitor_common::{EventKind, MODE_NAMES};
 
-/// A listener that accepts (and drops) every connection, so that its backlog never fills.
 fn tcp_listener(addr: &str) -> TcpListener {
-    let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let acceptor = l.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for conn in acceptor.incoming() {
-            drop(conn);
-        }
-    });
-    l
+    common::accepting_listener(addr).0
 }
 
 fn probe_name() -> String {

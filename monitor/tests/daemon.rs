@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{net::TcpListener, process::Command};
+use std::process::Command;
 
 use common::{
     daemon::{client, history, lab_dir, policy_text, wait_for, zoom_contacts_broker, Daemon},
@@ -20,8 +20,7 @@ fn issue5_alerts_reach_history_and_each_user_sees_only_their_own() {
         policy_text("Test Data Broker Inc."),
     )
     .unwrap();
-    let l = TcpListener::bind("127.0.0.2:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
     let d = Daemon::start(&dir);
     zoom_contacts_broker(&dir, port, None);
     zoom_contacts_broker(&dir, port, Some(65534));
@@ -61,8 +60,7 @@ fn issue5_history_survives_sigkill_and_a_broken_policy_keeps_the_last_good_one()
         policy_text("First Broker"),
     )
     .unwrap();
-    let l = TcpListener::bind("127.0.0.2:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
     let mut d = Daemon::start(&dir);
     zoom_contacts_broker(&dir, port, None);
     wait_for(|| history(&dir, None).len() == 1, "the first alert");

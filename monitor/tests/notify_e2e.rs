@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -143,14 +142,7 @@ fn issue5_a_burst_of_alerts_is_one_desktop_notification_for_its_user_only() {
         policy_text("Test Data Broker Inc."),
     )
     .unwrap();
-    let l = TcpListener::bind("127.0.0.2:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let acceptor = l.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for c in acceptor.incoming() {
-            drop(c);
-        }
-    });
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
     let daemon = Daemon::start(&dir);
     let session = Session::start(&dir, 93);
     let socket = dir.join("run/brokerwatch.sock");

@@ -237,6 +237,27 @@ pub fn radar_category(cats: &[&str]) -> Option<String> {
     )
 }
 
+/// The `categories` strings of a Tracker Radar / DuckDuckGo entry.
+fn categories(v: &Value) -> Vec<&str> {
+    v.get("categories")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The `{"trackers": {...}}` object of a DuckDuckGo app list or an Exodus list.
+fn trackers_object<'a>(
+    v: &'a Value,
+    format: &'static str,
+) -> Result<&'a serde_json::Map<String, Value>, ImportError> {
+    v.get("trackers")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ImportError::Shape {
+            format,
+            why: "no \"trackers\" object".into(),
+        })
+}
+
 fn owner_name(v: &Value) -> Option<String> {
     let owner = v.get("owner")?;
     owner
@@ -263,12 +284,12 @@ pub fn tracker_radar(text: &str) -> Result<ImportResult, ImportError> {
                 why: "no \"domain\" field".into(),
             });
         };
-        let cats: Vec<&str> = item
-            .get("categories")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        push(&mut out, domain, owner_name(item), radar_category(&cats));
+        push(
+            &mut out,
+            domain,
+            owner_name(item),
+            radar_category(&categories(item)),
+        );
     }
     Ok(out)
 }
@@ -276,25 +297,19 @@ pub fn tracker_radar(text: &str) -> Result<ImportResult, ImportError> {
 /// DuckDuckGo's app tracker list: `{"trackers": {"host": {"owner": {...}, "default": "block"}}}`.
 pub fn ddg_app(text: &str) -> Result<ImportResult, ImportError> {
     let v: Value = serde_json::from_str(text)?;
-    let trackers = v
-        .get("trackers")
-        .and_then(Value::as_object)
-        .ok_or_else(|| ImportError::Shape {
-            format: "DuckDuckGo app tracker list",
-            why: "no \"trackers\" object".into(),
-        })?;
+    let trackers = trackers_object(&v, "DuckDuckGo app tracker list")?;
     let mut out = ImportResult::default();
     for (host, t) in trackers {
         if t.get("default").and_then(Value::as_str) == Some("ignore") {
             out.skipped += 1;
             continue;
         }
-        let cats: Vec<&str> = t
-            .get("categories")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        push(&mut out, host, owner_name(t), radar_category(&cats));
+        push(
+            &mut out,
+            host,
+            owner_name(t),
+            radar_category(&categories(t)),
+        );
     }
     Ok(out)
 }
@@ -303,13 +318,7 @@ pub fn ddg_app(text: &str) -> Result<ImportResult, ImportError> {
 /// Signatures are regular expressions over host names; `|` separates alternatives.
 pub fn exodus(text: &str) -> Result<ImportResult, ImportError> {
     let v: Value = serde_json::from_str(text)?;
-    let trackers = v
-        .get("trackers")
-        .and_then(Value::as_object)
-        .ok_or_else(|| ImportError::Shape {
-            format: "Exodus trackers",
-            why: "no \"trackers\" object".into(),
-        })?;
+    let trackers = trackers_object(&v, "Exodus trackers")?;
     let mut out = ImportResult::default();
     for t in trackers.values() {
         let name = t.get("name").and_then(Value::as_str).map(str::to_owned);

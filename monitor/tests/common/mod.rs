@@ -27,6 +27,20 @@ pub struct Harness {
     _rt: tokio::runtime::Runtime,
 }
 
+/// A listener on `addr` that accepts (and drops) every connection, so that its backlog never
+/// fills; returns it and its port.
+pub fn accepting_listener(addr: &str) -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let port = l.local_addr().unwrap().port();
+    let acceptor = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for conn in acceptor.incoming() {
+            drop(conn);
+        }
+    });
+    (l, port)
+}
+
 pub fn require_root() {
     // SAFETY: no arguments.
     let euid = unsafe { libc::geteuid() };
