@@ -2,5 +2,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = brokerwatch::wire::decode(data);
+    let _ = brokerwatch::kernel::wire::decode(data);
 });

@@ -14,10 +14,9 @@ use std::{
 };
 
 use brokerwatch::{
-    capture::Capture,
     engine::Engine,
+    kernel::{Capture, Sensor, SensorOptions},
     policy::{Policy, PolicySources},
-    sensor::{Sensor, SensorOptions},
 };
 use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
 use serde_json::json;

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use brokerwatch::report::boot_ns;
+use brokerwatch::host::clock::boot_ns;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");

@@ -1,28 +1,36 @@
 //! brokerwatch: see which data brokers, ad and analytics companies your meeting apps
 //! talk to. The library holds everything but argument parsing, so that tests reach it.
 //!
-//! Flow: [`sensor`] loads the kernel programs; [`capture`] reads their records;
-//! [`wire`] decodes them; [`engine`] correlates them into processes and connections;
-//! [`report`] prints them; [`audit`] drives one audit.
+//! The modules follow the data, and none imports a stage after its own (a test checks it):
+//!
+//! 1. [`defaults`], [`bounded`]: settings defined once, bounded maps.
+//! 2. [`host`]: what /proc, cgroups and the user database say.
+//! 3. [`kernel`]: the only code that talks to aya: load, attach, read records, decode them.
+//! 4. [`naming`]: DNS / TLS / QUIC / HTTP names for destinations.
+//! 5. [`engine`]: records to processes and aggregated connections.
+//! 6. [`policy`]: apps, destinations, rules.
+//! 7. [`finding`]: connection + names + verdict -> what a contact means.
+//! 8. [`watch`], [`protocol`]: which apps the kernel watches; the daemon's typed messages.
+//! 9. Sinks, which never import each other: [`audit`], [`daemon`], [`notify`], [`client`],
+//!    [`install`].
+//! 10. [`cli`]: argument definitions, converted into the sinks' options.
 
-pub mod appid;
 pub mod audit;
 pub mod bounded;
-pub mod btf;
-pub mod capture;
-pub mod cgroup;
+pub mod cli;
+pub mod client;
 pub mod daemon;
+pub mod defaults;
 pub mod engine;
+pub mod finding;
+pub mod host;
 pub mod install;
-pub mod launch;
+pub mod kernel;
 pub mod naming;
 pub mod notify;
 pub mod policy;
-pub mod policy_cli;
-pub mod preflight;
-pub mod procinfo;
 pub mod protocol;
-pub mod report;
-pub mod sensor;
-pub mod watchset;
-pub mod wire;
+pub mod watch;
+
+#[cfg(test)]
+mod layout_tests;

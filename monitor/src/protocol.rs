@@ -1,17 +1,16 @@
-//! The daemon's socket protocol: one JSON object per line each way.
+//! The daemon's socket protocol: one JSON object per line each way, typed on both ends.
 //!
-//! Requests: `{"op":"subscribe"}` (alerts as they happen), `{"op":"status"}`,
-//! `{"op":"history","since_ms":N}`. Replies: `{"type":"alert","alert":{...}}`,
-//! `{"type":"status",...}`, `{"type":"history","alerts":[...]}`, `{"type":"error",...}`,
-//! and `{"type":"lagged","missed":N}` when a slow subscriber missed alerts.
+//! Requests ([`Request`]): `{"op":"subscribe"}` (alerts as they happen), `{"op":"status"}`,
+//! `{"op":"history","since_ms":N}`. Replies ([`Reply`]) carry a `type`: `subscribed`,
+//! `alert`, `lagged` (a slow subscriber missed alerts), `status`, `history`, `error`.
+//! Who may see an alert is decided on its typed `uid` field ([`Peer::may_see`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// Where the system service listens.
-pub const DEFAULT_SOCKET: &str = "/run/brokerwatch/brokerwatch.sock";
+use crate::{finding::Finding, kernel::KernelCounters};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -19,6 +18,85 @@ pub enum Request {
     Subscribe,
     Status,
     History { since_ms: u64 },
+}
+
+/// Everything the daemon sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    /// A subscription started; `all_users` when the client sees every user's alerts.
+    Subscribed {
+        uid: u32,
+        all_users: bool,
+    },
+    Alert {
+        alert: Box<Alert>,
+    },
+    /// The client was too slow and `missed` alerts were dropped for it.
+    Lagged {
+        missed: u64,
+    },
+    Status(Status),
+    History {
+        alerts: Vec<Alert>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// A flagged contact, as the daemon announced and recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Wall-clock time of the decision, epoch milliseconds.
+    pub ts_ms: u64,
+    /// Kernel clock (`CLOCK_BOOTTIME`) of the connect and of the decision, for latency
+    /// figures.
+    pub connect_boot_ns: u64,
+    pub decided_boot_ns: u64,
+}
+
+/// One policy source and what it contributed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySource {
+    pub name: String,
+    pub apps: usize,
+    pub destinations: usize,
+    pub domains: usize,
+    pub rules: usize,
+}
+
+/// What the daemon is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub uptime_s: u64,
+    /// Programs and where they are attached.
+    pub attached: Vec<String>,
+    pub watched_apps: Vec<String>,
+    pub counters: Option<KernelCounters>,
+    pub records_delivered: u64,
+    pub alerts: u64,
+    pub policy_sources: Vec<PolicySource>,
+    pub socket: PathBuf,
+    pub history: PathBuf,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// Root or a member of the admin group: sees every user's alerts.
+    pub admin: bool,
+}
+
+impl Peer {
+    /// Whether this client may see `alert` (about a process of `alert.finding.uid`).
+    pub fn may_see(&self, alert: &Alert) -> bool {
+        self.admin || alert.finding.uid == self.uid
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,57 +110,66 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("the daemon sent something that is not brokerwatch's protocol: {0}")]
     Protocol(String),
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+    #[error("the daemon closed the connection without answering")]
+    NoReply,
 }
 
-type Replies = tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>;
-
-/// Connects and sends `req`; returns the reply lines, and the write half, which must stay
-/// open while replies are read (closing it ends the request).
-async fn send(
-    socket: &std::path::Path,
-    req: &Request,
-) -> Result<(Replies, tokio::net::unix::OwnedWriteHalf), ClientError> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.to_owned(),
-            source,
-        })?;
-    let (r, mut w) = stream.into_split();
-    let mut line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+/// One line of the protocol, as sent (with its newline).
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    let mut line = serde_json::to_string(msg).expect("protocol messages always serialize");
     line.push('\n');
-    w.write_all(line.as_bytes()).await?;
-    Ok((BufReader::new(r).lines(), w))
+    line
 }
 
-/// Sends one request and returns the first reply (for `status` and `history`).
-pub async fn request(socket: &std::path::Path, req: &Request) -> Result<Value, ClientError> {
-    let (mut lines, _w) = send(socket, req).await?;
-    let reply = lines.next_line().await?.unwrap_or_default();
-    let v: Value = serde_json::from_str(&reply)
-        .map_err(|e| ClientError::Protocol(format!("{e}: {reply:?}")))?;
-    if v["type"] == "error" {
-        return Err(ClientError::Protocol(
-            v["message"].as_str().unwrap_or("error").to_owned(),
-        ));
-    }
-    Ok(v)
+/// One received line.
+pub fn decode_reply(line: &str) -> Result<Reply, ClientError> {
+    serde_json::from_str(line).map_err(|e| ClientError::Protocol(format!("{e}: {line:?}")))
 }
 
-/// Subscribes and hands every reply line (alerts, lag notices) to `f` until the daemon
-/// hangs up.
-pub async fn subscribe(
-    socket: &std::path::Path,
-    mut f: impl FnMut(Value),
-) -> Result<(), ClientError> {
-    let (mut lines, _w) = send(socket, &Request::Subscribe).await?;
-    while let Some(l) = lines.next_line().await? {
-        let v: Value =
-            serde_json::from_str(&l).map_err(|e| ClientError::Protocol(format!("{e}: {l:?}")))?;
-        f(v);
+type Replies = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
+
+/// A connection with one request sent; the write half stays open while replies are read
+/// (closing it ends the request).
+pub struct Connection {
+    lines: Replies,
+    _write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Connection {
+    pub async fn open(socket: &Path, req: &Request) -> Result<Self, ClientError> {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: socket.to_owned(),
+                source,
+            })?;
+        let (r, mut w) = stream.into_split();
+        w.write_all(encode(req).as_bytes()).await?;
+        Ok(Self {
+            lines: BufReader::new(r).lines(),
+            _write: w,
+        })
     }
-    Ok(())
+
+    /// The next reply, `None` when the daemon hung up.
+    pub async fn next(&mut self) -> Result<Option<Reply>, ClientError> {
+        match self.lines.next_line().await? {
+            Some(line) => decode_reply(&line).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Sends one request and returns its reply (for `status` and `history`).
+pub async fn request(socket: &Path, req: &Request) -> Result<Reply, ClientError> {
+    let mut conn = Connection::open(socket, req).await?;
+    match conn.next().await? {
+        Some(Reply::Error { message }) => Err(ClientError::Refused(message)),
+        Some(reply) => Ok(reply),
+        None => Err(ClientError::NoReply),
+    }
 }
 
 #[cfg(test)]
@@ -90,7 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_round_trip() {
+    fn protocol_requests_round_trip_and_unknown_ops_fail() {
         for (req, text) in [
             (Request::Subscribe, r#"{"op":"subscribe"}"#),
             (Request::Status, r#"{"op":"status"}"#),
@@ -103,5 +190,56 @@ mod tests {
             assert_eq!(serde_json::from_str::<Request>(text).unwrap(), req);
         }
         assert!(serde_json::from_str::<Request>(r#"{"op":"reload"}"#).is_err());
+    }
+
+    fn alert(uid: u32) -> Alert {
+        Alert {
+            finding: Finding {
+                uid,
+                domain: Some("graph.facebook.com".into()),
+                ..Finding::default()
+            },
+            ts_ms: 1,
+            connect_boot_ns: 2,
+            decided_boot_ns: 3,
+        }
+    }
+
+    #[test]
+    fn protocol_alert_replies_are_flat_findings_and_round_trip() {
+        let reply = Reply::Alert {
+            alert: Box::new(alert(1000)),
+        };
+        let line = encode(&reply);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "alert");
+        assert_eq!(v["alert"]["uid"], 1000, "finding fields sit beside ts_ms");
+        assert_eq!(v["alert"]["domain"], "graph.facebook.com");
+        assert_eq!(v["alert"]["ts_ms"], 1);
+        assert_eq!(decode_reply(line.trim_end()).unwrap(), reply);
+        assert!(matches!(
+            decode_reply(r#"{"type":"alert"}"#),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn protocol_peers_see_their_own_alerts_admins_all() {
+        let a = alert(1000);
+        assert!(Peer {
+            uid: 1000,
+            admin: false
+        }
+        .may_see(&a));
+        assert!(!Peer {
+            uid: 1001,
+            admin: false
+        }
+        .may_see(&a));
+        assert!(Peer {
+            uid: 0,
+            admin: true
+        }
+        .may_see(&a));
     }
 }

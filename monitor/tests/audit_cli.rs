@@ -253,7 +253,7 @@ fn issue2_duration_ends_the_audit_while_the_command_runs_on() {
 #[test]
 fn issue2_stale_empty_audit_cgroups_are_cleaned_up() {
     require_root();
-    let mount = brokerwatch::cgroup::cgroup2_mount().unwrap();
+    let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
     let stale = mount.join("brokerwatch").join("audit-4000000001");
     std::fs::create_dir_all(&stale).unwrap();
     let out = Command::new(BIN)

@@ -11,8 +11,10 @@ use std::{
 
 use brokerwatch::{
     engine::{Engine, Origin},
-    sensor::SensorOptions,
-    wire::{Proto, Record},
+    kernel::{
+        wire::{Proto, Record},
+        SensorOptions,
+    },
 };
 use common::{Harness, PROBE};
 use monitor_common::{EventKind, MODE_NAMES};
@@ -273,11 +275,12 @@ fn issue2_loss_invariant_holds_under_a_flood() {
         "20000".to_owned(),
         format!("udpconnect:127.0.0.1:{port}"),
     ];
-    let mut child = brokerwatch::launch::spawn_gated(&PathBuf::from(PROBE), &args, None, |pid| {
-        sensor.watch_tgid(pid, 1)
-    })
-    .unwrap()
-    .unwrap();
+    let mut child =
+        brokerwatch::audit::launch::spawn_gated(&PathBuf::from(PROBE), &args, None, |pid| {
+            sensor.watch_tgid(pid, 1)
+        })
+        .unwrap()
+        .unwrap();
     // Do not read while it floods.
     assert!(child.wait().unwrap().success());
     h.settle();

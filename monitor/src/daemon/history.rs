@@ -5,10 +5,10 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use serde_json::Value;
+use crate::{host::clock::now_ms, protocol::Alert};
 
 /// Bounds of the history kept on disk.
 #[derive(Debug, Clone, Copy)]
@@ -33,13 +33,6 @@ pub struct History {
     appended: usize,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl History {
     /// Opens (creating) `dir/history.jsonl` and trims it.
     pub fn open(dir: &Path, retention: Retention) -> io::Result<Self> {
@@ -55,11 +48,10 @@ impl History {
         Ok(h)
     }
 
-    /// Appends one alert (it must carry `ts_ms`), flushed to the kernel at once so that a
-    /// crash right after loses nothing already announced.
-    pub fn append(&mut self, alert: &Value) -> io::Result<()> {
-        let mut line = alert.to_string();
-        line.push('\n');
+    /// Appends one alert, handed to the kernel at once so that a crash right after loses
+    /// nothing already announced.
+    pub fn append(&mut self, alert: &Alert) -> io::Result<()> {
+        let line = crate::protocol::encode(alert);
         self.file.write_all(line.as_bytes())?;
         self.appended += 1;
         if self.appended.is_multiple_of(1024) {
@@ -69,13 +61,13 @@ impl History {
     }
 
     /// Alerts since `since_ms` (epoch milliseconds), oldest first.
-    pub fn read_since(&self, since_ms: u64) -> io::Result<Vec<Value>> {
+    pub fn read_since(&self, since_ms: u64) -> io::Result<Vec<Alert>> {
         let f = File::open(&self.path)?;
         Ok(BufReader::new(f)
             .lines()
             .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .filter(|v| v["ts_ms"].as_u64().unwrap_or(0) >= since_ms)
+            .filter_map(|l| serde_json::from_str::<Alert>(&l).ok())
+            .filter(|a| a.ts_ms >= since_ms)
             .collect())
     }
 
@@ -93,8 +85,8 @@ impl History {
         let tmp = self.path.with_extension("jsonl.tmp");
         {
             let mut f = File::create(&tmp)?;
-            for v in &keep {
-                writeln!(f, "{v}")?;
+            for a in &keep {
+                f.write_all(crate::protocol::encode(a).as_bytes())?;
             }
             f.sync_all()?;
         }
@@ -106,21 +98,31 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::finding::Finding;
+
+    fn alert(ts_ms: u64, pid: u32) -> Alert {
+        Alert {
+            finding: Finding {
+                pid,
+                ..Finding::default()
+            },
+            ts_ms,
+            connect_boot_ns: 0,
+            decided_boot_ns: 0,
+        }
+    }
 
     #[test]
-    fn appends_survive_reopen_and_retention_trims() {
+    fn history_appends_survive_reopen_and_retention_trims() {
         let dir = std::env::temp_dir().join(format!("bw-history-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let now = now_ms();
         {
             let mut h = History::open(&dir, Retention::default()).unwrap();
-            h.append(&json!({"ts_ms": now - 10_000, "n": 1})).unwrap();
-            h.append(&json!({"ts_ms": now, "n": 2})).unwrap();
-            h.append(&json!({"ts_ms": now - 40 * 24 * 3600 * 1000, "n": 0}))
-                .unwrap();
+            h.append(&alert(now - 10_000, 1)).unwrap();
+            h.append(&alert(now, 2)).unwrap();
+            h.append(&alert(now - 40 * 24 * 3600 * 1000, 0)).unwrap();
         }
         let h = History::open(
             &dir,
@@ -132,7 +134,7 @@ mod tests {
         .unwrap();
         let all = h.read_since(0).unwrap();
         assert_eq!(all.len(), 1, "{all:?}");
-        assert_eq!(all[0]["n"], 2);
+        assert_eq!(all[0].finding.pid, 2);
         assert_eq!(h.read_since(now + 1).unwrap().len(), 0);
         std::fs::remove_dir_all(&dir).ok();
     }

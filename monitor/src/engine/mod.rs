@@ -8,10 +8,12 @@ use crate::bounded::BoundedLru;
 use serde::Serialize;
 
 use crate::{
-    appid::{self, AppIdentity},
+    host::{
+        appid::{self, AppIdentity},
+        procinfo::{self, ProcSnapshot},
+    },
+    kernel::wire::{ExecRecord, ExitRecord, ForkRecord, PacketRecord, Proto, Record, SockRecord},
     naming::{DnsName, NameSource, Namer, WireName},
-    procinfo::{self, ProcSnapshot},
-    wire::{ExecRecord, ExitRecord, ForkRecord, PacketRecord, Proto, Record, SockRecord},
 };
 use monitor_common::EventKind;
 
@@ -66,6 +68,17 @@ pub struct ProcessInfo {
     pub exit_code: Option<u32>,
 }
 
+/// How a connection's destination was given.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `connect()` (TCP, or UDP that connects first).
+    #[default]
+    Connect,
+    /// A UDP send with an explicit destination, without `connect()`.
+    Send,
+}
+
 /// Key of one aggregated connection row: connections of one process to one address and
 /// port meant for one name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,8 +100,8 @@ pub struct ConnAgg {
     pub uid: u32,
     pub comm: String,
     pub thread_comm: String,
-    /// `connect` or `send` (UDP without connect).
-    pub via: &'static str,
+    /// How the destination was given.
+    pub via: Via,
     /// Where `ConnKey::domain` came from.
     pub domain_source: Option<NameSource>,
     /// The DNS name and CNAME chain the process received for the address, if any.
@@ -389,8 +402,8 @@ impl<P: ProcSource> Engine<P> {
                 comm: r.comm.clone(),
                 thread_comm: r.thread_comm.clone(),
                 via: match r.kind {
-                    monitor_common::EventKind::UdpSend => "send",
-                    _ => "connect",
+                    EventKind::UdpSend => Via::Send,
+                    _ => Via::Connect,
                 },
                 domain_source: dns.is_some().then_some(NameSource::Dns),
                 dns,

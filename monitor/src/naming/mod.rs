@@ -17,7 +17,7 @@ use std::{net::IpAddr, sync::Arc};
 use crate::bounded::BoundedLru;
 use monitor_common::EventKind;
 
-use crate::wire::{PacketRecord, Proto};
+use crate::kernel::wire::{PacketRecord, Proto};
 
 /// Where a name came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

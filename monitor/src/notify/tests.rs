@@ -1,12 +1,28 @@
-use serde_json::json;
-
 use super::*;
+use crate::{finding::Finding, protocol::Alert};
 
-fn alert(app: &str, company: &str, category: &str, sev: &str, domain: &str) -> Value {
-    // 14:02:03 UTC (minutes are :02 in every whole-hour time zone).
-    json!({"app": app, "company": company, "category": category, "severity": sev, "domain": domain,
-           "ts_ms": 1_795_442_523_000u64, "pid": 7, "dst_ip": "192.0.2.1", "dst_port": 443,
-           "dns_chain": ["api.vendor.test", domain], "domain_source": "sni", "source": "x"})
+fn alert(app: &str, company: &str, category: &str, sev: &str, domain: &str) -> Alert {
+    let some = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+    Alert {
+        finding: Finding {
+            app: some(app),
+            company: some(company),
+            category: some(category),
+            severity: some(sev),
+            domain: some(domain),
+            pid: 7,
+            dst_ip: "192.0.2.1".into(),
+            dst_port: 443,
+            dns_chain: vec!["api.vendor.test".into(), domain.into()],
+            domain_source: some("sni"),
+            source: some("x"),
+            ..Finding::default()
+        },
+        // 14:02:03 UTC (minutes are :02 in every whole-hour time zone).
+        ts_ms: 1_795_442_523_000,
+        connect_boot_ns: 0,
+        decided_boot_ns: 0,
+    }
 }
 
 #[test]
@@ -49,7 +65,7 @@ fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
             "high",
             "x.broker.test",
         );
-        a["pid"] = json!(pid);
+        a.finding.pid = pid;
         a
     };
     assert!(
@@ -77,7 +93,7 @@ fn the_named_alert_speaks_for_a_burst() {
     let mut t = Throttle::new(Policy::default(), HashSet::new());
     let now = Instant::now();
     let mut unnamed = alert("Zoom", "Test Broker", "data-broker", "high", "");
-    unnamed["dst_ip"] = json!("127.0.0.2");
+    unnamed.finding.dst_ip = "127.0.0.2".into();
     assert!(t.push(unnamed, now).is_some());
     assert_eq!(
         t.push(

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::appid::AppIdentity;
+use crate::host::appid::AppIdentity;
 
 /// The built-in app definitions.
 pub const BUILTIN_APPS: &str = include_str!("../../../policies/apps.toml");

@@ -8,8 +8,8 @@
 pub mod apps;
 pub mod file;
 pub mod import;
-mod imports;
 pub mod matcher;
+pub mod show;
 
 use std::{
     net::IpAddr,
@@ -58,7 +58,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-pub const SYSTEM_DIR: &str = "/etc/brokerwatch/policies.d";
+pub const SYSTEM_DIR: &str = crate::defaults::POLICY_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -464,7 +464,7 @@ impl Policy {
         inherited: Option<&str>,
         comm: &str,
         exe: Option<&str>,
-        identity: Option<&crate::appid::AppIdentity>,
+        identity: Option<&crate::host::appid::AppIdentity>,
         executed_since: bool,
     ) -> Option<&AppDef> {
         if let Some(a) = self

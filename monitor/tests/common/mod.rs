@@ -8,10 +8,11 @@ use std::{
 };
 
 use brokerwatch::{
-    capture::Capture,
-    launch,
-    sensor::{KernelCounters, Sensor, SensorOptions},
-    wire::{Record, SockRecord},
+    audit::launch,
+    kernel::{
+        wire::{Record, SockRecord},
+        Capture, KernelCounters, Sensor, SensorOptions,
+    },
 };
 use monitor_common::WATCH_TAG_CGROUP;
 

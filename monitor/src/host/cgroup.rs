@@ -104,7 +104,7 @@ pub struct OwnedCgroup {
 impl OwnedCgroup {
     /// Creates `<mount>/brokerwatch/<name>`.
     pub fn create(mount: &Path, name: &str) -> Result<Self, CgroupError> {
-        let parent = mount.join("brokerwatch");
+        let parent = mount.join(crate::defaults::AUDIT_CGROUP_PARENT);
         // Earlier audits whose commands outlived them left their cgroups behind; the empty
         // ones go now (rmdir refuses a cgroup that still has processes).
         if let Ok(entries) = fs::read_dir(&parent) {

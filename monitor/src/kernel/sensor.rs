@@ -12,11 +12,14 @@ use aya::{
 };
 use monitor_common::{CommKey, Config, Counter, KernelOffsets};
 
-use crate::{
+use super::{
     btf::{Btf, BtfError},
-    cgroup::{self, CgroupError},
     preflight,
     wire::comm_key,
+};
+use crate::{
+    defaults,
+    host::cgroup::{self, CgroupError},
 };
 
 /// The kernel object, built by `build.rs` from `monitor-ebpf`.
@@ -111,14 +114,14 @@ pub struct SensorOptions {
 impl Default for SensorOptions {
     fn default() -> Self {
         Self {
-            ring_bytes: 4 * 1024 * 1024,
+            ring_bytes: defaults::RING_BYTES,
             sock_cgroup: None,
         }
     }
 }
 
 /// Counters read from the kernel, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelCounters {
     pub generated: u64,
     pub lost: u64,

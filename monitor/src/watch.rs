@@ -6,12 +6,10 @@ use std::path::Path;
 use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
 
 use crate::{
-    appid,
     engine::Engine,
+    host::{appid, procinfo},
+    kernel::{wire::comm_key, Sensor, SensorError},
     policy::{AppDef, AppSet},
-    procinfo,
-    sensor::{Sensor, SensorError},
-    wire::comm_key,
 };
 
 /// The watch set for running apps: (tag, label, kernel names, matcher).

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::{file::ImportFormat, matcher::normalize_domain};
+use crate::policy::{file::ImportFormat, matcher::normalize_domain};
 
 /// One imported fact.
 #[derive(Debug, Clone, PartialEq, Eq)]

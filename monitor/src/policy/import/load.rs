@@ -5,11 +5,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{import, DestEntry, ImportFormat, LoadError, Policy, SourceInfo};
+use super::formats;
+use crate::policy::{DestEntry, ImportFormat, LoadError, Policy, SourceInfo};
 
 impl Policy {
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn import(
+    pub(in crate::policy) fn import(
         &mut self,
         id: &str,
         path: &Path,
@@ -70,7 +71,7 @@ impl Policy {
                 })
         };
         for text in texts {
-            let r = import::parse(format, &text).map_err(|e| err(e.to_string()))?;
+            let r = formats::parse(format, &text).map_err(|e| err(e.to_string()))?;
             info.skipped += r.skipped;
             self.matcher.reserve(r.entries.len());
             // Exceptions apply to this list only: a name they cover (or a subdomain of

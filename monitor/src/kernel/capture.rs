@@ -5,7 +5,7 @@ use std::io;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::wire::{self, DecodeError, Record};
+use super::wire::{self, DecodeError, Record};
 
 /// Consumer side of the ring buffer, with counts for the loss invariant.
 pub struct Capture {

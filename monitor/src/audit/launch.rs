@@ -7,10 +7,12 @@ use std::{
     io,
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::{ffi::OsStrExt as _, process::CommandExt as _},
+        unix::process::CommandExt as _,
     },
     path::{Path, PathBuf},
 };
+
+use crate::host::users;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -53,43 +55,22 @@ pub fn sudo_user(uid: Option<&str>, gid: Option<&str>) -> Result<Option<(u32, u3
 
 /// Resolves the user's name, home and supplementary groups.
 pub fn run_as(uid: u32, gid: u32) -> RunAs {
-    let mut run = RunAs {
-        uid,
-        gid,
-        groups: vec![gid],
-        user: None,
-        home: None,
-    };
-    let mut buf = vec![0u8; 16384];
-    // SAFETY: zeroed passwd is a valid out-parameter.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: valid pointers for the duration of the call.
-    let rc = unsafe {
-        libc::getpwuid_r(
+    match users::passwd(uid) {
+        Some(p) => RunAs {
             uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc == 0 && !result.is_null() {
-        // SAFETY: strings point into buf, NUL-terminated.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        let home = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
-        run.user = Some(name.to_string_lossy().into_owned());
-        run.home = Some(PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())));
-        let mut groups = vec![0 as libc::gid_t; 256];
-        let mut n = groups.len() as libc::c_int;
-        // SAFETY: valid pointers; n holds the capacity and receives the count.
-        let rc = unsafe { libc::getgrouplist(pwd.pw_name, gid, groups.as_mut_ptr(), &mut n) };
-        if rc >= 0 {
-            groups.truncate(n.max(0) as usize);
-            run.groups = groups;
-        }
+            gid,
+            groups: users::groups_of(&p.name, gid),
+            user: Some(p.name),
+            home: Some(p.home),
+        },
+        None => RunAs {
+            uid,
+            gid,
+            groups: vec![gid],
+            user: None,
+            home: None,
+        },
     }
-    run
 }
 
 /// Finds `cmd` like execvp would, in `path` (a PATH value).

@@ -1,5 +1,10 @@
 //! `brokerwatch audit`: watch running apps, or one launched command and its descendants,
 //! for a while, then report every connection they made.
+//!
+//! [`launch`] starts the audited command held at a gate; [`format`] writes the report.
+
+pub mod format;
+pub mod launch;
 
 use std::{
     path::{Path, PathBuf},
@@ -8,16 +13,24 @@ use std::{
 
 use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
 
+use serde::Serialize;
+
+use self::{
+    format::Format,
+    launch::{LaunchError, RunAs},
+};
 use crate::{
-    capture::Capture,
-    cgroup::{CgroupError, OwnedCgroup},
+    defaults,
     engine::Engine,
-    launch::{self, LaunchError, RunAs},
+    finding::{self, Finding},
+    host::{
+        cgroup::{self, CgroupError, OwnedCgroup},
+        clock::Clock,
+        users::UserNames,
+    },
+    kernel::{Capture, KernelCounters, Sensor, SensorError, SensorOptions},
     policy::{Policy, PolicyError},
-    procinfo::UserNames,
-    report::{self, Clock, Format, Row, Summary},
-    sensor::{Sensor, SensorError, SensorOptions},
-    watchset,
+    watch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +65,57 @@ pub struct AuditOptions {
     pub sensor: SensorOptions,
 }
 
+impl AuditOptions {
+    /// Whether only Ctrl-C ends this audit (no duration, no command).
+    pub fn waits_for_ctrl_c(&self) -> bool {
+        self.duration.is_none() && !matches!(self.target, Target::Command(_))
+    }
+}
+
+/// Totals printed after the rows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub duration_ms: u64,
+    pub processes_seen: u64,
+    pub connection_rows: usize,
+    pub connections: u64,
+    /// Rows whose destination the policy flags (alert).
+    pub flagged: usize,
+    pub records_generated: u64,
+    pub records_delivered: u64,
+    pub records_lost: u64,
+    pub records_undecodable: u64,
+    pub watch_table_full: u64,
+    pub udp_repeats_folded: u64,
+    pub rows_dropped: u64,
+    pub command: Option<String>,
+    pub command_pid: Option<u32>,
+    pub command_status: Option<String>,
+    pub command_exit_code: Option<i32>,
+    pub still_running: Vec<u32>,
+}
+
+impl Summary {
+    pub fn fill_counters(&mut self, k: &KernelCounters, delivered: u64, undecodable: u64) {
+        self.records_generated = k.generated;
+        self.records_lost = k.lost;
+        self.records_delivered = delivered;
+        self.records_undecodable = undecodable;
+        self.watch_table_full = k.watch_table_full;
+        self.udp_repeats_folded = k.udp_repeats;
+    }
+}
+
 /// The result of an audit: rows and summary, ready to print.
 #[derive(Debug)]
 pub struct AuditOutcome {
-    pub rows: Vec<Row>,
+    pub rows: Vec<Finding>,
     pub summary: Summary,
 }
 
 impl AuditOutcome {
     pub fn write(&self, out: &mut dyn std::io::Write, format: Format) -> std::io::Result<()> {
-        report::write(out, format, &self.rows, &self.summary, "")
+        format::write(out, format, &self.rows, &self.summary, "")
     }
 }
 
@@ -75,7 +129,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     let mut sensor_opts = opts.sensor.clone();
     if let Target::Command(_) = &opts.target {
         if !systemd_manages_cgroups() {
-            let mount = crate::cgroup::cgroup2_mount()?;
+            let mount = cgroup::cgroup2_mount()?;
             let cg = OwnedCgroup::create(&mount, &format!("audit-{}", std::process::id()))?;
             sensor_opts.sock_cgroup = Some(cg.path.clone());
             owned_cgroup = Some(cg);
@@ -90,7 +144,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     match &opts.target {
         Target::All => sensor.set_mode(MODE_ALL)?,
         Target::Apps(names) => {
-            watchset::watch_apps(&mut sensor, &mut engine, &policy.apps, names)?;
+            watch::watch_apps(&mut sensor, &mut engine, &policy.apps, names)?;
         }
         Target::Command(argv) => {
             let (program, args) = argv.split_first().expect("clap requires a command");
@@ -197,7 +251,14 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     drop(owned_cgroup);
 
     let mut users = UserNames::default();
-    let rows = report::rows(&engine, &clock, &mut users, policy);
+    let rows = finding::all(
+        &engine,
+        &mut finding::Context {
+            clock: &clock,
+            users: &mut users,
+            policy,
+        },
+    );
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.processes_seen = engine.stats.processes_seen;
     summary.connection_rows = rows.len();
@@ -238,7 +299,7 @@ fn systemd_scope_wrapper(
 }
 
 fn systemd_manages_cgroups() -> bool {
-    Path::new("/run/systemd/system").is_dir()
+    Path::new(defaults::SYSTEMD_RUNTIME).is_dir()
 }
 
 fn describe_status(st: std::process::ExitStatus) -> String {

@@ -1,11 +1,11 @@
 //! What procfs says about a live process (for processes that started before brokerwatch,
 //! and to add a command line to a process whose exec the kernel reported).
 
-use std::{collections::HashMap, ffi::CStr, path::PathBuf};
+use std::path::PathBuf;
 
 use procfs::process::Process;
 
-use crate::cgroup::parse_proc_cgroup;
+use super::cgroup::parse_proc_cgroup;
 
 /// A live process as procfs shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,44 +53,6 @@ pub fn parse_stat(text: &str) -> Option<(String, u32)> {
     Some((stat.comm, stat.ppid.max(0) as u32))
 }
 
-/// uid -> user name, through the system's user database (NSS), cached.
-#[derive(Default)]
-pub struct UserNames {
-    cache: HashMap<u32, Option<String>>,
-}
-
-impl UserNames {
-    pub fn name(&mut self, uid: u32) -> Option<String> {
-        self.cache
-            .entry(uid)
-            .or_insert_with(|| lookup_user(uid))
-            .clone()
-    }
-}
-
-fn lookup_user(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: zeroed passwd is a valid out-parameter for getpwuid_r.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; buf outlives the use of pwd's strings.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points into buf, NUL-terminated by getpwuid_r.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,10 +71,5 @@ mod tests {
         assert!(me.exe.is_some());
         assert!(me.cgroup.is_some());
         assert_eq!(snapshot(u32::MAX - 1), None);
-    }
-
-    #[test]
-    fn root_has_a_name() {
-        assert_eq!(UserNames::default().name(0).as_deref(), Some("root"));
     }
 }

@@ -1,0 +1,106 @@
+//! `brokerwatch audit` arguments.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::PolicyArgs;
+use crate::{
+    audit::{format::Format, AuditOptions, Target},
+    defaults,
+    kernel::SensorOptions,
+};
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// How long to watch (e.g. 30s, 5m). Without it: until the command exits, or Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// App id (zoom, teams, ...), group (meeting) or process name to watch; repeatable.
+    /// Default: the `meeting` group.
+    #[arg(long = "app", value_name = "NAME", conflicts_with = "all")]
+    pub apps: Vec<String>,
+    /// Watch every process on the machine.
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON object per line.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV with a header line.
+    #[arg(long)]
+    pub csv: bool,
+    /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
+    #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = parse_size)]
+    pub ring_size: u32,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Command to launch and audit, with its arguments (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl AuditArgs {
+    pub fn format(&self) -> Format {
+        match (self.json, self.csv) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Csv,
+            _ => Format::Table,
+        }
+    }
+}
+
+impl From<&AuditArgs> for AuditOptions {
+    fn from(a: &AuditArgs) -> Self {
+        let target = if !a.command.is_empty() {
+            Target::Command(a.command.clone())
+        } else if a.all {
+            Target::All
+        } else if a.apps.is_empty() {
+            Target::Apps(vec![defaults::APP_GROUP.into()])
+        } else {
+            Target::Apps(a.apps.clone())
+        };
+        Self {
+            target,
+            duration: a.duration,
+            sensor: SensorOptions {
+                ring_bytes: a.ring_size,
+                ..SensorOptions::default()
+            },
+        }
+    }
+}
+
+/// A ring buffer size: a power of two between 4 KiB and 1 GiB, with an optional K or M.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024u64),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("not a size: {s}"))?;
+    let bytes = n.saturating_mul(mult);
+    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
+        return Err(format!(
+            "{s}: the ring buffer size must be a power of two between 4K and 1024M"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_ring_sizes_are_powers_of_two_within_bounds() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("2K").is_err());
+        assert!(parse_size("2048M").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999999999M").is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! `brokerwatch daemon` arguments.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::PolicyArgs;
+use crate::{daemon::DaemonOptions, defaults, kernel::SensorOptions};
+
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// App id, group or process name to watch (repeatable). Default: the `meeting` group.
+    #[arg(long = "app", value_name = "NAME")]
+    pub apps: Vec<String>,
+    #[arg(long, default_value = defaults::SOCKET)]
+    pub socket: PathBuf,
+    /// Where the alert history lives.
+    #[arg(long, default_value = defaults::STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Group allowed to connect to the socket.
+    #[arg(long, default_value = defaults::SOCKET_GROUP)]
+    pub group: String,
+    /// Group whose members see every user's alerts.
+    #[arg(long, default_value = defaults::ADMIN_GROUP)]
+    pub admin_group: String,
+    /// Days of alert history to keep.
+    #[arg(long, default_value_t = defaults::HISTORY_DAYS)]
+    pub history_days: u64,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+impl From<DaemonArgs> for DaemonOptions {
+    fn from(a: DaemonArgs) -> Self {
+        Self {
+            policy: (&a.policy).into(),
+            socket: a.socket,
+            state_dir: a.state_dir,
+            apps: if a.apps.is_empty() {
+                vec![defaults::APP_GROUP.into()]
+            } else {
+                a.apps
+            },
+            group: a.group,
+            admin_group: a.admin_group,
+            retention: crate::daemon::history::Retention {
+                max_age: Duration::from_secs(a.history_days * 24 * 3600),
+                ..Default::default()
+            },
+            sensor: SensorOptions::default(),
+        }
+    }
+}

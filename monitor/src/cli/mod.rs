@@ -1,0 +1,136 @@
+//! The command line: argument definitions ([`Cli`]) and their conversion into the library's
+//! option types (`From<...Args>`). Parsing only: nothing here touches the system.
+
+mod audit;
+mod daemon;
+mod policy;
+
+use std::{path::PathBuf, time::Duration};
+
+pub use audit::AuditArgs;
+use clap::{Args, Parser, Subcommand};
+pub use daemon::DaemonArgs;
+pub use policy::{PolicyArgs, PolicyCommand};
+
+use crate::defaults;
+
+#[derive(Parser)]
+#[command(
+    name = "brokerwatch",
+    version,
+    about = "See which data brokers and trackers your meeting apps contact"
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Watch running apps (or launch one command) and report every connection they make.
+    Audit(AuditArgs),
+    /// Check, explain and list the policies (apps, destinations, rules).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run the always-on service (as root; systemd starts it).
+    Daemon(DaemonArgs),
+    /// What the daemon is doing: programs, watched apps, counters, policy sources.
+    Status(ClientArgs),
+    /// Alerts the daemon recorded (yours, or everyone's for root and the admin group).
+    History(HistoryArgs),
+    /// The desktop agent: shows the daemon's alerts about your processes as notifications.
+    Notify(NotifyArgs),
+    /// Print the daemon's alerts about your processes as JSON lines as they happen.
+    Events(ClientArgs),
+    /// Install the binary, the system service, the desktop agent's units and the groups.
+    Install(InstallArgs),
+    /// Remove what `install` put in place.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args)]
+pub struct ClientArgs {
+    #[arg(long, default_value = defaults::SOCKET)]
+    pub socket: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// How far back (e.g. 1h, 7d).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct NotifyArgs {
+    #[arg(long, default_value = defaults::SOCKET)]
+    pub socket: PathBuf,
+    /// Show an (app, company) pair at most once in this window.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub dedup: Duration,
+    /// At most this many notifications per minute.
+    #[arg(long, default_value_t = 6)]
+    pub per_minute: usize,
+}
+
+impl From<&NotifyArgs> for crate::notify::Policy {
+    fn from(a: &NotifyArgs) -> Self {
+        Self {
+            dedup_window: a.dedup,
+            per_minute: a.per_minute,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Stage the files under this directory instead of `/` (packaging).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Args)]
+pub struct UninstallArgs {
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Also delete the alert history.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+impl From<&InstallArgs> for crate::install::Layout {
+    fn from(a: &InstallArgs) -> Self {
+        Self {
+            root: a.root.clone(),
+        }
+    }
+}
+
+impl From<&UninstallArgs> for crate::install::Layout {
+    fn from(a: &UninstallArgs) -> Self {
+        Self {
+            root: a.root.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,58 @@
+//! Where policies come from, for every command that uses them, and `brokerwatch policy`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::policy::{ImportSpec, PolicySources, SYSTEM_DIR};
+
+#[derive(Args, Clone)]
+pub struct PolicyArgs {
+    /// Another policy file for this run (repeatable; loaded after the system's).
+    #[arg(long = "policy", value_name = "PATH", global = true)]
+    pub policies: Vec<PathBuf>,
+    /// Import a list: FORMAT:PATH[:CATEGORY] (formats: hosts, adblock, domains, disconnect,
+    /// tracker-radar, ddg-app-trackers, exodus, ca-broker-csv). Repeatable.
+    #[arg(long = "import", value_name = "SPEC", global = true)]
+    pub imports: Vec<ImportSpec>,
+    /// Directory of system policy files.
+    #[arg(long, value_name = "DIR", default_value = SYSTEM_DIR, global = true, hide = true)]
+    pub policy_dir: PathBuf,
+}
+
+impl From<&PolicyArgs> for PolicySources {
+    fn from(a: &PolicyArgs) -> Self {
+        Self {
+            system_dir: Some(a.policy_dir.clone()),
+            files: a.policies.clone(),
+            imports: a.imports.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files (the given ones, or everything configured); exit 2 on errors.
+    Check {
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Which entry matches a name or address, and what it means for an app.
+    Explain {
+        #[arg(value_name = "NAME-OR-IP")]
+        target: String,
+        /// App id (zoom, teams, ...) to evaluate the rules for.
+        #[arg(long)]
+        app: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// What is loaded, from where, with counts.
+    List {
+        #[arg(long)]
+        category: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+}

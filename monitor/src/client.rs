@@ -1,0 +1,131 @@
+//! `brokerwatch status|history|events`: the daemon's answers, as text for people or JSON for
+//! tools.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    time::Duration,
+};
+
+use crate::protocol::{self, Alert, ClientError, Reply, Request, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCommandError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("writing the output: {0}")]
+    Output(#[from] io::Error),
+    #[error("the daemon answered {0:?} with something else")]
+    Unexpected(&'static str),
+}
+
+/// `brokerwatch status`.
+pub async fn status(
+    socket: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), ClientCommandError> {
+    let reply = protocol::request(socket, &Request::Status).await?;
+    let Reply::Status(status) = reply else {
+        return Err(ClientCommandError::Unexpected("status"));
+    };
+    if json {
+        out.write_all(protocol::encode(&Reply::Status(status)).as_bytes())?;
+    } else {
+        write_status(out, &status)?;
+    }
+    Ok(out.flush()?)
+}
+
+fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
+    writeln!(out, "brokerwatch daemon, pid {}, up {}s", s.pid, s.uptime_s)?;
+    writeln!(out, "Watched apps: {}", s.watched_apps.join(", "))?;
+    match &s.counters {
+        Some(k) => writeln!(
+            out,
+            "Kernel records: {} generated, {} lost; {} processes not watched (table full); {} UDP repeats folded",
+            k.generated, k.lost, k.watch_table_full, k.udp_repeats
+        )?,
+        None => writeln!(out, "Kernel records: counters unreadable")?,
+    }
+    writeln!(
+        out,
+        "Records delivered: {}; alerts: {}",
+        s.records_delivered, s.alerts
+    )?;
+    writeln!(out, "Programs:")?;
+    for p in &s.attached {
+        writeln!(out, "  {p}")?;
+    }
+    writeln!(out, "Policy sources:")?;
+    for p in &s.policy_sources {
+        writeln!(
+            out,
+            "  {} ({} destinations, {} domains)",
+            p.name, p.destinations, p.domains
+        )?;
+    }
+    Ok(())
+}
+
+/// `brokerwatch history`.
+pub async fn history(
+    socket: &Path,
+    since: Duration,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), ClientCommandError> {
+    let since_ms = crate::host::clock::now_ms().saturating_sub(since.as_millis() as u64);
+    let reply = protocol::request(socket, &Request::History { since_ms }).await?;
+    let Reply::History { alerts } = reply else {
+        return Err(ClientCommandError::Unexpected("history"));
+    };
+    if json {
+        out.write_all(protocol::encode(&Reply::History { alerts }).as_bytes())?;
+        return Ok(out.flush()?);
+    }
+    if alerts.is_empty() {
+        writeln!(
+            out,
+            "No alerts in the last {}.",
+            humantime::format_duration(since)
+        )?;
+    }
+    for a in &alerts {
+        write_alert(out, a)?;
+    }
+    Ok(out.flush()?)
+}
+
+fn write_alert(out: &mut dyn Write, a: &Alert) -> io::Result<()> {
+    let f = &a.finding;
+    writeln!(
+        out,
+        "{}  {}[{}] -> {} ({}:{})  {} {}: {}",
+        f.ts,
+        f.who(),
+        f.pid,
+        f.domain.as_deref().unwrap_or("-"),
+        f.dst_ip,
+        f.dst_port,
+        f.severity.as_deref().unwrap_or("?").to_uppercase(),
+        f.category.as_deref().unwrap_or("?"),
+        f.company.as_deref().unwrap_or("?"),
+    )
+}
+
+/// `brokerwatch events`: alerts and lag notices as JSON lines until the daemon hangs up.
+pub async fn events(socket: &Path, out: &mut dyn Write) -> Result<(), ClientCommandError> {
+    let mut conn = protocol::Connection::open(socket, &Request::Subscribe).await?;
+    while let Some(reply) = conn.next().await? {
+        match reply {
+            Reply::Alert { .. } | Reply::Lagged { .. } => {
+                out.write_all(protocol::encode(&reply).as_bytes())?;
+                out.flush()?;
+            }
+            Reply::Error { message } => return Err(ClientError::Refused(message).into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}

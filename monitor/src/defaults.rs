@@ -1,0 +1,31 @@
+//! Every default brokerwatch has, defined once: paths, group names, sizes.
+
+/// Where the system service listens.
+pub const SOCKET: &str = "/run/brokerwatch/brokerwatch.sock";
+/// Where the service keeps its state (the connection history).
+pub const STATE_DIR: &str = "/var/lib/brokerwatch";
+/// Directory of the administrator's policy files.
+pub const POLICY_DIR: &str = "/etc/brokerwatch/policies.d";
+/// The service's own system user.
+pub const SERVICE_USER: &str = "brokerwatch";
+/// Group whose members may connect to the socket and receive alerts about their own
+/// processes.
+pub const SOCKET_GROUP: &str = "brokerwatch";
+/// Group whose members see every user's alerts.
+pub const ADMIN_GROUP: &str = "brokerwatch-admin";
+/// App group watched when no app is named.
+pub const APP_GROUP: &str = "meeting";
+/// Kernel ring buffer size in bytes (a power of two).
+pub const RING_BYTES: u32 = 4 * 1024 * 1024;
+/// The same, as the command line spells it.
+pub const RING_SIZE_ARG: &str = "4M";
+/// Days of history kept.
+pub const HISTORY_DAYS: u64 = 30;
+/// Parent directory (under the cgroup v2 mount) of the cgroups audits create.
+pub const AUDIT_CGROUP_PARENT: &str = "brokerwatch";
+/// The journal's native socket.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// Present while systemd is the service manager.
+pub const SYSTEMD_RUNTIME: &str = "/run/systemd/system";
+/// Name the agent's notifications carry.
+pub const APP_NAME: &str = "brokerwatch";

@@ -1,0 +1,189 @@
+//! What a contact means: one connection row of the engine, joined with its process, the
+//! names it was meant for and the policy's verdict. This is the one place that decides it;
+//! audit reports, daemon alerts, the history and the desktop agent all carry [`Finding`]s.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    engine::{ConnAgg, ConnKey, Engine, Origin, ProcSource, Via},
+    host::{clock::Clock, users::UserNames},
+    kernel::wire::Proto,
+    naming,
+    policy::Policy,
+};
+
+/// One connection row, flat so that JSON and CSV share it. Fields a later stage could not
+/// fill (no name, no policy entry) are `null`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub ts: String,
+    pub last_seen: String,
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub comm: String,
+    pub thread_comm: String,
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+    pub app: Option<String>,
+    /// Policy app id (`zoom`, `teams`, ...).
+    pub app_id: Option<String>,
+    pub watch: Option<String>,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub proto: Proto,
+    pub via: Via,
+    pub dst_ip: String,
+    pub dst_port: u16,
+    pub domain: Option<String>,
+    /// `sni`, `quic`, `http` or `dns`.
+    pub domain_source: Option<String>,
+    /// The DNS name asked for and every CNAME after it (empty when DNS named nothing).
+    pub dns_chain: Vec<String>,
+    /// The DNS name, when SNI/Host named something else.
+    pub dns_name: Option<String>,
+    /// Why the name is missing or not to be trusted.
+    pub name_note: Option<String>,
+    /// The connection goes to an encrypted DNS resolver (DoH/DoT).
+    pub encrypted_dns: bool,
+    pub category: Option<String>,
+    pub company: Option<String>,
+    pub severity: Option<String>,
+    /// `alert`, `log` or `ignore`.
+    pub action: Option<String>,
+    /// The policy domain, range or pattern that matched.
+    pub matched: Option<String>,
+    pub rule: Option<String>,
+    /// Where the destination fact comes from.
+    pub source: Option<String>,
+    /// An alert-worthy contact (decides exit status 1).
+    pub flagged: bool,
+    pub count: u64,
+    pub socket_cookie: u64,
+    /// Parent chain, nearest first, `>`-separated pids.
+    pub ancestry: String,
+}
+
+/// Everything a decision reads besides the row itself.
+pub struct Context<'a> {
+    pub clock: &'a Clock,
+    pub users: &'a mut UserNames,
+    pub policy: &'a Policy,
+}
+
+const NO_NAME_NOTE: &str = "no DNS answer for this address was seen and the connection carried no SNI or Host: a literal IP, a name resolved over encrypted DNS, or resolved before brokerwatch started";
+const ECH_NOTE: &str =
+    "Encrypted Client Hello: the name shown is the outer, public one; the real name is hidden";
+
+/// Every connection row of the engine, ordered by first sighting.
+pub fn all<P: ProcSource>(engine: &Engine<P>, cx: &mut Context<'_>) -> Vec<Finding> {
+    engine
+        .connections()
+        .into_iter()
+        .map(|(k, agg)| decide(engine, &k, agg, cx))
+        .collect()
+}
+
+/// What one connection row means.
+pub fn decide<P: ProcSource>(
+    engine: &Engine<P>,
+    k: &ConnKey,
+    agg: &ConnAgg,
+    cx: &mut Context<'_>,
+) -> Finding {
+    let policy = cx.policy;
+    let proc = engine.process(k.pid);
+    let comm = proc.map(|p| p.comm.as_str()).unwrap_or(agg.comm.as_str());
+    let app = policy.app_of(
+        proc.and_then(|p| p.watch.as_deref()),
+        comm,
+        proc.and_then(|p| p.exe.as_deref()),
+        proc.and_then(|p| p.app.as_ref()),
+        proc.is_some_and(|p| p.origin == Origin::Exec),
+    );
+    let domain = k.domain.as_deref().map(str::to_owned);
+    let dns_chain: Vec<String> = agg
+        .dns
+        .as_ref()
+        .map(|d| d.chain.clone())
+        .unwrap_or_default();
+    // The DNS name, when the connection's own bytes named something else.
+    let dns_name = agg
+        .dns
+        .as_ref()
+        .map(|d| d.qname.clone())
+        .filter(|q| Some(q) != domain.as_ref());
+    // The DNS chain speaks for the connection only when its own bytes did not name
+    // something else: an address can serve many names (CDNs), and the cache may hold
+    // another process's answer.
+    let mut names: Vec<&str> = Vec::new();
+    names.extend(domain.as_deref());
+    if dns_name.is_none() {
+        names.extend(dns_chain.iter().map(String::as_str));
+    }
+    let verdict = policy.classify(app, &names, Some(k.dst));
+    let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref());
+    let name_note = if agg.ech {
+        Some(ECH_NOTE.to_owned())
+    } else if domain.is_none() {
+        Some(encrypted.unwrap_or(NO_NAME_NOTE).to_owned())
+    } else {
+        encrypted.map(str::to_owned)
+    };
+    let ancestry = engine
+        .ancestry(k.pid)
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(">");
+    let v = verdict.as_ref();
+    Finding {
+        ts: cx.clock.rfc3339(agg.first_ns),
+        last_seen: cx.clock.rfc3339(agg.last_ns),
+        pid: k.pid,
+        ppid: proc.map(|p| p.ppid).filter(|&p| p != 0),
+        comm: comm.to_owned(),
+        thread_comm: agg.thread_comm.clone(),
+        exe: proc.and_then(|p| p.exe.clone()),
+        cmdline: proc.map(|p| p.cmdline.join(" ")).filter(|c| !c.is_empty()),
+        app: app
+            .map(|a| a.name.clone())
+            .or_else(|| proc.and_then(|p| p.app.as_ref().map(|a| a.display_id()))),
+        app_id: app.map(|a| a.id.clone()),
+        watch: proc.and_then(|p| p.watch.clone()),
+        uid: agg.uid,
+        user: cx.users.name(agg.uid),
+        proto: k.proto,
+        via: agg.via,
+        dst_ip: k.dst.to_string(),
+        dst_port: k.port,
+        domain,
+        domain_source: agg.domain_source.map(|s| s.as_str().to_owned()),
+        dns_chain,
+        dns_name,
+        name_note,
+        encrypted_dns: encrypted.is_some(),
+        category: v.map(|v| v.entry.category.clone()),
+        company: v.map(|v| v.entry.company.clone()),
+        severity: v.map(|v| v.severity.as_str().to_owned()),
+        action: v.map(|v| v.action.as_str().to_owned()),
+        matched: v.map(|v| v.matched.clone()),
+        rule: v.and_then(|v| v.rule.clone()),
+        source: v.map(|v| v.entry.source.clone()),
+        flagged: v.is_some_and(|v| v.flagged()),
+        count: agg.count,
+        socket_cookie: agg.first_cookie,
+        ancestry,
+    }
+}
+
+impl Finding {
+    /// The app's name, else the process's.
+    pub fn who(&self) -> &str {
+        self.app.as_deref().unwrap_or(&self.comm)
+    }
+
+    /// The destination's name, else its address.
+    pub fn destination(&self) -> &str {
+        self.domain.as_deref().unwrap_or(&self.dst_ip)
+    }
+}

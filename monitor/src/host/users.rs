@@ -1,0 +1,140 @@
+//! The user and group database (NSS): names, homes and groups of uids. Every look-up goes
+//! through the reentrant `getpwuid_r`/`getgrnam_r`, here and nowhere else.
+
+use std::{
+    collections::HashMap,
+    ffi::{CStr, CString, OsStr},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+};
+
+/// One entry of the password database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passwd {
+    pub uid: u32,
+    /// Primary group.
+    pub gid: u32,
+    pub name: String,
+    pub home: PathBuf,
+}
+
+/// The password entry of `uid`, if the database has one.
+pub fn passwd(uid: u32) -> Option<Passwd> {
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the reads of pwd's strings.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated by getpwuid_r.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    let home = if pwd.pw_dir.is_null() {
+        PathBuf::new()
+    } else {
+        // SAFETY: as above, for pw_dir.
+        let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+        PathBuf::from(OsStr::from_bytes(dir.to_bytes()))
+    };
+    Some(Passwd {
+        uid,
+        gid: pwd.pw_gid,
+        name: name.to_string_lossy().into_owned(),
+        home,
+    })
+}
+
+/// Every group of user `name` whose primary group is `gid` (supplementary ones included).
+pub fn groups_of(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(cname) = CString::new(name) else {
+        return vec![gid];
+    };
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: valid pointers; n holds the capacity and receives the count.
+    let rc = unsafe { libc::getgrouplist(cname.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+    if rc < 0 {
+        return vec![gid];
+    }
+    groups.truncate(n.max(0) as usize);
+    groups
+}
+
+/// The gid of a group by name.
+pub fn group_gid(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: a zeroed group is a valid out-parameter for getgrnam_r.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+}
+
+/// Whether `uid` is root or a member (primary or supplementary) of group `gid`.
+pub fn in_group(uid: u32, gid: Option<u32>) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(gid) = gid else { return false };
+    passwd(uid).is_some_and(|p| p.gid == gid || groups_of(&p.name, p.gid).contains(&gid))
+}
+
+/// uid -> user name, cached.
+#[derive(Default)]
+pub struct UserNames {
+    cache: HashMap<u32, Option<String>>,
+}
+
+impl UserNames {
+    pub fn name(&mut self, uid: u32) -> Option<String> {
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| passwd(uid).map(|p| p.name))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_root_has_a_name_home_and_group() {
+        assert_eq!(UserNames::default().name(0).as_deref(), Some("root"));
+        let root = passwd(0).expect("root is in every passwd database");
+        assert_eq!((root.gid, root.name.as_str()), (0, "root"));
+        assert!(groups_of("root", 0).contains(&0));
+        assert_eq!(group_gid("root"), Some(0));
+        assert_eq!(group_gid("no-such-group-brokerwatch"), None);
+    }
+
+    #[test]
+    fn users_membership_root_always_strangers_never() {
+        assert!(in_group(0, None));
+        assert!(!in_group(65534, None));
+        assert!(
+            !in_group(4_000_000_000, Some(0)),
+            "a uid with no passwd entry"
+        );
+    }
+}
