@@ -21,6 +21,24 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+/// DNS servers answer from this port (UDP and TCP).
+pub const DNS_PORT: u16 = 53;
+
+/// Entries of `WATCH_TGIDS`: processes watched at once (overflow counted in
+/// [`Counter::WatchTableFull`]).
+pub const MAX_WATCHED_PROCESSES: u32 = 32_768;
+/// Entries of `WATCH_NAMES`: process names that start a watch at exec.
+pub const MAX_WATCH_NAMES: u32 = 1_024;
+/// Entries of `WATCH_CGROUPS`: watched cgroups.
+pub const MAX_WATCH_CGROUPS: u32 = 1_024;
+/// Entries of `SOCK_WATCH`: sockets of watched processes whose first payloads are captured.
+pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
+/// Entries of `UDP_SEEN`: (socket, destination) pairs already reported.
+pub const MAX_UDP_DESTINATIONS: u32 = 16_384;
+/// Ring buffer size the object is built with; userspace sets the real one before loading.
+pub const RING_BYTES_BUILT_IN: u32 = 2 * 1024 * 1024;
 
 /// What follows the header. `#[repr(u32)]`; numbers are never reused.
 #[repr(u32)]
@@ -156,9 +174,9 @@ pub struct ExitData {
     pub _pad: u32,
 }
 
-/// Payload of [`EventKind::DnsAnswer`] and [`EventKind::Payload`]. The header's `cgroup_id`
-/// is the socket's cgroup; `tgid`/`tid` are whoever ran when the packet passed (meaningful
-/// for egress only).
+/// Payload of [`EventKind::DnsAnswer`] and [`EventKind::Payload`]. Packets are not tied to
+/// a task: the header's `cgroup_id` is the socket's cgroup, `uid` the socket's owner, and
+/// `tgid`/`tid` are 0 (userspace finds the process by the socket's cookie).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PacketData {
@@ -243,7 +261,7 @@ pub struct UdpKey {
     pub _pad: u32,
 }
 
-/// Indexes of the per-CPU `COUNTERS` array.
+/// Indexes of the per-CPU `COUNTERS` array; [`Counter::ALL`] lists every slot in order.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -259,7 +277,30 @@ pub enum Counter {
     BadPacket = 4,
 }
 
-pub const COUNTER_SLOTS: u32 = 5;
+impl Counter {
+    /// Every counter, in slot order (a compile-time check keeps the order honest).
+    pub const ALL: [Self; 5] = [
+        Self::Generated,
+        Self::Lost,
+        Self::WatchTableFull,
+        Self::UdpRepeat,
+        Self::BadPacket,
+    ];
+}
+
+/// Slots of the `COUNTERS` array.
+pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
+
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(
+            Counter::ALL[i] as usize == i,
+            "Counter::ALL out of slot order"
+        );
+        i += 1;
+    }
+};
 
 /// Byte offsets into kernel structures, read from the kernel's BTF by userspace and written
 /// into the programs' read-only data before loading (see `monitor::btf`).
@@ -282,6 +323,9 @@ pub struct KernelOffsets {
     pub _pad: u32,
 }
 
+// The kernel's capture length is `((n - 1) & (PACKET_CAPTURE - 1)) + 1`, which the verifier
+// can bound only when PACKET_CAPTURE is a power of two.
+const _: () = assert!(PACKET_CAPTURE.is_power_of_two());
 const _: () = assert!(size_of::<EventHeader>() == 32);
 const _: () = assert!(size_of::<SockData>() == 72);
 const _: () = assert!(size_of::<ExecData>() == 288);
@@ -305,9 +349,13 @@ mod pod {
     // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
     // with no padding the compiler could leave uninitialised (sizes asserted above).
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for CommKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for UdpKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for KernelOffsets {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for SockWatch {}
 }
 

@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod emit;
 mod packet;
 mod process;
 mod sock;

@@ -6,31 +6,29 @@
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_socket_cookie,
-        bpf_ktime_get_boot_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes,
-    },
+    helpers::{bpf_get_socket_cookie, bpf_get_socket_uid, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::cgroup_skb,
     programs::SkBuffContext,
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, PacketEvent, AF_INET, AF_INET6, PACKET_CAPTURE, TCP_CAPTURES, UDP_CAPTURES,
+    Counter, EventKind, PacketData, AF_INET, AF_INET6, DNS_PORT, IPPROTO_TCP, IPPROTO_UDP,
+    PACKET_CAPTURE, TCP_CAPTURES, UDP_CAPTURES,
 };
 
-use crate::state::{count, EVENTS, SOCK_WATCH};
+use crate::{
+    emit::{reserve, Origin},
+    state::{count, SOCK_WATCH},
+};
 
 const PASS: i32 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86DD;
-const DNS_PORT: u16 = 53;
 
 /// Where the transport payload starts, and what carries it.
 struct L4 {
     family: u16,
-    protocol: u8,
+    protocol: u16,
     src_port: u16,
     dst_port: u16,
     payload_off: u32,
@@ -66,11 +64,11 @@ fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
             return None;
         }
         src_addr[..4].copy_from_slice(&ip[12..16]);
-        (AF_INET, ip[9], ihl)
+        (AF_INET, ip[9] as u16, ihl)
     } else if proto == ETH_P_IPV6 {
         let ip: [u8; 40] = load(ctx, 0)?;
         src_addr.copy_from_slice(&ip[8..24]);
-        (AF_INET6, ip[6], 40)
+        (AF_INET6, ip[6] as u16, 40)
     } else {
         return None;
     };
@@ -97,19 +95,12 @@ fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
 
 /// Copies up to `PACKET_CAPTURE` payload bytes into a ring-buffer record.
 #[inline(always)]
-fn emit(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32) {
+fn capture(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32) {
     let skb_len = ctx.len();
     if skb_len <= l4.payload_off {
         return;
     }
     let orig_len = skb_len - l4.payload_off;
-    count(Counter::Generated);
-    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
-        count(Counter::Lost);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
     let m = if orig_len as usize > PACKET_CAPTURE {
         PACKET_CAPTURE as u32
     } else {
@@ -121,29 +112,37 @@ fn emit(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32) {
     // SAFETY: reading a local.
     let m = unsafe { core::ptr::read_volatile(&m) };
     let n = ((m.wrapping_sub(1)) & (PACKET_CAPTURE as u32 - 1)) + 1;
-    // SAFETY: exclusively owned reserved record; the load writes at most PACKET_CAPTURE
-    // bytes into its own data array (n is in 1..=PACKET_CAPTURE).
+    // Packets are not tied to a task (softirq, another process): the socket's owner uid and
+    // cgroup identify them; userspace joins the process by socket cookie.
+    let origin = Origin {
+        tgid: 0,
+        tid: 0,
+        // SAFETY: the helpers take the program's own context.
+        uid: unsafe { bpf_get_socket_uid(ctx.as_ptr() as *mut _) },
+        // SAFETY: as above.
+        cgroup_id: unsafe { bpf_skb_cgroup_id(ctx.as_ptr() as *mut _) },
+    };
+    let Some(mut record) = reserve::<PacketData>(kind, origin) else {
+        return;
+    };
+    let data = record.data();
+    // SAFETY: the payload slot of a reserved record; the load writes at most
+    // PACKET_CAPTURE bytes into its own data array (n is in 1..=PACKET_CAPTURE).
     unsafe {
-        (*ev).header.kind = kind as u32;
-        (*ev).header.tgid = (pid_tgid >> 32) as u32;
-        (*ev).header.tid = pid_tgid as u32;
-        (*ev).header.uid = bpf_get_current_uid_gid() as u32;
-        (*ev).header.ts_ns = bpf_ktime_get_boot_ns();
-        (*ev).header.cgroup_id = bpf_skb_cgroup_id(ctx.as_ptr() as *mut _);
-        (*ev).data.cookie = cookie;
-        (*ev).data.family = l4.family;
-        (*ev).data.protocol = l4.protocol as u16;
-        (*ev).data.src_port = l4.src_port;
-        (*ev).data.dst_port = l4.dst_port;
-        (*ev).data.seq = seq;
-        (*ev).data.orig_len = orig_len;
-        (*ev).data._pad = 0;
-        (*ev).data.src_addr = l4.src_addr;
-        let dst = (*ev).data.data.as_mut_ptr();
+        (*data).cookie = cookie;
+        (*data).family = l4.family;
+        (*data).protocol = l4.protocol;
+        (*data).src_port = l4.src_port;
+        (*data).dst_port = l4.dst_port;
+        (*data).seq = seq;
+        (*data).orig_len = orig_len;
+        (*data)._pad = 0;
+        (*data).src_addr = l4.src_addr;
+        let dst = core::ptr::addr_of_mut!((*data).data) as *mut u8;
         let rc = bpf_skb_load_bytes(ctx.as_ptr() as *const _, l4.payload_off, dst as *mut _, n);
-        (*ev).data.len = if rc == 0 { n } else { 0 };
+        (*data).len = if rc == 0 { n } else { 0 };
     }
-    entry.submit(0);
+    record.submit();
 }
 
 /// Every DNS answer received by any socket on the machine: the only payload captured for
@@ -158,7 +157,7 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
     }
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    emit(&ctx, EventKind::DnsAnswer, &l4, cookie, 0);
+    capture(&ctx, EventKind::DnsAnswer, &l4, cookie, 0);
     PASS
 }
 
@@ -187,6 +186,6 @@ pub fn bw_egress(ctx: SkBuffContext) -> i32 {
     }
     // SAFETY: as above.
     unsafe { (*state).captured = captured + 1 };
-    emit(&ctx, EventKind::Payload, &l4, cookie, captured);
+    capture(&ctx, EventKind::Payload, &l4, cookie, captured);
     PASS
 }

@@ -2,34 +2,16 @@
 //! userspace must know about each watched process even if it lives for a millisecond.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel_str_bytes,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel_str_bytes},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use monitor_common::{
-    CommKey, Counter, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, COMM_LEN, MODE_NAMES,
-};
+use monitor_common::{CommKey, EventKind, ExecData, ExitData, ForkData, COMM_LEN, MODE_NAMES};
 
-use crate::state::{
-    count, offsets, read_field, watch, watched, CONFIG, EVENTS, WATCH_NAMES, WATCH_TGIDS,
+use crate::{
+    emit::{emit, reserve, Origin},
+    state::{mode, offsets, read_field, watch, watched, WATCH_NAMES, WATCH_TGIDS},
 };
-
-#[inline(always)]
-fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        tgid,
-        tid,
-        uid: bpf_get_current_uid_gid() as u32,
-        // SAFETY: helpers without pointer arguments.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-    }
-}
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`; runs in the
 /// parent. New threads are skipped: they share their process's tgid and so its watch.
@@ -39,8 +21,8 @@ pub fn bw_fork(ctx: RawTracePointContext) -> i32 {
     if offs.valid == 0 {
         return 0;
     }
-    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(tag) = watched(parent_tgid) else {
+    let origin = Origin::current();
+    let Some(tag) = watched(origin.tgid) else {
         return 0;
     };
     let child: u64 = ctx.arg(1);
@@ -55,25 +37,13 @@ pub fn bw_fork(ctx: RawTracePointContext) -> i32 {
     }
     watch(child_tgid, tag);
 
-    count(Counter::Generated);
-    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
-        count(Counter::Lost);
-        return 0;
-    };
     let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    let ev = entry.as_mut_ptr();
-    // SAFETY: exclusively owned reserved record.
-    unsafe {
-        (*ev).header = header(
-            EventKind::Fork,
-            parent_tgid,
-            bpf_get_current_pid_tgid() as u32,
-        );
-        (*ev).data.child_tgid = child_tgid;
-        (*ev).data.watch_tag = tag;
-        (*ev).data.comm = comm;
-    }
-    entry.submit(0);
+    let data = ForkData {
+        child_tgid,
+        watch_tag: tag,
+        comm,
+    };
+    emit(EventKind::Fork, origin, data);
     0
 }
 
@@ -85,14 +55,13 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
     if offs.valid == 0 {
         return 0;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let origin = Origin::current();
+    let tgid = origin.tgid;
     let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
     let tag = match watched(tgid) {
         Some(tag) => tag,
         None => {
-            let mode = CONFIG.get(0).map(|c| c.mode).unwrap_or(0);
-            if mode & MODE_NAMES == 0 {
+            if mode() & MODE_NAMES == 0 {
                 return 0;
             }
             // SAFETY: plain u32 value.
@@ -107,11 +76,6 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
         }
     };
 
-    count(Counter::Generated);
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count(Counter::Lost);
-        return 0;
-    };
     // SAFETY: returns a pointer value only; dereferenced through probe reads.
     let task = unsafe { bpf_get_current_task() };
     let ppid = read_field::<u64>(task, offs.task_real_parent)
@@ -119,16 +83,18 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
         .unwrap_or(0);
     let bprm: u64 = ctx.arg(2);
     let filename_ptr = read_field::<u64>(bprm, offs.binprm_filename).unwrap_or(0);
-    let ev = entry.as_mut_ptr();
-    // SAFETY: exclusively owned reserved record; the string read writes into its own
+    let Some(mut record) = reserve::<ExecData>(EventKind::Exec, origin) else {
+        return 0;
+    };
+    let data = record.data();
+    // SAFETY: the payload slot of a reserved record; the string read writes into its own
     // fixed-size array inside it.
     unsafe {
-        (*ev).header = header(EventKind::Exec, tgid, pid_tgid as u32);
-        (*ev).data.ppid = ppid;
-        (*ev).data.watch_tag = tag;
-        (*ev).data.comm = comm;
-        (*ev).data._pad = 0;
-        let dst = &mut (*ev).data.filename;
+        (*data).ppid = ppid;
+        (*data).watch_tag = tag;
+        (*data).comm = comm;
+        (*data)._pad = 0;
+        let dst = &mut (*data).filename;
         dst[0] = 0;
         let len = if filename_ptr != 0 {
             match bpf_probe_read_kernel_str_bytes(filename_ptr as *const u8, dst) {
@@ -138,9 +104,9 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
         } else {
             0
         };
-        (*ev).data.filename_len = len;
+        (*data).filename_len = len;
     }
-    entry.submit(0);
+    record.submit();
     0
 }
 
@@ -154,8 +120,8 @@ pub fn bw_exit(_ctx: RawTracePointContext) -> i32 {
     if offs.valid == 0 {
         return 0;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let origin = Origin::current();
+    let tgid = origin.tgid;
     if watched(tgid).is_none() {
         return 0;
     }
@@ -167,24 +133,17 @@ pub fn bw_exit(_ctx: RawTracePointContext) -> i32 {
         Some(0) => {}
         Some(_) => return 0,
         // Unreadable: fall back to the leader's exit.
-        None if pid_tgid as u32 == tgid => {}
+        None if origin.tid == tgid => {}
         None => return 0,
     }
     let _ = WATCH_TGIDS.remove(tgid);
 
-    count(Counter::Generated);
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        count(Counter::Lost);
-        return 0;
-    };
     let exit_code = read_field::<u32>(task, offs.task_exit_code).unwrap_or(0);
-    let ev = entry.as_mut_ptr();
-    // SAFETY: exclusively owned reserved record.
-    unsafe {
-        (*ev).header = header(EventKind::Exit, tgid, tgid);
-        (*ev).data.exit_code = exit_code;
-        (*ev).data._pad = 0;
-    }
-    entry.submit(0);
+    // The record speaks for the whole process.
+    let origin = Origin {
+        tid: tgid,
+        ..origin
+    };
+    emit(EventKind::Exit, origin, ExitData { exit_code, _pad: 0 });
     0
 }

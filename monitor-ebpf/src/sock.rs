@@ -1,20 +1,19 @@
 //! `cgroup_sock_addr` programs: outbound connects and UDP sends.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, SockData, SockEvent, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN,
-    SOCK_DGRAM,
+    Counter, EventKind, SockData, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN, SOCK_DGRAM,
 };
 
-use crate::state::{count, process_comm, watched, EVENTS, SOCK_WATCH, UDP_SEEN};
+use crate::{
+    emit::{emit, Origin},
+    state::{count, process_comm, watched, SOCK_WATCH, UDP_SEEN},
+};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -47,9 +46,8 @@ pub fn bw_sendmsg6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(tag) = watched(tgid) else {
+    let origin = Origin::current();
+    let Some(tag) = watched(origin.tgid) else {
         return;
     };
 
@@ -108,34 +106,19 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         let _ = UDP_SEEN.insert(key, 0, 0);
     }
 
-    count(Counter::Generated);
-    let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
-        count(Counter::Lost);
-        return;
-    };
     let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    let uid_gid = bpf_get_current_uid_gid();
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned record of the right size.
-    unsafe {
-        (*ev).header.kind = kind as u32;
-        (*ev).header.tgid = tgid;
-        (*ev).header.tid = pid_tgid as u32;
-        (*ev).header.uid = uid_gid as u32;
-        (*ev).header.ts_ns = bpf_ktime_get_boot_ns();
-        (*ev).header.cgroup_id = aya_ebpf::helpers::bpf_get_current_cgroup_id();
-        (*ev).data = SockData {
-            cookie,
-            addr,
-            family,
-            port,
-            sock_type,
-            protocol,
-            gid: (uid_gid >> 32) as u32,
-            watch_tag: tag,
-            comm: process_comm(thread_comm),
-            thread_comm,
-        };
-    }
-    entry.submit(0);
+    let gid = (bpf_get_current_uid_gid() >> 32) as u32;
+    let data = SockData {
+        cookie,
+        addr,
+        family,
+        port,
+        sock_type,
+        protocol,
+        gid,
+        watch_tag: tag,
+        comm: process_comm(thread_comm),
+        thread_comm,
+    };
+    emit(kind, origin, data);
 }

@@ -6,13 +6,14 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CommKey, Config, Counter, KernelOffsets, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS, MODE_ALL,
-    MODE_CGROUPS, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
+    CommKey, Config, Counter, KernelOffsets, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS,
+    MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCHED_SOCKETS, MAX_WATCH_CGROUPS,
+    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
 };
 
 /// Records for userspace. Size is set by userspace before loading.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES_BUILT_IN, 0);
 
 /// Per-CPU counters, indexed by [`Counter`].
 #[map]
@@ -25,23 +26,25 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// Watched processes (tgid -> watch tag). Filled by exec name matches, by inheritance at
 /// fork, and by userspace (already running processes, the audited command).
 #[map]
-pub static WATCH_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
+pub static WATCH_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_PROCESSES, 0);
 
 /// Process names that start a watch at exec (comm -> watch tag).
 #[map]
-pub static WATCH_NAMES: HashMap<CommKey, u32> = HashMap::with_max_entries(1024, 0);
+pub static WATCH_NAMES: HashMap<CommKey, u32> = HashMap::with_max_entries(MAX_WATCH_NAMES, 0);
 
 /// Watched cgroups (cgroup id -> watch tag).
 #[map]
-pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCH_CGROUPS, 0);
 
 /// Sockets of watched processes whose first payloads are captured (cookie -> state).
 #[map]
-pub static SOCK_WATCH: LruHashMap<u64, SockWatch> = LruHashMap::with_max_entries(65536, 0);
+pub static SOCK_WATCH: LruHashMap<u64, SockWatch> =
+    LruHashMap::with_max_entries(MAX_WATCHED_SOCKETS, 0);
 
 /// UDP (socket, destination) pairs already reported -> sends folded into that report.
 #[map]
-pub static UDP_SEEN: LruHashMap<UdpKey, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static UDP_SEEN: LruHashMap<UdpKey, u64> =
+    LruHashMap::with_max_entries(MAX_UDP_DESTINATIONS, 0);
 
 /// Field offsets of kernel structures, from the running kernel's BTF (set by userspace).
 #[unsafe(no_mangle)]
@@ -75,7 +78,7 @@ pub fn count(counter: Counter) {
 }
 
 #[inline(always)]
-fn mode() -> u32 {
+pub fn mode() -> u32 {
     match CONFIG.get(0) {
         Some(cfg) => cfg.mode,
         None => 0,
@@ -96,6 +99,7 @@ pub fn watched(tgid: u32) -> Option<u32> {
     if mode & MODE_CGROUPS != 0 {
         // SAFETY: no pointer arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: only the key's presence is read.
         if unsafe { WATCH_CGROUPS.get(cgroup) }.is_some() {
             return Some(WATCH_TAG_CGROUP);
         }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, SockData, AF_INET, AF_INET6,
-    COMM_LEN, KIND_OFFSET,
+    COMM_LEN, IPPROTO_TCP, IPPROTO_UDP, KIND_OFFSET,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -196,8 +196,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Connect | EventKind::UdpSend => {
             let d: SockData = read(payload);
             let proto = match d.protocol {
-                6 => Proto::Tcp,
-                17 => Proto::Udp,
+                IPPROTO_TCP => Proto::Tcp,
+                IPPROTO_UDP => Proto::Udp,
                 _ => match d.sock_type {
                     monitor_common::SOCK_STREAM => Proto::Tcp,
                     monitor_common::SOCK_DGRAM => Proto::Udp,
@@ -225,8 +225,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 kind,
                 cookie: d.cookie,
                 proto: match d.protocol {
-                    6 => Proto::Tcp,
-                    17 => Proto::Udp,
+                    IPPROTO_TCP => Proto::Tcp,
+                    IPPROTO_UDP => Proto::Udp,
                     _ => Proto::Other,
                 },
                 src: decode_addr(d.family, &d.src_addr)?,
