@@ -2,12 +2,13 @@
 //!
 //! * `setup`: installs Debian packages the tests use, rust-src for the nightly toolchain,
 //!   bpf-linker (built against the nightly's own libLLVM) and mounts tracefs.
-//! * `test`: setup, then formatting, clippy (host and BPF target) and the whole test suite.
+//! * `test`: setup, then formatting, clippy (host and BPF target) and the test tiers.
 //! * `audit`: setup, build, and run `brokerwatch audit ARGS...` (as root).
 //! * `bench`: setup, build, and run the benchmarks (see BENCHMARKS.md).
 
 mod bench;
 mod setup;
+mod test;
 
 use std::{
     path::{Path, PathBuf},
@@ -31,15 +32,9 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (idempotent).
     Setup,
-    /// Set up, then run fmt, clippy and every test (unit, integration as root, end-to-end).
-    Test {
-        /// Skip rustfmt and clippy.
-        #[arg(long)]
-        no_lint: bool,
-        /// Extra arguments for `cargo test` (after --).
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    /// Set up, then lint and run the test tiers: 1 pure (also as an ordinary user), 2 root
+    /// tests that load programs, 3 end-to-end with real clients and servers.
+    Test(test::TestArgs),
     /// Set up, build (release) and run `brokerwatch audit` with these arguments.
     Audit {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -63,7 +58,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::Setup => setup::all().map(|_| ()),
-        Task::Test { no_lint, args } => test(no_lint, &args),
+        Task::Test(args) => test::run(args),
         Task::Audit { args } => audit(&args),
         Task::Bench(args) => bench::run(args),
     }
@@ -114,80 +109,6 @@ pub fn as_root(program: &Path, args: &[String], env: &setup::Env) -> Command {
             .env("PATH", &env.path);
         c
     }
-}
-
-fn test(no_lint: bool, extra: &[String]) -> Result<()> {
-    let env = setup::all()?;
-    if !is_root() {
-        bail!("the test suite loads eBPF programs and must run as root: run `sudo -E cargo xtask test` (CI runs as root)");
-    }
-    if !no_lint {
-        run_cmd(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
-        run_cmd(cargo(&env).args([
-            "clippy",
-            "--workspace",
-            "--exclude",
-            "monitor-ebpf",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
-        // The kernel programs, linted for their own target with the nightly toolchain.
-        run_cmd(
-            Command::new("rustup")
-                .current_dir(root().join("monitor-ebpf"))
-                .env("PATH", &env.path)
-                .env_remove("RUSTC")
-                .env_remove("RUSTC_WORKSPACE_WRAPPER")
-                .env_remove("CARGO")
-                .args([
-                    "run",
-                    "nightly",
-                    "cargo",
-                    "clippy",
-                    "--target",
-                    "bpfel-unknown-none",
-                    "-Z",
-                    "build-std=core",
-                    "--release",
-                    "--target-dir",
-                ])
-                .arg(root().join("target").join("bpf-clippy"))
-                .args(["--", "-D", "warnings"]),
-        )?;
-    }
-    // Integration tests share the machine's cgroup root and ring-buffer pressure: one at
-    // a time. cargo-nextest (on every machine of this project) prints one closing summary
-    // of every test; plain `cargo test` is the fallback.
-    let mut cmd = cargo(&env);
-    if have_nextest(&env) {
-        cmd.args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--exclude",
-            "monitor-ebpf",
-            "--test-threads=1",
-            "--no-fail-fast",
-        ])
-        .args(extra);
-    } else {
-        cmd.args(["test", "--workspace", "--exclude", "monitor-ebpf", "--"])
-            .arg("--test-threads=1")
-            .args(extra);
-    }
-    run_cmd(&mut cmd)
-}
-
-fn have_nextest(env: &setup::Env) -> bool {
-    cargo(env)
-        .args(["nextest", "--version"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 fn audit(args: &[String]) -> Result<()> {

@@ -72,6 +72,19 @@ pub fn raise_memlock_limit() {
 mod tests {
     use super::*;
 
+    /// `cargo xtask test` runs the pure tier without privileges and says so in
+    /// `BW_TEST_UNPRIVILEGED`: there, the real check must refuse, naming what is missing.
+    #[test]
+    fn preflight_refuses_the_unprivileged_pure_tier() {
+        if std::env::var_os("BW_TEST_UNPRIVILEGED").is_none() {
+            return;
+        }
+        match check_privileges() {
+            Err(PrivilegeError::Missing { missing }) => assert!(missing.contains("CAP_BPF")),
+            other => panic!("the pure tier runs with BPF privileges: {other:?}"),
+        }
+    }
+
     #[test]
     fn root_has_everything() {
         let status = "Name:\tbash\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";

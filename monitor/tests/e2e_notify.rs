@@ -133,8 +133,9 @@ fn artifacts() -> PathBuf {
     dir
 }
 
+// Issue 5.
 #[test]
-fn issue5_a_burst_of_alerts_is_one_desktop_notification_for_its_user_only() {
+fn notify_a_burst_of_alerts_is_one_desktop_notification_for_its_user_only() {
     require_root();
     let dir = lab_dir("notify");
     std::fs::write(

@@ -21,8 +21,9 @@ fn json_lines(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+// Issue 2.
 #[test]
-fn issue2_audit_command_json_has_every_field_and_the_command_status() {
+fn audit_command_json_has_every_field_and_the_command_status() {
     require_root();
     let (_l, port) = listener();
     let out = Command::new(BIN)
@@ -79,8 +80,9 @@ fn issue2_audit_command_json_has_every_field_and_the_command_status() {
     );
 }
 
+// Issue 2.
 #[test]
-fn issue2_audit_csv_has_a_header_and_the_same_columns() {
+fn audit_csv_has_a_header_and_the_same_columns() {
     require_root();
     let (_l, port) = listener();
     let out = Command::new(BIN)
@@ -99,8 +101,9 @@ fn issue2_audit_csv_has_a_header_and_the_same_columns() {
     assert_eq!(lines.count(), 1);
 }
 
+// Issue 2.
 #[test]
-fn issue2_audit_table_names_process_destination_and_summary() {
+fn audit_table_names_process_destination_and_summary() {
     require_root();
     let (_l, port) = listener();
     let out = Command::new(BIN)
@@ -116,8 +119,9 @@ fn issue2_audit_table_names_process_destination_and_summary() {
     assert!(text.contains("exited with status 0"), "{text}");
 }
 
+// Issue 2.
 #[test]
-fn issue2_missing_command_is_a_clear_error_with_status_2() {
+fn audit_missing_command_is_a_clear_error_with_status_2() {
     require_root();
     let out = Command::new(BIN)
         .args(["audit", "--", "no-such-command-brokerwatch-test"])
@@ -131,8 +135,9 @@ fn issue2_missing_command_is_a_clear_error_with_status_2() {
     );
 }
 
+// Issue 2.
 #[test]
-fn issue2_unprivileged_user_is_told_to_use_root() {
+fn audit_unprivileged_user_is_told_to_use_root() {
     require_root();
     // setpriv (util-linux) drops to nobody with no capabilities.
     let out = Command::new("setpriv")
@@ -155,8 +160,9 @@ fn issue2_unprivileged_user_is_told_to_use_root() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+// Issue 2.
 #[test]
-fn issue2_bad_arguments_exit_2() {
+fn audit_bad_arguments_exit_2() {
     let out = Command::new(BIN)
         .args(["audit", "--ring-size", "3000"])
         .output()
@@ -165,8 +171,9 @@ fn issue2_bad_arguments_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"));
 }
 
+// Issue 4.
 #[test]
-fn issue4_meeting_app_contacting_a_data_broker_exits_1_with_company_and_category() {
+fn audit_meeting_app_contacting_a_data_broker_exits_1_with_company_and_category() {
     require_root();
     // A test host on loopback that a test policy names as a data broker.
     let l = TcpListener::bind("127.0.0.2:0").unwrap();
@@ -224,8 +231,9 @@ source = "test fixture"
 }
 
 /// An audit that ends by --duration must not wait for the audited command.
+// Issue 2.
 #[test]
-fn issue2_duration_ends_the_audit_while_the_command_runs_on() {
+fn audit_duration_ends_the_audit_while_the_command_runs_on() {
     require_root();
     // The command inherits brokerwatch's stdout: write it to a file, and wait for
     // brokerwatch alone.
@@ -250,8 +258,9 @@ fn issue2_duration_ends_the_audit_while_the_command_runs_on() {
 
 /// Cgroups left by audits whose commands outlived them are removed by the next audit once
 /// empty.
+// Issue 2.
 #[test]
-fn issue2_stale_empty_audit_cgroups_are_cleaned_up() {
+fn audit_stale_empty_audit_cgroups_are_cleaned_up() {
     require_root();
     let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
     let stale = mount.join("brokerwatch").join("audit-4000000001");

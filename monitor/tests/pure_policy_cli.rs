@@ -23,8 +23,9 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+// Issue 4.
 #[test]
-fn issue4_check_reports_file_line_col_and_exits_2() {
+fn policy_check_reports_file_line_col_and_exits_2() {
     let p = temp_file(
         "bad.toml",
         "[[rule]]\nid = \"r\"\napps = \"meeting\"\ncategory = \"data-broker\"\nseverity = \"critical\"\naction = \"alert\"\n",
@@ -35,15 +36,17 @@ fn issue4_check_reports_file_line_col_and_exits_2() {
     assert!(text.contains("critical"), "{text}");
 }
 
+// Issue 4.
 #[test]
-fn issue4_check_of_the_builtin_set_passes() {
+fn policy_check_of_the_builtin_set_passes() {
     let (code, text) = run(&["policy", "check"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("ok: "), "{text}");
 }
 
+// Issue 4.
 #[test]
-fn issue4_explain_names_entry_company_category_severity_and_source() {
+fn policy_explain_names_entry_company_category_severity_and_source() {
     let (code, text) = run(&["policy", "explain", "graph.facebook.com", "--app", "zoom"]);
     assert_eq!(code, Some(0), "{text}");
     for want in [
@@ -59,8 +62,9 @@ fn issue4_explain_names_entry_company_category_severity_and_source() {
     assert!(text.contains("no policy entry matches"), "{text}");
 }
 
+// Issue 4.
 #[test]
-fn issue4_explain_an_address_from_an_imported_hosts_list() {
+fn policy_explain_an_address_from_an_imported_hosts_list() {
     let hosts = temp_file("hosts", "0.0.0.0 telemetry.vendor.test\n");
     let spec = format!("hosts:{}:product-analytics", hosts.display());
     let (code, text) = run(&[
@@ -74,8 +78,9 @@ fn issue4_explain_an_address_from_an_imported_hosts_list() {
     assert!(text.contains("product-analytics"), "{text}");
 }
 
+// Issue 4.
 #[test]
-fn issue4_list_shows_sources_with_counts() {
+fn policy_list_shows_sources_with_counts() {
     let (code, text) = run(&["policy", "list", "--category", "data-broker"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("builtin:data-brokers.toml"), "{text}");
@@ -83,8 +88,9 @@ fn issue4_list_shows_sources_with_counts() {
     assert!(!text.contains("social-sdk ("), "category filter: {text}");
 }
 
+// Issue 4.
 #[test]
-fn issue4_broken_policy_fails_audit_before_loading_anything() {
+fn policy_broken_policy_fails_audit_before_loading_anything() {
     let p = temp_file("broken.toml", "[[destination]\n");
     let (code, text) = run(&["audit", "--policy", p.to_str().unwrap(), "--duration", "1s"]);
     assert_eq!(code, Some(2), "{text}");

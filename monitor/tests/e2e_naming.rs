@@ -54,8 +54,9 @@ fn chain(v: &Value) -> Vec<&str> {
         .collect()
 }
 
+// Issue 3.
 #[test]
-fn issue3_dns_cname_chain_and_sni_over_v4_and_v6_with_curl_and_openssl() {
+fn naming_dns_cname_chain_and_sni_over_v4_and_v6_with_curl_and_openssl() {
     let lab = Lab::new("n");
     let url = format!("https://api.vendor.test:{TLS_PORT}/");
     let script = format!(
@@ -89,8 +90,9 @@ fn issue3_dns_cname_chain_and_sni_over_v4_and_v6_with_curl_and_openssl() {
     }
 }
 
+// Issue 3.
 #[test]
-fn issue3_sni_names_a_connection_that_bypassed_dns_and_disagreement_keeps_both() {
+fn naming_sni_names_a_connection_that_bypassed_dns_and_disagreement_keeps_both() {
     let lab = Lab::new("s");
     let script = format!(
         "curl -4 -sk -o /dev/null https://api.vendor.test:{TLS_PORT}/; \
@@ -132,8 +134,9 @@ fn issue3_sni_names_a_connection_that_bypassed_dns_and_disagreement_keeps_both()
     );
 }
 
+// Issue 3.
 #[test]
-fn issue3_plain_http_host_and_a_tracker_behind_a_first_party_cname() {
+fn naming_plain_http_host_and_a_tracker_behind_a_first_party_cname() {
     let lab = Lab::new("h");
     let dir = std::env::temp_dir().join(format!("bw-issue3-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -162,8 +165,9 @@ fn issue3_plain_http_host_and_a_tracker_behind_a_first_party_cname() {
     assert_eq!(code, Some(1), "a flagged contact: {err}");
 }
 
+// Issue 3.
 #[test]
-fn issue3_quic_initial_sni_from_a_real_quic_client() {
+fn naming_quic_initial_sni_from_a_real_quic_client() {
     let lab = Lab::new("q");
     let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quic_client.py");
     let script = format!(
@@ -188,8 +192,9 @@ fn issue3_quic_initial_sni_from_a_real_quic_client() {
 
 /// DNS over TCP: a resolver that asks over TCP (as glibc does for truncated answers), then
 /// connects to the answer.
+// Issue 3.
 #[test]
-fn issue3_dns_answer_over_tcp_names_the_connection() {
+fn naming_dns_answer_over_tcp_names_the_connection() {
     let lab = Lab::new("t");
     let script = format!(
         r#"

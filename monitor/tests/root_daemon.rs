@@ -11,8 +11,9 @@ use common::{
 };
 use serde_json::Value;
 
+// Issue 5.
 #[test]
-fn issue5_alerts_reach_history_and_each_user_sees_only_their_own() {
+fn daemon_alerts_reach_history_and_each_user_sees_only_their_own() {
     require_root();
     let dir = lab_dir("users");
     std::fs::write(
@@ -51,8 +52,9 @@ fn issue5_alerts_reach_history_and_each_user_sees_only_their_own() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+// Issue 5.
 #[test]
-fn issue5_history_survives_sigkill_and_a_broken_policy_keeps_the_last_good_one() {
+fn daemon_history_survives_sigkill_and_a_broken_policy_keeps_the_last_good_one() {
     require_root();
     let dir = lab_dir("restart");
     std::fs::write(
@@ -93,8 +95,9 @@ fn issue5_history_survives_sigkill_and_a_broken_policy_keeps_the_last_good_one()
     std::fs::remove_dir_all(&dir).ok();
 }
 
+// Issue 5.
 #[test]
-fn issue5_clients_get_a_clear_error_when_the_daemon_is_down() {
+fn daemon_clients_get_a_clear_error_when_the_daemon_is_down() {
     let dir = lab_dir("down");
     let (code, text) = client(&dir, None, &["status"]);
     assert_eq!(code, Some(2));
@@ -107,8 +110,9 @@ fn issue5_clients_get_a_clear_error_when_the_daemon_is_down() {
 
 /// The shipped unit passes `systemd-analyze verify` and scores 3.0 or lower on
 /// `systemd-analyze security` (both offline; no system manager runs here).
+// Issue 5.
 #[test]
-fn issue5_system_unit_verifies_and_is_hardened() {
+fn daemon_system_unit_verifies_and_is_hardened() {
     let dir = lab_dir("unit");
     let unit = dir.join("brokerwatch.service");
     // Point ExecStart at the binary under test so that verify can check it.

@@ -31,8 +31,9 @@ fn probe_name() -> String {
         .into_owned()
 }
 
+// Issue 2.
 #[test]
-fn issue2_tcp_connect_v4_including_refused_and_nonblocking() {
+fn capture_tcp_connect_v4_including_refused_and_nonblocking() {
     let mut h = Harness::new();
     let open = tcp_listener("127.0.0.1:0");
     let open_port = open.local_addr().unwrap().port();
@@ -63,8 +64,9 @@ fn issue2_tcp_connect_v4_including_refused_and_nonblocking() {
     assert_eq!(cookies.len(), 3);
 }
 
+// Issue 2.
 #[test]
-fn issue2_tcp_connect_v6_and_v4_mapped() {
+fn capture_tcp_connect_v6_and_v4_mapped() {
     let mut h = Harness::new();
     let l6 = tcp_listener("[::1]:0");
     let port6 = l6.local_addr().unwrap().port();
@@ -83,8 +85,9 @@ fn issue2_tcp_connect_v6_and_v4_mapped() {
     assert_eq!(socks[1].port, port4);
 }
 
+// Issue 2.
 #[test]
-fn issue2_udp_sendto_v4_and_v6_first_send_per_destination() {
+fn capture_udp_sendto_v4_and_v6_first_send_per_destination() {
     let mut h = Harness::new();
     let u4 = UdpSocket::bind("127.0.0.1:0").unwrap();
     let u6 = UdpSocket::bind("[::1]:0").unwrap();
@@ -117,8 +120,9 @@ fn issue2_udp_sendto_v4_and_v6_first_send_per_destination() {
     );
 }
 
+// Issue 2.
 #[test]
-fn issue2_udp_connect_is_a_connect() {
+fn capture_udp_connect_is_a_connect() {
     let mut h = Harness::new();
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = u.local_addr().unwrap().port();
@@ -131,8 +135,9 @@ fn issue2_udp_connect_is_a_connect() {
     );
 }
 
+// Issue 2.
 #[test]
-fn issue2_grandchild_connect_is_attributed_through_the_tree() {
+fn capture_grandchild_connect_is_attributed_through_the_tree() {
     let mut h = Harness::new();
     let l = tcp_listener("127.0.0.1:0");
     let port = l.local_addr().unwrap().port();
@@ -159,8 +164,9 @@ fn issue2_grandchild_connect_is_attributed_through_the_tree() {
     }
 }
 
+// Issue 2.
 #[test]
-fn issue2_500_short_lived_processes_each_attributed_with_exe_and_parent() {
+fn capture_500_short_lived_processes_each_attributed_with_exe_and_parent() {
     let mut h = Harness::with_options(SensorOptions {
         ring_bytes: 16 * 1024 * 1024,
         ..SensorOptions::default()
@@ -187,8 +193,9 @@ fn issue2_500_short_lived_processes_each_attributed_with_exe_and_parent() {
     }
 }
 
+// Issue 2.
 #[test]
-fn issue2_unwatched_process_produces_nothing() {
+fn capture_unwatched_process_produces_nothing() {
     let mut h = Harness::new();
     h.sensor.watch_name("bw-nothing-here", 99).unwrap();
     h.sensor.set_mode(MODE_NAMES).unwrap();
@@ -214,8 +221,9 @@ fn issue2_unwatched_process_produces_nothing() {
     assert!(h.records.is_empty(), "{:#?}", h.records);
 }
 
+// Issue 2.
 #[test]
-fn issue2_watch_by_name_starts_at_exec() {
+fn capture_watch_by_name_starts_at_exec() {
     let mut h = Harness::new();
     // A copy of the probe under a meeting-app-like name.
     let dir = tempdir();
@@ -247,8 +255,9 @@ fn issue2_watch_by_name_starts_at_exec() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+// Issue 2.
 #[test]
-fn issue2_thread_comm_differs_from_process_comm() {
+fn capture_thread_comm_differs_from_process_comm() {
     let mut h = Harness::new();
     let l = tcp_listener("127.0.0.1:0");
     let port = l.local_addr().unwrap().port();
@@ -260,8 +269,9 @@ fn issue2_thread_comm_differs_from_process_comm() {
     assert_ne!(socks[0].header.tid, socks[0].header.tgid);
 }
 
+// Issue 2.
 #[test]
-fn issue2_loss_invariant_holds_under_a_flood() {
+fn capture_loss_invariant_holds_under_a_flood() {
     // A one-page ring buffer holds ~37 records: a flood must overflow it.
     let mut h = Harness::with_options(SensorOptions {
         ring_bytes: 4096,
@@ -316,8 +326,9 @@ fn rand_suffix() -> u64 {
 
 /// A watched process that execs from a non-leader thread: the kernel makes the old leader
 /// exit first. The watch must survive, and the new program's connect be reported.
+// Issue 2.
 #[test]
-fn issue2_exec_from_a_non_leader_thread_keeps_the_watch() {
+fn capture_exec_from_a_non_leader_thread_keeps_the_watch() {
     let mut h = Harness::new();
     let l = tcp_listener("127.0.0.1:0");
     let port = l.local_addr().unwrap().port();
