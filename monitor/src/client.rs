@@ -38,7 +38,11 @@ pub async fn status(
 }
 
 fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
-    writeln!(out, "brokerwatch daemon, pid {}, up {}s", s.pid, s.uptime_s)?;
+    writeln!(
+        out,
+        "brokerwatch daemon, pid {}, up {}s, Linux {}",
+        s.pid, s.uptime_s, s.kernel
+    )?;
     writeln!(out, "Watched apps: {}", s.watched_apps.join(", "))?;
     match &s.counters {
         Some(k) => writeln!(

@@ -73,6 +73,8 @@ pub struct PolicySource {
 pub struct Status {
     pub pid: u32,
     pub uptime_s: u64,
+    /// The running kernel's release.
+    pub kernel: String,
     /// Programs and where they are attached.
     pub attached: Vec<String>,
     pub watched_apps: Vec<String>,

@@ -5,10 +5,12 @@
 //! * `test`: setup, then formatting, clippy (host and BPF target) and the test tiers.
 //! * `audit`: setup, build, and run `brokerwatch audit ARGS...` (as root).
 //! * `bench`: setup, build, and run the benchmarks (see BENCHMARKS.md).
+//! * `vm-test`: the kernel matrix (Debian's 6.1 and 6.12 in QEMU, and the host kernel).
 
 mod bench;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -42,6 +44,8 @@ enum Task {
     },
     /// Set up, build (release) and run the benchmarks; writes bench-results/latest.json.
     Bench(bench::BenchArgs),
+    /// The kernel matrix: Debian 12's 6.1 and 13's 6.12 in QEMU, and the host kernel.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn run() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Audit { args } => audit(&args),
         Task::Bench(args) => bench::run(args),
+        Task::VmTest(args) => vm::run(args),
     }
 }
 

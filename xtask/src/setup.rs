@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("import", "imagemagick"),
     ("systemd-analyze", "systemd"),
     ("python3", "python3"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("cpio", "cpio"),
+    ("dpkg-deb", "dpkg"),
+    ("bpftool", "bpftool"),
 ];
 
 /// What later commands need from set-up.
@@ -59,12 +63,27 @@ fn have(binary: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `/bin/busybox` is the statically linked one the kernel matrix's initramfs needs.
+fn static_busybox() -> bool {
+    Command::new("ldd")
+        .arg("/bin/busybox")
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+            Path::new("/bin/busybox").is_file() && text.contains("not a dynamic executable")
+        })
+        .unwrap_or(false)
+}
+
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(bin, _)| !have(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
+    if !static_busybox() {
+        missing.push("busybox-static");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -136,7 +155,7 @@ fn rust_src() -> Result<()> {
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))

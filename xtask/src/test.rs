@@ -3,7 +3,8 @@
 //! 1. Pure tests: no root, no kernel programs (library tests, `tests/pure_*`). They run as
 //!    an ordinary user (`nobody`) through a cargo target runner, so that one that quietly
 //!    needs privileges fails here.
-//! 2. Root tests that load and attach the kernel programs (`tests/root_*`).
+//! 2. Root tests that load and attach the kernel programs (`tests/root_*`), then the kernel
+//!    matrix (`vm-test`: Debian's 6.1 and 6.12 in QEMU, and the host kernel).
 //! 3. End-to-end tests with real clients and servers in network namespaces of their own
 //!    (`tests/e2e_*`).
 //!
@@ -28,6 +29,9 @@ pub struct TestArgs {
     /// Skip rustfmt and clippy.
     #[arg(long)]
     no_lint: bool,
+    /// Skip the kernel matrix (QEMU) in tier 2.
+    #[arg(long)]
+    no_vm: bool,
     /// Extra arguments for `cargo nextest run` (after --), e.g. a test name filter.
     #[arg(last = true)]
     args: Vec<String>,
@@ -71,7 +75,11 @@ pub fn run(args: TestArgs) -> Result<()> {
             as_ordinary_user(&mut cmd);
         }
         eprintln!("xtask: test tier {tier} ({filter})");
-        if let Err(e) = run_cmd(&mut cmd) {
+        let mut result = run_cmd(&mut cmd);
+        if tier == 2 && !args.no_vm {
+            result = result.and(crate::vm::matrix(&env, crate::vm::Kernel::All));
+        }
+        if let Err(e) = result {
             eprintln!("xtask: tier {tier} failed: {e:#}");
             failed.push(tier);
         }

@@ -76,6 +76,10 @@ impl AuditOptions {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub duration_ms: u64,
+    /// The running kernel's release.
+    pub kernel: String,
+    /// Programs and where they were attached.
+    pub hooks: Vec<String>,
     pub processes_seen: u64,
     pub connection_rows: usize,
     pub connections: u64,
@@ -238,6 +242,8 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
         }
     }
     let counters = sensor.counters()?;
+    summary.kernel = sensor.kernel.release.clone();
+    summary.hooks = sensor.attached.clone();
     summary.fill_counters(&counters, capture.delivered, capture.undecodable);
     if let Some(e) = &capture.first_decode_error {
         log::warn!(

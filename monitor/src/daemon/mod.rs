@@ -158,6 +158,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let status = Status {
             pid: std::process::id(),
             uptime_s: started.elapsed().as_secs(),
+            kernel: sensor.kernel.release.clone(),
             attached: sensor.attached.clone(),
             watched_apps: watched.clone(),
             counters,

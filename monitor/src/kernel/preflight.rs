@@ -1,5 +1,5 @@
-//! Checks that run before loading anything, so that a missing privilege is reported as what
-//! to do rather than as a failed system call.
+//! Checks that run before loading anything, so that a missing privilege or kernel feature is
+//! reported as what to do rather than as a failed system call.
 
 /// Capability numbers (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
@@ -55,6 +55,81 @@ pub fn check_privileges() -> Result<(), PrivilegeError> {
     }
 }
 
+/// The oldest kernel brokerwatch can run on: BPF ring buffers arrived in 5.8.
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+/// The oldest kernel the kernel matrix (`cargo xtask vm-test`) tests: Debian 12's.
+pub const OLDEST_TESTED: (u32, u32) = (6, 1);
+
+/// The running kernel, as far as brokerwatch cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    pub version: (u32, u32, u32),
+    /// The lockdown mode in force (`none`, `integrity`, `confidentiality`), if readable.
+    pub lockdown: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    #[error("Linux {release} is too old: brokerwatch needs {}.{} or newer (BPF ring buffers); it is tested on 6.1 (Debian 12), 6.12 (Debian 13) and newer", MIN_KERNEL.0, MIN_KERNEL.1)]
+    TooOld { release: String },
+    #[error("cannot tell the kernel's version from {release:?}")]
+    UnknownVersion { release: String },
+    #[error("kernel lockdown is in confidentiality mode, which forbids eBPF programs from reading kernel memory: brokerwatch could not tell processes apart. Boot with `lockdown=integrity` (Secure Boot keeps working) or without lockdown")]
+    Confidentiality,
+}
+
+/// `major.minor.patch` at the start of a kernel release string (`6.1.0-56-cloud-amd64`).
+pub fn parse_release(release: &str) -> Option<(u32, u32, u32)> {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse::<u32>().ok());
+    let major = nums.next()??;
+    let minor = nums.next()??;
+    let patch = nums.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// The bracketed mode of `/sys/kernel/security/lockdown` (`none [integrity] confidentiality`).
+pub fn parse_lockdown(text: &str) -> Option<String> {
+    let start = text.find('[')?;
+    let end = text[start..].find(']')? + start;
+    Some(text[start + 1..end].to_owned())
+}
+
+/// Checks the running kernel against the minimum and against lockdown.
+pub fn check_kernel() -> Result<KernelInfo, KernelError> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let version = parse_release(&release).ok_or_else(|| KernelError::UnknownVersion {
+        release: release.clone(),
+    })?;
+    if (version.0, version.1) < MIN_KERNEL {
+        return Err(KernelError::TooOld { release });
+    }
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .ok()
+        .and_then(|t| parse_lockdown(&t));
+    if lockdown.as_deref() == Some("confidentiality") {
+        return Err(KernelError::Confidentiality);
+    }
+    if (version.0, version.1) < OLDEST_TESTED {
+        log::warn!(
+            "Linux {release} is older than the oldest kernel brokerwatch is tested on ({}.{})",
+            OLDEST_TESTED.0,
+            OLDEST_TESTED.1
+        );
+    }
+    Ok(KernelInfo {
+        release,
+        version,
+        lockdown,
+    })
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
 pub fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
@@ -83,6 +158,24 @@ mod tests {
             Err(PrivilegeError::Missing { missing }) => assert!(missing.contains("CAP_BPF")),
             other => panic!("the pure tier runs with BPF privileges: {other:?}"),
         }
+    }
+
+    #[test]
+    fn preflight_kernel_releases_and_lockdown_modes_parse() {
+        assert_eq!(parse_release("6.1.0-56-cloud-amd64"), Some((6, 1, 0)));
+        assert_eq!(
+            parse_release("6.12.117+deb13-cloud-amd64"),
+            Some((6, 12, 117))
+        );
+        assert_eq!(parse_release("6.18"), Some((6, 18, 0)));
+        assert_eq!(parse_release("garbage"), None);
+        assert_eq!(
+            parse_lockdown("none [integrity] confidentiality\n").as_deref(),
+            Some("integrity")
+        );
+        assert_eq!(parse_lockdown("none integrity"), None);
+        let running = check_kernel().expect("the test machine's kernel is supported");
+        assert!(running.version >= (OLDEST_TESTED.0, OLDEST_TESTED.1, 0));
     }
 
     #[test]

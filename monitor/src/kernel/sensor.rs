@@ -37,6 +37,8 @@ pub enum SensorError {
     #[error(transparent)]
     Privileges(#[from] preflight::PrivilegeError),
     #[error(transparent)]
+    Kernel(#[from] preflight::KernelError),
+    #[error(transparent)]
     Btf(#[from] BtfError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -133,6 +135,8 @@ pub struct KernelCounters {
 /// The loaded and attached kernel programs.
 pub struct Sensor {
     ebpf: Ebpf,
+    /// The running kernel (release, version, lockdown).
+    pub kernel: preflight::KernelInfo,
     pub cgroup_root: PathBuf,
     /// Where the socket programs are attached.
     pub sock_cgroup: PathBuf,
@@ -144,6 +148,7 @@ impl Sensor {
     /// watched until [`Sensor::set_mode`] and the `watch_*` calls say so.
     pub fn load(opts: &SensorOptions) -> Result<Self, SensorError> {
         preflight::check_privileges()?;
+        let kernel = preflight::check_kernel()?;
         let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
         let cgroup_root = cgroup::cgroup2_mount()?;
         preflight::raise_memlock_limit();
@@ -220,6 +225,7 @@ impl Sensor {
         }
         Ok(Self {
             ebpf,
+            kernel,
             cgroup_root,
             sock_cgroup,
             attached,

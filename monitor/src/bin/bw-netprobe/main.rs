@@ -4,17 +4,30 @@
 //! ```text
 //! bw-netprobe [--thread NAME] [--depth N] [--spawn N] [--repeat N] ACTION...
 //!   ACTION: tcp:ADDR:PORT | tcpnb:ADDR:PORT | udp:ADDR:PORT | udpconnect:ADDR:PORT
-//!   ADDR:   127.0.0.1 or [::1] (any literal IP)
+//!         | resolve:NAME:PORT   (ask 127.0.0.1:53 for NAME, then connect over TCP)
+//!         | tls:SNI@ADDR:PORT   (connect, send a ClientHello naming SNI)
+//!   ADDR:   127.0.0.1 or [::1] (any loopback literal)
+//! bw-netprobe serve [--dns ADDR:PORT] [--record NAME=IP]... [--tcp ADDR:PORT]...
 //! ```
 //! `--depth N` runs the actions in a descendant N generations down; `--spawn N` starts N
-//! short-lived children one after another, each doing the actions once.
+//! short-lived children one after another, each doing the actions once. `serve` answers
+//! DNS queries for the recorded names and accepts TCP connections (reading until the peer
+//! closes), prints `ready` once listening, and runs until killed.
+
+mod dns;
+mod tls;
 
 use std::{
-    net::{SocketAddr, TcpStream, UdpSocket},
+    collections::HashMap,
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     process::{Command, ExitCode},
     time::Duration,
 };
+
+/// Where `resolve:` asks.
+const DNS_SERVER: &str = "127.0.0.1:53";
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -22,22 +35,54 @@ enum Action {
     TcpNonBlocking(SocketAddr),
     Udp(SocketAddr),
     UdpConnect(SocketAddr),
+    Resolve(String, u16),
+    Tls(String, SocketAddr),
+}
+
+fn loopback(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.ip().to_canonical().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!("{addr}: bw-netprobe only talks to loopback"))
+    }
+}
+
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|e| format!("bad address {s}: {e}"))?;
+    loopback(addr)
 }
 
 fn parse_action(s: &str) -> Result<Action, String> {
-    let (kind, addr) = s.split_once(':').ok_or_else(|| format!("bad action {s}"))?;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address in {s}: {e}"))?;
-    if !addr.ip().to_canonical().is_loopback() {
-        return Err(format!("{addr}: bw-netprobe only talks to loopback"));
-    }
+    let (kind, rest) = s.split_once(':').ok_or_else(|| format!("bad action {s}"))?;
     match kind {
-        "tcp" => Ok(Action::Tcp(addr)),
-        "tcpnb" => Ok(Action::TcpNonBlocking(addr)),
-        "udp" => Ok(Action::Udp(addr)),
-        "udpconnect" => Ok(Action::UdpConnect(addr)),
+        "tcp" => Ok(Action::Tcp(socket_addr(rest)?)),
+        "tcpnb" => Ok(Action::TcpNonBlocking(socket_addr(rest)?)),
+        "udp" => Ok(Action::Udp(socket_addr(rest)?)),
+        "udpconnect" => Ok(Action::UdpConnect(socket_addr(rest)?)),
+        "resolve" => {
+            let (name, port) = rest
+                .rsplit_once(':')
+                .and_then(|(n, p)| Some((n, p.parse().ok()?)))
+                .ok_or_else(|| format!("bad action {s}: resolve:NAME:PORT"))?;
+            Ok(Action::Resolve(name.to_owned(), port))
+        }
+        "tls" => {
+            let (sni, addr) = rest
+                .split_once('@')
+                .ok_or_else(|| format!("bad action {s}: tls:SNI@ADDR:PORT"))?;
+            Ok(Action::Tls(sni.to_owned(), socket_addr(addr)?))
+        }
         _ => Err(format!("unknown action kind {kind}")),
+    }
+}
+
+/// Connects and sends `bytes`, then waits for the peer to close (so the bytes leave).
+fn send_over_tcp(addr: &SocketAddr, bytes: &[u8]) {
+    if let Ok(mut s) = TcpStream::connect_timeout(addr, Duration::from_secs(2)) {
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.read(&mut [0u8; 16]);
     }
 }
 
@@ -47,6 +92,20 @@ fn run_action(a: &Action) {
         Action::Tcp(addr) => {
             let _ = TcpStream::connect_timeout(addr, Duration::from_secs(2));
         }
+        Action::Resolve(name, port) => {
+            let server: SocketAddr = DNS_SERVER.parse().expect("constant");
+            match dns::resolve(server, name) {
+                Some(ip) if ip.is_loopback() => {
+                    let _ = TcpStream::connect_timeout(
+                        &SocketAddr::new(ip, *port),
+                        Duration::from_secs(2),
+                    );
+                }
+                Some(ip) => eprintln!("bw-netprobe: {name} is {ip}, not loopback: not connecting"),
+                None => eprintln!("bw-netprobe: no answer for {name}"),
+            }
+        }
+        Action::Tls(sni, addr) => send_over_tcp(addr, &tls::client_hello(sni)),
         Action::TcpNonBlocking(addr) => {
             let domain = if addr.is_ipv4() {
                 libc::AF_INET
@@ -159,8 +218,69 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
+/// `serve`: DNS and TCP sinks on loopback until killed.
+fn serve(args: &[String]) -> Result<(), String> {
+    let mut records: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    let mut dns_addr = None;
+    let mut tcp = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--dns" => dns_addr = Some(socket_addr(value()?)?),
+            "--tcp" => tcp.push(socket_addr(value()?)?),
+            "--record" => {
+                let v = value()?;
+                let (name, ip) = v.split_once('=').ok_or("--record NAME=IP")?;
+                let ip: IpAddr = ip.parse().map_err(|e| format!("{v}: {e}"))?;
+                if !ip.is_loopback() {
+                    return Err(format!("{v}: answers must be loopback addresses"));
+                }
+                records
+                    .entry(name.to_ascii_lowercase())
+                    .or_default()
+                    .push(ip);
+            }
+            other => return Err(format!("serve: unknown option {other}")),
+        }
+    }
+    let mut threads = Vec::new();
+    for addr in tcp {
+        let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+        threads.push(std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        }));
+    }
+    if let Some(addr) = dns_addr {
+        let sock = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+        threads.push(std::thread::spawn(move || dns::serve(sock, records)));
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        return match serve(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bw-netprobe serve: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let o = match parse(&args) {
         Ok(o) => o,
         Err(e) => {

@@ -1,0 +1,45 @@
+#!/bin/sh
+# The kernel matrix scenarios: brokerwatch audits of bw-netprobe on loopback. Runs as
+# /scenarios.sh in a QEMU guest, or on the host with IN="ip netns exec NS" (the probes then
+# run inside a network namespace of the caller's). `cargo xtask vm-test` checks the output:
+# each scenario is framed by "=== BEGIN name" and "=== END name rc=N".
+BW=${BW:-brokerwatch}
+P=${PROBE:-bw-netprobe}
+IN=${IN:-}
+
+scenario() {
+    name=$1
+    shift
+    echo "=== BEGIN $name"
+    "$@" 2>&1
+    echo "=== END $name rc=$?"
+}
+
+$IN "$P" serve --dns 127.0.0.1:53 --record vm.tracker.test=127.0.0.5 \
+    --tcp 127.0.0.1:4433 --tcp '[::1]:4433' --tcp 127.0.0.5:4433 --tcp 127.0.0.6:4433 \
+    >/tmp/bw-serve.out 2>&1 &
+SERVE=$!
+i=0
+until grep -q ready /tmp/bw-serve.out 2>/dev/null; do
+    i=$((i + 1))
+    if [ "$i" -gt 100 ]; then
+        echo "=== SERVE-FAILED"
+        cat /tmp/bw-serve.out
+        break
+    fi
+    sleep 0.1
+done
+
+scenario version "$BW" --version
+scenario tcp "$BW" audit --json -- $IN "$P" tcp:127.0.0.1:4433 tcpnb:127.0.0.1:1
+scenario tcp6 "$BW" audit --json -- $IN "$P" 'tcp:[::1]:4433'
+scenario udp "$BW" audit --json -- $IN "$P" udp:127.0.0.1:9 'udpconnect:[::1]:9'
+scenario grandchild "$BW" audit --json -- $IN "$P" --depth 2 tcp:127.0.0.1:4433
+scenario short_lived "$BW" audit --json -- $IN "$P" --spawn 50 tcp:127.0.0.1:4433
+scenario dns "$BW" audit --json -- $IN "$P" resolve:vm.tracker.test:4433
+scenario tls "$BW" audit --json -- $IN "$P" tls:sni.vm.test@127.0.0.6:4433
+scenario loss "$BW" audit --json --ring-size 4K -- $IN "$P" --repeat 3000 udpconnect:127.0.0.1:9
+
+kill "$SERVE" 2>/dev/null
+wait "$SERVE" 2>/dev/null
+exit 0
