@@ -13,6 +13,19 @@ use core::mem::size_of;
 pub const COMM_LEN: usize = 16;
 /// Bytes of an executed file's path carried in an exec record (NUL included).
 pub const FILENAME_LEN: usize = 256;
+/// Steps of the walk up an executed file's path carried in an exec record (leaf first):
+/// each a path component, or empty for a crossing into the parent mount.
+pub const EXE_COMPONENTS: usize = 16;
+/// Bytes of one path component (NUL included); longer names are cut.
+pub const EXE_COMPONENT_LEN: usize = 64;
+/// Bytes of a cgroup path carried in a cgroup record (NUL included).
+pub const CGROUP_PATH_LEN: usize = 256;
+/// `ExecData::exe_flags`: the walk stopped before reaching the root (deeper than
+/// [`EXE_COMPONENTS`] components or mounts).
+pub const EXE_TRUNCATED: u16 = 1 << 0;
+/// `ExecData::exe_flags`: the file could not be read at all.
+pub const EXE_UNKNOWN: u16 = 1 << 1;
+
 /// Bytes of a packet's payload carried in a packet record: a whole QUIC Initial datagram,
 /// a TLS ClientHello with post-quantum key shares, a large DNS answer.
 pub const PACKET_CAPTURE: usize = 4096;
@@ -60,6 +73,11 @@ pub enum EventKind {
     Fork = 101,
     /// A watched process's leader thread exited.
     Exit = 102,
+    /// A cgroup v2 directory was created (app scopes appear this way).
+    CgroupMkdir = 103,
+    /// A watched process, or a process joining a watched cgroup, moved to a cgroup v2
+    /// cgroup.
+    CgroupAttach = 104,
 }
 
 impl EventKind {
@@ -72,6 +90,8 @@ impl EventKind {
             100 => Some(Self::Exec),
             101 => Some(Self::Fork),
             102 => Some(Self::Exit),
+            103 => Some(Self::CgroupMkdir),
+            104 => Some(Self::CgroupAttach),
             _ => None,
         }
     }
@@ -84,6 +104,7 @@ impl EventKind {
             Self::Exec => size_of::<ExecEvent>(),
             Self::Fork => size_of::<ForkEvent>(),
             Self::Exit => size_of::<ExitEvent>(),
+            Self::CgroupMkdir | Self::CgroupAttach => size_of::<CgroupEvent>(),
         }
     }
 }
@@ -133,6 +154,8 @@ pub struct SockData {
     pub gid: u32,
     /// Why the process is watched (see [`WATCH_TAG_ALL`] and friends).
     pub watch_tag: u32,
+    /// Network namespace cookie of the socket (`bpf_get_netns_cookie`).
+    pub netns: u64,
     /// Name of the process (its leader thread).
     pub comm: [u8; COMM_LEN],
     /// Name of the thread that made the call.
@@ -150,9 +173,17 @@ pub struct ExecData {
     pub comm: [u8; COMM_LEN],
     /// Bytes of `filename` in use, NUL excluded.
     pub filename_len: u32,
-    pub _pad: u32,
+    /// Steps of `exe` in use.
+    pub exe_depth: u16,
+    /// [`EXE_TRUNCATED`], [`EXE_UNKNOWN`].
+    pub exe_flags: u16,
     /// Path given to `execve()` (`linux_binprm::filename`), NUL-terminated.
     pub filename: [u8; FILENAME_LEN],
+    /// The executed file itself (`linux_binprm::file`), as path components from the file
+    /// up to the root of its mount namespace, leaf first, each NUL-terminated, empty where
+    /// the walk crossed into a parent mount: the real executable behind `/proc/self/exe`,
+    /// `/dev/fd/N`, symlinks and memfds.
+    pub exe: [[u8; EXE_COMPONENT_LEN]; EXE_COMPONENTS],
 }
 
 /// Payload of [`EventKind::Fork`]. The header describes the parent.
@@ -195,6 +226,9 @@ pub struct PacketData {
     /// Payload length in the packet (may exceed `len`).
     pub orig_len: u32,
     pub _pad: u32,
+    /// Network namespace cookie of the socket (`bpf_get_netns_cookie`), recorded when the
+    /// socket sent to port 53 through brokerwatch's hooks; 0 unknown.
+    pub netns: u64,
     /// Source address (ingress: the DNS server; egress: unused, zero).
     pub src_addr: [u8; 16],
     pub data: [u8; PACKET_CAPTURE],
@@ -214,6 +248,24 @@ pub const TCP_CAPTURES: u32 = 4;
 /// Datagrams captured per UDP socket (QUIC Initials; a split ClientHello takes two).
 pub const UDP_CAPTURES: u32 = 3;
 
+/// Payload of [`EventKind::CgroupMkdir`] and [`EventKind::CgroupAttach`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupData {
+    /// The cgroup (created, or joined).
+    pub cgroup_id: u64,
+    /// The process that moved ([`EventKind::CgroupAttach`]); 0 for a mkdir.
+    pub tgid: u32,
+    /// Watch tag of the moved process.
+    pub watch_tag: u32,
+    /// Bytes of `path` in use, NUL excluded.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The cgroup's path below the cgroup v2 mount (`/user.slice/.../app-x.scope`).
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+pub type CgroupEvent = Event<CgroupData>;
 pub type SockEvent = Event<SockData>;
 pub type PacketEvent = Event<PacketData>;
 pub type ExecEvent = Event<ExecData>;
@@ -318,30 +370,85 @@ pub struct KernelOffsets {
     pub task_signal: u32,
     /// `signal_struct::live`: threads still running; 0 once the whole process is exiting.
     pub signal_live: u32,
+    /// `linux_binprm::file`: the file being executed.
+    pub binprm_file: u32,
+    /// `file::f_path.dentry` and `file::f_path.mnt`.
+    pub file_dentry: u32,
+    pub file_mnt: u32,
+    /// `dentry::d_name.name` (a `const unsigned char *`) and `dentry::d_parent`.
+    pub dentry_name: u32,
+    pub dentry_parent: u32,
+    /// `mount::mnt` (the embedded `vfsmount`), `mount::mnt_parent`, `mount::mnt_mountpoint`.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    /// `vfsmount::mnt_root`.
+    pub vfsmount_root: u32,
+    /// `sock::__sk_common.skc_net.net` and `net::ns.inum` (the network namespace's inode).
+    pub sock_net: u32,
+    pub net_inum: u32,
+    /// `cgroup::kn`, `kernfs_node::id` (the cgroup id), `cgroup::root`,
+    /// `cgroup_root::hierarchy_id` (0 for the cgroup v2 hierarchy).
+    pub cgroup_kn: u32,
+    pub kernfs_id: u32,
+    pub cgroup_root: u32,
+    pub root_hierarchy_id: u32,
     /// Non-zero once userspace has filled the table.
     pub valid: u32,
-    pub _pad: u32,
+}
+
+impl KernelOffsets {
+    /// Nothing known yet: the programs do nothing that needs an offset.
+    pub const UNSET: Self = Self {
+        task_pid: 0,
+        task_tgid: 0,
+        task_real_parent: 0,
+        task_group_leader: 0,
+        task_comm: 0,
+        task_exit_code: 0,
+        binprm_filename: 0,
+        task_signal: 0,
+        signal_live: 0,
+        binprm_file: 0,
+        file_dentry: 0,
+        file_mnt: 0,
+        dentry_name: 0,
+        dentry_parent: 0,
+        mount_mnt: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        vfsmount_root: 0,
+        sock_net: 0,
+        net_inum: 0,
+        cgroup_kn: 0,
+        kernfs_id: 0,
+        cgroup_root: 0,
+        root_hierarchy_id: 0,
+        valid: 0,
+    };
 }
 
 // The kernel's capture length is `((n - 1) & (PACKET_CAPTURE - 1)) + 1`, which the verifier
 // can bound only when PACKET_CAPTURE is a power of two.
 const _: () = assert!(PACKET_CAPTURE.is_power_of_two());
 const _: () = assert!(size_of::<EventHeader>() == 32);
-const _: () = assert!(size_of::<SockData>() == 72);
-const _: () = assert!(size_of::<ExecData>() == 288);
+const _: () = assert!(size_of::<SockData>() == 80);
+const _: () = assert!(size_of::<ExecData>() == 288 + EXE_COMPONENTS * EXE_COMPONENT_LEN);
+const _: () = assert!(size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
+const _: () = assert!(size_of::<CgroupEvent>() == 56 + CGROUP_PATH_LEN);
 const _: () = assert!(size_of::<ForkData>() == 24);
 const _: () = assert!(size_of::<ExitData>() == 8);
-const _: () = assert!(size_of::<SockEvent>() == 104);
-const _: () = assert!(size_of::<ExecEvent>() == 320);
+const _: () = assert!(size_of::<SockEvent>() == 112);
+const _: () = assert!(size_of::<ExecEvent>() == 320 + EXE_COMPONENTS * EXE_COMPONENT_LEN);
 const _: () = assert!(size_of::<ForkEvent>() == 56);
 const _: () = assert!(size_of::<ExitEvent>() == 40);
-const _: () = assert!(size_of::<PacketData>() == 48 + PACKET_CAPTURE);
-const _: () = assert!(size_of::<PacketEvent>() == 80 + PACKET_CAPTURE);
+const _: () = assert!(size_of::<PacketData>() == 56 + PACKET_CAPTURE);
+const _: () = assert!(size_of::<PacketEvent>() == 88 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<SockWatch>() == 8);
 const _: () = assert!(size_of::<Config>() == 8);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
-const _: () = assert!(size_of::<KernelOffsets>() == 44);
+const _: () = assert!(size_of::<KernelOffsets>() == 100);
 
 #[cfg(feature = "user")]
 mod pod {

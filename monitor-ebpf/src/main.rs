@@ -5,12 +5,17 @@
 //!   it, and never change the outcome (they always return 1, "allow").
 //! * raw tracepoints on `sched_process_fork|exec|exit` keep the set of watched processes and
 //!   tell userspace every watched process's parent, executable and end, however short-lived.
+//! * raw tracepoints on `cgroup_mkdir|attach_task` report new cgroups (app scopes) and
+//!   watched processes moving between cgroups.
+//! * `cgroup_skb` ingress and egress copy DNS answers and the first payloads of watched
+//!   sockets.
 //!
 //! Watching is decided here: an unwatched process costs a few map lookups and never reaches
 //! the ring buffer. No per-event logging. Every record that cannot be reserved is counted.
 #![no_std]
 #![no_main]
 
+mod cgroup;
 mod emit;
 mod packet;
 mod process;

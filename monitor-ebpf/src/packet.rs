@@ -6,7 +6,10 @@
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{bpf_get_socket_cookie, bpf_get_socket_uid, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    helpers::{
+        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_sk_fullsock, bpf_sk_storage_get,
+        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+    },
     macros::cgroup_skb,
     programs::SkBuffContext,
     EbpfContext,
@@ -18,7 +21,7 @@ use monitor_common::{
 
 use crate::{
     emit::{reserve, Origin},
-    state::{count, SOCK_WATCH},
+    state::{count, DNS_NETNS, SOCK_WATCH},
 };
 
 const PASS: i32 = 1;
@@ -93,9 +96,34 @@ fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
     })
 }
 
+/// The network namespace cookie the socket's DNS traffic was recorded with (0 unknown).
+#[inline(always)]
+fn dns_netns(ctx: &SkBuffContext) -> u64 {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: reading a field of the context the kernel handed us.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: the helper checks the socket pointer it is given.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return 0;
+    }
+    let map = core::ptr::addr_of!(DNS_NETNS) as *mut core::ffi::c_void;
+    // SAFETY: a look-up (no create) in the socket storage map for a full socket.
+    let slot = unsafe { bpf_sk_storage_get(map, full as *mut _, core::ptr::null_mut(), 0) };
+    if slot.is_null() {
+        0
+    } else {
+        // SAFETY: the map's values are u64.
+        unsafe { *(slot as *const u64) }
+    }
+}
+
 /// Copies up to `PACKET_CAPTURE` payload bytes into a ring-buffer record.
 #[inline(always)]
-fn capture(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32) {
+fn capture(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32, netns: u64) {
     let skb_len = ctx.len();
     if skb_len <= l4.payload_off {
         return;
@@ -137,6 +165,7 @@ fn capture(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32)
         (*data).seq = seq;
         (*data).orig_len = orig_len;
         (*data)._pad = 0;
+        (*data).netns = netns;
         (*data).src_addr = l4.src_addr;
         let dst = core::ptr::addr_of_mut!((*data).data) as *mut u8;
         let rc = bpf_skb_load_bytes(ctx.as_ptr() as *const _, l4.payload_off, dst as *mut _, n);
@@ -157,7 +186,7 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
     }
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    capture(&ctx, EventKind::DnsAnswer, &l4, cookie, 0);
+    capture(&ctx, EventKind::DnsAnswer, &l4, cookie, 0, dns_netns(&ctx));
     PASS
 }
 
@@ -186,6 +215,6 @@ pub fn bw_egress(ctx: SkBuffContext) -> i32 {
     }
     // SAFETY: as above.
     unsafe { (*state).captured = captured + 1 };
-    capture(&ctx, EventKind::Payload, &l4, cookie, captured);
+    capture(&ctx, EventKind::Payload, &l4, cookie, captured, 0);
     PASS
 }

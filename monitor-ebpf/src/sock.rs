@@ -1,18 +1,21 @@
 //! `cgroup_sock_addr` programs: outbound connects and UDP sends.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, SockData, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN, SOCK_DGRAM,
+    Counter, EventKind, SockData, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN, DNS_PORT,
+    SOCK_DGRAM,
 };
 
 use crate::{
     emit::{emit, Origin},
-    state::{count, process_comm, watched, SOCK_WATCH, UDP_SEEN},
+    state::{count, process_comm, watched, DNS_NETNS, SOCK_WATCH, UDP_SEEN},
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -44,16 +47,38 @@ pub fn bw_sendmsg6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
+/// Remembers the network namespace of a socket that talks to a DNS server (any process's:
+/// a stub resolver receives the answers apps asked for), for the answers it receives.
+#[inline(always)]
+fn remember_dns_socket(ctx: &SockAddrContext, netns: u64) {
+    let mut value = netns;
+    // SAFETY: the map helper takes the context's own socket; the returned slot belongs to
+    // this socket's storage.
+    unsafe {
+        let slot = DNS_NETNS.get_or_insert_ptr_mut(ctx, Some(&mut value));
+        if !slot.is_null() {
+            *slot = netns;
+        }
+    }
+}
+
 #[inline(always)]
 fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
+    // SAFETY: ctx.sock_addr is the context pointer the kernel handed us; these fields are
+    // readable in every cgroup/connect* and cgroup/sendmsg* program.
+    let sa = unsafe { &*ctx.sock_addr };
+    // user_port holds the port in network byte order in its low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    // SAFETY: the helper takes the program's own context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    if port == DNS_PORT {
+        remember_dns_socket(ctx, netns);
+    }
     let origin = Origin::current();
     let Some(tag) = watched(origin.tgid) else {
         return;
     };
 
-    // SAFETY: ctx.sock_addr is the context pointer the kernel handed us; these fields are
-    // readable in every cgroup/connect* and cgroup/sendmsg* program.
-    let sa = unsafe { &*ctx.sock_addr };
     let mut addr = [0u8; 16];
     if family == AF_INET {
         addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
@@ -69,8 +94,6 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
         addr[12..16].copy_from_slice(&words[3].to_ne_bytes());
     }
-    // user_port holds the port in network byte order in its low 16 bits.
-    let port = u16::from_be(sa.user_port as u16);
     let sock_type = sa.type_ as u16;
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
@@ -117,6 +140,7 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         protocol,
         gid,
         watch_tag: tag,
+        netns,
         comm: process_comm(thread_comm),
         thread_comm,
     };

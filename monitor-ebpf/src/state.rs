@@ -1,8 +1,9 @@
 //! Maps, read-only settings and the helpers every program shares.
 
 use aya_ebpf::{
+    btf_maps::SkStorage,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel},
-    macros::map,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
@@ -41,6 +42,11 @@ pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATC
 pub static SOCK_WATCH: LruHashMap<u64, SockWatch> =
     LruHashMap::with_max_entries(MAX_WATCHED_SOCKETS, 0);
 
+/// Network namespace cookie of sockets that sent to a DNS server (port 53), so that the
+/// DNS answers they receive are known to belong to that namespace. Dies with the socket.
+#[btf_map]
+pub static DNS_NETNS: SkStorage<u64> = SkStorage::new();
+
 /// UDP (socket, destination) pairs already reported -> sends folded into that report.
 #[map]
 pub static UDP_SEEN: LruHashMap<UdpKey, u64> =
@@ -48,25 +54,22 @@ pub static UDP_SEEN: LruHashMap<UdpKey, u64> =
 
 /// Field offsets of kernel structures, from the running kernel's BTF (set by userspace).
 #[unsafe(no_mangle)]
-static KOFFS: KernelOffsets = KernelOffsets {
-    task_pid: 0,
-    task_tgid: 0,
-    task_real_parent: 0,
-    task_group_leader: 0,
-    task_comm: 0,
-    task_exit_code: 0,
-    binprm_filename: 0,
-    task_signal: 0,
-    signal_live: 0,
-    valid: 0,
-    _pad: 0,
-};
+pub(crate) static KOFFS: KernelOffsets = KernelOffsets::UNSET;
 
+/// One offset of [`KOFFS`], read so that the compiler cannot fold the zero initialiser
+/// (userspace rewrites the read-only data before loading).
+macro_rules! koff {
+    ($field:ident) => {
+        // SAFETY: a plain volatile read of a field of a read-only global.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::state::KOFFS.$field)) }
+    };
+}
+pub(crate) use koff;
+
+/// Whether userspace filled the offsets (the programs do nothing that needs one until then).
 #[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    // SAFETY: a plain read of a read-only global that userspace rewrites before loading;
-    // volatile so that the compiler does not fold the zero initialiser.
-    unsafe { core::ptr::read_volatile(&KOFFS) }
+pub fn offsets_valid() -> bool {
+    koff!(valid) != 0
 }
 
 #[inline(always)]
@@ -128,18 +131,17 @@ pub fn read_field<T>(base: u64, off: u32) -> Option<T> {
 /// Name of the current process (its leader thread), falling back to `thread_comm`.
 #[inline(always)]
 pub fn process_comm(thread_comm: [u8; COMM_LEN]) -> [u8; COMM_LEN] {
-    let offs = offsets();
-    if offs.valid == 0 {
+    if !offsets_valid() {
         return thread_comm;
     }
     // SAFETY: returns a pointer value only; it is dereferenced through probe reads.
     let task = unsafe { bpf_get_current_task() };
-    let leader: u64 = match read_field(task, offs.task_group_leader) {
+    let leader: u64 = match read_field(task, koff!(task_group_leader)) {
         Some(leader) => leader,
         None => return thread_comm,
     };
     if leader == task {
         return thread_comm;
     }
-    read_field(leader, offs.task_comm).unwrap_or(thread_comm)
+    read_field(leader, koff!(task_comm)).unwrap_or(thread_comm)
 }

@@ -27,5 +27,8 @@ pub const AUDIT_CGROUP_PARENT: &str = "brokerwatch";
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Present while systemd is the service manager.
 pub const SYSTEMD_RUNTIME: &str = "/run/systemd/system";
+/// The highest uid of a system account (Debian's `SYS_UID_MAX`): services such as the
+/// system's DNS resolver run as one; people do not.
+pub const SYSTEM_UID_MAX: u32 = 999;
 /// Name the agent's notifications carry.
 pub const APP_NAME: &str = "brokerwatch";

@@ -5,11 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{ConnAgg, ConnKey, Engine, Origin, ProcSource, Via},
+    engine::{ConnAgg, ConnKey, Engine, ProcSource, Via},
     host::{clock::Clock, users::UserNames},
     kernel::wire::Proto,
-    naming,
-    policy::Policy,
+    naming::{self, DNS_QUERY_PORTS},
+    policy::{Policy, Seen},
 };
 
 /// One connection row, flat so that JSON and CSV share it. Fields a later stage could not
@@ -41,10 +41,15 @@ pub struct Finding {
     pub dns_chain: Vec<String>,
     /// The DNS name, when SNI/Host named something else.
     pub dns_name: Option<String>,
+    /// For DNS traffic (ports 53, 5353): the names the queries asked.
+    pub dns_queries: Vec<String>,
     /// Why the name is missing or not to be trusted.
     pub name_note: Option<String>,
     /// The connection goes to an encrypted DNS resolver (DoH/DoT).
     pub encrypted_dns: bool,
+    /// Bytes left on the connection (a first payload was seen); a UDP `connect()` that
+    /// sent nothing is an address probe, not traffic.
+    pub sent: bool,
     pub category: Option<String>,
     pub company: Option<String>,
     pub severity: Option<String>,
@@ -72,7 +77,9 @@ pub struct Context<'a> {
 
 const NO_NAME_NOTE: &str = "no DNS answer for this address was seen and the connection carried no SNI or Host: a literal IP, a name resolved over encrypted DNS, or resolved before brokerwatch started";
 const ECH_NOTE: &str =
-    "Encrypted Client Hello: the name shown is the outer, public one; the real name is hidden";
+    "Encrypted Client Hello in use: the name shown is the outer, public one; the real name is hidden";
+const PROBE_NOTE: &str = "a UDP connect() that sent nothing: an address probe (glibc and browsers connect UDP sockets to rank addresses), not traffic";
+const PARTIAL_NOTE: &str = "name read from the part of the QUIC ClientHello that was sent (the peer never answered, so the rest never left)";
 
 /// Every connection row of the engine, ordered by first sighting.
 pub fn all<P: ProcSource>(engine: &Engine<P>, cx: &mut Context<'_>) -> Vec<Finding> {
@@ -95,10 +102,12 @@ pub fn decide<P: ProcSource>(
     let comm = proc.map(|p| p.comm.as_str()).unwrap_or(agg.comm.as_str());
     let app = policy.app_of(
         proc.and_then(|p| p.watch.as_deref()),
-        comm,
-        proc.and_then(|p| p.exe.as_deref()),
-        proc.and_then(|p| p.app.as_ref()),
-        proc.is_some_and(|p| p.origin == Origin::Exec),
+        &Seen {
+            comm,
+            exe: proc.and_then(|p| p.exe.as_deref()),
+            exec_path: proc.and_then(|p| p.exec_path.as_deref()),
+            identity: proc.and_then(|p| p.app.as_ref()),
+        },
     );
     let domain = k.domain.as_deref().map(str::to_owned);
     let dns_chain: Vec<String> = agg
@@ -120,10 +129,24 @@ pub fn decide<P: ProcSource>(
     if dns_name.is_none() {
         names.extend(dns_chain.iter().map(String::as_str));
     }
-    let verdict = policy.classify(app, &names, Some(k.dst));
-    let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref());
+    let dns_traffic = DNS_QUERY_PORTS.contains(&k.port);
+    // A resolver is not the names it was asked about: DNS rows are judged by address only.
+    let verdict = if dns_traffic {
+        policy.classify(app, &[], Some(k.dst))
+    } else {
+        policy.classify(app, &names, Some(k.dst))
+    };
+    // Encrypted DNS only once bytes went to the resolver: a probe that never connected
+    // (a browser trying a public resolver) is not.
+    let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref()).filter(|_| agg.sent);
     let name_note = if agg.ech {
         Some(ECH_NOTE.to_owned())
+    } else if agg.name_partial {
+        Some(PARTIAL_NOTE.to_owned())
+    } else if dns_traffic {
+        None
+    } else if domain.is_none() && k.proto == Proto::Udp && agg.via == Via::Connect && !agg.sent {
+        Some(PROBE_NOTE.to_owned())
     } else if domain.is_none() {
         Some(encrypted.unwrap_or(NO_NAME_NOTE).to_owned())
     } else {
@@ -160,8 +183,10 @@ pub fn decide<P: ProcSource>(
         domain_source: agg.domain_source.map(|s| s.as_str().to_owned()),
         dns_chain,
         dns_name,
+        dns_queries: agg.dns_queries.clone(),
         name_note,
         encrypted_dns: encrypted.is_some(),
+        sent: agg.sent,
         category: v.map(|v| v.entry.category.clone()),
         company: v.map(|v| v.entry.company.clone()),
         severity: v.map(|v| v.severity.as_str().to_owned()),

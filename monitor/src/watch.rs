@@ -1,18 +1,23 @@
 //! Which running and future processes to watch for a set of app names: the kernel's name
-//! table for processes that start later, and a /proc scan for those already running.
+//! table for processes that start later, a /proc scan for those already running, and app
+//! scopes (Flatpak, Snap, desktop launchers) as their cgroups appear, so that an app is
+//! watched from its first instruction whatever its processes are called.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
+use monitor_common::{MODE_CGROUPS, MODE_NAMES, WATCH_TAG_APP_BASE};
 
 use crate::{
     engine::Engine,
-    host::{appid, procinfo},
+    host::{
+        appid::{self, AppIdentity},
+        cgroup, procinfo,
+    },
     kernel::{wire::comm_key, Sensor, SensorError},
-    policy::{AppDef, AppSet},
+    policy::{AppDef, AppSet, Seen},
 };
 
-/// The watch set for running apps: (tag, label, kernel names, matcher).
+/// One watched app (or bare process name): its kernel tag, label and names.
 pub struct AppWatch {
     pub tag: u32,
     pub label: String,
@@ -64,7 +69,12 @@ impl AppWatch {
         match &self.app {
             Some(app) => {
                 let identity = appid::of_process(snap.pid, snap.cgroup.as_deref());
-                app.matches(&snap.comm, exe.as_deref(), identity.as_ref())
+                app.matches(&Seen {
+                    comm: &snap.comm,
+                    exe: exe.as_deref(),
+                    exec_path: None,
+                    identity: identity.as_ref(),
+                })
             }
             None => self.names.iter().any(|n| {
                 comm_key(n) == comm_key(&snap.comm)
@@ -76,33 +86,114 @@ impl AppWatch {
             }),
         }
     }
+
+    /// Whether a cgroup with this app identity is this app's.
+    fn owns(&self, identity: &AppIdentity) -> bool {
+        self.app.as_ref().is_some_and(|app| {
+            app.matches(&Seen {
+                identity: Some(identity),
+                ..Seen::default()
+            })
+        })
+    }
 }
 
-/// Registers `names` (app ids, groups, or process names) with the kernel, switches it to
-/// name watching, and watches the matching processes that already run.
-pub fn watch_apps(
-    sensor: &mut Sensor,
-    engine: &mut Engine,
-    set: &AppSet,
-    names: &[String],
-) -> Result<Vec<AppWatch>, SensorError> {
-    let watches = resolve_apps(set, names);
-    for w in &watches {
-        engine.name_watch_tag(w.tag, w.label.clone());
-        for n in &w.names {
-            sensor.watch_name(n, w.tag)?;
+/// The watched apps, steering the kernel's tables as processes and cgroups appear.
+pub struct Watcher {
+    pub watches: Vec<AppWatch>,
+    cgroup_mount: Option<PathBuf>,
+}
+
+impl Watcher {
+    /// Registers `names` (app ids, groups, or process names) with the kernel, switches it
+    /// to name and cgroup watching, and watches the matching processes (and their app
+    /// scopes) that already run.
+    pub fn start(
+        sensor: &mut Sensor,
+        engine: &mut Engine,
+        set: &AppSet,
+        names: &[String],
+    ) -> Result<Self, SensorError> {
+        let watches = resolve_apps(set, names);
+        for w in &watches {
+            engine.name_watch_tag(w.tag, w.label.clone());
+            for n in &w.names {
+                sensor.watch_name(n, w.tag)?;
+            }
         }
-    }
-    sensor.set_mode(MODE_NAMES)?;
-    // Already running processes: the kernel only sees execs from now on.
-    for pid in procinfo::all_pids() {
-        let Some(snap) = procinfo::snapshot(pid) else {
-            continue;
+        sensor.set_mode(MODE_NAMES | MODE_CGROUPS)?;
+        let watcher = Self {
+            watches,
+            cgroup_mount: cgroup::cgroup2_mount().ok(),
         };
-        if let Some(w) = watches.iter().find(|w| w.matches(&snap)) {
-            sensor.watch_tgid(pid, w.tag)?;
-            engine.add_snapshot(snap, Some(w.tag));
+        // Already running processes: the kernel only sees execs from now on.
+        for pid in procinfo::all_pids() {
+            let Some(snap) = procinfo::snapshot(pid) else {
+                continue;
+            };
+            if let Some(w) = watcher.watches.iter().find(|w| w.matches(&snap)) {
+                sensor.watch_tgid(pid, w.tag)?;
+                if let Some(path) = snap.cgroup.as_deref() {
+                    watcher.watch_app_scope(sensor, path, None)?;
+                }
+                engine.add_snapshot(snap, Some(w.tag));
+            }
         }
+        Ok(watcher)
     }
-    Ok(watches)
+
+    pub fn labels(&self) -> Vec<String> {
+        self.watches.iter().map(|w| w.label.clone()).collect()
+    }
+
+    /// A cgroup appeared (`id` at `path` below the cgroup v2 mount): when its name is a
+    /// watched app's scope, every process that runs in it is watched, those already
+    /// inside included. Returns the app's label.
+    pub fn on_cgroup_created(
+        &self,
+        sensor: &mut Sensor,
+        id: u64,
+        path: &str,
+    ) -> Result<Option<String>, SensorError> {
+        self.watch_app_scope(sensor, path, Some(id))
+    }
+
+    fn watch_app_scope(
+        &self,
+        sensor: &mut Sensor,
+        path: &str,
+        id: Option<u64>,
+    ) -> Result<Option<String>, SensorError> {
+        let Some(identity) = appid::from_cgroup_path(path) else {
+            return Ok(None);
+        };
+        let Some(w) = self.watches.iter().find(|w| w.owns(&identity)) else {
+            return Ok(None);
+        };
+        let dir = self
+            .cgroup_mount
+            .as_ref()
+            .map(|m| m.join(path.trim_start_matches('/')));
+        let id = match (id, &dir) {
+            (Some(id), _) => id,
+            (None, Some(dir)) => match cgroup::cgroup_id(dir) {
+                Ok(id) => id,
+                Err(_) => return Ok(None),
+            },
+            (None, None) => return Ok(None),
+        };
+        sensor.watch_cgroup(id, w.tag)?;
+        // Processes that moved in before the kernel knew the cgroup.
+        if let Some(dir) = &dir {
+            for pid in cgroup::pids_in(dir) {
+                sensor.watch_tgid(pid, w.tag)?;
+            }
+        }
+        log::info!(
+            "watching cgroup {path} ({}): its processes are {}",
+            identity.display_id(),
+            w.label
+        );
+        Ok(Some(w.label.clone()))
+    }
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
+use monitor_common::{EventKind, MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
 
 use serde::Serialize;
 
@@ -28,9 +28,9 @@ use crate::{
         clock::Clock,
         users::UserNames,
     },
-    kernel::{Capture, KernelCounters, Sensor, SensorError, SensorOptions},
+    kernel::{wire::Record, Capture, KernelCounters, Sensor, SensorError, SensorOptions},
     policy::{Policy, PolicyError},
-    watch,
+    watch::Watcher,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -128,27 +128,31 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     let started = Instant::now();
     let clock = Clock::now();
     // An audited command gets a cgroup of its own (unless systemd makes a scope for it),
-    // and only that cgroup runs the socket programs: the rest of the machine pays nothing.
+    // which tells what still runs at the end. The socket programs sit on the cgroup root:
+    // the command's processes stay watched wherever they move (`flatpak run` and
+    // `systemd-run --scope` move them), and everyone else pays one map look-up per connect
+    // while the audit runs.
     let mut owned_cgroup: Option<OwnedCgroup> = None;
-    let mut sensor_opts = opts.sensor.clone();
     if let Target::Command(_) = &opts.target {
         if !systemd_manages_cgroups() {
             let mount = cgroup::cgroup2_mount()?;
             let cg = OwnedCgroup::create(&mount, &format!("audit-{}", std::process::id()))?;
-            sensor_opts.sock_cgroup = Some(cg.path.clone());
             owned_cgroup = Some(cg);
         }
     }
-    let mut sensor = Sensor::load(&sensor_opts)?;
+    let mut sensor = Sensor::load(&opts.sensor)?;
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
     let mut summary = Summary::default();
 
     let mut gated = None;
+    let mut watcher = None;
     match &opts.target {
         Target::All => sensor.set_mode(MODE_ALL)?,
         Target::Apps(names) => {
-            watch::watch_apps(&mut sensor, &mut engine, &policy.apps, names)?;
+            let w = Watcher::start(&mut sensor, &mut engine, &policy.apps, names)?;
+            eprintln!("brokerwatch: watching {}", w.labels().join(", "));
+            watcher = Some(w);
         }
         Target::Command(argv) => {
             let (program, args) = argv.split_first().expect("clap requires a command");
@@ -198,9 +202,25 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     let mut child_done = gated.is_none();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut lost_seen = 0u64;
+    let mut created: Vec<(u64, String)> = Vec::new();
     loop {
         tokio::select! {
-            res = capture.next_batch(|r| engine.handle(&r)) => { res?; }
+            res = capture.next_batch(|r| {
+                if let Record::Cgroup(c) = &r {
+                    if c.kind == EventKind::CgroupMkdir {
+                        created.push((c.cgroup_id, c.path.clone()));
+                    }
+                }
+                engine.handle(&r);
+            }) => {
+                res?;
+                if let Some(w) = &watcher {
+                    for (id, path) in created.drain(..) {
+                        w.on_cgroup_created(&mut sensor, id, &path)?;
+                    }
+                }
+                created.clear();
+            }
             status = async { gated.as_mut().expect("guarded").await }, if !child_done => {
                 child_done = true;
                 match status.map_err(std::io::Error::other).and_then(|s| s) {

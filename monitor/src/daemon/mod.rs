@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use monitor_common::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -21,10 +22,10 @@ use crate::{
         clock::{boot_ns, now_ms, Clock},
         users::{self, UserNames},
     },
-    kernel::{Capture, Sensor, SensorError, SensorOptions},
+    kernel::{wire::Record, Capture, Sensor, SensorError, SensorOptions},
     policy::{LoadError, Policy, PolicySources},
     protocol::{Alert, PolicySource, Status},
-    watch,
+    watch::Watcher,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +119,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut sensor = Sensor::load(&opts.sensor)?;
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
-    let watches = watch::watch_apps(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
+    let watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
     let history = history::History::open(&opts.state_dir, opts.retention).map_err(|source| {
         DaemonError::State {
             path: opts.state_dir.clone(),
@@ -147,12 +148,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let clock = Clock::now();
     let mut users = UserNames::default();
     let mut alerts_total = 0u64;
-    let watched: Vec<String> = watches.iter().map(|w| w.label.clone()).collect();
+    let watched = watcher.labels();
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let watchdog = systemd::watchdog_interval();
     let mut last_watchdog = Instant::now();
+    let mut created: Vec<(u64, String)> = Vec::new();
     let update_status = |sensor: &Sensor, capture: &Capture, policy: &Policy, alerts: u64| {
         let counters = sensor.counters().ok();
         let status = Status {
@@ -177,13 +179,25 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     systemd::notify("READY=1\nSTATUS=watching");
     log::info!(
         "ready: watching {} app(s), socket {}",
-        watches.len(),
+        watched.len(),
         opts.socket.display()
     );
     loop {
         tokio::select! {
-            res = capture.next_batch(|r| engine.handle(&r)) => {
+            res = capture.next_batch(|r| {
+                if let Record::Cgroup(c) = &r {
+                    if c.kind == EventKind::CgroupMkdir {
+                        created.push((c.cgroup_id, c.path.clone()));
+                    }
+                }
+                engine.handle(&r);
+            }) => {
                 res?;
+                for (id, path) in created.drain(..) {
+                    if let Err(e) = watcher.on_cgroup_created(&mut sensor, id, &path) {
+                        log::error!("cannot watch the new cgroup {path}: {e}");
+                    }
+                }
                 let before = alerts_total;
                 for (key, agg) in engine.take_changes() {
                     let mut cx = finding::Context { clock: &clock, users: &mut users, policy: &policy };

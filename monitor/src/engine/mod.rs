@@ -2,18 +2,21 @@
 //! app) and aggregated connections. Pure state machine: no kernel, no I/O except the
 //! optional procfs look-ups done by a [`ProcSource`], so tests drive it with records.
 
+mod process;
+
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use crate::bounded::BoundedLru;
+pub use process::{display_comm, indirect_exec, kernel_name, Origin, ProcessInfo};
 use serde::Serialize;
 
 use crate::{
+    bounded::BoundedLru,
     host::{
         appid::{self, AppIdentity},
         procinfo::{self, ProcSnapshot},
     },
-    kernel::wire::{ExecRecord, ExitRecord, ForkRecord, PacketRecord, Proto, Record, SockRecord},
-    naming::{DnsName, NameSource, Namer, WireName},
+    kernel::wire::{PacketRecord, Proto, Record, SockRecord},
+    naming::{Asker, DnsName, NameSource, Named, Namer, Receiver, WireName, DNS_QUERY_PORTS},
 };
 use monitor_common::EventKind;
 
@@ -34,38 +37,6 @@ impl ProcSource for LiveProc {
     fn app_of(&mut self, pid: u32, cgroup_path: Option<&str>) -> Option<AppIdentity> {
         appid::of_process(pid, cgroup_path)
     }
-}
-
-/// How the engine learnt about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// The kernel reported its exec.
-    Exec,
-    /// The kernel reported its creation (fork without exec yet).
-    Fork,
-    /// It was already running; procfs described it.
-    Procfs,
-    /// Only its socket records are known (it was gone before procfs could be read).
-    Unknown,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcessInfo {
-    pub pid: u32,
-    pub ppid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    pub cmdline: Vec<String>,
-    pub uid: u32,
-    pub cgroup_id: u64,
-    pub cgroup: Option<String>,
-    pub app: Option<AppIdentity>,
-    /// Name of the policy app / watch reason that made it watched.
-    pub watch: Option<String>,
-    pub origin: Origin,
-    pub exited: bool,
-    pub exit_code: Option<u32>,
 }
 
 /// How a connection's destination was given.
@@ -106,9 +77,22 @@ pub struct ConnAgg {
     pub domain_source: Option<NameSource>,
     /// The DNS name and CNAME chain the process received for the address, if any.
     pub dns: Option<Arc<DnsName>>,
-    /// The connection's own bytes carried an Encrypted Client Hello.
+    /// Encrypted Client Hello in use: the ClientHello carried the extension and the
+    /// name's HTTPS record offered ECH, or the outer SNI differs from the name resolved.
+    /// (Browsers send a GREASE ECH extension on every connection: that alone is not it.)
     pub ech: bool,
+    /// The name came from a ClientHello whose rest was never sent.
+    pub name_partial: bool,
+    /// Some connection of the row sent bytes (a first payload was captured).
+    pub sent: bool,
+    /// For DNS rows (ports 53 and 5353): the names the queries asked (bounded).
+    pub dns_queries: Vec<String>,
+    /// Network namespace cookie of the first socket.
+    pub netns: u64,
 }
+
+/// Names kept per DNS row.
+const MAX_QUERIES_PER_ROW: usize = 32;
 
 /// Totals for the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -121,6 +105,8 @@ pub struct EngineStats {
 
 pub struct Engine<P: ProcSource = LiveProc> {
     procs: BoundedLru<u32, ProcessInfo>,
+    /// cgroup id -> path, from cgroup records.
+    cgroups: BoundedLru<u64, String>,
     conns: HashMap<ConnKey, ConnAgg>,
     /// The latest connection of each socket (its row and time), for names that arrive
     /// after the connect.
@@ -144,6 +130,8 @@ pub const DEFAULT_MAX_PROCS: usize = 65_536;
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 /// Sockets remembered for late names and DNS ownership.
 pub const DEFAULT_MAX_SOCKETS: usize = 262_144;
+/// cgroup paths remembered.
+pub const DEFAULT_MAX_CGROUPS: usize = 16_384;
 
 impl Engine<LiveProc> {
     pub fn new() -> Self {
@@ -161,6 +149,7 @@ impl<P: ProcSource> Engine<P> {
     pub fn with_source(source: P) -> Self {
         Self {
             procs: BoundedLru::new(DEFAULT_MAX_PROCS),
+            cgroups: BoundedLru::new(DEFAULT_MAX_CGROUPS),
             conns: HashMap::new(),
             by_cookie: BoundedLru::new(DEFAULT_MAX_SOCKETS),
             socket_owner: BoundedLru::new(DEFAULT_MAX_SOCKETS),
@@ -179,43 +168,8 @@ impl<P: ProcSource> Engine<P> {
         self.watch_names.insert(tag, name.into());
     }
 
-    fn tag_name(&self, tag: u32) -> Option<String> {
+    pub(crate) fn tag_name(&self, tag: u32) -> Option<String> {
         self.watch_names.get(&tag).cloned()
-    }
-
-    /// Records a process that was already running (from a procfs scan).
-    pub fn add_snapshot(&mut self, snap: ProcSnapshot, watch_tag: Option<u32>) {
-        let app = self.source.app_of(snap.pid, snap.cgroup.as_deref());
-        let info = ProcessInfo {
-            pid: snap.pid,
-            ppid: snap.ppid,
-            comm: snap.comm,
-            exe: snap.exe.map(|p| p.display().to_string()),
-            cmdline: snap.cmdline,
-            uid: snap.uid,
-            cgroup_id: 0,
-            cgroup: snap.cgroup,
-            app,
-            watch: watch_tag.and_then(|t| self.tag_name(t)),
-            origin: Origin::Procfs,
-            exited: false,
-            exit_code: None,
-        };
-        self.insert_proc(info);
-    }
-
-    fn insert_proc(&mut self, info: ProcessInfo) {
-        if self.procs.put(info.pid, info).is_none() {
-            self.stats.processes_seen += 1;
-        }
-    }
-
-    pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
-        self.procs.peek(&pid)
-    }
-
-    pub fn processes(&self) -> impl Iterator<Item = &ProcessInfo> {
-        self.procs.iter().map(|(_, p)| p)
     }
 
     pub fn handle(&mut self, record: &Record) {
@@ -241,117 +195,15 @@ impl<P: ProcSource> Engine<P> {
             Record::Fork(r) => self.on_fork(r),
             Record::Exit(r) => self.on_exit(r),
             Record::Packet(r) => self.on_packet(r),
+            Record::Cgroup(r) => self.on_cgroup(r),
         }
-    }
-
-    fn on_exec(&mut self, r: &ExecRecord) {
-        let pid = r.header.tgid;
-        // The live process may already be something else if it exec'd again; take the
-        // command line and cgroup only when procfs agrees on the name.
-        let snap = self.source.snapshot(pid).filter(|s| s.comm == r.comm);
-        let exe = if r.filename.starts_with('/') || snap.is_none() {
-            Some(r.filename.clone()).filter(|f| !f.is_empty())
-        } else {
-            snap.as_ref()
-                .and_then(|s| s.exe.as_ref())
-                .map(|p| p.display().to_string())
-                .or_else(|| Some(r.filename.clone()))
-        };
-        let cgroup = snap.as_ref().and_then(|s| s.cgroup.clone());
-        let app = self.source.app_of(pid, cgroup.as_deref());
-        let info = ProcessInfo {
-            pid,
-            ppid: r.ppid,
-            comm: r.comm.clone(),
-            exe,
-            cmdline: snap.map(|s| s.cmdline).unwrap_or_default(),
-            uid: r.header.uid,
-            cgroup_id: r.header.cgroup_id,
-            cgroup,
-            app,
-            watch: self.tag_name(r.watch_tag),
-            origin: Origin::Exec,
-            exited: false,
-            exit_code: None,
-        };
-        self.insert_proc(info);
-    }
-
-    fn on_fork(&mut self, r: &ForkRecord) {
-        let parent = self.known_process(r.header.tgid, r.header.cgroup_id, &r.comm, r.header.uid);
-        let info = ProcessInfo {
-            pid: r.child_tgid,
-            ppid: r.header.tgid,
-            comm: r.comm.clone(),
-            exe: parent.exe,
-            cmdline: parent.cmdline,
-            uid: r.header.uid,
-            cgroup_id: r.header.cgroup_id,
-            cgroup: parent.cgroup,
-            app: parent.app,
-            watch: self.tag_name(r.watch_tag).or(parent.watch),
-            origin: Origin::Fork,
-            exited: false,
-            exit_code: None,
-        };
-        self.insert_proc(info);
-    }
-
-    fn on_exit(&mut self, r: &ExitRecord) {
-        if let Some(p) = self.procs.get_mut(&r.header.tgid) {
-            p.exited = true;
-            p.exit_code = Some(r.exit_code);
-        }
-    }
-
-    /// The process with `pid`, from the table or procfs, or a bare entry.
-    fn known_process(&mut self, pid: u32, cgroup_id: u64, comm: &str, uid: u32) -> ProcessInfo {
-        if let Some(p) = self.procs.get(&pid) {
-            return p.clone();
-        }
-        let info = match self.source.snapshot(pid) {
-            Some(snap) => {
-                let app = self.source.app_of(pid, snap.cgroup.as_deref());
-                ProcessInfo {
-                    pid,
-                    ppid: snap.ppid,
-                    comm: snap.comm,
-                    exe: snap.exe.map(|p| p.display().to_string()),
-                    cmdline: snap.cmdline,
-                    uid: snap.uid,
-                    cgroup_id,
-                    cgroup: snap.cgroup,
-                    app,
-                    watch: None,
-                    origin: Origin::Procfs,
-                    exited: false,
-                    exit_code: None,
-                }
-            }
-            None => ProcessInfo {
-                pid,
-                ppid: 0,
-                comm: comm.to_owned(),
-                exe: None,
-                cmdline: Vec::new(),
-                uid,
-                cgroup_id,
-                cgroup: None,
-                app: None,
-                watch: None,
-                origin: Origin::Unknown,
-                exited: false,
-                exit_code: None,
-            },
-        };
-        self.insert_proc(info.clone());
-        info
     }
 
     fn on_sock(&mut self, r: &SockRecord) {
         self.stats.sock_records += 1;
         let pid = r.header.tgid;
         let known = self.known_process(pid, r.header.cgroup_id, &r.comm, r.header.uid);
+        self.refresh_comm(pid, &r.comm);
         if known.watch.is_none() {
             if let Some(name) = self.tag_name(r.watch_tag) {
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -360,10 +212,16 @@ impl<P: ProcSource> Engine<P> {
             }
         }
         self.socket_owner.put(r.cookie, pid);
-        let dns = self
-            .namer
-            .dns
-            .lookup(pid, r.header.cgroup_id, r.dst, r.header.ts_ns);
+        let asker = Asker {
+            pid,
+            cgroup: r.header.cgroup_id,
+            uid: r.header.uid,
+            netns: r.netns,
+        };
+        // DNS queries are named by what they ask, not by the resolver's own name.
+        let dns = (!DNS_QUERY_PORTS.contains(&r.port))
+            .then(|| self.namer.dns.lookup(asker, r.dst, r.header.ts_ns))
+            .flatten();
         log::trace!(
             "socket {} to {}: DNS name {:?}",
             r.cookie,
@@ -408,6 +266,10 @@ impl<P: ProcSource> Engine<P> {
                 domain_source: dns.is_some().then_some(NameSource::Dns),
                 dns,
                 ech: false,
+                name_partial: false,
+                sent: false,
+                dns_queries: Vec::new(),
+                netns: r.netns,
             },
         );
     }
@@ -415,20 +277,56 @@ impl<P: ProcSource> Engine<P> {
     fn on_packet(&mut self, r: &PacketRecord) {
         match r.kind {
             EventKind::DnsAnswer => {
-                let owner = self.socket_owner.get(&r.cookie).copied();
-                let n = self.namer.on_dns_answer(r, owner);
+                let from = Receiver {
+                    pid: self.socket_owner.get(&r.cookie).copied(),
+                    cgroup: r.header.cgroup_id,
+                    uid: r.header.uid,
+                    netns: r.netns,
+                };
+                let n = self.namer.on_dns_answer(r, from);
                 log::trace!(
-                    "DNS answer on socket {} (owner {owner:?}): {n} addresses",
+                    "DNS answer on socket {} ({from:?}): {n} addresses",
                     r.cookie
                 );
             }
             EventKind::Payload => {
-                if let Some(name) = self.namer.on_payload(r) {
-                    self.name_socket(r.cookie, name);
+                self.with_row(r.cookie, |agg| agg.sent = true);
+                match self.namer.on_payload(r) {
+                    Some(Named::Wire(name)) => self.name_socket(r.cookie, name),
+                    Some(Named::Queries(names)) => self.with_row(r.cookie, |agg| {
+                        for n in names {
+                            if agg.dns_queries.len() < MAX_QUERIES_PER_ROW
+                                && !agg.dns_queries.contains(&n)
+                            {
+                                agg.dns_queries.push(n);
+                            }
+                        }
+                    }),
+                    None => {}
                 }
             }
             _ => {}
         }
+    }
+
+    /// Applies `f` to the row of socket `cookie`'s latest connection.
+    fn with_row(&mut self, cookie: u64, f: impl FnOnce(&mut ConnAgg)) {
+        if let Some((key, _)) = self.by_cookie.get(&cookie) {
+            if let Some(agg) = self.conns.get_mut(key) {
+                f(agg);
+            }
+        }
+    }
+
+    /// Whether the connection really uses Encrypted Client Hello (see [`ConnAgg::ech`]).
+    fn ech_in_use(&mut self, agg: &ConnAgg, name: &WireName, ts: u64) -> bool {
+        if !name.ech {
+            return false;
+        }
+        let resolved = agg.dns.as_ref().map(|d| d.qname.as_str());
+        resolved.is_some_and(|q| q != name.name)
+            || self.namer.dns.ech_offered(agg.netns, &name.name, ts)
+            || resolved.is_some_and(|q| self.namer.dns.ech_offered(agg.netns, q, ts))
     }
 
     /// A name from the connection's own bytes: it beats DNS. When it differs from the DNS
@@ -437,16 +335,19 @@ impl<P: ProcSource> Engine<P> {
         let Some((old_key, ts)) = self.by_cookie.get(&cookie).cloned() else {
             return;
         };
+        let Some(old) = self.conns.get(&old_key).cloned() else {
+            return;
+        };
+        let ech = self.ech_in_use(&old, &name, ts);
         if old_key.domain.as_deref() == Some(name.name.as_str()) {
             if let Some(agg) = self.conns.get_mut(&old_key) {
                 agg.domain_source = Some(name.source);
-                agg.ech |= name.ech;
+                agg.ech |= ech;
+                agg.name_partial = name.partial;
             }
             return;
         }
-        let Some(old) = self.conns.get_mut(&old_key) else {
-            return;
-        };
+        let old = self.conns.get_mut(&old_key).expect("cloned above");
         old.count -= 1;
         let mut template = old.clone();
         if old.count == 0 {
@@ -461,7 +362,8 @@ impl<P: ProcSource> Engine<P> {
         template.first_ns = ts;
         template.last_ns = ts;
         template.domain_source = Some(name.source);
-        template.ech = name.ech;
+        template.ech = ech;
+        template.name_partial = name.partial;
         let agg = self.conns.entry(new_key.clone()).or_insert(template);
         agg.count += 1;
         agg.first_ns = agg.first_ns.min(ts);
@@ -497,20 +399,6 @@ impl<P: ProcSource> Engine<P> {
         let mut rows: Vec<_> = self.conns.iter().map(|(k, v)| (k.clone(), v)).collect();
         rows.sort_by(|(ka, va), (kb, vb)| (va.first_ns, ka).cmp(&(vb.first_ns, kb)));
         rows
-    }
-
-    /// The chain of parents of `pid` known to the engine, nearest first (bounded).
-    pub fn ancestry(&self, pid: u32) -> Vec<u32> {
-        let mut chain = Vec::new();
-        let mut cur = pid;
-        while let Some(p) = self.procs.peek(&cur) {
-            if p.ppid == 0 || chain.len() >= 32 || chain.contains(&p.ppid) {
-                break;
-            }
-            chain.push(p.ppid);
-            cur = p.ppid;
-        }
-        chain
     }
 }
 

@@ -1,6 +1,7 @@
 use monitor_common::EventHeader;
 
 use super::*;
+use crate::kernel::wire::{CgroupRecord, ExecRecord, ExitRecord, ForkRecord};
 
 #[derive(Default)]
 struct NoProc;
@@ -12,6 +13,8 @@ impl ProcSource for NoProc {
         cgroup.and_then(appid::from_cgroup_path)
     }
 }
+
+const NS: u64 = 4026531840;
 
 fn hdr(kind: EventKind, tgid: u32, ts: u64) -> EventHeader {
     EventHeader {
@@ -34,6 +37,7 @@ fn connect(tgid: u32, ts: u64, port: u16) -> Record {
         proto: Proto::Tcp,
         gid: 1000,
         watch_tag: 1,
+        netns: NS,
         comm: "zoom".into(),
         thread_comm: "zoom".into(),
     })
@@ -55,6 +59,8 @@ fn a_process_gone_before_procfs_keeps_exe_and_parent_from_its_exec() {
         watch_tag: 1,
         comm: "zoom".into(),
         filename: "/opt/zoom/zoom".into(),
+        exe: Some("/opt/zoom/zoom".into()),
+        exe_truncated: false,
     }));
     e.handle(&connect(101, 3, 443));
     e.handle(&Record::Exit(ExitRecord {
@@ -97,6 +103,7 @@ fn payload_name(e: &mut Engine<NoProc>, cookie: u64, sni: &str) {
             name: sni.into(),
             source: NameSource::Sni,
             ech: false,
+            partial: false,
         },
     );
 }
@@ -115,6 +122,7 @@ fn a_late_sni_moves_one_connection_with_its_own_time() {
         dst_port: 5000,
         seq: 0,
         orig_len: ans.len() as u32,
+        netns: NS,
         data: ans,
     }));
     let mut c = |cookie: u64, ts: u64| {
@@ -204,4 +212,132 @@ fn forked_child_inherits_exe_and_app() {
             id: "us.zoom.Zoom".into()
         })
     );
+}
+
+fn exec(tgid: u32, comm: &str, filename: &str, exe: Option<&str>) -> Record {
+    Record::Exec(ExecRecord {
+        header: hdr(EventKind::Exec, tgid, 2),
+        ppid: 1,
+        watch_tag: 1,
+        comm: comm.into(),
+        filename: filename.into(),
+        exe: exe.map(Into::into),
+        exe_truncated: false,
+    })
+}
+
+#[test]
+fn engine_proc_self_exe_helpers_get_their_real_exe_and_name() {
+    // Issue 10: Chromium's network service is started as /proc/self/exe.
+    let mut e = Engine::with_source(NoProc);
+    e.handle(&exec(
+        60,
+        "exe",
+        "/proc/self/exe",
+        Some("/usr/lib/chromium/chromium"),
+    ));
+    let p = e.process(60).unwrap();
+    assert_eq!(p.exe.as_deref(), Some("/usr/lib/chromium/chromium"));
+    assert_eq!(p.comm, "chromium");
+    assert_eq!(p.exec_path.as_deref(), Some("/proc/self/exe"));
+    // A socket record with the kernel's stale name changes nothing; a new name (the
+    // process renamed itself) replaces it.
+    let Record::Sock(mut s) = connect(60, 3, 443) else {
+        unreachable!()
+    };
+    s.comm = "exe".into();
+    e.handle(&Record::Sock(s.clone()));
+    assert_eq!(e.process(60).unwrap().comm, "chromium");
+    s.comm = "NetworkService".into();
+    s.cookie = 4;
+    e.handle(&Record::Sock(s));
+    assert_eq!(e.process(60).unwrap().comm, "NetworkService");
+}
+
+#[test]
+fn engine_a_symlinked_exec_keeps_both_paths() {
+    let mut e = Engine::with_source(NoProc);
+    e.handle(&exec(
+        61,
+        "firefox-esr",
+        "/usr/bin/firefox-esr",
+        Some("/usr/lib/firefox-esr/firefox-esr"),
+    ));
+    let p = e.process(61).unwrap();
+    assert_eq!(p.exe.as_deref(), Some("/usr/lib/firefox-esr/firefox-esr"));
+    assert_eq!(p.exec_path.as_deref(), Some("/usr/bin/firefox-esr"));
+}
+
+#[test]
+fn engine_a_process_moving_to_an_app_scope_takes_its_identity() {
+    // Issue 10: `flatpak run` moves itself into a new scope before the app starts.
+    let mut e = Engine::with_source(NoProc);
+    e.handle(&connect(70, 1, 443));
+    assert_eq!(e.process(70).unwrap().app, None);
+    e.handle(&Record::Cgroup(CgroupRecord {
+        header: hdr(EventKind::CgroupAttach, 70, 2),
+        kind: EventKind::CgroupAttach,
+        cgroup_id: 9001,
+        tgid: 70,
+        watch_tag: 1,
+        path: "/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-77.scope".into(),
+    }));
+    let p = e.process(70).unwrap();
+    assert_eq!(p.cgroup_id, 9001);
+    assert_eq!(
+        p.app,
+        Some(AppIdentity::Flatpak {
+            id: "us.zoom.Zoom".into()
+        })
+    );
+    // A process exec'd later in a known cgroup gets the identity from the cgroup's path.
+    let Record::Exec(mut x) = exec(71, "helper", "/app/bin/helper", None) else {
+        unreachable!()
+    };
+    x.header.cgroup_id = 9001;
+    e.handle(&Record::Exec(x));
+    assert!(matches!(
+        e.process(71).unwrap().app,
+        Some(AppIdentity::Flatpak { .. })
+    ));
+}
+
+#[test]
+fn engine_dns_rows_keep_the_names_asked_and_payloads_mark_rows_as_sent() {
+    let mut e = Engine::with_source(NoProc);
+    let Record::Sock(mut s) = connect(80, 1, 53) else {
+        unreachable!()
+    };
+    s.proto = Proto::Udp;
+    s.cookie = 500;
+    e.handle(&Record::Sock(s));
+    let mut q = simple_dns::Packet::new_query(1);
+    q.questions.push(simple_dns::Question::new(
+        simple_dns::Name::new_unchecked("graph.facebook.com"),
+        simple_dns::QTYPE::TYPE(simple_dns::TYPE::A),
+        simple_dns::QCLASS::CLASS(simple_dns::CLASS::IN),
+        false,
+    ));
+    let data = q.build_bytes_vec().unwrap();
+    e.handle(&Record::Packet(PacketRecord {
+        header: hdr(EventKind::Payload, 0, 2),
+        kind: EventKind::Payload,
+        cookie: 500,
+        proto: Proto::Udp,
+        src: "0.0.0.0".parse().unwrap(),
+        src_port: 40000,
+        dst_port: 53,
+        seq: 0,
+        orig_len: data.len() as u32,
+        netns: 0,
+        data,
+    }));
+    let rows = e.connections();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].0.domain, None,
+        "the resolver is not named after the query"
+    );
+    assert_eq!(rows[0].1.dns_queries, vec!["graph.facebook.com"]);
+    assert!(rows[0].1.sent);
 }

@@ -94,6 +94,13 @@ pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
         })
 }
 
+/// Processes in the cgroup directory `dir` (empty when unreadable).
+pub fn pids_in(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// A cgroup created for one audited command, removed again when dropped (if empty).
 #[derive(Debug)]
 pub struct OwnedCgroup {
@@ -138,9 +145,7 @@ impl OwnedCgroup {
 
     /// Processes still in the cgroup.
     pub fn pids(&self) -> Vec<u32> {
-        fs::read_to_string(self.path.join("cgroup.procs"))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        pids_in(&self.path)
     }
 }
 

@@ -190,21 +190,29 @@ impl Btf {
         id
     }
 
-    /// Byte offset of `field` in `struct strukt`, looking through anonymous members.
+    /// Byte offset of `field` in `struct strukt`, looking through anonymous members. `field`
+    /// may be a dotted path through embedded structs and unions (`f_path.dentry`).
     pub fn field_offset(&self, strukt: &str, field: &str) -> Result<u32, BtfError> {
-        let id = *self
+        let mut id = *self
             .by_name
             .get(strukt)
             .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        self.find_member(id, field, 0)
-            .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoField {
-                strukt: strukt.to_owned(),
-                field: field.to_owned(),
-            })
+        let mut bits = 0;
+        for part in field.split('.') {
+            let (off, member_type) =
+                self.find_member(id, part, 0)
+                    .ok_or_else(|| BtfError::NoField {
+                        strukt: strukt.to_owned(),
+                        field: field.to_owned(),
+                    })?;
+            bits += off;
+            id = self.resolve(member_type);
+        }
+        Ok(bits / 8)
     }
 
-    fn find_member(&self, id: u32, field: &str, depth: u32) -> Option<u32> {
+    /// (bit offset, type id) of member `field` of composite `id`.
+    fn find_member(&self, id: u32, field: &str, depth: u32) -> Option<(u32, u32)> {
         if depth > 8 {
             return None;
         }
@@ -212,11 +220,11 @@ impl Btf {
         for m in &comp.members {
             if m.name_off == 0 {
                 let inner = self.resolve(m.type_id);
-                if let Some(bits) = self.find_member(inner, field, depth + 1) {
-                    return Some(m.bit_offset + bits);
+                if let Some((bits, ty)) = self.find_member(inner, field, depth + 1) {
+                    return Some((m.bit_offset + bits, ty));
                 }
             } else if self.string(m.name_off).ok() == Some(field) {
-                return Some(m.bit_offset);
+                return Some((m.bit_offset, m.type_id));
             }
         }
         let _ = comp.name_off;
@@ -235,8 +243,22 @@ impl Btf {
             binprm_filename: self.field_offset("linux_binprm", "filename")?,
             task_signal: self.field_offset("task_struct", "signal")?,
             signal_live: self.field_offset("signal_struct", "live")?,
+            binprm_file: self.field_offset("linux_binprm", "file")?,
+            file_dentry: self.field_offset("file", "f_path.dentry")?,
+            file_mnt: self.field_offset("file", "f_path.mnt")?,
+            dentry_name: self.field_offset("dentry", "d_name.name")?,
+            dentry_parent: self.field_offset("dentry", "d_parent")?,
+            mount_mnt: self.field_offset("mount", "mnt")?,
+            mount_parent: self.field_offset("mount", "mnt_parent")?,
+            mount_mountpoint: self.field_offset("mount", "mnt_mountpoint")?,
+            vfsmount_root: self.field_offset("vfsmount", "mnt_root")?,
+            sock_net: self.field_offset("sock", "__sk_common.skc_net.net")?,
+            net_inum: self.field_offset("net", "ns.inum")?,
+            cgroup_kn: self.field_offset("cgroup", "kn")?,
+            kernfs_id: self.field_offset("kernfs_node", "id")?,
+            cgroup_root: self.field_offset("cgroup", "root")?,
+            root_hierarchy_id: self.field_offset("cgroup_root", "hierarchy_id")?,
             valid: 1,
-            _pad: 0,
         })
     }
 }
@@ -302,6 +324,12 @@ pub(crate) mod tests {
         assert_eq!(btf.field_offset("outer", "x").unwrap(), 0);
         assert_eq!(btf.field_offset("outer", "y").unwrap(), 8);
         assert_eq!(btf.field_offset("outer", "w").unwrap(), 16);
+        // Dotted paths through embedded members, anonymous ones included.
+        assert_eq!(btf.field_offset("outer", "z.b").unwrap(), 12);
+        assert!(matches!(
+            btf.field_offset("outer", "z.nope"),
+            Err(BtfError::NoField { .. })
+        ));
         assert!(matches!(
             btf.field_offset("outer", "nope"),
             Err(BtfError::NoField { .. })
@@ -334,6 +362,13 @@ pub(crate) mod tests {
             offs.task_tgid,
             offs.task_pid + 4,
             "pid and tgid are adjacent"
+        );
+        // struct mount embeds its vfsmount after a few list heads; a path's dentry follows
+        // its mount.
+        assert!(offs.mount_mnt > 0 && offs.file_dentry == offs.file_mnt + 8);
+        assert_eq!(
+            offs.sock_net, 48,
+            "skc_net sits at the same place on every x86-64 kernel since 4.x"
         );
     }
 }

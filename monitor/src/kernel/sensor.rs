@@ -26,10 +26,12 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
 const SOCK_PROGRAMS: [&str; 4] = ["bw_connect4", "bw_connect6", "bw_sendmsg4", "bw_sendmsg6"];
-const TRACEPOINTS: [(&str, &str); 3] = [
+const TRACEPOINTS: [(&str, &str); 5] = [
     ("bw_fork", "sched_process_fork"),
     ("bw_exec", "sched_process_exec"),
     ("bw_exit", "sched_process_exit"),
+    ("bw_cgroup_mkdir", "cgroup_mkdir"),
+    ("bw_cgroup_attach", "cgroup_attach_task"),
 ];
 
 #[derive(Debug, thiserror::Error)]

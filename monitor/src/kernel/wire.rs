@@ -3,8 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, SockData, AF_INET, AF_INET6,
-    COMM_LEN, IPPROTO_TCP, IPPROTO_UDP, KIND_OFFSET,
+    CgroupData, EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, SockData,
+    AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED, EXE_UNKNOWN, IPPROTO_TCP,
+    IPPROTO_UDP, KIND_OFFSET,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,6 +68,8 @@ pub struct SockRecord {
     pub proto: Proto,
     pub gid: u32,
     pub watch_tag: u32,
+    /// Network namespace cookie of the socket.
+    pub netns: u64,
     pub comm: String,
     pub thread_comm: String,
 }
@@ -77,7 +80,25 @@ pub struct ExecRecord {
     pub ppid: u32,
     pub watch_tag: u32,
     pub comm: String,
+    /// The path given to `execve()` (may be `/proc/self/exe`, `/dev/fd/3`, a symlink).
     pub filename: String,
+    /// The executed file's own path, from the kernel's dentries (`None` when unreadable).
+    pub exe: Option<String>,
+    /// `exe` is only the deepest part of the path (deeper than the kernel walks).
+    pub exe_truncated: bool,
+}
+
+/// A cgroup created, or a watched process moving to a cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRecord {
+    pub header: EventHeader,
+    pub kind: EventKind,
+    pub cgroup_id: u64,
+    /// The process that moved (attach only).
+    pub tgid: u32,
+    pub watch_tag: u32,
+    /// Path below the cgroup v2 mount.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +129,8 @@ pub struct PacketRecord {
     pub seq: u32,
     /// Payload length in the packet (`data` may hold less).
     pub orig_len: u32,
+    /// Network namespace cookie of the receiving socket (DNS answers; 0 unknown).
+    pub netns: u64,
     pub data: Vec<u8>,
 }
 
@@ -118,6 +141,7 @@ pub enum Record {
     Exec(ExecRecord),
     Fork(ForkRecord),
     Exit(ExitRecord),
+    Cgroup(CgroupRecord),
 }
 
 impl Record {
@@ -128,6 +152,7 @@ impl Record {
             Record::Exec(_) => EventKind::Exec,
             Record::Fork(_) => EventKind::Fork,
             Record::Exit(_) => EventKind::Exit,
+            Record::Cgroup(r) => r.kind,
         }
     }
 
@@ -138,6 +163,7 @@ impl Record {
             Record::Exec(r) => &r.header,
             Record::Fork(r) => &r.header,
             Record::Exit(r) => &r.header,
+            Record::Cgroup(r) => &r.header,
         }
     }
 }
@@ -213,6 +239,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 proto,
                 gid: d.gid,
                 watch_tag: d.watch_tag,
+                netns: d.netns,
                 comm: cstr(&d.comm),
                 thread_comm: cstr(&d.thread_comm),
             })
@@ -234,6 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 dst_port: d.dst_port,
                 seq: d.seq,
                 orig_len: d.orig_len,
+                netns: d.netns,
                 data: d.data[..n].to_vec(),
             })
         }
@@ -246,6 +274,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 watch_tag: d.watch_tag,
                 comm: cstr(&d.comm),
                 filename: cstr(&d.filename[..n]),
+                exe: exe_path(&d),
+                exe_truncated: d.exe_flags & EXE_TRUNCATED != 0,
             })
         }
         EventKind::Fork => {
@@ -264,7 +294,44 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 exit_code: d.exit_code,
             })
         }
+        EventKind::CgroupMkdir | EventKind::CgroupAttach => {
+            let d: CgroupData = read(payload);
+            let n = (d.path_len as usize).min(d.path.len());
+            Record::Cgroup(CgroupRecord {
+                header,
+                kind,
+                cgroup_id: d.cgroup_id,
+                tgid: d.tgid,
+                watch_tag: d.watch_tag,
+                path: cstr(&d.path[..n]),
+            })
+        }
     })
+}
+
+/// The executed file's path from the exec record's components (leaf first): `/a/b/c`, or
+/// `…/b/c` when the kernel's walk stopped short of the root.
+fn exe_path(d: &ExecData) -> Option<String> {
+    let depth = (d.exe_depth as usize).min(EXE_COMPONENTS);
+    if d.exe_flags & EXE_UNKNOWN != 0 || depth == 0 {
+        return None;
+    }
+    // Empty steps are mount crossings.
+    let parts: Vec<String> = d.exe[..depth]
+        .iter()
+        .rev()
+        .map(|c| cstr(c))
+        .filter(|c| !c.is_empty())
+        .collect();
+    if parts.is_empty() || parts.iter().any(|p| p.contains('/')) {
+        return None;
+    }
+    let prefix = if d.exe_flags & EXE_TRUNCATED != 0 {
+        "…/"
+    } else {
+        "/"
+    };
+    Some(format!("{prefix}{}", parts.join("/")))
 }
 
 /// A process name as the kernel keys it: at most 15 bytes, zero padded.
@@ -309,6 +376,7 @@ mod tests {
                 protocol: 6,
                 gid: 100,
                 watch_tag: 3,
+                netns: 4026531840,
                 comm: comm_key("zoom"),
                 thread_comm: comm_key("worker"),
             },
@@ -349,7 +417,7 @@ mod tests {
         let mut bytes = as_bytes(&sock_event(AF_INET, [0; 16]));
         assert!(matches!(
             decode(&bytes[..50]),
-            Err(DecodeError::BadSize { expected: 104, .. })
+            Err(DecodeError::BadSize { expected: 112, .. })
         ));
         bytes[0] = 77;
         assert!(matches!(
@@ -358,6 +426,39 @@ mod tests {
         ));
         let bad_family = as_bytes(&sock_event(99, [0; 16]));
         assert_eq!(decode(&bad_family), Err(DecodeError::BadFamily(99)));
+    }
+
+    #[test]
+    fn wire_exec_records_carry_the_executed_files_path() {
+        let mut d = ExecData {
+            ppid: 1,
+            watch_tag: 0,
+            comm: comm_key("exe"),
+            filename_len: 14,
+            exe_depth: 4,
+            exe_flags: 0,
+            filename: [0; monitor_common::FILENAME_LEN],
+            exe: [[0; monitor_common::EXE_COMPONENT_LEN]; EXE_COMPONENTS],
+        };
+        d.filename[..14].copy_from_slice(b"/proc/self/exe");
+        for (i, c) in ["chromium", "chromium", "lib", "usr"].iter().enumerate() {
+            d.exe[i][..c.len()].copy_from_slice(c.as_bytes());
+        }
+        assert_eq!(exe_path(&d).as_deref(), Some("/usr/lib/chromium/chromium"));
+        d.exe_flags = EXE_TRUNCATED;
+        assert_eq!(exe_path(&d).as_deref(), Some("…/usr/lib/chromium/chromium"));
+        d.exe_flags = EXE_UNKNOWN;
+        assert_eq!(exe_path(&d), None);
+        d.exe_flags = 0;
+        // A mount crossing between `lib` and `usr`: an empty step.
+        d.exe[4] = d.exe[3];
+        d.exe[3] = [0; monitor_common::EXE_COMPONENT_LEN];
+        d.exe_depth = 5;
+        assert_eq!(exe_path(&d).as_deref(), Some("/usr/lib/chromium/chromium"));
+        d.exe[0][1] = b'/';
+        assert_eq!(exe_path(&d), None, "a component with a slash is not one");
+        d.exe_depth = 200;
+        assert_eq!(exe_path(&d), None, "depth is bounded by the array");
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! DNS answers to (name asked, CNAME chain, address, TTL), with simple-dns doing the wire
-//! format. Pure: bounded by the message, never panics.
+//! DNS messages to what brokerwatch needs: answers (name asked, CNAME chain, address, TTL),
+//! names whose HTTPS/SVCB records offer Encrypted Client Hello, and the names a query asks.
+//! simple-dns does the wire format. Pure: bounded by the message, never panics.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use simple_dns::{rdata::RData, Packet, PacketFlag, RCODE};
+use simple_dns::{
+    rdata::{RData, SVCParam},
+    Packet, PacketFlag, RCODE,
+};
 
 /// One address an answer gives for a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,23 +21,42 @@ pub struct Resolution {
     pub ttl: u32,
 }
 
-/// Parses a DNS message received over UDP (`tcp = false`) or one TCP segment holding
-/// length-prefixed messages (`tcp = true`). Non-answers and errors give nothing.
-pub fn parse_answer(data: &[u8], tcp: bool) -> Vec<Resolution> {
+/// What DNS messages (one UDP datagram, or the length-prefixed messages of a TCP segment)
+/// say.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// Addresses answers gave.
+    pub resolutions: Vec<Resolution>,
+    /// Names (asked, or on the CNAME chain) whose HTTPS or SVCB record carried an `ech`
+    /// parameter, with the record's TTL.
+    pub ech: Vec<(String, u32)>,
+    /// Names that queries (not answers) asked for.
+    pub queries: Vec<String>,
+}
+
+/// Parses DNS traffic received or sent over UDP (`tcp = false`) or one TCP segment holding
+/// length-prefixed messages (`tcp = true`).
+pub fn parse(data: &[u8], tcp: bool) -> Facts {
+    let mut facts = Facts::default();
     if !tcp {
-        return parse_message(data);
+        parse_message(data, &mut facts);
+        return facts;
     }
-    let mut out = Vec::new();
     let mut rest = data;
     while rest.len() >= 2 {
         let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
         let Some(msg) = rest.get(2..2 + len) else {
             break;
         };
-        out.extend(parse_message(msg));
+        parse_message(msg, &mut facts);
         rest = &rest[2 + len..];
     }
-    out
+    facts
+}
+
+/// The addresses in DNS answers (see [`parse`]).
+pub fn parse_answer(data: &[u8], tcp: bool) -> Vec<Resolution> {
+    parse(data, tcp).resolutions
 }
 
 fn lower(s: String) -> String {
@@ -56,32 +79,56 @@ fn chain_of(qname: &str, cnames: &[(String, String)]) -> Vec<String> {
     chain
 }
 
-fn parse_message(data: &[u8]) -> Vec<Resolution> {
+fn parse_message(data: &[u8], facts: &mut Facts) {
     let Ok(packet) = Packet::parse(data) else {
-        return Vec::new();
+        return;
     };
-    if !packet.has_flags(PacketFlag::RESPONSE) || packet.rcode() != RCODE::NoError {
-        return Vec::new();
+    if !packet.has_flags(PacketFlag::RESPONSE) {
+        for q in packet.questions.iter().take(8) {
+            let name = lower(q.qname.to_string());
+            if !name.is_empty() && !facts.queries.contains(&name) {
+                facts.queries.push(name);
+            }
+        }
+        return;
+    }
+    if packet.rcode() != RCODE::NoError {
+        return;
     }
     let Some(q) = packet.questions.first() else {
-        return Vec::new();
+        return;
     };
     let qname = lower(q.qname.to_string());
     let mut cnames = Vec::new();
     let mut addrs = Vec::new();
+    let mut ech_owners = Vec::new();
     for rr in &packet.answers {
         let owner = lower(rr.name.to_string());
         match &rr.rdata {
             RData::CNAME(target) => cnames.push((owner, lower(target.0.to_string()))),
             RData::A(a) => addrs.push((owner, IpAddr::V4(Ipv4Addr::from(a.address)), rr.ttl)),
             RData::AAAA(a) => addrs.push((owner, IpAddr::V6(Ipv6Addr::from(a.address)), rr.ttl)),
+            RData::HTTPS(simple_dns::rdata::HTTPS(svcb)) | RData::SVCB(svcb)
+                if svcb
+                    .iter_params()
+                    .any(|p| matches!(p, SVCParam::Ech(e) if !e.is_empty())) =>
+            {
+                ech_owners.push((owner, rr.ttl));
+            }
             _ => {}
         }
     }
     let chain = chain_of(&qname, &cnames);
-    addrs
-        .into_iter()
-        .filter_map(|(owner, addr, ttl)| {
+    for (owner, ttl) in ech_owners {
+        if let Some(end) = chain.iter().position(|n| *n == owner) {
+            for name in &chain[..=end] {
+                facts.ech.push((name.clone(), ttl));
+            }
+        }
+    }
+    facts
+        .resolutions
+        .extend(addrs.into_iter().filter_map(|(owner, addr, ttl)| {
             // The address belongs to the end of the chain (or to a name in it).
             let end = chain.iter().position(|n| *n == owner)?;
             Some(Resolution {
@@ -90,8 +137,7 @@ fn parse_message(data: &[u8]) -> Vec<Resolution> {
                 addr,
                 ttl,
             })
-        })
-        .collect()
+        }));
 }
 
 #[cfg(test)]
@@ -202,6 +248,50 @@ pub(crate) mod tests {
         assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!(r[0].chain, vec!["api.vendor.test", "edge.tracker.test"]);
         assert_eq!(r[0].addr, "127.0.0.3".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn dns_queries_give_their_names_and_https_records_their_ech() {
+        let mut query = Packet::new_query(7);
+        query.questions.push(Question::new(
+            Name::new_unchecked("Graph.Facebook.com"),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        let facts = parse(&query.build_bytes_vec().unwrap(), false);
+        assert_eq!(facts.queries, vec!["graph.facebook.com"]);
+        assert!(facts.resolutions.is_empty());
+
+        let https = |ech: &[u8]| {
+            let mut p = Packet::new_reply(9);
+            p.questions.push(Question::new(
+                Name::new_unchecked("meet.vendor.test"),
+                QTYPE::TYPE(TYPE::HTTPS),
+                QCLASS::CLASS(CLASS::IN),
+                false,
+            ));
+            let mut svcb = simple_dns::rdata::SVCB::new(1, Name::new_unchecked("."));
+            svcb.set_alpn(&["h3".try_into().unwrap()]);
+            if !ech.is_empty() {
+                svcb.set_param(SVCParam::Ech(ech.to_vec().into()));
+            }
+            p.answers.push(ResourceRecord::new(
+                Name::new_unchecked("meet.vendor.test"),
+                CLASS::IN,
+                120,
+                RData::HTTPS(simple_dns::rdata::HTTPS(svcb)),
+            ));
+            parse(&p.build_bytes_vec().unwrap(), false)
+        };
+        assert_eq!(
+            https(&[0, 4, 1, 2, 3, 4]).ech,
+            vec![("meet.vendor.test".to_owned(), 120)]
+        );
+        assert!(
+            https(&[]).ech.is_empty(),
+            "an HTTPS record without ech offers none"
+        );
     }
 
     #[test]

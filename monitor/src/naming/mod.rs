@@ -5,19 +5,29 @@
 //! its cgroup, or anyone on the machine) received for the address. Parsers are pure
 //! functions over bytes in the submodules; this module keeps the bounded state.
 
+mod cache;
 pub mod dns;
 pub mod http;
 #[cfg(test)]
 mod proptests;
 pub mod quic;
+mod resolvers;
 pub mod tls;
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
-use crate::bounded::BoundedLru;
+pub use cache::{is_private, Asker, DnsCache, Receiver, TTL_FLOOR_NS};
 use monitor_common::EventKind;
+pub use resolvers::{encrypted_dns, DOH_NAMES, DOH_RESOLVERS};
 
-use crate::kernel::wire::{PacketRecord, Proto};
+use crate::{
+    bounded::BoundedLru,
+    kernel::wire::{PacketRecord, Proto},
+};
+
+/// Ports of plain DNS (and multicast DNS): their first payloads are queries, and their
+/// rows are named by what they asked.
+pub const DNS_QUERY_PORTS: [u16; 2] = [53, 5353];
 
 /// Where a name came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,99 +56,33 @@ pub struct DnsName {
     pub chain: Vec<String>,
 }
 
-/// DNS answers never live shorter than this in the cache (apps cache names longer than
-/// tiny TTLs, and connect after the answer expired).
-pub const TTL_FLOOR_NS: u64 = 120 * 1_000_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Owner {
-    Pid(u32),
-    Cgroup(u64),
-}
-
-#[derive(Debug, Clone)]
-struct Cached {
-    name: Arc<DnsName>,
-    expires_ns: u64,
-}
-
-/// Address -> name, per process, per cgroup and machine-wide; all bounded (LRU).
-pub struct DnsCache {
-    owned: BoundedLru<(Owner, IpAddr), Cached>,
-    global: BoundedLru<IpAddr, Cached>,
-    pub answers: u64,
-}
-
-impl Default for DnsCache {
-    fn default() -> Self {
-        Self::with_capacity(65_536)
-    }
-}
-
-impl DnsCache {
-    pub fn with_capacity(n: usize) -> Self {
-        Self {
-            owned: BoundedLru::new(n),
-            global: BoundedLru::new(n),
-            answers: 0,
-        }
-    }
-
-    pub fn insert(&mut self, pid: Option<u32>, cgroup: u64, r: &dns::Resolution, now_ns: u64) {
-        self.answers += 1;
-        let entry = Cached {
-            name: Arc::new(DnsName {
-                qname: r.qname.clone(),
-                chain: r.chain.clone(),
-            }),
-            expires_ns: now_ns.saturating_add((r.ttl as u64 * 1_000_000_000).max(TTL_FLOOR_NS)),
-        };
-        if let Some(pid) = pid {
-            self.owned.put((Owner::Pid(pid), r.addr), entry.clone());
-        }
-        if cgroup != 0 {
-            self.owned
-                .put((Owner::Cgroup(cgroup), r.addr), entry.clone());
-        }
-        self.global.put(r.addr, entry);
-    }
-
-    /// The freshest name for `addr` as seen by this process, else its cgroup, else anyone.
-    pub fn lookup(
-        &mut self,
-        pid: u32,
-        cgroup: u64,
-        addr: IpAddr,
-        now_ns: u64,
-    ) -> Option<Arc<DnsName>> {
-        let fresh = |c: &Cached| (c.expires_ns >= now_ns).then(|| c.name.clone());
-        if let Some(n) = self.owned.get(&(Owner::Pid(pid), addr)).and_then(fresh) {
-            return Some(n);
-        }
-        if let Some(n) = self
-            .owned
-            .get(&(Owner::Cgroup(cgroup), addr))
-            .and_then(fresh)
-        {
-            return Some(n);
-        }
-        self.global.get(&addr).and_then(fresh)
-    }
-}
-
 /// A name found in a connection's own bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireName {
     pub name: String,
     pub source: NameSource,
-    /// Encrypted Client Hello: `name` is only the outer, public name.
+    /// The ClientHello carried an Encrypted Client Hello extension (real, or the GREASE
+    /// one browsers always send): `name` may be only the outer, public name.
     pub ech: bool,
+    /// Found whole inside a ClientHello whose rest was never sent.
+    pub partial: bool,
+}
+
+/// What a captured payload tells about its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// The name the connection was meant for.
+    Wire(WireName),
+    /// The names a DNS query asked.
+    Queries(Vec<String>),
 }
 
 #[derive(Debug, Default)]
 struct Stream {
     buf: Vec<u8>,
     quic: Option<quic::CryptoStream>,
+    /// A partial QUIC server name was reported already.
+    partial_sent: bool,
     done: bool,
 }
 
@@ -158,10 +102,14 @@ impl Default for Namer {
 }
 
 impl Namer {
-    /// Feeds one first-payload capture; returns a name once the bytes give one.
-    pub fn on_payload(&mut self, rec: &PacketRecord) -> Option<WireName> {
+    /// Feeds one first-payload capture; returns what the bytes say once they say it.
+    pub fn on_payload(&mut self, rec: &PacketRecord) -> Option<Named> {
         if rec.kind != EventKind::Payload {
             return None;
+        }
+        if DNS_QUERY_PORTS.contains(&rec.dst_port) {
+            let queries = dns::parse(&rec.data, rec.proto == Proto::Tcp).queries;
+            return (!queries.is_empty()).then_some(Named::Queries(queries));
         }
         let stream = self.streams.get_or_insert_mut(rec.cookie, Stream::default);
         if stream.done {
@@ -170,20 +118,32 @@ impl Namer {
         if rec.proto == Proto::Udp {
             // Each datagram stands alone; a truncated one cannot be authenticated.
             let crypto = stream.quic.get_or_insert_with(quic::CryptoStream::default);
-            return match crypto.push_datagram(&rec.data) {
-                None => None,
-                Some(hello) => {
-                    stream.done = true;
-                    stream.quic = None;
-                    match hello {
-                        tls::Hello::ClientHello { sni, ech } => sni.map(|name| WireName {
-                            name,
-                            source: NameSource::Quic,
-                            ech,
-                        }),
-                        _ => None,
-                    }
+            let Some(hello) = crypto.push_datagram(&rec.data) else {
+                // Not complete (yet): a server name already whole in what came is partial.
+                if stream.partial_sent {
+                    return None;
                 }
+                let name = crypto.partial_server_name()?;
+                stream.partial_sent = true;
+                return Some(Named::Wire(WireName {
+                    name,
+                    source: NameSource::Quic,
+                    ech: false,
+                    partial: true,
+                }));
+            };
+            stream.done = true;
+            stream.quic = None;
+            return match hello {
+                tls::Hello::ClientHello { sni, ech } => sni.map(|name| {
+                    Named::Wire(WireName {
+                        name,
+                        source: NameSource::Quic,
+                        ech,
+                        partial: false,
+                    })
+                }),
+                _ => None,
             };
         }
         stream.buf.extend_from_slice(&rec.data);
@@ -193,7 +153,7 @@ impl Namer {
             Parsed::Done(name) => {
                 stream.done = true;
                 stream.buf = Vec::new();
-                name
+                name.map(Named::Wire)
             }
             Parsed::NeedMore if !truncated && stream.buf.len() < tls::MAX_HELLO => None,
             Parsed::NeedMore | Parsed::Nothing => {
@@ -204,15 +164,11 @@ impl Namer {
         }
     }
 
-    /// Feeds a DNS answer received by socket `cookie`; `owner` is the process that used
-    /// that socket, when brokerwatch saw it.
-    pub fn on_dns_answer(&mut self, rec: &PacketRecord, owner: Option<u32>) -> usize {
-        let resolutions = dns::parse_answer(&rec.data, rec.proto == Proto::Tcp);
-        for r in &resolutions {
-            self.dns
-                .insert(owner, rec.header.cgroup_id, r, rec.header.ts_ns);
-        }
-        resolutions.len()
+    /// Feeds a DNS answer received by `from`; returns how many addresses it named.
+    pub fn on_dns_answer(&mut self, rec: &PacketRecord, from: Receiver) -> usize {
+        let facts = dns::parse(&rec.data, rec.proto == Proto::Tcp);
+        self.dns.insert(from, &facts, rec.header.ts_ns);
+        facts.resolutions.len()
     }
 }
 
@@ -232,6 +188,7 @@ fn name_tcp_stream(buf: &[u8]) -> Parsed {
                 name,
                 source: NameSource::Sni,
                 ech,
+                partial: false,
             })),
         },
         Some(b) if b.is_ascii_uppercase() => match http::request_host(buf) {
@@ -243,60 +200,12 @@ fn name_tcp_stream(buf: &[u8]) -> Parsed {
                         name,
                         source: NameSource::Http,
                         ech: false,
+                        partial: false,
                     }),
             ),
         },
         _ => Parsed::Nothing,
     }
-}
-
-/// Well-known DNS-over-HTTPS resolvers (addresses and names). A connection to one means the
-/// app's DNS is encrypted, and its names can only come from SNI.
-pub const DOH_RESOLVERS: &[&str] = &[
-    "1.1.1.1",
-    "1.0.0.1",
-    "2606:4700:4700::1111",
-    "2606:4700:4700::1001",
-    "8.8.8.8",
-    "8.8.4.4",
-    "2001:4860:4860::8888",
-    "2001:4860:4860::8844",
-    "9.9.9.9",
-    "149.112.112.112",
-    "2620:fe::fe",
-    "94.140.14.14",
-    "94.140.15.15",
-    "208.67.222.222",
-    "208.67.220.220",
-    "45.90.28.0",
-];
-
-pub const DOH_NAMES: &[&str] = &[
-    "cloudflare-dns.com",
-    "mozilla.cloudflare-dns.com",
-    "dns.google",
-    "dns.quad9.net",
-    "doh.opendns.com",
-    "dns.adguard-dns.com",
-    "dns.nextdns.io",
-    "doh.cleanbrowsing.org",
-];
-
-/// Whether a connection is encrypted DNS (DoT on 853, or a known DoH resolver on 443).
-pub fn encrypted_dns(addr: IpAddr, port: u16, name: Option<&str>) -> Option<&'static str> {
-    if port == 853 {
-        return Some("DNS-over-TLS (port 853): this app's DNS lookups are encrypted and invisible");
-    }
-    let doh_name = name.is_some_and(|n| {
-        DOH_NAMES
-            .iter()
-            .any(|d| n == *d || n.ends_with(&format!(".{d}")))
-    });
-    let doh_addr = DOH_RESOLVERS
-        .iter()
-        .any(|a| a.parse::<IpAddr>().ok() == Some(addr));
-    ((port == 443 || port == 8443) && (doh_name || doh_addr))
-        .then_some("DNS-over-HTTPS resolver: this app's DNS lookups are encrypted and invisible")
 }
 
 #[cfg(test)]
@@ -329,7 +238,19 @@ mod tests {
             dst_port: 443,
             seq: 0,
             orig_len,
+            netns: 1,
             data: data.to_vec(),
+        }
+    }
+
+    fn payload(proto: Proto, cookie: u64, data: &[u8]) -> PacketRecord {
+        packet(EventKind::Payload, proto, cookie, data, data.len() as u32)
+    }
+
+    fn wire(named: Option<Named>) -> Option<WireName> {
+        match named {
+            Some(Named::Wire(w)) => Some(w),
+            _ => None,
         }
     }
 
@@ -338,85 +259,72 @@ mod tests {
         let hello = tls::tests::client_hello_bytes("split.vendor.test", 3000);
         let mut n = Namer::default();
         let (a, b) = hello.split_at(1500);
+        assert_eq!(n.on_payload(&payload(Proto::Tcp, 9, a)), None);
+        let got = wire(n.on_payload(&payload(Proto::Tcp, 9, b))).unwrap();
         assert_eq!(
-            n.on_payload(&packet(
-                EventKind::Payload,
-                Proto::Tcp,
-                9,
-                a,
-                a.len() as u32
-            )),
-            None
-        );
-        let got = n
-            .on_payload(&packet(
-                EventKind::Payload,
-                Proto::Tcp,
-                9,
-                b,
-                b.len() as u32,
-            ))
-            .unwrap();
-        assert_eq!(
-            (got.name.as_str(), got.source),
-            ("split.vendor.test", NameSource::Sni)
+            (got.name.as_str(), got.source, got.partial),
+            ("split.vendor.test", NameSource::Sni, false)
         );
         // Later segments of the same socket are ignored.
-        assert_eq!(
-            n.on_payload(&packet(
-                EventKind::Payload,
-                Proto::Tcp,
-                9,
-                b,
-                b.len() as u32
-            )),
-            None
-        );
+        assert_eq!(n.on_payload(&payload(Proto::Tcp, 9, b)), None);
     }
 
     #[test]
     fn http_host_but_not_a_literal_ip() {
         let mut n = Namer::default();
         let req = b"GET / HTTP/1.1\r\nHost: plain.vendor.test\r\n\r\n";
-        let got = n
-            .on_payload(&packet(
-                EventKind::Payload,
-                Proto::Tcp,
-                1,
-                req,
-                req.len() as u32,
-            ))
-            .unwrap();
+        let got = wire(n.on_payload(&payload(Proto::Tcp, 1, req))).unwrap();
         assert_eq!(got.source, NameSource::Http);
         let req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+        assert_eq!(n.on_payload(&payload(Proto::Tcp, 2, req)), None);
+    }
+
+    #[test]
+    fn naming_dns_queries_name_resolver_rows_by_what_they_asked() {
+        // Issue 10: a DNS query is named by its questions, never left unnamed.
+        let mut q = simple_dns::Packet::new_query(3);
+        q.questions.push(simple_dns::Question::new(
+            simple_dns::Name::new_unchecked("graph.facebook.com"),
+            simple_dns::QTYPE::TYPE(simple_dns::TYPE::AAAA),
+            simple_dns::QCLASS::CLASS(simple_dns::CLASS::IN),
+            false,
+        ));
+        let bytes = q.build_bytes_vec().unwrap();
+        let mut rec = payload(Proto::Udp, 4, &bytes);
+        rec.dst_port = 53;
+        let mut n = Namer::default();
         assert_eq!(
-            n.on_payload(&packet(
-                EventKind::Payload,
-                Proto::Tcp,
-                2,
-                req,
-                req.len() as u32
-            )),
-            None
+            n.on_payload(&rec),
+            Some(Named::Queries(vec!["graph.facebook.com".into()]))
         );
     }
 
     #[test]
-    fn dns_cache_per_process_then_cgroup_then_global_with_ttl_floor() {
+    fn dns_answers_name_addresses_for_their_receiver() {
         let mut n = Namer::default();
         let ans = dns::tests::answer_bytes();
         let rec = packet(EventKind::DnsAnswer, Proto::Udp, 5, &ans, ans.len() as u32);
-        assert_eq!(n.on_dns_answer(&rec, Some(42)), 2);
+        let from = Receiver {
+            pid: Some(42),
+            cgroup: 7,
+            uid: 1000,
+            netns: 1,
+        };
+        assert_eq!(n.on_dns_answer(&rec, from), 2);
         let ip: IpAddr = "127.0.0.3".parse().unwrap();
-        let name = n.dns.lookup(42, 7, ip, 2_000).unwrap();
+        let asker = Asker {
+            pid: 42,
+            cgroup: 7,
+            uid: 1000,
+            netns: 1,
+        };
+        let name = n.dns.lookup(asker, ip, 2_000).unwrap();
         assert_eq!(name.qname, "api.vendor.test");
         assert_eq!(name.chain.len(), 3);
-        // Another process in another cgroup still gets the machine-wide answer.
-        assert!(n.dns.lookup(43, 8, ip, 2_000).is_some());
         // TTL 300 s: gone after it.
         assert!(n
             .dns
-            .lookup(42, 7, ip, 1_000 + 301 * 1_000_000_000)
+            .lookup(asker, ip, 1_000 + 301 * 1_000_000_000)
             .is_none());
     }
 

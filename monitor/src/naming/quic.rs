@@ -89,26 +89,46 @@ pub struct Initial {
     pub crypto: Vec<(u64, Vec<u8>)>,
 }
 
-/// Decrypts every client Initial packet coalesced in one UDP datagram. `dcid_hint` is the
-/// DCID of the connection's first Initial (the keys stay derived from it).
+/// Decrypts every client Initial packet in what one capture holds: packets coalesced in a
+/// datagram, and the datagrams of a UDP GSO super-packet (one buffer holding several
+/// datagrams, each padded with zeros after its packets), found again by resynchronising on
+/// the next long header of a known version. `dcid_hint` is the DCID of the connection's
+/// first Initial (the keys stay derived from it).
 pub fn parse_datagram(datagram: &[u8], dcid_hint: Option<&[u8]>) -> Vec<Initial> {
     let mut out = Vec::new();
     let mut rest = datagram;
-    for _ in 0..8 {
+    let mut hint = dcid_hint.map(<[u8]>::to_vec);
+    for _ in 0..16 {
         if rest.is_empty() {
             break;
         }
-        match parse_packet(rest, dcid_hint) {
+        match parse_packet(rest, hint.as_deref()) {
             Some((initial, used)) => {
                 if let Some(i) = initial {
+                    hint.get_or_insert_with(|| i.dcid.clone());
                     out.push(i);
                 }
-                rest = &rest[used.min(rest.len())..];
+                rest = &rest[used.clamp(1, rest.len())..];
             }
-            None => break,
+            None => match next_long_header(&rest[1..]) {
+                Some(skip) => rest = &rest[1 + skip..],
+                None => break,
+            },
         }
     }
     out
+}
+
+/// Offset of the next byte that starts a long header of a version brokerwatch decrypts.
+fn next_long_header(buf: &[u8]) -> Option<usize> {
+    (0..buf.len().saturating_sub(6)).find(|&i| {
+        buf[i] & 0xc0 == 0xc0
+            && matches!(
+                u32::from_be_bytes([buf[i + 1], buf[i + 2], buf[i + 3], buf[i + 4]]),
+                VERSION_1 | VERSION_2
+            )
+            && buf[i + 5] <= 20
+    })
 }
 
 /// Parses one long-header packet; returns the Initial (if it is one) and its length.
@@ -238,6 +258,26 @@ pub struct CryptoStream {
 }
 
 impl CryptoStream {
+    /// A server name found whole in the CRYPTO data so far, when the ClientHello itself
+    /// cannot be completed yet (a browser spreads a large, shuffled ClientHello over two
+    /// Initials, and sends only the first when the peer's port is closed).
+    pub fn partial_server_name(&self) -> Option<String> {
+        // Contiguous runs of the CRYPTO data.
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (off, data) in &self.parts {
+            match runs.last_mut() {
+                Some((start, run)) if *start + run.len() as u64 >= *off => {
+                    let have = (*start + run.len() as u64 - off) as usize;
+                    if have < data.len() {
+                        run.extend_from_slice(&data[have..]);
+                    }
+                }
+                _ => runs.push((*off, data.clone())),
+            }
+        }
+        runs.iter().find_map(|(_, run)| tls::find_server_name(run))
+    }
+
     /// Adds a datagram; returns the ClientHello verdict once the stream has one.
     pub fn push_datagram(&mut self, datagram: &[u8]) -> Option<Hello> {
         for initial in parse_datagram(datagram, self.dcid.as_deref()) {

@@ -97,6 +97,55 @@ fn parse_hello(handshake: &[u8]) -> Hello {
     Hello::ClientHello { sni, ech }
 }
 
+/// Whether `name` looks like a DNS host name (letters, digits, `-`, `_`, dots between
+/// labels).
+fn hostname_like(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.first() != Some(&b'.')
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && name
+            .split(|&b| b == b'.')
+            .all(|l| !l.is_empty() && l.len() <= 63)
+}
+
+/// A `server_name` extension found whole inside a fragment of a ClientHello that cannot be
+/// reassembled (the rest was never sent): type 0, a list length that matches the extension
+/// length, one `host_name` entry whose length matches the list, and a host-name-like value.
+pub fn find_server_name(fragment: &[u8]) -> Option<String> {
+    let be16 = |i: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*fragment.get(i)?, *fragment.get(i + 1)?]) as usize)
+    };
+    for i in 0..fragment.len().saturating_sub(9) {
+        if fragment[i] != 0 || fragment[i + 1] != 0 {
+            continue;
+        }
+        let (Some(ext_len), Some(list_len)) = (be16(i + 2), be16(i + 4)) else {
+            continue;
+        };
+        if list_len + 2 != ext_len || fragment[i + 6] != 0 {
+            continue;
+        }
+        let Some(name_len) = be16(i + 7) else {
+            continue;
+        };
+        if name_len + 3 != list_len {
+            continue;
+        }
+        let Some(name) = fragment.get(i + 9..i + 9 + name_len) else {
+            continue;
+        };
+        if hostname_like(name) {
+            return std::str::from_utf8(name)
+                .ok()
+                .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -134,6 +183,24 @@ pub(crate) mod tests {
         rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
         rec.extend_from_slice(&hs);
         rec
+    }
+
+    #[test]
+    fn tls_server_name_is_found_in_a_fragment_of_a_hello() {
+        let hello = client_hello_bytes("graph.facebook.com", 600);
+        // Any window that holds the whole extension finds it; the record header is gone.
+        let at = hello
+            .windows(18)
+            .position(|w| w == b"graph.facebook.com")
+            .unwrap();
+        assert_eq!(
+            find_server_name(&hello[at - 12..at + 40]).as_deref(),
+            Some("graph.facebook.com")
+        );
+        // Cut inside the name: nothing, rather than half a name.
+        assert_eq!(find_server_name(&hello[at - 12..at + 10]), None);
+        assert_eq!(find_server_name(&[0u8; 64]), None);
+        assert_eq!(find_server_name(&[]), None);
     }
 
     #[test]

@@ -41,9 +41,29 @@ pub struct AppDef {
     pub flatpak: Vec<String>,
     #[serde(default)]
     pub snap: Vec<String>,
+    /// Desktop file ids (systemd app scopes: `app-gnome-<id>-<n>.scope`).
+    #[serde(default)]
+    pub desktop: Vec<String>,
     /// First-party domains of the app.
     #[serde(default)]
     pub first_party: Vec<String>,
+    /// The real paths behind absolute `exe` entries that are symlinks (filled when the
+    /// policy is resolved).
+    #[serde(skip)]
+    pub exe_real: Vec<String>,
+}
+
+/// What app matching looks at in a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen<'a> {
+    /// Process name (as in /proc/PID/comm).
+    pub comm: &'a str,
+    /// The executable itself, symlinks resolved.
+    pub exe: Option<&'a str>,
+    /// The path it was started through (a symlink, `/proc/self/exe`).
+    pub exec_path: Option<&'a str>,
+    /// Flatpak, Snap or desktop-scope identity.
+    pub identity: Option<&'a AppIdentity>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,11 +81,13 @@ fn basename(s: &str) -> &str {
 }
 
 impl AppDef {
-    /// Process names the kernel can match at exec (basenames of `exe`, and `comm`).
+    /// Process names the kernel can match at exec (basenames of `exe` and of the real
+    /// files behind them, and `comm`).
     pub fn kernel_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .exe
             .iter()
+            .chain(&self.exe_real)
             .map(|e| basename(e).to_owned())
             .chain(self.comm.iter().cloned())
             .collect();
@@ -74,29 +96,58 @@ impl AppDef {
         names
     }
 
-    /// Whether a process with this name, executable and identity is this app.
-    pub fn matches(&self, comm: &str, exe: Option<&str>, identity: Option<&AppIdentity>) -> bool {
+    /// Resolves absolute `exe` entries that are symlinks to the files behind them.
+    pub fn resolve_paths(&mut self) {
+        self.exe_real = self
+            .exe
+            .iter()
+            .filter(|e| e.starts_with('/'))
+            .filter_map(|e| {
+                let real = std::fs::canonicalize(e).ok()?;
+                let real = real.to_str()?.to_owned();
+                (real != *e).then_some(real)
+            })
+            .collect();
+    }
+
+    /// Whether a process seen this way is this app: by name, by executable (the real file
+    /// or the path it was started through, symlinks on either side resolved), or by its
+    /// Flatpak, Snap or desktop identity.
+    pub fn matches(&self, p: &Seen<'_>) -> bool {
         let comm_match = |name: &str| {
             // The kernel keeps 15 bytes of a name.
             let n = name.len().min(15);
-            comm == name || (comm.len() == 15 && name.len() > 15 && comm == &name[..n])
+            p.comm == name || (p.comm.len() == 15 && name.len() > 15 && p.comm == &name[..n])
         };
         if self.comm.iter().any(|c| comm_match(c)) {
             return true;
         }
-        for e in &self.exe {
-            let by_path = e.starts_with('/');
-            match exe {
-                Some(x) if by_path && x == e => return true,
-                Some(x) if !by_path && basename(x) == e => return true,
-                None if comm_match(basename(e)) => return true,
-                _ => {}
+        let paths: Vec<&str> = p
+            .exe
+            .into_iter()
+            .chain(p.exec_path.filter(|x| !crate::engine::indirect_exec(x)))
+            .collect();
+        for e in self.exe.iter().chain(&self.exe_real) {
+            let hit = if paths.is_empty() {
+                comm_match(basename(e))
+            } else if e.starts_with('/') {
+                paths.contains(&e.as_str())
+            } else {
+                paths.iter().any(|x| basename(x) == e)
+            };
+            if hit {
+                return true;
             }
         }
-        match identity {
+        match p.identity {
             Some(AppIdentity::Flatpak { id }) => self.flatpak.iter().any(|f| f == id),
             Some(AppIdentity::Snap { name, .. }) => self.snap.iter().any(|s| s == name),
-            _ => false,
+            Some(AppIdentity::Desktop { id, .. }) => self
+                .desktop
+                .iter()
+                .chain(&self.flatpak)
+                .any(|d| d.eq_ignore_ascii_case(id)),
+            None => false,
         }
     }
 }
@@ -111,8 +162,15 @@ pub fn validate_app(app: &AppDef) -> Result<(), String> {
     {
         return Err("id must be non-empty ASCII letters, digits, '-' or '_'".into());
     }
-    if app.exe.is_empty() && app.comm.is_empty() && app.flatpak.is_empty() && app.snap.is_empty() {
-        return Err("matches nothing: give at least one of exe, comm, flatpak, snap".into());
+    if app.exe.is_empty()
+        && app.comm.is_empty()
+        && app.flatpak.is_empty()
+        && app.snap.is_empty()
+        && app.desktop.is_empty()
+    {
+        return Err(
+            "matches nothing: give at least one of exe, comm, flatpak, snap, desktop".into(),
+        );
     }
     Ok(())
 }
@@ -208,20 +266,42 @@ mod tests {
     fn matching_by_exe_comm_and_identity() {
         let set = AppSet::builtin();
         let zoom = &set.select(&["zoom".into()]).unwrap()[0];
-        assert!(zoom.matches("zoom", Some("/opt/zoom/zoom"), None));
-        assert!(zoom.matches("ZoomWebviewHost", None, None));
-        assert!(zoom.matches("whatever", Some("/usr/bin/zoom"), None));
-        assert!(!zoom.matches("zoomer", Some("/usr/bin/zoomer"), None));
-        assert!(zoom.matches(
-            "bwrap",
-            None,
-            Some(&AppIdentity::Flatpak {
-                id: "us.zoom.Zoom".into()
-            })
-        ));
+        let seen = |comm, exe, exec_path, identity| Seen {
+            comm,
+            exe,
+            exec_path,
+            identity,
+        };
+        assert!(zoom.matches(&seen("zoom", Some("/opt/zoom/zoom"), None, None)));
+        assert!(zoom.matches(&seen("ZoomWebviewHost", None, None, None)));
+        assert!(zoom.matches(&seen("whatever", Some("/usr/bin/zoom"), None, None)));
+        assert!(!zoom.matches(&seen("zoomer", Some("/usr/bin/zoomer"), None, None)));
+        let flatpak = AppIdentity::Flatpak {
+            id: "us.zoom.Zoom".into(),
+        };
+        assert!(zoom.matches(&seen("bwrap", None, None, Some(&flatpak))));
+        let gnome = AppIdentity::Desktop {
+            launcher: "gnome".into(),
+            id: "us.zoom.Zoom".into(),
+        };
+        assert!(zoom.matches(&seen("whatever", None, None, Some(&gnome))));
+        // Started through a symlink whose name is the app's: the path it was started
+        // through counts, but not an indirect one.
+        assert!(zoom.matches(&seen(
+            "x",
+            Some("/opt/other/bin"),
+            Some("/usr/bin/zoom"),
+            None
+        )));
+        assert!(!zoom.matches(&seen(
+            "exe",
+            Some("/opt/other/bin"),
+            Some("/proc/self/exe"),
+            None
+        )));
         let webex = &set.select(&["webex".into()]).unwrap()[0];
         // Kernel-truncated name of CiscoCollabHostCefWM.
-        assert!(webex.matches("CiscoCollabHost", None, None));
+        assert!(webex.matches(&seen("CiscoCollabHost", None, None, None)));
         assert!(zoom.kernel_names().contains(&"ZoomLauncher".to_owned()));
     }
 

@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use apps::{AppDef, AppSet, PolicyError};
+pub use apps::{AppDef, AppSet, PolicyError, Seen};
 pub use file::{Action, Diagnostic, ImportFormat, PolicyFile, Severity};
 pub use matcher::Hit;
 use matcher::Matcher;
@@ -383,6 +383,9 @@ impl Policy {
             ));
         }
 
+        for app in &mut apps {
+            app.resolve_paths();
+        }
         let mut policy = Policy {
             apps: AppSet { apps },
             rules,
@@ -457,26 +460,12 @@ impl Policy {
     }
 
     /// The app definition a process belongs to, if any: by its own name, executable and
-    /// Flatpak/Snap identity first; `inherited` (the app whose watch it inherited) only
-    /// when it has not executed another program since (a forked helper).
-    pub fn app_of(
-        &self,
-        inherited: Option<&str>,
-        comm: &str,
-        exe: Option<&str>,
-        identity: Option<&crate::host::appid::AppIdentity>,
-        executed_since: bool,
-    ) -> Option<&AppDef> {
-        if let Some(a) = self
-            .apps
-            .apps
-            .iter()
-            .find(|a| a.matches(comm, exe, identity))
-        {
+    /// Flatpak/Snap/desktop identity first; otherwise `inherited`, the app whose watch it
+    /// inherited. Every helper of an app (zygote, renderer, network service) is that app,
+    /// whatever it executes, until it executes a program defined as another app.
+    pub fn app_of(&self, inherited: Option<&str>, seen: &Seen<'_>) -> Option<&AppDef> {
+        if let Some(a) = self.apps.apps.iter().find(|a| a.matches(seen)) {
             return Some(a);
-        }
-        if executed_since {
-            return None;
         }
         let id = inherited?;
         self.apps.apps.iter().find(|a| a.id == id)
