@@ -57,9 +57,11 @@ fn run() -> anyhow::Result<u8> {
             if opts.waits_for_ctrl_c() {
                 eprintln!("brokerwatch: watching until Ctrl-C (use --duration to stop by itself)");
             }
+            // Opened first: a path that cannot be written fails before the audit runs.
+            let mut report = audit::format::open_report(args.output.as_deref())?;
             let outcome = block_on(audit::run(opts, &policy))??;
-            outcome.write(&mut out, args.format())?;
-            out.flush()?;
+            outcome.write(&mut report, args.format())?;
+            report.flush()?;
             Ok(if outcome.summary.flagged > 0 {
                 EXIT_FLAGGED
             } else {

@@ -52,6 +52,40 @@ fn daemon_alerts_reach_history_and_each_user_sees_only_their_own() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+// Issue 10.
+#[test]
+fn daemon_a_flatpak_scope_created_after_start_is_watched_as_its_app() {
+    require_root();
+    let dir = lab_dir("scope");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Scope Broker"),
+    )
+    .unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let d = Daemon::start(&dir);
+    let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
+    let base = mount.join(format!("bwdaemon-{}", std::process::id()));
+    let scope = base.join("app-flatpak-us.zoom.Zoom-77.scope");
+    let _cgroups = common::audit::Cleanup(vec![base.clone(), scope.clone()]);
+    std::fs::create_dir_all(&scope).unwrap();
+    wait_for(
+        || d.log().contains("app-flatpak-us.zoom.Zoom-77.scope ("),
+        "the daemon to watch the new scope",
+    );
+    // A process whose name is none of Zoom's starts in the scope.
+    let helper = dir.join("bw-helper");
+    std::fs::copy(common::PROBE, &helper).unwrap();
+    common::audit::run_in_cgroup(&scope, &helper, &[&format!("tcp:127.0.0.2:{port}")]);
+    wait_for(|| !history(&dir, None).is_empty(), "the alert");
+    let alerts = history(&dir, None);
+    assert_eq!(alerts[0]["app"], "Zoom", "{alerts:#?}\n{}", d.log());
+    assert_eq!(alerts[0]["comm"], "bw-helper");
+    assert_eq!(alerts[0]["company"], "Scope Broker");
+    drop(d);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 // Issue 5.
 #[test]
 fn daemon_history_survives_sigkill_and_a_broken_policy_keeps_the_last_good_one() {

@@ -31,6 +31,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),
     ("bpftool", "bpftool"),
+    ("chromium", "chromium"),
+    ("firefox-esr", "firefox-esr"),
+    ("setpriv", "util-linux"),
 ];
 
 /// What later commands need from set-up.

@@ -6,6 +6,7 @@
 BW=${BW:-brokerwatch}
 P=${PROBE:-bw-netprobe}
 IN=${IN:-}
+CG=${CGROUP2:-/sys/fs/cgroup}
 
 scenario() {
     name=$1
@@ -39,6 +40,40 @@ scenario short_lived "$BW" audit --json -- $IN "$P" --spawn 50 tcp:127.0.0.1:443
 scenario dns "$BW" audit --json -- $IN "$P" resolve:vm.tracker.test:4433
 scenario tls "$BW" audit --json -- $IN "$P" tls:sni.vm.test@127.0.0.6:4433
 scenario loss "$BW" audit --json --ring-size 4K -- $IN "$P" --repeat 3000 udpconnect:127.0.0.1:9
+
+scenario reexec "$BW" audit --json -- $IN "$P" --reexec tcp:127.0.0.1:4433
+
+# waits (up to 60 s) until file $2 contains $1
+wait_for() {
+    i=0
+    until grep -q "$1" "$2" 2>/dev/null; do
+        i=$((i + 1))
+        if [ "$i" -gt 600 ]; then
+            echo "timed out waiting for $1 in $2"
+            cat "$2"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# A Flatpak scope created while an audit watches Zoom: a process in it is Zoom, whatever
+# its name. (On the host, outside the network namespace: ip netns exec hides cgroupfs.)
+app_scope() {
+    scope="$CG/bwvm$$/app-flatpak-us.zoom.Zoom-7.scope"
+    "$BW" -v audit --json --app zoom --duration 120s >/tmp/bw-scope.json 2>/tmp/bw-scope.err &
+    audit=$!
+    wait_for "brokerwatch: watching" /tmp/bw-scope.err &&
+        mkdir -p "$scope" &&
+        wait_for "app-flatpak-us.zoom.Zoom-7.scope (" /tmp/bw-scope.err &&
+        sh -c "echo \$\$ > '$scope/cgroup.procs' && exec '$P' tcp:127.0.0.1:9"
+    kill -INT "$audit"
+    wait "$audit"
+    cat /tmp/bw-scope.json
+    rmdir "$scope" "$CG/bwvm$$" 2>/dev/null
+    return 0
+}
+scenario app_scope app_scope
 
 kill "$SERVE" 2>/dev/null
 wait "$SERVE" 2>/dev/null

@@ -7,6 +7,21 @@ use serde::Serialize;
 use super::Summary;
 use crate::finding::Finding;
 
+/// Where the report goes: the file `path` (created or truncated), or standard output.
+pub fn open_report(path: Option<&std::path::Path>) -> io::Result<Box<dyn Write>> {
+    match path {
+        Some(p) => std::fs::File::create(p)
+            .map(|f| Box::new(io::BufWriter::new(f)) as Box<dyn Write>)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot write the report to {}: {e}", p.display()),
+                )
+            }),
+        None => Ok(Box::new(io::stdout().lock())),
+    }
+}
+
 /// One line of `--json` output.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

@@ -29,6 +29,10 @@ pub struct AuditArgs {
     /// CSV with a header line.
     #[arg(long)]
     pub csv: bool,
+    /// Write the report to this file instead of standard output (the audited command's
+    /// own output then never mixes with it). Opened before the audit starts.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
     /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
     #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = parse_size)]
     pub ring_size: u32,

@@ -292,7 +292,10 @@ impl<P: ProcSource> Engine<P> {
             EventKind::Payload => {
                 self.with_row(r.cookie, |agg| agg.sent = true);
                 match self.namer.on_payload(r) {
-                    Some(Named::Wire(name)) => self.name_socket(r.cookie, name),
+                    Some(Named::Wire(name)) => {
+                        log::trace!("socket {} named {name:?}", r.cookie);
+                        self.name_socket(r.cookie, name)
+                    }
                     Some(Named::Queries(names)) => self.with_row(r.cookie, |agg| {
                         for n in names {
                             if agg.dns_queries.len() < MAX_QUERIES_PER_ROW

@@ -341,3 +341,66 @@ fn engine_dns_rows_keep_the_names_asked_and_payloads_mark_rows_as_sent() {
     assert_eq!(rows[0].1.dns_queries, vec!["graph.facebook.com"]);
     assert!(rows[0].1.sent);
 }
+
+/// A connection to 127.0.0.3 that the process resolved as `api.vendor.test` (the DNS
+/// fixture), then its ClientHello with an ECH extension naming `sni`.
+fn ech_row(sni: &str, https_ech: bool) -> ConnAgg {
+    let mut e = Engine::with_source(NoProc);
+    let ans = crate::naming::dns::tests::answer_bytes();
+    e.handle(&Record::Packet(PacketRecord {
+        header: hdr(EventKind::DnsAnswer, 7, 1),
+        kind: EventKind::DnsAnswer,
+        cookie: 99,
+        proto: Proto::Udp,
+        src: "127.0.0.1".parse().unwrap(),
+        src_port: 53,
+        dst_port: 5000,
+        seq: 0,
+        orig_len: ans.len() as u32,
+        netns: NS,
+        data: ans,
+    }));
+    if https_ech {
+        let facts = crate::naming::dns::Facts {
+            ech: vec![("api.vendor.test".into(), 300)],
+            ..Default::default()
+        };
+        e.namer.dns.insert(
+            Receiver {
+                pid: Some(7),
+                cgroup: 5,
+                uid: 1000,
+                netns: NS,
+            },
+            &facts,
+            1,
+        );
+    }
+    let Record::Sock(mut s) = connect(7, 10, 443) else {
+        unreachable!()
+    };
+    s.cookie = 1;
+    s.dst = "127.0.0.3".parse().unwrap();
+    e.handle(&Record::Sock(s));
+    e.name_socket(
+        1,
+        WireName {
+            name: sni.into(),
+            source: NameSource::Sni,
+            ech: true,
+            partial: false,
+        },
+    );
+    e.connections()[0].1.clone()
+}
+
+#[test]
+fn engine_ech_is_in_use_only_when_dns_offered_it_or_the_outer_name_differs() {
+    // Issue 10: browsers send a GREASE ECH extension everywhere; with the real name as SNI
+    // and no ECH offer, nothing is hidden.
+    assert!(!ech_row("api.vendor.test", false).ech);
+    // The name's HTTPS record offered ECH: the SNI may be the outer name.
+    assert!(ech_row("api.vendor.test", true).ech);
+    // The outer SNI differs from the name the process resolved: ECH hides the real one.
+    assert!(ech_row("public.ech-front.test", false).ech);
+}

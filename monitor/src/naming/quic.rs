@@ -393,6 +393,62 @@ mod tests {
         }
     }
 
+    /// Chromium 156's first flight to a peer that never answers: two Initials of one
+    /// connection (X25519MLKEM768 key share, GREASE ECH, shuffled CRYPTO frames), and the
+    /// only Initial it sent to a closed port. Captured in the test lab.
+    const CHROMIUM_1: &[u8] = include_bytes!("../../tests/fixtures/chromium-quic-initial-1.bin");
+    const CHROMIUM_2: &[u8] = include_bytes!("../../tests/fixtures/chromium-quic-initial-2.bin");
+    const CHROMIUM_ALONE: &[u8] =
+        include_bytes!("../../tests/fixtures/chromium-quic-first-initial.bin");
+
+    fn hello_of(datagrams: &[&[u8]]) -> (Option<Hello>, Option<String>) {
+        let mut s = CryptoStream::default();
+        let mut hello = None;
+        for d in datagrams {
+            hello = hello.or(s.push_datagram(d));
+        }
+        (hello, s.partial_server_name())
+    }
+
+    #[test]
+    fn quic_chromium_hello_spread_over_two_initials_is_reassembled() {
+        // Issue 10.
+        let (hello, _) = hello_of(&[CHROMIUM_1, CHROMIUM_2]);
+        assert_eq!(
+            hello,
+            Some(Hello::ClientHello {
+                sni: Some("quic.vendor.test".into()),
+                ech: true
+            }),
+            "complete, with Chromium's GREASE ECH extension"
+        );
+        // Either Initial alone is not a complete hello.
+        assert_eq!(hello_of(&[CHROMIUM_2]).0, None);
+    }
+
+    #[test]
+    fn quic_a_lone_first_initial_names_its_connection_partially() {
+        // Issue 10: the peer's port is closed, so only the first Initial left.
+        let (hello, partial) = hello_of(&[CHROMIUM_ALONE]);
+        assert_eq!(hello, None);
+        assert_eq!(partial.as_deref(), Some("closed.vendor.test"));
+    }
+
+    #[test]
+    fn quic_gso_super_packets_with_zero_padding_split_into_datagrams() {
+        // Issue 10: Firefox sends its first flight as one UDP GSO buffer: two datagrams,
+        // the first padded with zeros after its packet.
+        let mut gso = CHROMIUM_1.to_vec();
+        gso.extend_from_slice(&[0u8; 254]);
+        gso.extend_from_slice(CHROMIUM_2);
+        assert_eq!(parse_datagram(&gso, None).len(), 2);
+        let (hello, _) = hello_of(&[&gso]);
+        assert!(matches!(
+            hello,
+            Some(Hello::ClientHello { sni: Some(ref s), .. }) if s == "quic.vendor.test"
+        ));
+    }
+
     #[test]
     fn garbage_and_truncation_never_panic() {
         let mut junk = vec![0xc0u8, 0, 0, 0, 1, 8];

@@ -24,6 +24,16 @@ fn ok(cmd: &mut Command) {
 
 pub const TLS_PORT: u16 = 4433;
 pub const HTTP_PORT: u16 = 8080;
+/// HTTP/3 port of `quic.vendor.test` (a UDP peer that reads and never answers) and of
+/// `closed.vendor.test` (nothing listens: the kernel answers port unreachable).
+pub const QUIC_PORT: u16 = 443;
+
+/// The lab's page (`http://page.vendor.test:8080/`): one TLS image, two HTTP/3 ones.
+pub const PAGE: &str = "<html><body>brokerwatch lab\n\
+<img src=\"https://graph.facebook.com:4433/a.png\">\n\
+<img src=\"https://quic.vendor.test/b.png\">\n\
+<img src=\"https://closed.vendor.test/c.png\">\n\
+</body></html>\n";
 
 impl Lab {
     pub fn new(tag: &str) -> Self {
@@ -46,7 +56,8 @@ impl Lab {
         )
         .unwrap();
         // Names: api.vendor.test -> CNAME edge.tracker.test -> 127.0.0.3 and ::1;
-        // broker.test -> 127.0.0.2.
+        // broker.test -> 127.0.0.2; the browser page and its resources (AAAA records too:
+        // Firefox asks for both).
         let log = dir.join("dnsmasq.log");
         lab.spawn(&[
             "dnsmasq",
@@ -60,6 +71,12 @@ impl Lab {
             "--host-record=edge.tracker.test,127.0.0.3,::1",
             "--cname=api.vendor.test,edge.tracker.test",
             "--host-record=broker.test,127.0.0.2",
+            "--host-record=page.vendor.test,127.0.0.1",
+            "--host-record=graph.facebook.com,127.0.0.7",
+            "--host-record=quic.vendor.test,127.0.0.8",
+            "--host-record=closed.vendor.test,127.0.0.9",
+            "--local=/test/",
+            "--local=/facebook.com/",
             "--log-queries",
             &format!("--log-facility={}", log.display()),
             &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
@@ -98,6 +115,9 @@ impl Lab {
                 cert.to_str().unwrap(),
             ]);
         }
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("index.html"), PAGE).unwrap();
         lab.spawn(&[
             "python3",
             "-m",
@@ -105,6 +125,14 @@ impl Lab {
             &HTTP_PORT.to_string(),
             "--bind",
             "::",
+            "--directory",
+            www.to_str().unwrap(),
+        ]);
+        lab.spawn(&[
+            super::PROBE,
+            "serve",
+            "--udp",
+            &format!("127.0.0.8:{QUIC_PORT}"),
         ]);
         lab.wait_ready();
         lab

@@ -16,6 +16,7 @@ use brokerwatch::{
 };
 use monitor_common::WATCH_TAG_CGROUP;
 
+pub mod audit;
 pub mod daemon;
 pub mod lab;
 

@@ -122,6 +122,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("dns", dns),
     ("tls", tls),
     ("loss", loss),
+    ("reexec", reexec),
+    ("app_scope", app_scope),
 ];
 
 pub fn check(output: &str) -> Report {
@@ -249,6 +251,28 @@ fn tls(s: &Section) -> Result<Option<String>, String> {
         .ok_or("no row for the TLS connection")?;
     if r["domain"] != "sni.vm.test" || r["domain_source"] != "sni" {
         return Err(format!("the ClientHello did not name the connection: {r}"));
+    }
+    Ok(None)
+}
+
+fn reexec(s: &Section) -> Result<Option<String>, String> {
+    let r = s
+        .row("tcp", "127.0.0.1", 4433)
+        .ok_or("no row for the connect after exec'ing /proc/self/exe")?;
+    if !exe_is_probe(r) || r["comm"] != "bw-netprobe" {
+        return Err(format!(
+            "the executable behind /proc/self/exe was not resolved: {r}"
+        ));
+    }
+    Ok(None)
+}
+
+fn app_scope(s: &Section) -> Result<Option<String>, String> {
+    let r = s
+        .row("tcp", "127.0.0.1", 9)
+        .ok_or("no row for the process started in the new scope")?;
+    if r["app"] != "Zoom" || r["comm"] != "bw-netprobe" {
+        return Err(format!("the scope's process is not Zoom: {r}"));
     }
     Ok(None)
 }

@@ -388,6 +388,19 @@ fn boot(kernel: &Path, initramfs: &Path) -> Result<String> {
     )
 }
 
+/// Where the host mounts the cgroup v2 hierarchy.
+fn cgroup2_mount() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    text.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_owned))
+                .flatten()
+        })
+        .context("no cgroup2 mount on this machine")
+}
+
 /// The scenarios on the running kernel: brokerwatch on the host, the probes in a network
 /// namespace of their own (loopback only).
 fn host_leg(bins: &Binaries) -> Result<String> {
@@ -403,7 +416,8 @@ fn host_leg(bins: &Binaries) -> Result<String> {
                 .arg(root().join("xtask/vm/scenarios.sh"))
                 .env("BW", &bins.brokerwatch)
                 .env("PROBE", &bins.probe)
-                .env("IN", format!("ip netns exec {ns}")),
+                .env("IN", format!("ip netns exec {ns}"))
+                .env("CGROUP2", cgroup2_mount()?),
             GUEST_TIMEOUT,
         )?;
         Ok(format!("=== KERNEL {kernel}\n{out}=== DONE\n"))

@@ -2,17 +2,20 @@
 //! shell cannot (named threads, non-blocking connects, process chains, floods).
 //!
 //! ```text
-//! bw-netprobe [--thread NAME] [--depth N] [--spawn N] [--repeat N] ACTION...
+//! bw-netprobe [--reexec] [--thread NAME] [--depth N] [--spawn N] [--repeat N] ACTION...
 //!   ACTION: tcp:ADDR:PORT | tcpnb:ADDR:PORT | udp:ADDR:PORT | udpconnect:ADDR:PORT
 //!         | resolve:NAME:PORT   (ask 127.0.0.1:53 for NAME, then connect over TCP)
 //!         | tls:SNI@ADDR:PORT   (connect, send a ClientHello naming SNI)
 //!   ADDR:   127.0.0.1 or [::1] (any loopback literal)
 //! bw-netprobe serve [--dns ADDR:PORT] [--record NAME=IP]... [--tcp ADDR:PORT]...
+//!                   [--udp ADDR:PORT]...
 //! ```
-//! `--depth N` runs the actions in a descendant N generations down; `--spawn N` starts N
+//! `--reexec` first executes `/proc/self/exe` with the other arguments, as Chromium starts
+//! its helpers; `--depth N` runs the actions in a descendant N generations down; `--spawn N` starts N
 //! short-lived children one after another, each doing the actions once. `serve` answers
-//! DNS queries for the recorded names and accepts TCP connections (reading until the peer
-//! closes), prints `ready` once listening, and runs until killed.
+//! DNS queries for the recorded names, accepts TCP connections (reading until the peer
+//! closes), reads UDP datagrams without ever answering, prints `ready` once listening, and
+//! runs until killed.
 
 mod dns;
 mod tls;
@@ -223,12 +226,14 @@ fn serve(args: &[String]) -> Result<(), String> {
     let mut records: HashMap<String, Vec<IpAddr>> = HashMap::new();
     let mut dns_addr = None;
     let mut tcp = Vec::new();
+    let mut udp = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--dns" => dns_addr = Some(socket_addr(value()?)?),
             "--tcp" => tcp.push(socket_addr(value()?)?),
+            "--udp" => udp.push(socket_addr(value()?)?),
             "--record" => {
                 let v = value()?;
                 let (name, ip) = v.split_once('=').ok_or("--record NAME=IP")?;
@@ -258,6 +263,13 @@ fn serve(args: &[String]) -> Result<(), String> {
             }
         }));
     }
+    for addr in udp {
+        let sock = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while sock.recv(&mut buf).is_ok() {}
+        }));
+    }
     if let Some(addr) = dns_addr {
         let sock = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
         threads.push(std::thread::spawn(move || dns::serve(sock, records)));
@@ -280,6 +292,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Some(i) = args.iter().position(|a| a == "--reexec") {
+        use std::os::unix::process::CommandExt as _;
+        let mut rest = args.clone();
+        rest.remove(i);
+        let err = Command::new("/proc/self/exe").args(&rest).exec();
+        eprintln!("bw-netprobe: exec /proc/self/exe: {err}");
+        return ExitCode::from(2);
     }
     let o = match parse(&args) {
         Ok(o) => o,
