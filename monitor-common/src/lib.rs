@@ -46,8 +46,6 @@ pub const MAX_WATCHED_PROCESSES: u32 = 32_768;
 pub const MAX_WATCH_NAMES: u32 = 1_024;
 /// Entries of `WATCH_CGROUPS`: watched cgroups.
 pub const MAX_WATCH_CGROUPS: u32 = 1_024;
-/// Entries of `SOCK_WATCH`: sockets of watched processes whose first payloads are captured.
-pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
 /// Entries of `UDP_SEEN`: (socket, destination) pairs already reported.
 pub const MAX_UDP_DESTINATIONS: u32 = 16_384;
 /// Ring buffer size the object is built with; userspace sets the real one before loading.
@@ -234,14 +232,27 @@ pub struct PacketData {
     pub data: [u8; PACKET_CAPTURE],
 }
 
-/// State of a watched socket for payload capture (value of `SOCK_WATCH`).
+/// Per-socket state in socket-local storage (`SOCK_STATE`), created by the connect and
+/// send hooks for sockets of watched processes and for sockets that talk to a DNS server,
+/// freed by the kernel with the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockWatch {
-    /// Payloads captured so far.
+pub struct SockState {
+    /// Network namespace cookie of the socket.
+    pub netns: u64,
+    /// Payloads captured so far (watched sockets).
     pub captured: u32,
     pub watch_tag: u32,
+    /// [`SOCK_WATCHED`], [`SOCK_DNS`].
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// `SockState::flags`: a watched process used the socket; its first payloads are captured.
+pub const SOCK_WATCHED: u32 = 1 << 0;
+/// `SockState::flags`: the socket sent to port 53; the answers it receives belong to
+/// `SockState::netns`.
+pub const SOCK_DNS: u32 = 1 << 1;
 
 /// Payloads captured per TCP socket (a ClientHello split over segments, an HTTP head).
 pub const TCP_CAPTURES: u32 = 4;
@@ -444,7 +455,7 @@ const _: () = assert!(size_of::<ForkEvent>() == 56);
 const _: () = assert!(size_of::<ExitEvent>() == 40);
 const _: () = assert!(size_of::<PacketData>() == 56 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<PacketEvent>() == 88 + PACKET_CAPTURE);
-const _: () = assert!(size_of::<SockWatch>() == 8);
+const _: () = assert!(size_of::<SockState>() == 24);
 const _: () = assert!(size_of::<Config>() == 8);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
@@ -463,7 +474,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for KernelOffsets {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for SockWatch {}
+    unsafe impl aya::Pod for SockState {}
 }
 
 /// Byte offset of `kind` inside every record, for decoders.

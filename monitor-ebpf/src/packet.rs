@@ -6,22 +6,19 @@
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{
-        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_sk_fullsock, bpf_sk_storage_get,
-        bpf_skb_cgroup_id, bpf_skb_load_bytes,
-    },
+    helpers::{bpf_get_socket_cookie, bpf_get_socket_uid, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::cgroup_skb,
     programs::SkBuffContext,
     EbpfContext,
 };
 use monitor_common::{
     Counter, EventKind, PacketData, AF_INET, AF_INET6, DNS_PORT, IPPROTO_TCP, IPPROTO_UDP,
-    PACKET_CAPTURE, TCP_CAPTURES, UDP_CAPTURES,
+    PACKET_CAPTURE, SOCK_WATCHED, TCP_CAPTURES, UDP_CAPTURES,
 };
 
 use crate::{
     emit::{reserve, Origin},
-    state::{count, DNS_NETNS, SOCK_WATCH},
+    state::{count, sock_state},
 };
 
 const PASS: i32 = 1;
@@ -53,11 +50,68 @@ fn load<const N: usize>(ctx: &SkBuffContext, off: u32) -> Option<[u8; N]> {
     (rc == 0).then_some(buf)
 }
 
+/// Network and transport headers, read in place from the packet's linear data (direct
+/// packet access: no helper call) for the common cases: IPv4 without options, IPv6 without
+/// extension headers, headers in the linear part. `None` for anything else.
 #[inline(always)]
-fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
+fn parse_l4_direct(ctx: &SkBuffContext, proto: u32) -> Option<L4> {
     let skb = ctx.as_ptr() as *const __sk_buff;
-    // SAFETY: reading a field of the context the kernel handed us.
-    let proto = u16::from_be(unsafe { (*skb).protocol } as u16) as u32;
+    // SAFETY: reading fields of the context the kernel handed us.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    let mut src_addr = [0u8; 16];
+    let (family, protocol, l4) = if proto == ETH_P_IP {
+        if data + 20 > end {
+            return None;
+        }
+        // SAFETY: the 20 bytes are inside the packet (checked above).
+        let ip = unsafe { &*(data as *const [u8; 20]) };
+        if ip[0] != 0x45 || (u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff) != 0 {
+            return None;
+        }
+        src_addr[..4].copy_from_slice(&ip[12..16]);
+        (AF_INET, ip[9] as u16, data + 20)
+    } else {
+        if data + 40 > end {
+            return None;
+        }
+        // SAFETY: the 40 bytes are inside the packet (checked above).
+        let ip = unsafe { &*(data as *const [u8; 40]) };
+        src_addr.copy_from_slice(&ip[8..24]);
+        (AF_INET6, ip[6] as u16, data + 40)
+    };
+    let payload = match protocol {
+        IPPROTO_UDP => {
+            if l4 + 8 > end {
+                return None;
+            }
+            8
+        }
+        IPPROTO_TCP => {
+            if l4 + 20 > end {
+                return None;
+            }
+            // SAFETY: inside the packet (checked above).
+            let off = unsafe { *((l4 + 12) as *const u8) };
+            ((off >> 4) as usize) * 4
+        }
+        _ => return None,
+    };
+    // SAFETY: the first four transport bytes are inside the packet (checked above).
+    let ports = unsafe { &*(l4 as *const [u8; 4]) };
+    Some(L4 {
+        family,
+        protocol,
+        src_port: u16::from_be_bytes([ports[0], ports[1]]),
+        dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+        payload_off: (l4 - data + payload) as u32,
+        src_addr,
+    })
+}
+
+/// Network and transport headers, through the helper (options, extension headers, headers
+/// outside the linear part).
+#[inline(always)]
+fn parse_l4_copied(ctx: &SkBuffContext, proto: u32) -> Option<L4> {
     let mut src_addr = [0u8; 16];
     let (family, protocol, l4_off) = if proto == ETH_P_IP {
         let ip: [u8; 20] = load(ctx, 0)?;
@@ -68,12 +122,10 @@ fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
         }
         src_addr[..4].copy_from_slice(&ip[12..16]);
         (AF_INET, ip[9] as u16, ihl)
-    } else if proto == ETH_P_IPV6 {
+    } else {
         let ip: [u8; 40] = load(ctx, 0)?;
         src_addr.copy_from_slice(&ip[8..24]);
         (AF_INET6, ip[6] as u16, 40)
-    } else {
-        return None;
     };
     let ports: [u8; 4] = load(ctx, l4_off)?;
     let src_port = u16::from_be_bytes([ports[0], ports[1]]);
@@ -96,29 +148,23 @@ fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
     })
 }
 
-/// The network namespace cookie the socket's DNS traffic was recorded with (0 unknown).
 #[inline(always)]
-fn dns_netns(ctx: &SkBuffContext) -> u64 {
+fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
     let skb = ctx.as_ptr() as *const __sk_buff;
     // SAFETY: reading a field of the context the kernel handed us.
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        return 0;
+    let proto = u16::from_be(unsafe { (*skb).protocol } as u16) as u32;
+    if proto != ETH_P_IP && proto != ETH_P_IPV6 {
+        return None;
     }
-    // SAFETY: the helper checks the socket pointer it is given.
-    let full = unsafe { bpf_sk_fullsock(sk) };
-    if full.is_null() {
-        return 0;
-    }
-    let map = core::ptr::addr_of!(DNS_NETNS) as *mut core::ffi::c_void;
-    // SAFETY: a look-up (no create) in the socket storage map for a full socket.
-    let slot = unsafe { bpf_sk_storage_get(map, full as *mut _, core::ptr::null_mut(), 0) };
-    if slot.is_null() {
-        0
-    } else {
-        // SAFETY: the map's values are u64.
-        unsafe { *(slot as *const u64) }
-    }
+    parse_l4_direct(ctx, proto).or_else(|| parse_l4_copied(ctx, proto))
+}
+
+/// The socket behind the packet (`__sk_buff::sk`).
+#[inline(always)]
+fn skb_socket(ctx: &SkBuffContext) -> *mut aya_ebpf::bindings::bpf_sock {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: reading a field of the context the kernel handed us.
+    unsafe { (*skb).__bindgen_anon_2.sk }
 }
 
 /// Copies up to `PACKET_CAPTURE` payload bytes into a ring-buffer record.
@@ -186,21 +232,31 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
     }
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    capture(&ctx, EventKind::DnsAnswer, &l4, cookie, 0, dns_netns(&ctx));
+    // The namespace the socket's DNS query was sent in (0 when brokerwatch did not see it).
+    let netns = match sock_state(skb_socket(&ctx)) {
+        // SAFETY: this socket's storage slot.
+        Some(state) => unsafe { (*state).netns },
+        None => 0,
+    };
+    capture(&ctx, EventKind::DnsAnswer, &l4, cookie, 0, netns);
     PASS
 }
 
 /// The first payloads of sockets that watched processes connected or sent from.
 #[cgroup_skb(egress)]
 pub fn bw_egress(ctx: SkBuffContext) -> i32 {
-    // SAFETY: the helper takes the program's own context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(state) = SOCK_WATCH.get_ptr_mut(cookie) else {
+    // An unwatched socket costs one storage look-up (a pointer away from the socket).
+    let Some(state) = sock_state(skb_socket(&ctx)) else {
         return PASS;
     };
-    // SAFETY: LRU value slot of this socket; packets of one socket are serialised by
-    // its lock on egress.
-    let captured = unsafe { (*state).captured };
+    // SAFETY: this socket's storage slot; packets of one socket are serialised by its
+    // lock on egress.
+    let (flags, captured) = unsafe { ((*state).flags, (*state).captured) };
+    if flags & SOCK_WATCHED == 0 {
+        return PASS;
+    }
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let Some(l4) = parse_l4(&ctx) else {
         count(Counter::BadPacket);
         return PASS;

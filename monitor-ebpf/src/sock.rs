@@ -9,16 +9,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, SockData, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN, DNS_PORT,
-    SOCK_DGRAM,
+    Counter, EventKind, SockData, SockState, UdpKey, AF_INET, AF_INET6, COMM_LEN, DNS_PORT,
+    SOCK_DGRAM, SOCK_DNS, SOCK_WATCHED,
 };
 
 use crate::{
     emit::{emit, Origin},
-    state::{count, process_comm, watched, DNS_NETNS, SOCK_WATCH, UDP_SEEN},
+    state::{count, process_comm, watched, SOCK_STATE, UDP_SEEN},
 };
-
-const BPF_NOEXIST: u64 = 1;
 
 /// Allow: these programs observe, they never decide.
 const ALLOW: i32 = 1;
@@ -47,17 +45,27 @@ pub fn bw_sendmsg6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Remembers the network namespace of a socket that talks to a DNS server (any process's:
-/// a stub resolver receives the answers apps asked for), for the answers it receives.
+/// Marks the socket in its local storage: watched (its first payloads are captured) and/or
+/// talking to DNS (the answers it receives belong to `netns`).
 #[inline(always)]
-fn remember_dns_socket(ctx: &SockAddrContext, netns: u64) {
-    let mut value = netns;
+fn mark_socket(ctx: &SockAddrContext, netns: u64, flags: u32, tag: u32) {
+    let mut fresh = SockState {
+        netns,
+        captured: 0,
+        watch_tag: tag,
+        flags,
+        _pad: 0,
+    };
     // SAFETY: the map helper takes the context's own socket; the returned slot belongs to
-    // this socket's storage.
+    // this socket's storage, which only hooks of this socket write.
     unsafe {
-        let slot = DNS_NETNS.get_or_insert_ptr_mut(ctx, Some(&mut value));
-        if !slot.is_null() {
-            *slot = netns;
+        let slot = SOCK_STATE.get_or_insert_ptr_mut(ctx, Some(&mut fresh));
+        if !slot.is_null() && (*slot).flags & flags != flags {
+            (*slot).flags |= flags;
+            (*slot).netns = netns;
+            if flags & SOCK_WATCHED != 0 {
+                (*slot).watch_tag = tag;
+            }
         }
     }
 }
@@ -69,15 +77,19 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     let sa = unsafe { &*ctx.sock_addr };
     // user_port holds the port in network byte order in its low 16 bits.
     let port = u16::from_be(sa.user_port as u16);
+    let origin = Origin::current();
+    let tag = watched(origin.tgid);
+    if tag.is_none() && port != DNS_PORT {
+        return;
+    }
     // SAFETY: the helper takes the program's own context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    if port == DNS_PORT {
-        remember_dns_socket(ctx, netns);
-    }
-    let origin = Origin::current();
-    let Some(tag) = watched(origin.tgid) else {
+    let dns = if port == DNS_PORT { SOCK_DNS } else { 0 };
+    let Some(tag) = tag else {
+        mark_socket(ctx, netns, dns, 0);
         return;
     };
+    mark_socket(ctx, netns, dns | SOCK_WATCHED, tag);
 
     let mut addr = [0u8; 16];
     if family == AF_INET {
@@ -98,17 +110,6 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // Its first payloads name the destination (SNI, Host, QUIC); BPF_NOEXIST keeps the
-    // count of a socket that sends to several destinations.
-    let _ = SOCK_WATCH.insert(
-        cookie,
-        SockWatch {
-            captured: 0,
-            watch_tag: tag,
-        },
-        BPF_NOEXIST,
-    );
-
     if kind == EventKind::UdpSend {
         if sock_type != SOCK_DGRAM {
             return;

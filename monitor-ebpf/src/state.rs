@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CommKey, Config, Counter, KernelOffsets, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS,
-    MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCHED_SOCKETS, MAX_WATCH_CGROUPS,
-    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
+    CommKey, Config, Counter, KernelOffsets, SockState, UdpKey, COMM_LEN, COUNTER_SLOTS,
+    MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCH_CGROUPS, MAX_WATCH_NAMES, MODE_ALL,
+    MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
 };
 
 /// Records for userspace. Size is set by userspace before loading.
@@ -37,15 +37,30 @@ pub static WATCH_NAMES: HashMap<CommKey, u32> = HashMap::with_max_entries(MAX_WA
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCH_CGROUPS, 0);
 
-/// Sockets of watched processes whose first payloads are captured (cookie -> state).
-#[map]
-pub static SOCK_WATCH: LruHashMap<u64, SockWatch> =
-    LruHashMap::with_max_entries(MAX_WATCHED_SOCKETS, 0);
-
-/// Network namespace cookie of sockets that sent to a DNS server (port 53), so that the
-/// DNS answers they receive are known to belong to that namespace. Dies with the socket.
+/// Per-socket state ([`SockState`]): watched sockets (payload capture) and sockets that
+/// talk to DNS servers (their namespace, for the answers they receive). Socket-local
+/// storage: a pointer away from the socket, and gone with it.
 #[btf_map]
-pub static DNS_NETNS: SkStorage<u64> = SkStorage::new();
+pub static SOCK_STATE: SkStorage<SockState> = SkStorage::new();
+
+/// The state of the full socket behind `sk` (a context's `struct bpf_sock *`), if any.
+#[inline(always)]
+pub fn sock_state(sk: *mut aya_ebpf::bindings::bpf_sock) -> Option<*mut SockState> {
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: the helper checks the socket pointer it is given.
+    let full = unsafe { aya_ebpf::helpers::bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    let map = core::ptr::addr_of!(SOCK_STATE) as *mut core::ffi::c_void;
+    // SAFETY: a look-up (no create) in socket storage for a full socket.
+    let slot = unsafe {
+        aya_ebpf::helpers::bpf_sk_storage_get(map, full as *mut _, core::ptr::null_mut(), 0)
+    };
+    (!slot.is_null()).then_some(slot as *mut SockState)
+}
 
 /// UDP (socket, destination) pairs already reported -> sends folded into that report.
 #[map]

@@ -57,7 +57,14 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
         "Records delivered: {}; alerts: {}",
         s.records_delivered, s.alerts
     )?;
-    writeln!(out, "Programs:")?;
+    writeln!(
+        out,
+        "Programs ({}):",
+        match s.attach {
+            crate::kernel::AttachScope::Root => "every process runs the hooks",
+            _ => "only the watched apps' cgroups run the hooks",
+        }
+    )?;
     for p in &s.attached {
         writeln!(out, "  {p}")?;
     }

@@ -75,6 +75,8 @@ pub struct Status {
     pub uptime_s: u64,
     /// The running kernel's release.
     pub kernel: String,
+    /// Where the socket and packet programs run: `root`, or `cgroups` of watched apps.
+    pub attach: crate::kernel::AttachScope,
     /// Programs and where they are attached.
     pub attached: Vec<String>,
     pub watched_apps: Vec<String>,

@@ -3,17 +3,23 @@
 //! scopes (Flatpak, Snap, desktop launchers) as their cgroups appear, so that an app is
 //! watched from its first instruction whatever its processes are called.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
-use monitor_common::{MODE_CGROUPS, MODE_NAMES, WATCH_TAG_APP_BASE};
+use monitor_common::{EventKind, MODE_CGROUPS, MODE_NAMES, WATCH_TAG_APP_BASE};
 
 use crate::{
     engine::Engine,
     host::{
         appid::{self, AppIdentity},
-        cgroup, procinfo,
+        cgroup, procinfo, resolver,
     },
-    kernel::{wire::comm_key, Sensor, SensorError},
+    kernel::{
+        wire::{comm_key, Record},
+        AttachScope, Hooks, Sensor, SensorError,
+    },
     policy::{AppDef, AppSet, Seen},
 };
 
@@ -98,16 +104,38 @@ impl AppWatch {
     }
 }
 
-/// The watched apps, steering the kernel's tables as processes and cgroups appear.
+/// What a batch of records asks of the watcher (applied after the batch, when the sensor
+/// is free).
+enum Pending {
+    /// A cgroup appeared: maybe a watched app's scope.
+    Created(u64, String),
+    /// A watched process ran in a cgroup (its path, when the record had it).
+    Ran(u32, u64, Option<String>),
+}
+
+/// The watched apps, steering the kernel's tables as processes and cgroups appear, and,
+/// when the programs run only where watched apps live ([`AttachScope::Cgroups`]), their
+/// attachments.
 pub struct Watcher {
     pub watches: Vec<AppWatch>,
     cgroup_mount: Option<PathBuf>,
+    per_cgroup: bool,
+    pending: Vec<Pending>,
+    /// cgroup ids whose processes already run the programs.
+    covered: HashSet<u64>,
+    /// The stub resolver's cgroups (DNS answers only).
+    resolvers: Vec<PathBuf>,
 }
+
+/// Pending work kept per batch at most (a flood of execs is checked by cgroup id).
+const MAX_PENDING: usize = 4096;
 
 impl Watcher {
     /// Registers `names` (app ids, groups, or process names) with the kernel, switches it
     /// to name and cgroup watching, and watches the matching processes (and their app
-    /// scopes) that already run.
+    /// scopes) that already run. When the sensor runs its programs per cgroup
+    /// ([`AttachScope::Cgroups`]), they are attached to the apps' cgroups (and to the stub
+    /// resolver's, for DNS answers).
     pub fn start(
         sensor: &mut Sensor,
         engine: &mut Engine,
@@ -122,22 +150,36 @@ impl Watcher {
             }
         }
         sensor.set_mode(MODE_NAMES | MODE_CGROUPS)?;
-        let watcher = Self {
+        let mut watcher = Self {
             watches,
             cgroup_mount: cgroup::cgroup2_mount().ok(),
+            per_cgroup: sensor.scope == AttachScope::Cgroups,
+            pending: Vec::new(),
+            covered: HashSet::new(),
+            resolvers: Vec::new(),
         };
+        if watcher.per_cgroup {
+            watcher.attach_resolvers(sensor)?;
+        }
         // Already running processes: the kernel only sees execs from now on.
         for pid in procinfo::all_pids() {
             let Some(snap) = procinfo::snapshot(pid) else {
                 continue;
             };
-            if let Some(w) = watcher.watches.iter().find(|w| w.matches(&snap)) {
-                sensor.watch_tgid(pid, w.tag)?;
-                if let Some(path) = snap.cgroup.as_deref() {
-                    watcher.watch_app_scope(sensor, path, None)?;
-                }
-                engine.add_snapshot(snap, Some(w.tag));
+            let Some(tag) = watcher
+                .watches
+                .iter()
+                .find(|w| w.matches(&snap))
+                .map(|w| w.tag)
+            else {
+                continue;
+            };
+            sensor.watch_tgid(pid, tag)?;
+            if let Some(path) = snap.cgroup.as_deref() {
+                watcher.watch_app_scope(sensor, path, None)?;
+                watcher.cover(sensor, path)?;
             }
+            engine.add_snapshot(snap, Some(tag));
         }
         Ok(watcher)
     }
@@ -146,18 +188,105 @@ impl Watcher {
         self.watches.iter().map(|w| w.label.clone()).collect()
     }
 
-    /// A cgroup appeared (`id` at `path` below the cgroup v2 mount): when its name is a
-    /// watched app's scope, every process that runs in it is watched, those already
-    /// inside included. Returns the app's label.
-    pub fn on_cgroup_created(
-        &self,
-        sensor: &mut Sensor,
-        id: u64,
-        path: &str,
-    ) -> Result<Option<String>, SensorError> {
-        self.watch_app_scope(sensor, path, Some(id))
+    /// Notes what a record asks for (see [`Watcher::apply`]).
+    pub fn observe(&mut self, r: &Record) {
+        if self.pending.len() >= MAX_PENDING {
+            return;
+        }
+        match r {
+            Record::Cgroup(c) if c.kind == EventKind::CgroupMkdir => self
+                .pending
+                .push(Pending::Created(c.cgroup_id, c.path.clone())),
+            Record::Cgroup(c) if self.per_cgroup => {
+                self.pending
+                    .push(Pending::Ran(c.tgid, c.cgroup_id, Some(c.path.clone())))
+            }
+            Record::Exec(x) if self.per_cgroup && !self.covered.contains(&x.header.cgroup_id) => {
+                self.pending
+                    .push(Pending::Ran(x.header.tgid, x.header.cgroup_id, None))
+            }
+            _ => {}
+        }
     }
 
+    /// Watches new app scopes and, per cgroup, attaches where watched processes run.
+    pub fn apply(&mut self, sensor: &mut Sensor) -> Result<(), SensorError> {
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::Created(id, path) => {
+                    if self.watch_app_scope(sensor, &path, Some(id))?.is_some() {
+                        self.cover(sensor, &path)?;
+                    }
+                }
+                Pending::Ran(pid, id, path) => {
+                    if self.covered.contains(&id) {
+                        continue;
+                    }
+                    let path = path.or_else(|| {
+                        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                            .ok()
+                            .and_then(|t| cgroup::parse_proc_cgroup(&t))
+                    });
+                    if let Some(path) = path {
+                        self.cover(sensor, &path)?;
+                        self.covered.insert(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the programs to the cgroup at `path` (below the mount) unless covered.
+    fn cover(&mut self, sensor: &mut Sensor, path: &str) -> Result<(), SensorError> {
+        if !self.per_cgroup {
+            return Ok(());
+        }
+        let Some(mount) = &self.cgroup_mount else {
+            return Ok(());
+        };
+        let dir = mount.join(path.trim_start_matches('/'));
+        if sensor.attach_cgroup(&dir, Hooks::All)? {
+            log::info!("watched apps run in cgroup {path}: its processes now run the hooks");
+        }
+        Ok(())
+    }
+
+    fn attach_resolvers(&mut self, sensor: &mut Sensor) -> Result<(), SensorError> {
+        let Some(mount) = self.cgroup_mount.clone() else {
+            return Ok(());
+        };
+        for path in resolver::stub_resolver_cgroups() {
+            let dir = mount.join(path.trim_start_matches('/'));
+            if sensor.attach_cgroup(&dir, Hooks::DnsAnswers)? {
+                log::info!("the stub resolver runs in cgroup {path}: its DNS answers are read");
+            }
+            self.resolvers.push(dir);
+        }
+        Ok(())
+    }
+
+    /// Detaches from cgroups no process is left in (an app that ended), and retries
+    /// finding the stub resolver when it was not found.
+    pub fn prune(&mut self, sensor: &mut Sensor) -> Result<(), SensorError> {
+        if !self.per_cgroup {
+            return Ok(());
+        }
+        for (dir, _) in sensor.attach_points() {
+            if !self.resolvers.contains(&dir) && cgroup::pids_in(&dir).is_empty() {
+                sensor.detach_cgroup(&dir);
+                self.covered.clear();
+                log::info!("no process left in cgroup {}: detached", dir.display());
+            }
+        }
+        if self.resolvers.is_empty() {
+            self.attach_resolvers(sensor)?;
+        }
+        Ok(())
+    }
+
+    /// When `path` (below the cgroup v2 mount) is a watched app's scope, every process that
+    /// runs in it is watched, those already inside included. Returns the app's label.
     fn watch_app_scope(
         &self,
         sensor: &mut Sensor,

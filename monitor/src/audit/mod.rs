@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::{EventKind, MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
+use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
 
 use serde::Serialize;
 
@@ -28,7 +28,7 @@ use crate::{
         clock::Clock,
         users::UserNames,
     },
-    kernel::{wire::Record, Capture, KernelCounters, Sensor, SensorError, SensorOptions},
+    kernel::{AttachScope, Capture, KernelCounters, Sensor, SensorError, SensorOptions},
     policy::{Policy, PolicyError},
     watch::Watcher,
 };
@@ -140,7 +140,13 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
             owned_cgroup = Some(cg);
         }
     }
-    let mut sensor = Sensor::load(&opts.sensor)?;
+    // Only an app watch may run its programs where the apps live; `--all` and a launched
+    // command need them everywhere.
+    let mut sensor_opts = opts.sensor.clone();
+    if !matches!(opts.target, Target::Apps(_)) {
+        sensor_opts.attach = AttachScope::Root;
+    }
+    let mut sensor = Sensor::load(&sensor_opts)?;
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
     let mut summary = Summary::default();
@@ -202,24 +208,18 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     let mut child_done = gated.is_none();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut lost_seen = 0u64;
-    let mut created: Vec<(u64, String)> = Vec::new();
     loop {
         tokio::select! {
             res = capture.next_batch(|r| {
-                if let Record::Cgroup(c) = &r {
-                    if c.kind == EventKind::CgroupMkdir {
-                        created.push((c.cgroup_id, c.path.clone()));
-                    }
+                if let Some(w) = &mut watcher {
+                    w.observe(&r);
                 }
                 engine.handle(&r);
             }) => {
                 res?;
-                if let Some(w) = &watcher {
-                    for (id, path) in created.drain(..) {
-                        w.on_cgroup_created(&mut sensor, id, &path)?;
-                    }
+                if let Some(w) = &mut watcher {
+                    w.apply(&mut sensor)?;
                 }
-                created.clear();
             }
             status = async { gated.as_mut().expect("guarded").await }, if !child_done => {
                 child_done = true;
@@ -240,6 +240,9 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                 break;
             }
             _ = ticker.tick() => {
+                if let Some(w) = &mut watcher {
+                    w.prune(&mut sensor)?;
+                }
                 let k = sensor.counters()?;
                 if k.lost > lost_seen {
                     log::warn!("{} kernel records lost so far: the ring buffer was full (raise --ring-size)", k.lost);
@@ -263,7 +266,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     }
     let counters = sensor.counters()?;
     summary.kernel = sensor.kernel.release.clone();
-    summary.hooks = sensor.attached.clone();
+    summary.hooks = sensor.hooks();
     summary.fill_counters(&counters, capture.delivered, capture.undecodable);
     if let Some(e) = &capture.first_decode_error {
         log::warn!(

@@ -33,6 +33,10 @@ pub struct AuditArgs {
     /// own output then never mixes with it). Opened before the audit starts.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+    /// With --app: where the socket and packet programs run (auto: only the watched apps'
+    /// cgroups where systemd gives apps cgroups of their own, the root elsewhere).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attach: super::AttachArg,
     /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
     #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = parse_size)]
     pub ring_size: u32,
@@ -69,7 +73,7 @@ impl From<&AuditArgs> for AuditOptions {
             duration: a.duration,
             sensor: SensorOptions {
                 ring_bytes: a.ring_size,
-                ..SensorOptions::default()
+                attach: a.attach.into(),
             },
         }
     }

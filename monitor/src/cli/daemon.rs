@@ -26,6 +26,10 @@ pub struct DaemonArgs {
     /// Days of alert history to keep.
     #[arg(long, default_value_t = defaults::HISTORY_DAYS)]
     pub history_days: u64,
+    /// Where the socket and packet programs run (auto: only the watched apps' cgroups
+    /// where systemd gives apps cgroups of their own, the root elsewhere).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attach: super::AttachArg,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -47,7 +51,10 @@ impl From<DaemonArgs> for DaemonOptions {
                 max_age: Duration::from_secs(a.history_days * 24 * 3600),
                 ..Default::default()
             },
-            sensor: SensorOptions::default(),
+            sensor: SensorOptions {
+                attach: a.attach.into(),
+                ..SensorOptions::default()
+            },
         }
     }
 }

@@ -10,6 +10,28 @@ use std::{path::PathBuf, time::Duration};
 pub use audit::AuditArgs;
 use clap::{Args, Parser, Subcommand};
 pub use daemon::DaemonArgs;
+
+/// `--attach`: where the socket and packet programs run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachArg {
+    /// Where every app has a cgroup of its own (systemd), only the watched apps' cgroups;
+    /// elsewhere the root.
+    Auto,
+    /// Every process (the cgroup v2 root): nothing a watched app does can be missed.
+    Root,
+    /// Only the cgroups where watched apps live, attached as they appear.
+    Apps,
+}
+
+impl From<AttachArg> for crate::kernel::AttachScope {
+    fn from(a: AttachArg) -> Self {
+        match a {
+            AttachArg::Auto => Self::Auto,
+            AttachArg::Root => Self::Root,
+            AttachArg::Apps => Self::Cgroups,
+        }
+    }
+}
 pub use policy::{PolicyArgs, PolicyCommand};
 
 use crate::defaults;

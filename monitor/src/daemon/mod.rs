@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -22,7 +21,7 @@ use crate::{
         clock::{boot_ns, now_ms, Clock},
         users::{self, UserNames},
     },
-    kernel::{wire::Record, Capture, Sensor, SensorError, SensorOptions},
+    kernel::{Capture, Sensor, SensorError, SensorOptions},
     policy::{LoadError, Policy, PolicySources},
     protocol::{Alert, PolicySource, Status},
     watch::Watcher,
@@ -119,7 +118,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut sensor = Sensor::load(&opts.sensor)?;
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
-    let watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
+    let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
     let history = history::History::open(&opts.state_dir, opts.retention).map_err(|source| {
         DaemonError::State {
             path: opts.state_dir.clone(),
@@ -154,14 +153,14 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let watchdog = systemd::watchdog_interval();
     let mut last_watchdog = Instant::now();
-    let mut created: Vec<(u64, String)> = Vec::new();
     let update_status = |sensor: &Sensor, capture: &Capture, policy: &Policy, alerts: u64| {
         let counters = sensor.counters().ok();
         let status = Status {
             pid: std::process::id(),
             uptime_s: started.elapsed().as_secs(),
             kernel: sensor.kernel.release.clone(),
-            attached: sensor.attached.clone(),
+            attach: sensor.scope,
+            attached: sensor.hooks(),
             watched_apps: watched.clone(),
             counters,
             records_delivered: capture.delivered,
@@ -185,18 +184,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     loop {
         tokio::select! {
             res = capture.next_batch(|r| {
-                if let Record::Cgroup(c) = &r {
-                    if c.kind == EventKind::CgroupMkdir {
-                        created.push((c.cgroup_id, c.path.clone()));
-                    }
-                }
+                watcher.observe(&r);
                 engine.handle(&r);
             }) => {
                 res?;
-                for (id, path) in created.drain(..) {
-                    if let Err(e) = watcher.on_cgroup_created(&mut sensor, id, &path) {
-                        log::error!("cannot watch the new cgroup {path}: {e}");
-                    }
+                if let Err(e) = watcher.apply(&mut sensor) {
+                    log::error!("cannot follow the watched apps: {e}");
                 }
                 let before = alerts_total;
                 for (key, agg) in engine.take_changes() {
@@ -237,6 +230,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 if now != fingerprint {
                     fingerprint = now;
                     reload(&mut policy, &opts.policy, "a policy file changed");
+                }
+                if let Err(e) = watcher.prune(&mut sensor) {
+                    log::error!("cannot detach from ended apps: {e}");
                 }
                 update_status(&sensor, &capture, &policy, alerts_total);
                 // Rows only feed alerts; history is on disk.

@@ -6,4 +6,5 @@ pub mod appid;
 pub mod cgroup;
 pub mod clock;
 pub mod procinfo;
+pub mod resolver;
 pub mod users;

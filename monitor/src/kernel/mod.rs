@@ -5,11 +5,13 @@
 //! steers the programs; [`capture`] drains their ring buffer; [`wire`] decodes its records
 //! into typed events.
 
+pub mod attach;
 pub mod btf;
 pub mod capture;
 pub mod preflight;
 pub mod sensor;
 pub mod wire;
 
+pub use attach::Hooks;
 pub use capture::Capture;
-pub use sensor::{KernelCounters, Sensor, SensorError, SensorOptions};
+pub use sensor::{AttachScope, KernelCounters, ProgramStats, Sensor, SensorError, SensorOptions};

@@ -1,18 +1,16 @@
 //! Loading, attaching and steering the kernel programs (the only module that talks to aya).
 
-use std::{fs::File, path::PathBuf};
+use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
-        RawTracePoint,
-    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr, ProgramError, RawTracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{CommKey, Config, Counter, KernelOffsets};
 
 use super::{
+    attach::{Attachments, Hooks, EGRESS, INGRESS, SOCK_PROGRAMS},
     btf::{Btf, BtfError},
     preflight,
     wire::comm_key,
@@ -25,7 +23,6 @@ use crate::{
 /// The kernel object, built by `build.rs` from `monitor-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
-const SOCK_PROGRAMS: [&str; 4] = ["bw_connect4", "bw_connect6", "bw_sendmsg4", "bw_sendmsg6"];
 const TRACEPOINTS: [(&str, &str); 5] = [
     ("bw_fork", "sched_process_fork"),
     ("bw_exec", "sched_process_exec"),
@@ -97,10 +94,37 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SensorError {
 /// working beside ours. From 5.7 aya attaches through a BPF link, which the kernel always
 /// adds in multi mode (and which rejects an explicit BPF_F_ALLOW_MULTI); before that the
 /// legacy attach needs BPF_F_ALLOW_MULTI spelled out.
-fn cgroup_attach_mode() -> CgroupAttachMode {
+pub(super) fn cgroup_attach_mode() -> CgroupAttachMode {
     match aya::util::KernelVersion::current() {
         Ok(v) if v >= aya::util::KernelVersion::new(5, 7, 0) => CgroupAttachMode::Single,
         _ => CgroupAttachMode::AllowMultiple,
+    }
+}
+
+/// Where the socket and packet programs start out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachScope {
+    /// The cgroup v2 root: every process runs the hooks (a map look-up for the unwatched),
+    /// so no watched process can be anywhere they do not see.
+    #[default]
+    Root,
+    /// Nowhere yet: the caller attaches to the cgroups where watched apps live
+    /// ([`Sensor::attach_cgroup`]); every other process pays nothing.
+    Cgroups,
+    /// [`AttachScope::Cgroups`] where systemd gives every app a cgroup of its own (a
+    /// desktop), [`AttachScope::Root`] where apps share one.
+    Auto,
+}
+
+impl AttachScope {
+    /// `Auto` decided for this machine.
+    pub fn resolve(self) -> Self {
+        match self {
+            Self::Auto if Path::new(defaults::SYSTEMD_RUNTIME).is_dir() => Self::Cgroups,
+            Self::Auto => Self::Root,
+            other => other,
+        }
     }
 }
 
@@ -109,19 +133,25 @@ fn cgroup_attach_mode() -> CgroupAttachMode {
 pub struct SensorOptions {
     /// Size of the ring buffer in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
-    /// cgroup directory whose processes' sockets the socket programs see: the cgroup v2
-    /// root (every process) unless set. An audited command's own cgroup here means no other
-    /// process on the machine runs them at all.
-    pub sock_cgroup: Option<PathBuf>,
+    pub attach: AttachScope,
 }
 
 impl Default for SensorOptions {
     fn default() -> Self {
         Self {
             ring_bytes: defaults::RING_BYTES,
-            sock_cgroup: None,
+            attach: AttachScope::Root,
         }
     }
+}
+
+/// What a program has cost since statistics were turned on
+/// (`sysctl kernel.bpf_stats_enabled=1`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
 }
 
 /// Counters read from the kernel, summed over CPUs.
@@ -140,9 +170,9 @@ pub struct Sensor {
     /// The running kernel (release, version, lockdown).
     pub kernel: preflight::KernelInfo,
     pub cgroup_root: PathBuf,
-    /// Where the socket programs are attached.
-    pub sock_cgroup: PathBuf,
-    pub attached: Vec<String>,
+    /// Where the programs run: the root, or the cgroups the caller attaches to.
+    pub scope: AttachScope,
+    attachments: Attachments,
 }
 
 impl Sensor {
@@ -161,53 +191,11 @@ impl Sensor {
             .load(OBJECT)
             .map_err(SensorError::Load)?;
 
-        let mut attached = Vec::new();
-        let sock_cgroup = opts
-            .sock_cgroup
-            .clone()
-            .unwrap_or_else(|| cgroup_root.clone());
-        let cgroup_dir = File::open(&sock_cgroup).map_err(|source| CgroupError::Read {
-            path: sock_cgroup.clone(),
-            source,
-        })?;
         for name in SOCK_PROGRAMS {
-            let prog = load_program!(ebpf, name, CgroupSockAddr);
-            prog.attach(&cgroup_dir, cgroup_attach_mode())
-                .map_err(|source| SensorError::Attach {
-                    program: name,
-                    target: sock_cgroup.display().to_string(),
-                    source,
-                })?;
-            attached.push(format!("{name} (cgroup {})", sock_cgroup.display()));
+            load_program!(ebpf, name, CgroupSockAddr);
         }
-        // DNS answers of every socket (stub resolvers receive the names apps asked for);
-        // payloads only of watched sockets, so on the socket programs' cgroup.
-        let root_dir = File::open(&cgroup_root).map_err(|source| CgroupError::Read {
-            path: cgroup_root.clone(),
-            source,
-        })?;
-        for (name, attach, dir, path) in [
-            (
-                "bw_ingress",
-                CgroupSkbAttachType::Ingress,
-                &root_dir,
-                &cgroup_root,
-            ),
-            (
-                "bw_egress",
-                CgroupSkbAttachType::Egress,
-                &cgroup_dir,
-                &sock_cgroup,
-            ),
-        ] {
-            let prog = load_program!(ebpf, name, CgroupSkb);
-            prog.attach(dir, attach, cgroup_attach_mode())
-                .map_err(|source| SensorError::Attach {
-                    program: name,
-                    target: path.display().to_string(),
-                    source,
-                })?;
-            attached.push(format!("{name} (cgroup {})", path.display()));
+        for name in [INGRESS, EGRESS] {
+            load_program!(ebpf, name, CgroupSkb);
         }
         for (name, tp) in TRACEPOINTS {
             let prog = load_program!(ebpf, name, RawTracePoint);
@@ -216,7 +204,6 @@ impl Sensor {
                 target: tp.to_owned(),
                 source,
             })?;
-            attached.push(format!("{name} (raw tracepoint {tp})"));
         }
         // Parsing the kernel's BTF and the object takes tens of megabytes for a moment;
         // hand them back so that an idle daemon stays small.
@@ -225,13 +212,79 @@ impl Sensor {
         unsafe {
             libc::malloc_trim(0);
         }
-        Ok(Self {
+        let mut sensor = Self {
             ebpf,
             kernel,
             cgroup_root,
-            sock_cgroup,
-            attached,
-        })
+            scope: opts.attach.resolve(),
+            attachments: Attachments::default(),
+        };
+        if sensor.scope == AttachScope::Root {
+            let root = sensor.cgroup_root.clone();
+            sensor.attach_cgroup(&root, Hooks::All)?;
+        }
+        Ok(sensor)
+    }
+
+    /// Runs `hooks` for the processes of cgroup directory `dir` and below (see
+    /// [`Attachments::attach`]); `false` when they already ran there.
+    pub fn attach_cgroup(&mut self, dir: &Path, hooks: Hooks) -> Result<bool, SensorError> {
+        self.attachments.attach(&mut self.ebpf, dir, hooks)
+    }
+
+    /// Stops running the hooks attached to `dir` exactly.
+    pub fn detach_cgroup(&mut self, dir: &Path) -> bool {
+        self.attachments.detach(dir)
+    }
+
+    /// Whether the processes of `dir` run `hooks`.
+    pub fn covers(&self, dir: &Path, hooks: Hooks) -> bool {
+        self.attachments.covers(dir, hooks)
+    }
+
+    /// The cgroups the socket and packet programs are attached to.
+    pub fn attach_points(&self) -> Vec<(PathBuf, Hooks)> {
+        self.attachments.points()
+    }
+
+    /// Every program and where it runs, for `status` and reports.
+    pub fn hooks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (dir, hooks) in self.attachments.points() {
+            let progs: Vec<&str> = match hooks {
+                Hooks::All => SOCK_PROGRAMS
+                    .iter()
+                    .copied()
+                    .chain([INGRESS, EGRESS])
+                    .collect(),
+                Hooks::DnsAnswers => vec![INGRESS],
+            };
+            out.push(format!("{} (cgroup {})", progs.join(", "), dir.display()));
+        }
+        for (name, tp) in TRACEPOINTS {
+            out.push(format!("{name} (raw tracepoint {tp})"));
+        }
+        out
+    }
+
+    /// Run counts and in-kernel time of every program (zero unless
+    /// `kernel.bpf_stats_enabled` is on).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let names = SOCK_PROGRAMS
+            .iter()
+            .copied()
+            .chain([INGRESS, EGRESS])
+            .chain(TRACEPOINTS.iter().map(|(n, _)| *n));
+        names
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some(ProgramStats {
+                    name,
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 
     /// Sets the `MODE_*` bits.
@@ -317,7 +370,7 @@ impl std::fmt::Debug for Sensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sensor")
             .field("cgroup_root", &self.cgroup_root)
-            .field("attached", &self.attached)
+            .field("attached", &self.attachments.points())
             .finish()
     }
 }

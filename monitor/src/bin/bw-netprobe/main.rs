@@ -6,6 +6,7 @@
 //!   ACTION: tcp:ADDR:PORT | tcpnb:ADDR:PORT | udp:ADDR:PORT | udpconnect:ADDR:PORT
 //!         | resolve:NAME:PORT   (ask 127.0.0.1:53 for NAME, then connect over TCP)
 //!         | tls:SNI@ADDR:PORT   (connect, send a ClientHello naming SNI)
+//!         | sleep:MS            (wait, as an app does before it goes online)
 //!   ADDR:   127.0.0.1 or [::1] (any loopback literal)
 //! bw-netprobe serve [--dns ADDR:PORT] [--record NAME=IP]... [--tcp ADDR:PORT]...
 //!                   [--udp ADDR:PORT]...
@@ -40,6 +41,7 @@ enum Action {
     UdpConnect(SocketAddr),
     Resolve(String, u16),
     Tls(String, SocketAddr),
+    Sleep(u64),
 }
 
 fn loopback(addr: SocketAddr) -> Result<SocketAddr, String> {
@@ -69,6 +71,10 @@ fn parse_action(s: &str) -> Result<Action, String> {
                 .ok_or_else(|| format!("bad action {s}: resolve:NAME:PORT"))?;
             Ok(Action::Resolve(name.to_owned(), port))
         }
+        "sleep" => rest
+            .parse()
+            .map(Action::Sleep)
+            .map_err(|_| format!("bad action {s}: sleep:MILLISECONDS")),
         "tls" => {
             let (sni, addr) = rest
                 .split_once('@')
@@ -109,6 +115,7 @@ fn run_action(a: &Action) {
             }
         }
         Action::Tls(sni, addr) => send_over_tcp(addr, &tls::client_hello(sni)),
+        Action::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
         Action::TcpNonBlocking(addr) => {
             let domain = if addr.is_ipv4() {
                 libc::AF_INET
