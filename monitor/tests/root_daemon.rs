@@ -50,7 +50,13 @@ fn daemon_alerts_reach_history_and_each_user_sees_only_their_own() {
     // No systemd here: apps share the root cgroup, so the hooks run there.
     assert_eq!(status["attach"], "root", "{status}");
     let attached = status["attached"].to_string();
-    for prog in ["bw_connect4", "bw_egress", "bw_ingress", "bw_exec", "bw_cgroup_mkdir"] {
+    for prog in [
+        "bw_connect4",
+        "bw_egress",
+        "bw_ingress",
+        "bw_exec",
+        "bw_cgroup_mkdir",
+    ] {
         assert!(attached.contains(prog), "{prog} missing: {attached}");
     }
     drop(d);
