@@ -46,10 +46,21 @@ pub const MAX_WATCHED_PROCESSES: u32 = 32_768;
 pub const MAX_WATCH_NAMES: u32 = 1_024;
 /// Entries of `WATCH_CGROUPS`: watched cgroups.
 pub const MAX_WATCH_CGROUPS: u32 = 1_024;
+/// Entries of `SOCK_WATCH`: sockets of watched processes whose first payloads are still
+/// to be captured (an entry goes once its captures are done; sockets that never send are
+/// evicted, least recently used first).
+pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
 /// Entries of `UDP_SEEN`: (socket, destination) pairs already reported.
 pub const MAX_UDP_DESTINATIONS: u32 = 16_384;
 /// Ring buffer size the object is built with; userspace sets the real one before loading.
 pub const RING_BYTES_BUILT_IN: u32 = 2 * 1024 * 1024;
+/// A record that may lead to an alert wakes the reader at most once per this many
+/// nanoseconds per CPU; the reader drains again this long after it found records, so that
+/// none waits longer (see `Capture`).
+pub const WAKEUP_INTERVAL_NS: u64 = 1_000_000;
+/// Any record wakes the reader once the ring holds more than this share of its size
+/// (1/4): a burst never waits for the reader's next pass.
+pub const WAKEUP_FILL_SHIFT: u32 = 2;
 
 /// What follows the header. `#[repr(u32)]`; numbers are never reused.
 #[repr(u32)]
@@ -233,8 +244,7 @@ pub struct PacketData {
 }
 
 /// Per-socket state in socket-local storage (`SOCK_STATE`), created by the connect and
-/// send hooks for sockets of watched processes and for sockets that talk to a DNS server,
-/// freed by the kernel with the socket.
+/// send hooks for sockets that talk to a DNS server, freed by the kernel with the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
@@ -248,11 +258,18 @@ pub struct SockState {
     pub _pad: u32,
 }
 
-/// `SockState::flags`: a watched process used the socket; its first payloads are captured.
-pub const SOCK_WATCHED: u32 = 1 << 0;
 /// `SockState::flags`: the socket sent to port 53; the answers it receives belong to
 /// `SockState::netns`.
 pub const SOCK_DNS: u32 = 1 << 1;
+
+/// A watched socket whose first payloads are being captured (value of `SOCK_WATCH`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockWatch {
+    /// Payloads captured so far.
+    pub captured: u32,
+    pub watch_tag: u32,
+}
 
 /// Payloads captured per TCP socket (a ClientHello split over segments, an HTTP head).
 pub const TCP_CAPTURES: u32 = 4;
@@ -338,16 +355,19 @@ pub enum Counter {
     UdpRepeat = 3,
     /// Packets whose headers could not be read (ignored).
     BadPacket = 4,
+    /// Records that woke the reader (the rest waited for its next pass).
+    Wakeups = 5,
 }
 
 impl Counter {
     /// Every counter, in slot order (a compile-time check keeps the order honest).
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Generated,
         Self::Lost,
         Self::WatchTableFull,
         Self::UdpRepeat,
         Self::BadPacket,
+        Self::Wakeups,
     ];
 }
 
@@ -456,6 +476,7 @@ const _: () = assert!(size_of::<ExitEvent>() == 40);
 const _: () = assert!(size_of::<PacketData>() == 56 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<PacketEvent>() == 88 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<SockState>() == 24);
+const _: () = assert!(size_of::<SockWatch>() == 8);
 const _: () = assert!(size_of::<Config>() == 8);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
@@ -475,6 +496,8 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SockState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SockWatch {}
 }
 
 /// Byte offset of `kind` inside every record, for decoders.

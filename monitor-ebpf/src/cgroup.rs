@@ -52,7 +52,8 @@ fn emit_cgroup(kind: EventKind, cgroup_id: u64, tgid: u32, watch_tag: u32, path:
         };
         (*data).path_len = len;
     }
-    record.submit();
+    // A new app scope, or a watched process moving: the watcher acts on it at once.
+    record.submit_urgent();
 }
 
 /// `cgroup_mkdir(struct cgroup *cgrp, const char *path)`.

@@ -8,9 +8,26 @@ use aya_ebpf::{
     },
     maps::ring_buf::RingBufEntry,
 };
-use monitor_common::{Counter, Event, EventHeader, EventKind};
+use monitor_common::{
+    Counter, Event, EventHeader, EventKind, WAKEUP_FILL_SHIFT, WAKEUP_INTERVAL_NS,
+};
 
-use crate::state::{count, EVENTS};
+use crate::state::{count, EVENTS, LAST_WAKEUP};
+
+/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` questions (uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// The ring's size in bytes, set by userspace before loading (a constant, no helper call).
+#[unsafe(no_mangle)]
+static RING_BYTES: u64 = monitor_common::RING_BYTES_BUILT_IN as u64;
+
+#[inline(always)]
+fn ring_bytes() -> u64 {
+    // SAFETY: a volatile read of a read-only global that userspace rewrites before loading.
+    unsafe { core::ptr::read_volatile(&RING_BYTES) }
+}
 
 /// Who a record is about (the header's identity fields).
 #[derive(Clone, Copy)]
@@ -25,7 +42,13 @@ impl Origin {
     /// The task the program runs in (tracepoints and socket hooks: the caller).
     #[inline(always)]
     pub fn current() -> Self {
-        let pid_tgid = bpf_get_current_pid_tgid();
+        Self::of(bpf_get_current_pid_tgid())
+    }
+
+    /// The task whose `bpf_get_current_pid_tgid()` is `pid_tgid` (read first, alone, to
+    /// decide whether anything else is needed).
+    #[inline(always)]
+    pub fn of(pid_tgid: u64) -> Self {
         Self {
             tgid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
@@ -40,6 +63,8 @@ impl Origin {
 /// [`Record::data`] and calls [`Record::submit`] on every path.
 pub struct Record<T: 'static> {
     entry: RingBufEntry<Event<T>>,
+    /// The header's time stamp.
+    ts: u64,
 }
 
 impl<T: 'static> Record<T> {
@@ -52,9 +77,43 @@ impl<T: 'static> Record<T> {
         unsafe { core::ptr::addr_of_mut!((*ev).data) }
     }
 
+    /// Submits a record that may lead to an alert (a connect, the first payload of a
+    /// socket): it wakes the reader, at most once per [`WAKEUP_INTERVAL_NS`] per CPU (a
+    /// wakeup costs more than the rest of the program; the reader drains again shortly
+    /// after any pass that found records).
+    #[inline(always)]
+    pub fn submit_urgent(self) {
+        let now = self.ts;
+        let wake = match LAST_WAKEUP.get_ptr_mut(0) {
+            Some(last) => {
+                // SAFETY: this CPU's slot; only this CPU writes it while this program runs.
+                let due = unsafe { now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS };
+                if due {
+                    // SAFETY: as above.
+                    unsafe { *last = now };
+                }
+                due
+            }
+            None => true,
+        };
+        self.finish(wake);
+    }
+
+    /// Submits a record nobody waits for (process lifecycle, DNS answers, later payloads):
+    /// the reader takes it on its next pass, or now when the ring is filling up.
     #[inline(always)]
     pub fn submit(self) {
-        self.entry.submit(0);
+        self.finish(false);
+    }
+
+    #[inline(always)]
+    fn finish(self, wake: bool) {
+        if wake || EVENTS.query(BPF_RB_AVAIL_DATA) > ring_bytes() >> WAKEUP_FILL_SHIFT {
+            count(Counter::Wakeups);
+            self.entry.submit(BPF_RB_FORCE_WAKEUP);
+        } else {
+            self.entry.submit(BPF_RB_NO_WAKEUP);
+        }
     }
 }
 
@@ -68,6 +127,8 @@ pub fn reserve<T: 'static>(kind: EventKind, origin: Origin) -> Option<Record<T>>
         return None;
     };
     let ev = entry.as_mut_ptr();
+    // SAFETY: no arguments.
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: `ev` points at a reserved record of the right size that only this program
     // writes until it is submitted; the header is written through the pointer.
     unsafe {
@@ -76,19 +137,24 @@ pub fn reserve<T: 'static>(kind: EventKind, origin: Origin) -> Option<Record<T>>
             tgid: origin.tgid,
             tid: origin.tid,
             uid: origin.uid,
-            ts_ns: bpf_ktime_get_boot_ns(),
+            ts_ns: ts,
             cgroup_id: origin.cgroup_id,
         })
     };
-    Some(Record { entry })
+    Some(Record { entry, ts })
 }
 
-/// Emits one record whose payload is built already (small payloads).
+/// Emits one record whose payload is built already (small payloads); `urgent` as in
+/// [`Record::submit_urgent`].
 #[inline(always)]
-pub fn emit<T: 'static>(kind: EventKind, origin: Origin, data: T) {
+pub fn emit<T: 'static>(kind: EventKind, origin: Origin, data: T, urgent: bool) {
     if let Some(mut record) = reserve::<T>(kind, origin) {
         // SAFETY: the payload slot of a reserved record.
         unsafe { record.data().write(data) };
-        record.submit();
+        if urgent {
+            record.submit_urgent();
+        } else {
+            record.submit();
+        }
     }
 }

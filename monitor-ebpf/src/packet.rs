@@ -13,12 +13,12 @@ use aya_ebpf::{
 };
 use monitor_common::{
     Counter, EventKind, PacketData, AF_INET, AF_INET6, DNS_PORT, IPPROTO_TCP, IPPROTO_UDP,
-    PACKET_CAPTURE, SOCK_WATCHED, TCP_CAPTURES, UDP_CAPTURES,
+    PACKET_CAPTURE, TCP_CAPTURES, UDP_CAPTURES,
 };
 
 use crate::{
     emit::{reserve, Origin},
-    state::{count, sock_state},
+    state::{count, sock_state, SOCK_WATCH},
 };
 
 const PASS: i32 = 1;
@@ -217,7 +217,12 @@ fn capture(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32,
         let rc = bpf_skb_load_bytes(ctx.as_ptr() as *const _, l4.payload_off, dst as *mut _, n);
         (*data).len = if rc == 0 { n } else { 0 };
     }
-    record.submit();
+    // The first payload of a socket may name it (and so alert): the reader comes soon.
+    if kind == EventKind::Payload && seq == 0 {
+        record.submit_urgent();
+    } else {
+        record.submit();
+    }
 }
 
 /// Every DNS answer received by any socket on the machine: the only payload captured for
@@ -245,18 +250,15 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
 /// The first payloads of sockets that watched processes connected or sent from.
 #[cgroup_skb(egress)]
 pub fn bw_egress(ctx: SkBuffContext) -> i32 {
-    // An unwatched socket costs one storage look-up (a pointer away from the socket).
-    let Some(state) = sock_state(skb_socket(&ctx)) else {
-        return PASS;
-    };
-    // SAFETY: this socket's storage slot; packets of one socket are serialised by its
-    // lock on egress.
-    let (flags, captured) = unsafe { ((*state).flags, (*state).captured) };
-    if flags & SOCK_WATCHED == 0 {
-        return PASS;
-    }
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // An unwatched socket costs one look-up.
+    let Some(state) = SOCK_WATCH.get_ptr_mut(cookie) else {
+        return PASS;
+    };
+    // SAFETY: the socket's slot; packets of one socket are serialised by its lock on
+    // egress.
+    let captured = unsafe { (*state).captured };
     let Some(l4) = parse_l4(&ctx) else {
         count(Counter::BadPacket);
         return PASS;
@@ -266,11 +268,16 @@ pub fn bw_egress(ctx: SkBuffContext) -> i32 {
     } else {
         UDP_CAPTURES
     };
-    if captured >= limit || ctx.len() <= l4.payload_off {
+    if ctx.len() <= l4.payload_off {
         return PASS;
     }
-    // SAFETY: as above.
-    unsafe { (*state).captured = captured + 1 };
+    if captured + 1 >= limit {
+        // The last capture of this socket: its entry goes, the map stays small.
+        let _ = SOCK_WATCH.remove(cookie);
+    } else {
+        // SAFETY: as above.
+        unsafe { (*state).captured = captured + 1 };
+    }
     capture(&ctx, EventKind::Payload, &l4, cookie, captured, 0);
     PASS
 }

@@ -44,7 +44,7 @@ pub fn bw_fork(ctx: RawTracePointContext) -> i32 {
         watch_tag: tag,
         comm,
     };
-    emit(EventKind::Fork, origin, data);
+    emit(EventKind::Fork, origin, data, false);
     0
 }
 
@@ -169,7 +169,8 @@ pub fn bw_exec(ctx: RawTracePointContext) -> i32 {
         (*data).filename_len = len;
         exe_path(bprm, data);
     }
-    record.submit();
+    // A watched app starting: where the hooks run may have to follow it at once.
+    record.submit_urgent();
     0
 }
 
@@ -205,6 +206,11 @@ pub fn bw_exit(_ctx: RawTracePointContext) -> i32 {
         tid: tgid,
         ..origin
     };
-    emit(EventKind::Exit, origin, ExitData { exit_code, _pad: 0 });
+    emit(
+        EventKind::Exit,
+        origin,
+        ExitData { exit_code, _pad: 0 },
+        false,
+    );
     0
 }

@@ -2,21 +2,25 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_get_netns_cookie, bpf_get_socket_cookie,
     },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, SockData, SockState, UdpKey, AF_INET, AF_INET6, COMM_LEN, DNS_PORT,
-    SOCK_DGRAM, SOCK_DNS, SOCK_WATCHED,
+    Counter, EventKind, SockData, SockState, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN,
+    DNS_PORT, SOCK_DGRAM, SOCK_DNS,
 };
 
 use crate::{
     emit::{emit, Origin},
-    state::{count, process_comm, watched, SOCK_STATE, UDP_SEEN},
+    state::{count, process_comm, watched, SOCK_STATE, SOCK_WATCH, UDP_SEEN},
 };
+
+/// `BPF_NOEXIST`: insert only when absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// Allow: these programs observe, they never decide.
 const ALLOW: i32 = 1;
@@ -45,27 +49,23 @@ pub fn bw_sendmsg6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Marks the socket in its local storage: watched (its first payloads are captured) and/or
-/// talking to DNS (the answers it receives belong to `netns`).
+/// Marks a socket that talks to DNS in its local storage: the answers it receives belong
+/// to `netns`.
 #[inline(always)]
-fn mark_socket(ctx: &SockAddrContext, netns: u64, flags: u32, tag: u32) {
+fn mark_dns_socket(ctx: &SockAddrContext, netns: u64) {
     let mut fresh = SockState {
         netns,
         captured: 0,
-        watch_tag: tag,
-        flags,
+        watch_tag: 0,
+        flags: SOCK_DNS,
         _pad: 0,
     };
     // SAFETY: the map helper takes the context's own socket; the returned slot belongs to
     // this socket's storage, which only hooks of this socket write.
     unsafe {
         let slot = SOCK_STATE.get_or_insert_ptr_mut(ctx, Some(&mut fresh));
-        if !slot.is_null() && (*slot).flags & flags != flags {
-            (*slot).flags |= flags;
+        if !slot.is_null() {
             (*slot).netns = netns;
-            if flags & SOCK_WATCHED != 0 {
-                (*slot).watch_tag = tag;
-            }
         }
     }
 }
@@ -77,19 +77,21 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     let sa = unsafe { &*ctx.sock_addr };
     // user_port holds the port in network byte order in its low 16 bits.
     let port = u16::from_be(sa.user_port as u16);
-    let origin = Origin::current();
-    let tag = watched(origin.tgid);
+    // An unwatched process costs this and a look-up or two.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tag = watched((pid_tgid >> 32) as u32);
     if tag.is_none() && port != DNS_PORT {
         return;
     }
     // SAFETY: the helper takes the program's own context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    let dns = if port == DNS_PORT { SOCK_DNS } else { 0 };
+    if port == DNS_PORT {
+        mark_dns_socket(ctx, netns);
+    }
     let Some(tag) = tag else {
-        mark_socket(ctx, netns, dns, 0);
         return;
     };
-    mark_socket(ctx, netns, dns | SOCK_WATCHED, tag);
+    let origin = Origin::of(pid_tgid);
 
     let mut addr = [0u8; 16];
     if family == AF_INET {
@@ -110,6 +112,16 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // Its first payloads name the destination (SNI, Host, QUIC); BPF_NOEXIST keeps the
+    // count of a socket that sends to several destinations.
+    let _ = SOCK_WATCH.insert(
+        cookie,
+        SockWatch {
+            captured: 0,
+            watch_tag: tag,
+        },
+        BPF_NOEXIST,
+    );
     if kind == EventKind::UdpSend {
         if sock_type != SOCK_DGRAM {
             return;
@@ -131,7 +143,7 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     }
 
     let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    let gid = (bpf_get_current_uid_gid() >> 32) as u32;
+    let gid = (bpf_get_current_uid_gid() >> 32) as u32; // the uid is in the header
     let data = SockData {
         cookie,
         addr,
@@ -142,8 +154,8 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         gid,
         watch_tag: tag,
         netns,
-        comm: process_comm(thread_comm),
+        comm: process_comm(thread_comm, origin.tid == origin.tgid),
         thread_comm,
     };
-    emit(kind, origin, data);
+    emit(kind, origin, data, true);
 }

@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CommKey, Config, Counter, KernelOffsets, SockState, UdpKey, COMM_LEN, COUNTER_SLOTS,
-    MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCH_CGROUPS, MAX_WATCH_NAMES, MODE_ALL,
-    MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
+    CommKey, Config, Counter, KernelOffsets, SockState, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS,
+    MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCHED_SOCKETS, MAX_WATCH_CGROUPS,
+    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
 };
 
 /// Records for userspace. Size is set by userspace before loading.
@@ -19,6 +19,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES_BUILT_IN, 0);
 /// Per-CPU counters, indexed by [`Counter`].
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Entry 0: when this CPU last woke the reader (`CLOCK_BOOTTIME` ns).
+#[map]
+pub static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Entry 0: [`Config`].
 #[map]
@@ -37,9 +41,19 @@ pub static WATCH_NAMES: HashMap<CommKey, u32> = HashMap::with_max_entries(MAX_WA
 #[map]
 pub static WATCH_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCH_CGROUPS, 0);
 
-/// Per-socket state ([`SockState`]): watched sockets (payload capture) and sockets that
-/// talk to DNS servers (their namespace, for the answers they receive). Socket-local
-/// storage: a pointer away from the socket, and gone with it.
+/// Watched sockets whose first payloads are still to be captured (cookie -> state). An
+/// entry is deleted once its captures are done, so the map stays small and inserts never
+/// have to evict; sockets that never send are evicted least recently used first.
+#[map]
+pub static SOCK_WATCH: LruHashMap<u64, SockWatch> =
+    LruHashMap::with_max_entries(MAX_WATCHED_SOCKETS, BPF_F_NO_COMMON_LRU);
+
+/// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists, no global lock on insert.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// Per-socket state ([`SockState`]) of sockets that talk to DNS servers (their namespace,
+/// for the answers they receive). Socket-local storage: a pointer away from the socket,
+/// and gone with it.
 #[btf_map]
 pub static SOCK_STATE: SkStorage<SockState> = SkStorage::new();
 
@@ -143,10 +157,11 @@ pub fn read_field<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
 }
 
-/// Name of the current process (its leader thread), falling back to `thread_comm`.
+/// Name of the current process (its leader thread), falling back to `thread_comm`; no
+/// kernel read when the caller is the leader itself.
 #[inline(always)]
-pub fn process_comm(thread_comm: [u8; COMM_LEN]) -> [u8; COMM_LEN] {
-    if !offsets_valid() {
+pub fn process_comm(thread_comm: [u8; COMM_LEN], is_leader: bool) -> [u8; COMM_LEN] {
+    if is_leader || !offsets_valid() {
         return thread_comm;
     }
     // SAFETY: returns a pointer value only; it is dereferenced through probe reads.

@@ -15,7 +15,8 @@ use std::{
 
 use brokerwatch::{
     engine::Engine,
-    kernel::{Capture, Sensor, SensorOptions},
+    host::cgroup,
+    kernel::{AttachScope, Capture, Hooks, ProgramStats, Sensor, SensorOptions},
     policy::{Policy, PolicySources},
 };
 use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
@@ -107,16 +108,160 @@ fn getpid_loop(n: u32) -> f64 {
 }
 
 /// Off/on rounds of `f`, alternating; returns (off ns/op, on ns/op) per round.
-fn side_by_side(mut f: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+fn side_by_side(f: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
+    side_by_side_with(monitor_on, f)
+}
+
+/// The same with the monitor `on()` builds.
+fn side_by_side_with<S>(
+    mut on: impl FnMut() -> S,
+    mut f: impl FnMut() -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut offs, mut ons) = (Vec::new(), Vec::new());
     f(); // warm-up
     for _ in 0..ROUNDS {
-        off.push(f());
-        let sensor = monitor_on();
-        on.push(f());
+        offs.push(f());
+        let sensor = on();
+        ons.push(f());
         drop(sensor);
     }
-    (off, on)
+    (offs, ons)
+}
+
+/// The monitor watching this very process (its connects are watched ones), programs on
+/// the root.
+fn monitor_watching_me() -> Sensor {
+    let mut s = Sensor::load(&SensorOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+    s.watch_tgid(std::process::id(), WATCH_TAG_APP_BASE)
+        .unwrap();
+    s.set_mode(MODE_NAMES).unwrap();
+    s
+}
+
+/// `kernel.bpf_stats_enabled`: the kernel counts run time per program while it is on.
+fn bpf_stats(on: bool) {
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if on { "1" } else { "0" },
+    );
+}
+
+/// Each TCP connect (handshake, accept on another thread, reset) timed on its own.
+fn tcp_connect_samples(n: u32, port: u16) -> Vec<f64> {
+    (0..n).map(|_| tcp_connect_loop(1, port)).collect()
+}
+
+fn p50(mut v: Vec<f64>) -> f64 {
+    median(&mut v)
+}
+
+/// Scenario 9: watched TCP connects: per-connect p50 off and on (alternating rounds), and
+/// the in-kernel time of every program per connect from the kernel's own statistics.
+fn watched_tcp(port: u16) -> Watched {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let _ = tcp_connect_samples(500, port);
+    for _ in 0..ROUNDS {
+        off.extend(tcp_connect_samples(1_000, port));
+        let s = monitor_watching_me();
+        on.extend(tcp_connect_samples(1_000, port));
+        drop(s);
+    }
+    // In-kernel cost: statistics on, a fresh monitor, N connects, the books per program.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let n = 5_000;
+    let mut s = monitor_watching_me();
+    let mut capture = Capture::new(s.take_ring().unwrap()).unwrap();
+    bpf_stats(true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let drainer = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            capture.drain(|_| {});
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        capture.drain(|_| {});
+    });
+    let _ = tcp_connect_samples(n, port);
+    let stats = s.program_stats();
+    bpf_stats(false);
+    stop.store(true, Ordering::Relaxed);
+    drainer.join().unwrap();
+    let per_connect: Vec<(ProgramStats, f64)> = stats
+        .into_iter()
+        .map(|p| {
+            let per = p.run_time_ns as f64 / n as f64;
+            (p, per)
+        })
+        .collect();
+    let total = per_connect.iter().map(|(_, per)| per).sum::<f64>();
+    (p50(off), p50(on), per_connect, total)
+}
+
+type Watched = (f64, f64, Vec<(ProgramStats, f64)>, f64);
+
+fn print_watched((off, on, stats, total): &Watched) {
+    println!(
+        "watched TCP connect p50: off {:.1} us, on {:.1} us: {:.3}x",
+        off / 1e3,
+        on / 1e3,
+        on / off
+    );
+    println!("in-kernel time per watched TCP connect (bpf_stats), all programs: {total:.0} ns");
+    for (p, per) in stats {
+        if p.run_count > 0 {
+            println!(
+                "  {:<18} {:>8} runs  {:>7.0} ns/run  {:>7.0} ns per connect",
+                p.name,
+                p.run_count,
+                p.run_time_ns as f64 / p.run_count as f64,
+                per
+            );
+        }
+    }
+}
+
+/// A watched "app" (a sleeping child of this benchmark) in a cgroup of its own, the
+/// programs attached only there, as the daemon runs on a desktop; this process, in another
+/// cgroup, is the unwatched rest of the machine.
+struct AppInItsCgroup {
+    sensor: Sensor,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl AppInItsCgroup {
+    fn start() -> Self {
+        let mount = cgroup::cgroup2_mount().unwrap();
+        let dir = mount.join(format!("bwbench-app-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        let mut sensor = Sensor::load(&SensorOptions {
+            attach: AttachScope::Cgroups,
+            ..SensorOptions::default()
+        })
+        .unwrap();
+        sensor.watch_tgid(child.id(), WATCH_TAG_APP_BASE).unwrap();
+        sensor.set_mode(MODE_NAMES).unwrap();
+        sensor.attach_cgroup(&dir, Hooks::All).unwrap();
+        Self { sensor, child, dir }
+    }
+}
+
+impl Drop for AppInItsCgroup {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = &self.sensor;
+    }
 }
 
 /// Scenario 4: `n` short-lived processes (this benchmark re-executed as a client), each
@@ -273,9 +418,23 @@ fn main() {
         }
     });
 
+    // `BW_BENCH_ONLY=watched`: the watched-connect scenario alone (quick iterations).
+    if std::env::var("BW_BENCH_ONLY").as_deref() == Ok("watched") {
+        let w = watched_tcp(tcp_port);
+        print_watched(&w);
+        return;
+    }
     let (mut c_off, mut c_on) = side_by_side(|| connect_loop(200_000, port));
     let (mut t_off, mut t_on) = side_by_side(|| tcp_connect_loop(5_000, tcp_port));
     let (mut g_off, mut g_on) = side_by_side(|| getpid_loop(2_000_000));
+    // The daemon on a desktop: programs only in the watched app's cgroup.
+    let (mut ac_off, mut ac_on) =
+        side_by_side_with(AppInItsCgroup::start, || connect_loop(200_000, port));
+    let (mut at_off, mut at_on) =
+        side_by_side_with(AppInItsCgroup::start, || tcp_connect_loop(5_000, tcp_port));
+    let (mut ag_off, mut ag_on) =
+        side_by_side_with(AppInItsCgroup::start, || getpid_loop(2_000_000));
+    let (w_off, w_on, w_stats, w_total) = watched_tcp(tcp_port);
     let fl = flood(Duration::from_secs(3), port, 1);
     let fl2 = flood(Duration::from_secs(3), port, 2);
     let (children, attributed, short_secs) = short_lived(1000, tcp_port);
@@ -284,11 +443,18 @@ fn main() {
     let c = (median(&mut c_off), median(&mut c_on));
     let g = (median(&mut g_off), median(&mut g_on));
     let t = (median(&mut t_off), median(&mut t_on));
+    let ac = (median(&mut ac_off), median(&mut ac_on));
+    let at = (median(&mut at_off), median(&mut at_on));
+    let ag = (median(&mut ag_off), median(&mut ag_on));
     let rate = fl.delivered as f64 / fl.seconds;
     println!("scenario                               off (ns/op)        on (ns/op)        on/off");
     print_row("UDP connect(), unwatched", c, &c_off, &c_on);
     print_row("TCP connect+accept, unwatched", t, &t_off, &t_on);
     print_row("getpid() whole-machine tax", g, &g_off, &g_on);
+    print_row("UDP connect(), app in own cgroup", ac, &ac_off, &ac_on);
+    print_row("TCP connect+accept, app in own cg", at, &at_off, &at_on);
+    print_row("getpid(), app in own cgroup", ag, &ag_off, &ag_on);
+    print_watched(&(w_off, w_on, w_stats.clone(), w_total));
     println!(
         "watched flood: {:.0} records/s delivered over {:.1}s; generated {} = delivered {} + lost {}: {}",
         rate,
@@ -322,6 +488,16 @@ fn main() {
             "off_rounds": t_off, "on_rounds": t_on, "target_ratio": 1.01},
         "getpid_tax": {"off_ns": g.0, "on_ns": g.1, "ratio": g.1 / g.0,
             "off_rounds": g_off, "on_rounds": g_on, "target_ratio": 1.01},
+        "app_cgroup_connect_unwatched": {"off_ns": ac.0, "on_ns": ac.1, "ratio": ac.1 / ac.0,
+            "off_rounds": ac_off, "on_rounds": ac_on, "target_ratio": 1.01},
+        "app_cgroup_tcp_connect_unwatched": {"off_ns": at.0, "on_ns": at.1, "ratio": at.1 / at.0,
+            "off_rounds": at_off, "on_rounds": at_on, "target_ratio": 1.01},
+        "app_cgroup_getpid": {"off_ns": ag.0, "on_ns": ag.1, "ratio": ag.1 / ag.0,
+            "off_rounds": ag_off, "on_rounds": ag_on, "target_ratio": 1.01},
+        "watched_tcp_connect": {"off_p50_ns": w_off, "on_p50_ns": w_on, "ratio": w_on / w_off,
+            "target_ratio": 1.10, "in_kernel_ns_per_connect": w_total, "target_in_kernel_ns": 1000.0,
+            "programs": w_stats.iter().map(|(p, per)| json!({"name": p.name, "runs": p.run_count,
+                "run_time_ns": p.run_time_ns, "ns_per_connect": per})).collect::<Vec<_>>()},
         "watched_flood": {"seconds": fl.seconds, "records_per_s": rate, "generated": fl.generated,
             "delivered": fl.delivered, "lost": fl.lost,
             "invariant_exact": fl.generated == fl.delivered + fl.lost},

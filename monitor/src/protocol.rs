@@ -36,7 +36,7 @@ pub enum Reply {
     Lagged {
         missed: u64,
     },
-    Status(Status),
+    Status(Box<Status>),
     History {
         alerts: Vec<Alert>,
     },

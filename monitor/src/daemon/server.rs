@@ -90,7 +90,7 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
         };
         let reply = match req {
             Request::Status => match shared.status.lock().ok().and_then(|s| s.clone()) {
-                Some(status) => Reply::Status(status),
+                Some(status) => Reply::Status(Box::new(status)),
                 None => Reply::Error {
                     message: "the daemon is starting".into(),
                 },

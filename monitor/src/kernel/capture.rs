@@ -1,6 +1,14 @@
 //! Reading the kernel's ring buffer without busy-waiting (epoll through tokio's `AsyncFd`).
+//!
+//! The kernel wakes the reader for records that may lead to an alert, at most once per
+//! [`WAKEUP_INTERVAL_NS`] per CPU, and not at all for the rest (unless the ring fills): a
+//! wakeup costs more than the program that writes the record. So after every pass that
+//! found records the reader comes back once more shortly after, and nothing waits longer
+//! than that.
 
-use std::io;
+use std::{io, time::Duration};
+
+use monitor_common::WAKEUP_INTERVAL_NS;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -15,7 +23,12 @@ pub struct Capture {
     /// Records that did not decode (counted, the first error kept).
     pub undecodable: u64,
     pub first_decode_error: Option<DecodeError>,
+    /// When to look again without a wakeup (after a pass that found records).
+    again: Option<tokio::time::Instant>,
 }
+
+/// How soon after a pass that found records the reader looks again.
+pub const TRAILING_PASS: Duration = Duration::from_nanos(2 * WAKEUP_INTERVAL_NS);
 
 impl Capture {
     /// Must be called inside a tokio runtime with I/O enabled.
@@ -27,6 +40,7 @@ impl Capture {
             delivered: 0,
             undecodable: 0,
             first_decode_error: None,
+            again: None,
         })
     }
 
@@ -48,11 +62,19 @@ impl Capture {
         n
     }
 
-    /// Waits until the kernel signals new data, then drains it.
+    /// Waits until the kernel signals new data, or the trailing pass is due, then drains.
     pub async fn next_batch(&mut self, sink: impl FnMut(Record)) -> io::Result<usize> {
-        let mut guard = self.ring.readable_mut().await?;
-        guard.clear_ready();
-        drop(guard);
-        Ok(self.drain(sink))
+        match self.again {
+            Some(at) => {
+                tokio::select! {
+                    ready = self.ring.readable_mut() => ready?.clear_ready(),
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => self.ring.readable_mut().await?.clear_ready(),
+        }
+        let n = self.drain(sink);
+        self.again = (n > 0).then(|| tokio::time::Instant::now() + TRAILING_PASS);
+        Ok(n)
     }
 }

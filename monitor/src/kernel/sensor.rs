@@ -162,6 +162,9 @@ pub struct KernelCounters {
     pub watch_table_full: u64,
     pub udp_repeats: u64,
     pub bad_packets: u64,
+    /// Records that woke the reader.
+    #[serde(default)]
+    pub wakeups: u64,
 }
 
 /// The loaded and attached kernel programs.
@@ -187,6 +190,7 @@ impl Sensor {
 
         let mut ebpf = EbpfLoader::new()
             .override_global("KOFFS", &offsets, true)
+            .override_global("RING_BYTES", &(opts.ring_bytes as u64), true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(OBJECT)
             .map_err(SensorError::Load)?;
@@ -353,6 +357,7 @@ impl Sensor {
             watch_table_full: sum(Counter::WatchTableFull)?,
             udp_repeats: sum(Counter::UdpRepeat)?,
             bad_packets: sum(Counter::BadPacket)?,
+            wakeups: sum(Counter::Wakeups)?,
         })
     }
 
