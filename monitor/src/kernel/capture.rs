@@ -28,7 +28,7 @@ pub struct Capture {
 }
 
 /// How soon after a pass that found records the reader looks again.
-pub const TRAILING_PASS: Duration = Duration::from_nanos(2 * WAKEUP_INTERVAL_NS);
+pub const TRAILING_PASS: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS / 2);
 
 impl Capture {
     /// Must be called inside a tokio runtime with I/O enabled.
