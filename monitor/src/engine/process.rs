@@ -90,10 +90,18 @@ pub fn display_comm(kernel_comm: &str, filename: &str, exe: Option<&str>) -> Str
 impl<P: ProcSource> Engine<P> {
     /// Records a process that was already running (from a procfs scan).
     pub fn add_snapshot(&mut self, snap: ProcSnapshot, watch_tag: Option<u32>) {
-        let app = self.source.app_of(snap.pid, snap.cgroup.as_deref());
+        let pid = snap.pid;
+        let mut info = self.from_snapshot(pid, 0, snap);
+        info.watch = watch_tag.and_then(|t| self.tag_name(t));
+        self.insert_proc(info);
+    }
+
+    /// A process table entry for a process procfs showed us.
+    fn from_snapshot(&mut self, pid: u32, cgroup_id: u64, snap: ProcSnapshot) -> ProcessInfo {
+        let app = self.source.app_of(pid, snap.cgroup.as_deref());
         let exe = snap.exe.map(|p| p.display().to_string());
-        let info = ProcessInfo {
-            pid: snap.pid,
+        ProcessInfo {
+            pid,
             ppid: snap.ppid,
             comm: snap.comm.clone(),
             exec_comm: snap.comm,
@@ -101,15 +109,14 @@ impl<P: ProcSource> Engine<P> {
             exe,
             cmdline: snap.cmdline,
             uid: snap.uid,
-            cgroup_id: 0,
+            cgroup_id,
             cgroup: snap.cgroup,
             app,
-            watch: watch_tag.and_then(|t| self.tag_name(t)),
+            watch: None,
             origin: Origin::Procfs,
             exited: false,
             exit_code: None,
-        };
-        self.insert_proc(info);
+        }
     }
 
     pub(super) fn insert_proc(&mut self, info: ProcessInfo) {
@@ -244,27 +251,7 @@ impl<P: ProcSource> Engine<P> {
             return p.clone();
         }
         let info = match self.source.snapshot(pid) {
-            Some(snap) => {
-                let app = self.source.app_of(pid, snap.cgroup.as_deref());
-                let exe = snap.exe.map(|p| p.display().to_string());
-                ProcessInfo {
-                    pid,
-                    ppid: snap.ppid,
-                    comm: snap.comm.clone(),
-                    exec_comm: snap.comm,
-                    exec_path: exe.clone(),
-                    exe,
-                    cmdline: snap.cmdline,
-                    uid: snap.uid,
-                    cgroup_id,
-                    cgroup: snap.cgroup,
-                    app,
-                    watch: None,
-                    origin: Origin::Procfs,
-                    exited: false,
-                    exit_code: None,
-                }
-            }
+            Some(snap) => self.from_snapshot(pid, cgroup_id, snap),
             None => {
                 let cgroup = self.cgroup_path(cgroup_id);
                 let app = self.source.app_of(pid, cgroup.as_deref());

@@ -43,6 +43,24 @@ fn connect(tgid: u32, ts: u64, port: u16) -> Record {
     })
 }
 
+/// The DNS fixture's answer (`api.vendor.test` -> 127.0.0.3) as received by `tgid`.
+fn dns_fixture_answer(tgid: u32) -> Record {
+    let ans = crate::naming::dns::tests::answer_bytes();
+    Record::Packet(PacketRecord {
+        header: hdr(EventKind::DnsAnswer, tgid, 1),
+        kind: EventKind::DnsAnswer,
+        cookie: 99,
+        proto: Proto::Udp,
+        src: "127.0.0.1".parse().unwrap(),
+        src_port: 53,
+        dst_port: 5000,
+        seq: 0,
+        orig_len: ans.len() as u32,
+        netns: NS,
+        data: ans,
+    })
+}
+
 #[test]
 fn a_process_gone_before_procfs_keeps_exe_and_parent_from_its_exec() {
     let mut e = Engine::with_source(NoProc);
@@ -111,20 +129,7 @@ fn payload_name(e: &mut Engine<NoProc>, cookie: u64, sni: &str) {
 #[test]
 fn a_late_sni_moves_one_connection_with_its_own_time() {
     let mut e = Engine::with_source(NoProc);
-    let ans = crate::naming::dns::tests::answer_bytes();
-    e.handle(&Record::Packet(PacketRecord {
-        header: hdr(EventKind::DnsAnswer, 7, 1),
-        kind: EventKind::DnsAnswer,
-        cookie: 99,
-        proto: Proto::Udp,
-        src: "127.0.0.1".parse().unwrap(),
-        src_port: 53,
-        dst_port: 5000,
-        seq: 0,
-        orig_len: ans.len() as u32,
-        netns: NS,
-        data: ans,
-    }));
+    e.handle(&dns_fixture_answer(7));
     let mut c = |cookie: u64, ts: u64| {
         let Record::Sock(mut s) = connect(7, ts, 443) else {
             unreachable!()
@@ -346,20 +351,7 @@ fn engine_dns_rows_keep_the_names_asked_and_payloads_mark_rows_as_sent() {
 /// fixture), then its ClientHello with an ECH extension naming `sni`.
 fn ech_row(sni: &str, https_ech: bool) -> ConnAgg {
     let mut e = Engine::with_source(NoProc);
-    let ans = crate::naming::dns::tests::answer_bytes();
-    e.handle(&Record::Packet(PacketRecord {
-        header: hdr(EventKind::DnsAnswer, 7, 1),
-        kind: EventKind::DnsAnswer,
-        cookie: 99,
-        proto: Proto::Udp,
-        src: "127.0.0.1".parse().unwrap(),
-        src_port: 53,
-        dst_port: 5000,
-        seq: 0,
-        orig_len: ans.len() as u32,
-        netns: NS,
-        data: ans,
-    }));
+    e.handle(&dns_fixture_answer(7));
     if https_ech {
         let facts = crate::naming::dns::Facts {
             ech: vec![("api.vendor.test".into(), 300)],
