@@ -91,13 +91,18 @@ impl<P: ProcSource> Engine<P> {
     /// Records a process that was already running (from a procfs scan).
     pub fn add_snapshot(&mut self, snap: ProcSnapshot, watch_tag: Option<u32>) {
         let pid = snap.pid;
-        let mut info = self.from_snapshot(pid, 0, snap);
+        let mut info = self.process_from_snapshot(pid, 0, snap);
         info.watch = watch_tag.and_then(|t| self.tag_name(t));
         self.insert_proc(info);
     }
 
     /// A process table entry for a process procfs showed us.
-    fn from_snapshot(&mut self, pid: u32, cgroup_id: u64, snap: ProcSnapshot) -> ProcessInfo {
+    fn process_from_snapshot(
+        &mut self,
+        pid: u32,
+        cgroup_id: u64,
+        snap: ProcSnapshot,
+    ) -> ProcessInfo {
         let app = self.source.app_of(pid, snap.cgroup.as_deref());
         let exe = snap.exe.map(|p| p.display().to_string());
         ProcessInfo {
@@ -251,7 +256,7 @@ impl<P: ProcSource> Engine<P> {
             return p.clone();
         }
         let info = match self.source.snapshot(pid) {
-            Some(snap) => self.from_snapshot(pid, cgroup_id, snap),
+            Some(snap) => self.process_from_snapshot(pid, cgroup_id, snap),
             None => {
                 let cgroup = self.cgroup_path(cgroup_id);
                 let app = self.source.app_of(pid, cgroup.as_deref());
