@@ -96,3 +96,32 @@ fn policy_broken_policy_fails_audit_before_loading_anything() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("broken.toml:1:"), "{text}");
 }
+
+// Issue 16, item 9: `policy check DIR` said "Is a directory" and a file's later errors were
+// not reported.
+#[test]
+fn policy_check_of_a_directory_checks_every_file_and_reports_every_error() {
+    let dir = std::env::temp_dir().join(format!("bw-policy-check-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("10-bad.toml"),
+        "[[rule]]\nid = \"r1\"\napps = \"meeting\"\ncategory = \"data-broker\"\nseverity = \"critical\"\naction = \"alert\"\n\n[[rule]]\nid = \"r2\"\napps = \"meeting\"\ncategory = \"data-broker\"\nseverity = \"high\"\naction = \"explode\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("20-good.toml"),
+        "[[destination]]\nid = \"mine\"\ncompany = \"Me\"\ncategory = \"data-broker\"\nsource = \"test\"\ndomains = [\"broker.vendor.test\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("README.txt"), "not a policy").unwrap();
+    let (code, text) = run(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{text}");
+    let bad = dir.join("10-bad.toml");
+    assert!(text.contains(&format!("{}:5:", bad.display())), "{text}");
+    assert!(text.contains(&format!("{}:13:10:", bad.display())), "{text}");
+    assert!(text.contains("20-good.toml: ok"), "{text}");
+    assert!(!text.contains("Is a directory"), "{text}");
+    assert!(!text.contains("README.txt"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

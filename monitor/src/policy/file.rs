@@ -221,6 +221,65 @@ pub struct RawFile {
     pub import: Vec<RawImport>,
 }
 
+/// The file's tables as untyped entries with their positions, to check one by one.
+#[derive(Deserialize)]
+struct Entries {
+    #[serde(default)]
+    app: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    destination: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    rule: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    allow: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    import: Vec<Spanned<toml::Value>>,
+}
+
+/// Every entry that does not deserialize, positioned at the offending name or value when the
+/// message quotes it, else at the entry.
+fn entry_errors(file: &str, text: &str) -> Vec<Diagnostic> {
+    fn check<T: serde::de::DeserializeOwned>(
+        file: &str,
+        text: &str,
+        table: &str,
+        items: Vec<Spanned<toml::Value>>,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        for item in items {
+            let span = item.span();
+            // The entry's own text, parsed alone, keeps positions (and `Spanned` fields).
+            let body = text.get(span.clone()).unwrap_or("");
+            let body = body.strip_prefix(&format!("[[{table}]]")).unwrap_or(body);
+            let offset = span.end - body.len();
+            let Err(e) = toml::from_str::<T>(body) else {
+                continue;
+            };
+            let message = e.message().trim().to_owned();
+            let at = offset + e.span().map_or(0, |s| s.start);
+            let (line, col) = line_col(text, at);
+            out.push(Diagnostic {
+                file: file.to_owned(),
+                line,
+                col,
+                message: format!("[[{table}]]: {message}"),
+                hint: None,
+            });
+        }
+    }
+    let Ok(e) = toml::from_str::<Entries>(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    check::<AppDef>(file, text, "app", e.app, &mut out);
+    check::<RawDestination>(file, text, "destination", e.destination, &mut out);
+    check::<RawRule>(file, text, "rule", e.rule, &mut out);
+    check::<RawAllow>(file, text, "allow", e.allow, &mut out);
+    check::<RawImport>(file, text, "import", e.import, &mut out);
+    out.sort_by_key(|d| (d.line, d.col));
+    out
+}
+
 /// A parsed and validated policy file.
 #[derive(Debug, Clone)]
 pub struct PolicyFile {
@@ -288,7 +347,7 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
         Ok(raw) => raw,
         Err(e) => {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            return Err(vec![Diagnostic {
+            let mut diags = vec![Diagnostic {
                 file: file.to_owned(),
                 line,
                 col,
@@ -297,7 +356,15 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
                     "tables are [[app]], [[destination]], [[rule]], [[allow]] and [[import]]; see policies/README.md"
                         .to_owned(),
                 ),
-            }]);
+            }];
+            // Serde stops at the first bad value; look at every entry on its own so that
+            // one run shows every entry that needs fixing.
+            diags.extend(
+                entry_errors(file, text)
+                    .into_iter()
+                    .filter(|d| d.line != line),
+            );
+            return Err(diags);
         }
     };
     let mut c = Checker {

@@ -67,7 +67,7 @@ pub enum LoadError {
     #[error("cannot read policy {path}: {source}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::host::files::FileError,
     },
     #[error("import {id} ({path}): {message}")]
     Import {
@@ -270,7 +270,7 @@ impl Policy {
                 Err(source) => {
                     return Err(LoadError::Read {
                         path: dir.clone(),
-                        source,
+                        source: source.into(),
                     })
                 }
             }
@@ -575,9 +575,11 @@ fn rank(v: &Verdict) -> (u8, Severity) {
 }
 
 fn read(p: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(p).map_err(|source| LoadError::Read {
-        path: p.to_owned(),
-        source,
+    crate::host::files::read_text(p, crate::host::files::MAX_POLICY_BYTES).map_err(|source| {
+        LoadError::Read {
+            path: p.to_owned(),
+            source,
+        }
     })
 }
 

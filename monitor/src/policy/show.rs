@@ -8,41 +8,96 @@ use std::{
 
 use crate::policy::{file, LoadError, Policy, PolicySources};
 
+/// A directory stands for the policy files (`*.toml`) in it, as `/etc/brokerwatch/policies.d`
+/// holds them.
+fn expand(paths: &[PathBuf]) -> Vec<Result<PathBuf, String>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(Ok(p.clone()));
+            continue;
+        }
+        match std::fs::read_dir(p) {
+            Err(e) => out.push(Err(format!("{}: cannot list: {e}", p.display()))),
+            Ok(rd) => {
+                let mut found: Vec<PathBuf> = rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|f| f.extension().is_some_and(|e| e == "toml"))
+                    .collect();
+                found.sort();
+                if found.is_empty() {
+                    out.push(Err(format!(
+                        "{}: no policy files (*.toml) in it",
+                        p.display()
+                    )));
+                }
+                out.extend(found.into_iter().map(Ok));
+            }
+        }
+    }
+    out
+}
+
+/// `policy check PATH...`: every problem of every file (not only the first), then the files
+/// resolved together with the built-in policy, as the daemon would load them.
+fn check_files(out: &mut dyn Write, paths: &[PathBuf]) -> io::Result<bool> {
+    let mut ok = true;
+    let mut parsed = Vec::new();
+    let mut names = Vec::new();
+    for p in expand(paths) {
+        let p = match p {
+            Ok(p) => p,
+            Err(message) => {
+                writeln!(out, "{message}")?;
+                ok = false;
+                continue;
+            }
+        };
+        let name = p.display().to_string();
+        match crate::host::files::read_text(&p, crate::host::files::MAX_POLICY_BYTES) {
+            Err(e) => {
+                writeln!(out, "{name}: cannot read: {e}")?;
+                ok = false;
+            }
+            Ok(text) => match file::parse(&name, &text) {
+                Err(diags) => {
+                    for d in diags {
+                        writeln!(out, "{d}")?;
+                    }
+                    ok = false;
+                }
+                Ok(f) => {
+                    parsed.push(f);
+                    names.push(name);
+                }
+            },
+        }
+    }
+    if parsed.is_empty() {
+        return Ok(ok);
+    }
+    let mut files = Policy::parse_all(&PolicySources::default()).map_err(io::Error::other)?;
+    files.extend(parsed);
+    match Policy::resolve(files, &[]) {
+        Ok(_) => {
+            for name in names {
+                writeln!(out, "{name}: ok")?;
+            }
+        }
+        Err(e) => {
+            writeln!(out, "{e}")?;
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
 /// `policy check [PATH...]`: stage one for the given files (or everything configured),
 /// then stage two (imports resolved). Returns whether everything is valid.
 pub fn check(out: &mut dyn Write, sources: &PolicySources, paths: &[PathBuf]) -> io::Result<bool> {
     if !paths.is_empty() {
-        let mut ok = true;
-        for p in paths {
-            let name = p.display().to_string();
-            match std::fs::read_to_string(p) {
-                Err(e) => {
-                    writeln!(out, "{name}: cannot read: {e}")?;
-                    ok = false;
-                }
-                Ok(text) => match file::parse(&name, &text) {
-                    Err(diags) => {
-                        for d in diags {
-                            writeln!(out, "{d}")?;
-                        }
-                        ok = false;
-                    }
-                    Ok(f) => {
-                        let mut files = Policy::parse_all(&PolicySources::default())
-                            .map_err(io::Error::other)?;
-                        files.push(f);
-                        match Policy::resolve(files, &[]) {
-                            Ok(_) => writeln!(out, "{name}: ok")?,
-                            Err(e) => {
-                                writeln!(out, "{name}: {e}")?;
-                                ok = false;
-                            }
-                        }
-                    }
-                },
-            }
-        }
-        return Ok(ok);
+        return check_files(out, paths);
     }
     match Policy::load(sources) {
         Ok(p) => {

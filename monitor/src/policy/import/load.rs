@@ -1,12 +1,15 @@
 //! Stage two for imported lists: reading them from disk and adding their entries.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
 };
 
 use super::formats;
-use crate::policy::{DestEntry, ImportFormat, LoadError, Policy, SourceInfo};
+use crate::{
+    host::files::{self, FileError},
+    policy::{DestEntry, ImportFormat, LoadError, Policy, SourceInfo},
+};
 
 impl Policy {
     #[allow(clippy::too_many_arguments)]
@@ -26,22 +29,32 @@ impl Policy {
             message,
         };
         let mut texts = Vec::new();
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| err(e.to_string()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect();
-            files.sort();
-            for f in files {
-                texts.push(
-                    std::fs::read_to_string(&f)
-                        .map_err(|e| err(format!("{}: {e}", f.display())))?,
-                );
+        let read = |p: &Path| files::read_text(p, files::MAX_LIST_BYTES);
+        match read(path) {
+            // Tracker Radar ships one JSON file per domain in a directory.
+            Err(FileError::Directory) if format == ImportFormat::TrackerRadar => {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                    .map_err(|e| err(e.to_string()))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                    .collect();
+                if found.is_empty() {
+                    return Err(err("a directory with no .json files in it".into()));
+                }
+                found.sort();
+                for f in found {
+                    texts.push(read(&f).map_err(|e| err(format!("{}: {e}", f.display())))?);
+                }
             }
-        } else {
-            texts.push(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+            Err(FileError::Directory) => {
+                return Err(err(format!(
+                    "is a directory; only tracker-radar imports read a directory (of .json files), {} imports read one file",
+                    format_name(format)
+                )))
+            }
+            Err(e) => return Err(err(e.to_string())),
+            Ok(text) => texts.push(text),
         }
         let name = format!("import {id} ({}, {origin})", path.display());
         let mut info = SourceInfo {
@@ -75,11 +88,20 @@ impl Policy {
             info.skipped += r.skipped;
             self.matcher.reserve(r.entries.len());
             // Exceptions apply to this list only: a name they cover (or a subdomain of
-            // one) is left out of it, and other sources are untouched.
+            // one) is left out of it, and other sources are untouched. One set look-up per
+            // label, so a list with as many exceptions as rules stays linear.
+            let exceptions: HashSet<&str> = r.exceptions.iter().map(String::as_str).collect();
             let excepted = |d: &str| {
-                r.exceptions
-                    .iter()
-                    .any(|x| d == x || d.ends_with(&format!(".{x}")))
+                let mut rest = d;
+                loop {
+                    if exceptions.contains(rest) {
+                        return true;
+                    }
+                    match rest.split_once('.') {
+                        Some((_, parent)) => rest = parent,
+                        None => return false,
+                    }
+                }
             };
             for e in r.entries.into_iter().filter(|e| !excepted(&e.domain)) {
                 let idx = entry_for(self, e.company, e.category);
