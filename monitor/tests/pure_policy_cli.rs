@@ -119,7 +119,10 @@ fn policy_check_of_a_directory_checks_every_file_and_reports_every_error() {
     assert_eq!(code, Some(2), "{text}");
     let bad = dir.join("10-bad.toml");
     assert!(text.contains(&format!("{}:5:", bad.display())), "{text}");
-    assert!(text.contains(&format!("{}:13:10:", bad.display())), "{text}");
+    assert!(
+        text.contains(&format!("{}:13:10:", bad.display())),
+        "{text}"
+    );
     assert!(text.contains("20-good.toml: ok"), "{text}");
     assert!(!text.contains("Is a directory"), "{text}");
     assert!(!text.contains("README.txt"), "{text}");

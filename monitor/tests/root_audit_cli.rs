@@ -277,3 +277,64 @@ fn audit_stale_empty_audit_cgroups_are_cleaned_up() {
     );
     assert!(!stale.exists(), "{} is still there", stale.display());
 }
+
+/// This process's start time (field 22 of /proc/self/stat).
+fn own_start_time() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+// Issue 16, item 12: a second audit's clean-up deleted a concurrent audit's fresh cgroup.
+#[test]
+fn audit_concurrent_audits_keep_each_others_cgroups() {
+    require_root();
+    let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
+    let parent = mount.join("brokerwatch");
+    // A cgroup of an audit that still runs (this test process, by pid and start time) and
+    // one whose owner's start time does not match (its pid was reused).
+    let live = parent.join(format!("audit-{}-{}", std::process::id(), own_start_time()));
+    let reused = parent.join(format!("audit-{}-1", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::create_dir_all(&reused).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(live.exists(), "a running audit's cgroup was removed");
+    assert!(!reused.exists(), "{} is still there", reused.display());
+    std::fs::remove_dir(&live).unwrap();
+    // And for real: audits started a few tens of milliseconds apart all succeed.
+    for gap_ms in [10u64, 30, 50, 70, 90] {
+        let first = Command::new(BIN)
+            .args(["audit", "--", "sleep", "0.3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(gap_ms));
+        let second = Command::new(BIN)
+            .args(["audit", "--", "true"])
+            .output()
+            .unwrap();
+        let first = first.wait_with_output().unwrap();
+        assert_eq!(
+            first.status.code(),
+            Some(0),
+            "gap {gap_ms} ms: {}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert_eq!(
+            second.status.code(),
+            Some(0),
+            "gap {gap_ms} ms: {}",
+            String::from_utf8_lossy(&second.stderr)
+        );
+    }
+}

@@ -136,7 +136,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     if let Target::Command(_) = &opts.target {
         if !systemd_manages_cgroups() {
             let mount = cgroup::cgroup2_mount()?;
-            let cg = OwnedCgroup::create(&mount, &format!("audit-{}", std::process::id()))?;
+            let cg = OwnedCgroup::create(&mount, &crate::host::cgroup::audit_cgroup_name())?;
             owned_cgroup = Some(cg);
         }
     }

@@ -101,6 +101,39 @@ pub fn pids_in(dir: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// When the process `pid` started (clock ticks after boot), if it runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the command name (field 2) may hold spaces and parentheses.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The name of the cgroup an audit run by this process uses: its pid and start time, so
+/// that a later audit can tell whether its owner still runs, even after pid reuse.
+pub fn audit_cgroup_name() -> String {
+    let pid = std::process::id();
+    format!("audit-{pid}-{}", start_time(pid).unwrap_or(0))
+}
+
+/// Whether the audit that named a cgroup `name` has ended (names that are not audit
+/// cgroups are never "gone").
+fn audit_owner_gone(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("audit-") else {
+        return false;
+    };
+    let mut parts = rest.splitn(2, '-');
+    let Some(Ok(pid)) = parts.next().map(str::parse::<u32>) else {
+        return false;
+    };
+    match (start_time(pid), parts.next().map(str::parse::<u64>)) {
+        (None, _) => true,
+        (Some(now), Some(Ok(then))) => now != then,
+        // An older name without a start time: gone only once its pid is.
+        (Some(_), _) => false,
+    }
+}
+
 /// A cgroup created for one audited command, removed again when dropped (if empty).
 #[derive(Debug)]
 pub struct OwnedCgroup {
@@ -112,11 +145,12 @@ impl OwnedCgroup {
     /// Creates `<mount>/brokerwatch/<name>`.
     pub fn create(mount: &Path, name: &str) -> Result<Self, CgroupError> {
         let parent = mount.join(crate::defaults::AUDIT_CGROUP_PARENT);
-        // Earlier audits whose commands outlived them left their cgroups behind; the empty
-        // ones go now (rmdir refuses a cgroup that still has processes).
+        // Earlier audits whose commands outlived them left their cgroups behind. Only those
+        // whose audit process has provably ended go (rmdir also refuses a cgroup that still
+        // has processes); a concurrent audit's fresh, still empty cgroup stays.
         if let Ok(entries) = fs::read_dir(&parent) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with("audit-") {
+                if audit_owner_gone(&e.file_name().to_string_lossy()) {
                     let _ = fs::remove_dir(e.path());
                 }
             }
