@@ -8,9 +8,12 @@ pub const STATE_DIR: &str = "/var/lib/brokerwatch";
 pub const POLICY_DIR: &str = "/etc/brokerwatch/policies.d";
 /// The service's own system user.
 pub const SERVICE_USER: &str = "brokerwatch";
+/// The service's own group: no person is a member, so nothing the service writes is
+/// readable through it.
+pub const SERVICE_GROUP: &str = "brokerwatch";
 /// Group whose members may connect to the socket and receive alerts about their own
-/// processes.
-pub const SOCKET_GROUP: &str = "brokerwatch";
+/// processes (a different group from the service's own).
+pub const SOCKET_GROUP: &str = "brokerwatch-users";
 /// Group whose members see every user's alerts.
 pub const ADMIN_GROUP: &str = "brokerwatch-admin";
 /// App group watched when no app is named.

@@ -7,6 +7,8 @@ use std::{
     process::Command,
 };
 
+use crate::defaults;
+
 pub const SYSTEM_UNIT: &str = include_str!("../../dist/systemd/brokerwatch.service");
 pub const USER_UNIT: &str = include_str!("../../dist/systemd/brokerwatch-notify.service");
 pub const AUTOSTART: &str = include_str!("../../dist/autostart/brokerwatch-notify.desktop");
@@ -129,7 +131,11 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
         next.push(format!("staged under {}", layout.root.display()));
         return Ok(next);
     }
-    for group in ["brokerwatch", "brokerwatch-admin"] {
+    for group in [
+        defaults::SERVICE_GROUP,
+        defaults::SOCKET_GROUP,
+        defaults::ADMIN_GROUP,
+    ] {
         if !exists("group", group) {
             run(Command::new("groupadd").args(["--system", group]))?;
         }
@@ -157,9 +163,10 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
             "systemd is not running here: start `brokerwatch daemon` as root yourself".into(),
         );
     }
-    next.push(
-        "let a user receive alerts: sudo usermod -aG brokerwatch USER (then log in again)".into(),
-    );
+    next.push(format!(
+        "let a user receive alerts: sudo usermod -aG {} USER (then log in again)",
+        defaults::SOCKET_GROUP
+    ));
     next.push(
         "let an administrator see every user's alerts: sudo usermod -aG brokerwatch-admin USER"
             .into(),

@@ -4,6 +4,9 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufRead, BufReader, Write},
+    os::unix::fs::{
+        DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+    },
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -34,12 +37,21 @@ pub struct History {
 }
 
 impl History {
-    /// Opens (creating) `dir/history.jsonl` and trims it.
+    /// Opens (creating) `dir/history.jsonl` and trims it. The directory must be ours (it is
+    /// made 0700) and the file is 0600: the history holds every user's alerts and command
+    /// lines, and only the daemon (and root) may read it.
     pub fn open(dir: &Path, retention: Retention) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         let path = dir.join("history.jsonl");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let mut h = Self {
-            file: OpenOptions::new().create(true).append(true).open(&path)?,
+            file,
             path,
             retention,
             appended: 0,
@@ -84,7 +96,16 @@ impl History {
         }
         let tmp = self.path.with_extension("jsonl.tmp");
         {
-            let mut f = File::create(&tmp)?;
+            // Never through a link someone left at the temporary name.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             for a in &keep {
                 f.write_all(crate::protocol::encode(a).as_bytes())?;
             }
@@ -94,6 +115,30 @@ impl History {
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         Ok(())
     }
+}
+
+/// Creates `dir` (0700) or checks that it belongs to us, and makes it 0700.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: no arguments.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "is not a directory owned by uid {me} (owner uid {}); refusing to keep the history where another user can change it",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

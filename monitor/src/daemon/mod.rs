@@ -140,6 +140,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (tx, _) = tokio::sync::broadcast::channel(1024);
     let shared = Arc::new(server::Shared {
         status: Mutex::new(None),
+        connections: Mutex::new(Default::default()),
         history: Mutex::new(history),
         alerts: tx,
         admin_gid: users::group_gid(&opts.admin_group),
@@ -153,6 +154,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let watchdog = systemd::watchdog_interval();
     let mut last_watchdog = Instant::now();
+    // After an accept error (out of descriptors), accepting pauses briefly instead of
+    // spinning; the ring keeps being read meanwhile.
+    let mut accept_paused_until: Option<tokio::time::Instant> = None;
+    let mut accept_errors = 0u64;
     let update_status = |sensor: &Sensor, capture: &Capture, policy: &Policy, alerts: u64| {
         let counters = sensor.counters().ok();
         let status = Status {
@@ -217,10 +222,23 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     update_status(&sensor, &capture, &policy, alerts_total);
                 }
             }
-            conn = listener.accept() => {
-                if let Ok((stream, _)) = conn {
+            conn = listener.accept(), if accept_paused_until.is_none() => match conn {
+                Ok((stream, _)) => {
                     tokio::spawn(server::serve(stream, shared.clone()));
                 }
+                Err(e) => {
+                    accept_errors += 1;
+                    if accept_errors.is_power_of_two() {
+                        log::error!(
+                            "cannot accept clients: {e} ({accept_errors} times so far); pausing 100 ms (raise LimitNOFILE if this is EMFILE)"
+                        );
+                    }
+                    accept_paused_until =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                }
+            },
+            _ = async { tokio::time::sleep_until(accept_paused_until.unwrap_or_else(tokio::time::Instant::now)).await }, if accept_paused_until.is_some() => {
+                accept_paused_until = None;
             }
             _ = hup.recv() => reload(&mut policy, &opts.policy, "SIGHUP"),
             _ = term.recv() => break,

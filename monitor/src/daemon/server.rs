@@ -2,17 +2,29 @@
 //! SO_PEERCRED and sees only what it may (its own uid's alerts, unless root or admin).
 
 use std::{
+    collections::HashMap,
     io,
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
     path::Path,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     sync::broadcast,
 };
+
+/// Longest request line accepted (requests are a few dozen bytes).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Connections one uid may hold open at once (root and admins included): a desktop agent
+/// needs one, `status` and `history` one each while they run.
+pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// How long a client may take to send a request line.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write to a client may block (a subscriber that stopped reading).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 use super::history::History;
 use crate::{
@@ -23,6 +35,8 @@ use crate::{
 /// What client tasks share with the main loop.
 pub struct Shared {
     pub status: Mutex<Option<Status>>,
+    /// Open connections per uid.
+    pub connections: Mutex<HashMap<u32, usize>>,
     pub history: Mutex<History>,
     pub alerts: broadcast::Sender<Arc<Alert>>,
     pub admin_gid: Option<u32>,
@@ -31,9 +45,13 @@ pub struct Shared {
 /// Binds the socket: a stale socket file is replaced, anything else at the path is an
 /// error; mode 0660 and group `gid` (0600 root-only when there is no such group).
 pub fn bind(path: &Path, gid: Option<u32>) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    // A missing parent is created (0755, so that group members can reach the socket); an
+    // existing one is left exactly as it is (it may be a shared 1777 directory).
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
@@ -62,7 +80,74 @@ pub fn bind(path: &Path, gid: Option<u32>) -> io::Result<UnixListener> {
 }
 
 async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> io::Result<()> {
-    w.write_all(protocol::encode(reply).as_bytes()).await
+    let bytes = protocol::encode(reply);
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(bytes.as_bytes())).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading",
+        )),
+    }
+}
+
+/// Counts a connection of `uid` while it lives.
+struct Slot {
+    shared: Arc<Shared>,
+    uid: u32,
+}
+
+impl Slot {
+    fn take(shared: &Arc<Shared>, uid: u32) -> Option<Self> {
+        let mut c = shared.connections.lock().ok()?;
+        let n = c.entry(uid).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            shared: shared.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.shared.connections.lock() {
+            if let Some(n) = c.get_mut(&self.uid) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&self.uid);
+                }
+            }
+        }
+    }
+}
+
+/// One request line, at most [`MAX_REQUEST_BYTES`], within [`REQUEST_TIMEOUT`]. `Ok(None)`
+/// when the client hung up.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Option<()>, String> {
+    buf.clear();
+    let mut limited = (&mut *r).take(MAX_REQUEST_BYTES as u64 + 1);
+    let read = limited.read_until(b'\n', buf);
+    match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Err(_) => Err(format!(
+            "no complete request within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) if buf.ends_with(b"\n") => Ok(Some(())),
+        Ok(Ok(_)) if buf.len() > MAX_REQUEST_BYTES => Err(format!(
+            "request longer than {} KiB",
+            MAX_REQUEST_BYTES / 1024
+        )),
+        // The client hung up in the middle of a line.
+        Ok(Ok(_)) => Ok(None),
+    }
 }
 
 /// Serves one client until it hangs up.
@@ -78,9 +163,26 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
         }
     };
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let req: Request = match serde_json::from_str(&line) {
+    let Some(_slot) = Slot::take(&shared, peer.uid) else {
+        let message = format!(
+            "too many connections from uid {} (at most {MAX_CONNECTIONS_PER_UID})",
+            peer.uid
+        );
+        let _ = send(&mut w, &Reply::Error { message }).await;
+        return;
+    };
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        match read_request(&mut reader, &mut buf).await {
+            Ok(Some(())) => {}
+            Ok(None) => return,
+            Err(message) => {
+                let _ = send(&mut w, &Reply::Error { message }).await;
+                return;
+            }
+        }
+        let req: Request = match serde_json::from_slice(&buf) {
             Ok(r) => r,
             Err(e) => {
                 let message = format!("bad request: {e}");

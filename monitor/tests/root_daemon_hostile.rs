@@ -1,0 +1,161 @@
+//! Issue 16: the daemon against the other people on the machine. Each test is named after
+//! the item it guards; the real programs are attached (root).
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::{fs::MetadataExt as _, net::UnixStream},
+    process::Command,
+    time::Duration,
+};
+
+use common::{
+    daemon::{client, history, lab_dir, policy_text, wait_for, zoom_contacts_broker, Daemon},
+    require_root,
+};
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn connect(dir: &std::path::Path) -> UnixStream {
+    let s = UnixStream::connect(dir.join("run/brokerwatch.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+// Item 1: the history was 0640 to the group every desktop user joins (0644 as plain root).
+#[test]
+fn daemon_history_is_readable_by_the_daemon_alone() {
+    require_root();
+    let dir = lab_dir("private");
+    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let _d = Daemon::start(&dir);
+    zoom_contacts_broker(&dir, port, None);
+    wait_for(|| !history(&dir, None).is_empty(), "an alert");
+    let state = dir.join("state");
+    assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+    let file = state.join("history.jsonl");
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    let other = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "another user read the history");
+    // The socket group is not the service's own group.
+    assert_ne!(
+        brokerwatch::defaults::SOCKET_GROUP,
+        brokerwatch::defaults::SERVICE_GROUP
+    );
+    let unit = brokerwatch::install::SYSTEM_UNIT;
+    assert!(unit.contains("StateDirectoryMode=0700"), "{unit}");
+    assert!(unit.contains("UMask=0077"), "{unit}");
+    assert!(
+        unit.contains(&format!(
+            "SupplementaryGroups={}",
+            brokerwatch::defaults::SOCKET_GROUP
+        )),
+        "{unit}"
+    );
+}
+
+// Item 2: a request line with no newline grew the daemon without limit.
+#[test]
+fn daemon_a_request_line_without_newline_is_cut_at_the_limit() {
+    require_root();
+    let dir = lab_dir("hugeline");
+    let d = Daemon::start(&dir);
+    let before = rss_kib(d.child.id());
+    let mut s = connect(&dir);
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    // The daemon answers and hangs up after 64 KiB; writes then fail.
+    for _ in 0..64 {
+        match s.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break,
+        }
+    }
+    assert!(sent < 64 << 20, "the daemon kept reading {sent} bytes");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.contains("request longer than 64 KiB"), "{reply:?}");
+    let after = rss_kib(d.child.id());
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    assert_eq!(client(&dir, None, &["status"]).0, Some(0), "{}", d.log());
+}
+
+// Item 3: 1,100 idle connections starved everyone else.
+#[test]
+fn daemon_one_uid_cannot_hold_more_than_its_share_of_connections() {
+    require_root();
+    let dir = lab_dir("connhog");
+    let d = Daemon::start(&dir);
+    let max = brokerwatch::daemon::server::MAX_CONNECTIONS_PER_UID;
+    let held: Vec<UnixStream> = (0..max).map(|_| connect(&dir)).collect();
+    // Let the daemon count them all before the one too many.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = connect(&dir);
+    let mut reply = String::new();
+    let _ = extra.read_to_string(&mut reply);
+    assert!(
+        reply.contains("too many connections from uid 0"),
+        "{reply:?}"
+    );
+    // Another user is not affected.
+    let (code, text) = client(&dir, Some(65534), &["status"]);
+    assert_eq!(code, Some(0), "{text}\n{}", d.log());
+    // Idle connections are closed after the request timeout, freeing the slots.
+    std::thread::sleep(brokerwatch::daemon::server::REQUEST_TIMEOUT + Duration::from_secs(1));
+    drop(held);
+    assert_eq!(client(&dir, None, &["status"]).0, Some(0), "{}", d.log());
+}
+
+// Item 13: `--socket` chmodded an existing 1777 parent directory to 0755.
+#[test]
+fn daemon_socket_in_a_shared_directory_leaves_its_mode_alone() {
+    require_root();
+    let dir = lab_dir("sticky");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let _d = Daemon::start(&dir);
+    assert_eq!(std::fs::metadata(&run).unwrap().mode() & 0o7777, 0o1777);
+}
+
+// Item 13: a state directory owned by another user (who left a symlink at the temporary
+// file's name) made the daemon truncate the symlink's target.
+#[test]
+fn daemon_refuses_a_state_directory_another_user_owns() {
+    require_root();
+    let dir = lab_dir("foreignstate");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("history.jsonl.tmp")).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_brokerwatch"))
+        .args(["daemon", "--group", "nogroup", "--policy-dir"])
+        .arg(dir.join("policies.d"))
+        .arg("--socket")
+        .arg(dir.join("run/brokerwatch.sock"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("owned by uid 0"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}
