@@ -92,6 +92,27 @@ fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
+/// Copies the binary `from` to `to`, mode 0755 whatever the source's mode (a 0777 build must
+/// not stay writable by anyone). Copy then rename: a running daemon keeps its old binary.
+fn install_binary(from: &Path, to: &Path) -> Result<(), InstallError> {
+    if from == to {
+        return Ok(());
+    }
+    let io = |source| InstallError::Io {
+        path: to.to_owned(),
+        source,
+    };
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d).map_err(io)?;
+    }
+    let tmp = to.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::copy(from, &tmp).map_err(io)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(io)?;
+    std::fs::rename(&tmp, to).map_err(io)
+}
+
 /// Installs everything; returns what the user should do next.
 pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
     // SAFETY: no arguments.
@@ -103,23 +124,7 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    let bin = layout.binary();
-    if me != bin {
-        if let Some(d) = bin.parent() {
-            std::fs::create_dir_all(d).map_err(|source| InstallError::Io {
-                path: d.to_owned(),
-                source,
-            })?;
-        }
-        // Copy then rename: a running daemon keeps its old binary.
-        let tmp = bin.with_extension("new");
-        std::fs::copy(&me, &tmp)
-            .and_then(|_| std::fs::rename(&tmp, &bin))
-            .map_err(|source| InstallError::Io {
-                path: bin.clone(),
-                source,
-            })?;
-    }
+    install_binary(&me, &layout.binary())?;
     write(&layout.system_unit(), SYSTEM_UNIT, 0o644)?;
     write(&layout.user_unit(), USER_UNIT, 0o644)?;
     write(&layout.autostart(), AUTOSTART, 0o644)?;
@@ -247,9 +252,19 @@ mod tests {
 
     #[test]
     fn install_and_uninstall_into_a_staging_root() {
+        // Issue 16, item 13: the installed binary kept the source's mode (0777 stayed 0777).
+        use std::os::unix::fs::PermissionsExt as _;
         let root = std::env::temp_dir().join(format!("bw-install-{}", std::process::id()));
         let layout = Layout { root: root.clone() };
         install(&layout).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&layout.binary()), 0o755);
+        let loose = root.join("loose-build");
+        std::fs::write(&loose, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).unwrap();
+        install_binary(&loose, &layout.binary()).unwrap();
+        assert_eq!(mode(&layout.binary()), 0o755);
+        assert_eq!(mode(&layout.system_unit()), 0o644);
         for p in [
             layout.binary(),
             layout.system_unit(),

@@ -21,17 +21,46 @@ use crate::{
     protocol::{ClientError, Connection, Reply, Request},
 };
 
-/// Where a user's muted (app, company) pairs are kept.
-pub fn mute_file() -> PathBuf {
+/// Where a user's muted (app, company) pairs are kept: under `$XDG_CONFIG_HOME`, `$HOME`
+/// or the home directory the user database gives, never in a shared directory. `None` when
+/// the user has no home at all (mutes then last until the agent stops).
+pub fn mute_file() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join(defaults::APP_NAME).join("muted.json")
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })
+        .or_else(|| {
+            // SAFETY: no arguments.
+            let uid = unsafe { libc::getuid() };
+            crate::host::users::passwd(uid)
+                .map(|p| p.home)
+                .filter(|h| h.is_absolute() && h.is_dir())
+                .map(|h| h.join(".config"))
+        })?;
+    Some(base.join(defaults::APP_NAME).join("muted.json"))
 }
 
+/// The muted pairs, from a file that is this user's own and that no one else can write;
+/// anything else is ignored with a warning.
 pub fn load_muted(path: &Path) -> HashSet<(String, String)> {
-    std::fs::read_to_string(path)
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return HashSet::new();
+    };
+    // SAFETY: no arguments.
+    let me = unsafe { libc::getuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        log::warn!(
+            "{}: ignored (not a regular file of uid {me} that only its owner can write)",
+            path.display()
+        );
+        return HashSet::new();
+    }
+    crate::host::files::read_text(path, 1 << 20)
         .ok()
         .and_then(|t| serde_json::from_str::<Vec<(String, String)>>(&t).ok())
         .map(|v| v.into_iter().collect())
@@ -47,9 +76,32 @@ pub fn save_muted(path: &Path, muted: &HashSet<(String, String)>) -> std::io::Re
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
+/// Escapes text for a notification body, which servers may read as markup (`<b>`, `<a>`,
+/// `&amp;` per the Desktop Notifications spec): names come from DNS answers and TLS
+/// ClientHellos, which anyone can choose.
+pub fn markup_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Shows a note through the desktop's notification server; offers Details and Mute where
 /// the server supports actions.
-fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path, last_id: &AtomicU32) {
+fn show(
+    note: &Note,
+    throttle: &Arc<Mutex<Throttle>>,
+    mute_path: Option<&Path>,
+    last_id: &AtomicU32,
+) {
     use notify_rust::{Notification, Urgency};
     let actions = notify_rust::get_capabilities()
         .map(|c| c.iter().any(|c| c == "actions"))
@@ -57,7 +109,7 @@ fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path, last_id:
     let mut n = Notification::new();
     n.appname(defaults::APP_NAME)
         .summary(&note.summary)
-        .body(&note.body)
+        .body(&markup_escape(&note.body))
         .icon("security-medium")
         .urgency(match note.urgency {
             "critical" => Urgency::Critical,
@@ -82,14 +134,14 @@ fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path, last_id:
         Ok(handle) if actions => {
             let note = note.clone();
             let throttle = throttle.clone();
-            let mute_path = mute_path.to_owned();
+            let mute_path = mute_path.map(Path::to_owned);
             std::thread::spawn(move || {
                 handle.wait_for_action(|action| match action {
                     "details" => {
                         let _ = Notification::new()
                             .appname(defaults::APP_NAME)
                             .summary(&format!("{}: details", note.summary))
-                            .body(&note.details)
+                            .body(&markup_escape(&note.details))
                             .show();
                     }
                     "mute" => {
@@ -97,8 +149,15 @@ fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path, last_id:
                             for p in &note.pairs {
                                 t.mute(p.clone());
                             }
-                            if let Err(e) = save_muted(&mute_path, &t.muted) {
-                                log::warn!("cannot save muted apps: {e}");
+                            match &mute_path {
+                                Some(p) => {
+                                    if let Err(e) = save_muted(p, &t.muted) {
+                                        log::warn!("cannot save muted apps: {e}");
+                                    }
+                                }
+                                None => log::warn!(
+                                    "no home directory: the mute lasts until the agent stops"
+                                ),
                             }
                         }
                     }
@@ -114,7 +173,8 @@ fn show(note: &Note, throttle: &Arc<Mutex<Throttle>>, mute_path: &Path, last_id:
 /// Runs the agent until Ctrl-C; reconnects by itself when the daemon restarts.
 pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
     let mute_path = mute_file();
-    let throttle = Arc::new(Mutex::new(Throttle::new(policy, load_muted(&mute_path))));
+    let muted = mute_path.as_deref().map(load_muted).unwrap_or_default();
+    let throttle = Arc::new(Mutex::new(Throttle::new(policy, muted)));
     let last_id = Arc::new(AtomicU32::new(0));
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -124,7 +184,7 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                 log::info!("connected to {}", socket.display());
                 let display = |note: Note| {
                     let (t2, p2, id) = (throttle.clone(), mute_path.clone(), last_id.clone());
-                    tokio::task::spawn_blocking(move || show(&note, &t2, &p2, &id));
+                    tokio::task::spawn_blocking(move || show(&note, &t2, p2.as_deref(), &id));
                 };
                 loop {
                     let due = throttle.lock().ok().and_then(|t| t.due());

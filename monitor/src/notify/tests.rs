@@ -161,3 +161,49 @@ fn muted_pairs_stay_muted_across_restarts() {
     assert_eq!(t.flush(now), None);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn notification_body_escapes_names_chosen_by_whoever_answers_dns() {
+    // Issue 16: DNS/SNI names reach the body, which notification servers read as markup.
+    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let evil = "<a href=\"https://x.test\">click</a>&amp;.vendor.test";
+    let note = t
+        .push(
+            alert("Zoom", "Broker", "data-broker", "high", evil),
+            Instant::now(),
+        )
+        .unwrap();
+    assert!(
+        note.body.contains(evil) || note.details.contains(evil),
+        "{note:?}"
+    );
+    for text in [markup_escape(&note.body), markup_escape(&note.details)] {
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        assert!(!text.contains("&amp;.vendor"), "{text}");
+    }
+    assert_eq!(
+        markup_escape("<b>&'\"</b>"),
+        "&lt;b&gt;&amp;&apos;&quot;&lt;/b&gt;"
+    );
+}
+
+#[test]
+fn mute_file_is_never_in_a_shared_directory_and_foreign_files_are_ignored() {
+    // Issue 16, item 13: with no HOME the agent read /tmp/brokerwatch/muted.json, which
+    // anyone could have written.
+    if let Some(p) = mute_file() {
+        assert!(!p.starts_with("/tmp"), "{}", p.display());
+    }
+    let dir = std::env::temp_dir().join(format!("bw-mute-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("muted.json");
+    std::fs::write(&p, r#"[["Zoom","Broker"]]"#).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert_eq!(load_muted(&p).len(), 1);
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    assert!(
+        load_muted(&p).is_empty(),
+        "a file anyone can write was trusted"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
