@@ -43,6 +43,33 @@ pub enum Reply {
     Error {
         message: String,
     },
+    /// Something about monitoring itself (records lost in the kernel, ...), not about a
+    /// user's processes.
+    Notice(Notice),
+}
+
+/// A condition of the monitor that subscribers should know of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub message: String,
+    /// Wall-clock time, epoch milliseconds.
+    pub ts_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// Kernel records were lost: some connections were not seen. Everyone is told (it names
+    /// no one's processes).
+    RecordsLost,
+}
+
+/// What the daemon broadcasts to its subscribers.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Alert(std::sync::Arc<Alert>),
+    Notice(Notice),
 }
 
 /// A flagged contact, as the daemon announced and recorded it.
@@ -105,7 +132,7 @@ impl Peer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the brokerwatch daemon at {path}: {source}; is it running? (`systemctl status brokerwatch`; your user must be in the `brokerwatch` group)")]
+    #[error("cannot connect to the brokerwatch daemon at {path}: {source}; is it running? (`systemctl status brokerwatch`; your user must be in the `brokerwatch-users` group)")]
     Connect {
         path: PathBuf,
         source: std::io::Error,

@@ -159,3 +159,33 @@ fn daemon_refuses_a_state_directory_another_user_owns() {
     assert!(err.contains("owned by uid 0"), "{err}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
+
+// Item 11: kernel loss was only a counter in `status`.
+#[test]
+fn daemon_lost_kernel_records_are_told_in_the_log_and_to_subscribers() {
+    use std::io::BufRead as _;
+    require_root();
+    let dir = lab_dir("loss");
+    let d = Daemon::start_with(&dir, &["--ring-size", "4K"]);
+    let mut sub = connect(&dir);
+    sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
+    let mut lines = std::io::BufReader::new(sub.try_clone().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("subscribed"));
+    let zoom = dir.join("zoom");
+    std::fs::copy(common::PROBE, &zoom).unwrap();
+    let st = Command::new(&zoom)
+        .args(["--repeat", "3000", "udpconnect:127.0.0.1:9"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let notice = lines
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"type\":\"notice\""))
+        .expect("no notice before the subscription ended");
+    assert!(notice.contains("records-lost"), "{notice}");
+    assert!(notice.contains("kernel records lost"), "{notice}");
+    wait_for(
+        || d.log().contains("kernel records lost"),
+        "the loss in the log",
+    );
+}

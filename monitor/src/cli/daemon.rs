@@ -30,6 +30,10 @@ pub struct DaemonArgs {
     /// where systemd gives apps cgroups of their own, the root elsewhere).
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: super::AttachArg,
+    /// Kernel ring buffer size (power of two, e.g. 4M, 16M): raise it when `status` or
+    /// the log report lost records.
+    #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = super::audit::parse_size)]
+    pub ring_size: u32,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -53,6 +57,7 @@ impl From<DaemonArgs> for DaemonOptions {
             },
             sensor: SensorOptions {
                 attach: a.attach.into(),
+                ring_bytes: a.ring_size,
                 ..SensorOptions::default()
             },
         }

@@ -23,7 +23,7 @@ use crate::{
     },
     kernel::{Capture, Sensor, SensorError, SensorOptions},
     policy::{LoadError, Policy, PolicySources},
-    protocol::{Alert, PolicySource, Status},
+    protocol::{Alert, Event, Notice, NoticeKind, PolicySource, Status},
     watch::Watcher,
 };
 
@@ -111,6 +111,35 @@ fn policy_fingerprint(
         .collect()
 }
 
+/// Says when kernel records were lost, at most once per [`LossReporter::EVERY`], with the
+/// number lost since it last spoke.
+#[derive(Debug, Default)]
+pub struct LossReporter {
+    reported: u64,
+    last: Option<Instant>,
+}
+
+impl LossReporter {
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// A notice if `lost` (the kernel's running total) grew and the last one is old enough.
+    pub fn check(&mut self, lost: u64) -> Option<Notice> {
+        if lost <= self.reported || self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return None;
+        }
+        let new = lost - self.reported;
+        self.reported = lost;
+        self.last = Some(Instant::now());
+        Some(Notice {
+            kind: NoticeKind::RecordsLost,
+            message: format!(
+                "{new} kernel records lost ({lost} since start): some connections of watched apps were not seen; the ring buffer is too small for this load (--ring-size)"
+            ),
+            ts_ms: now_ms(),
+        })
+    }
+}
+
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let started = Instant::now();
@@ -137,7 +166,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         path: opts.socket.clone(),
         source,
     })?;
-    let (tx, _) = tokio::sync::broadcast::channel(1024);
+    // Room for a burst; a subscriber that still falls behind is told how many it missed
+    // (and the agent fetches them from the history).
+    let (tx, _) = tokio::sync::broadcast::channel(4096);
     let shared = Arc::new(server::Shared {
         status: Mutex::new(None),
         connections: Mutex::new(Default::default()),
@@ -158,6 +189,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // spinning; the ring keeps being read meanwhile.
     let mut accept_paused_until: Option<tokio::time::Instant> = None;
     let mut accept_errors = 0u64;
+    let mut loss = LossReporter::default();
     let update_status = |sensor: &Sensor, capture: &Capture, policy: &Policy, alerts: u64| {
         let counters = sensor.counters().ok();
         let status = Status {
@@ -216,7 +248,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         }
                     }
                     alerts_total += 1;
-                    let _ = shared.alerts.send(Arc::new(alert));
+                    let _ = shared.alerts.send(Event::Alert(Arc::new(alert)));
                 }
                 if alerts_total != before {
                     update_status(&sensor, &capture, &policy, alerts_total);
@@ -253,6 +285,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     log::error!("cannot detach from ended apps: {e}");
                 }
                 update_status(&sensor, &capture, &policy, alerts_total);
+                if let Some(notice) = sensor.counters().ok().and_then(|c| loss.check(c.lost)) {
+                    log::warn!("{}", notice.message);
+                    let _ = shared.alerts.send(Event::Notice(notice));
+                }
                 // Rows only feed alerts; history is on disk.
                 engine.prune(boot_ns().saturating_sub(600 * 1_000_000_000));
                 if let Some(every) = watchdog {

@@ -29,7 +29,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 use super::history::History;
 use crate::{
     host::users,
-    protocol::{self, Alert, Peer, Reply, Request, Status},
+    protocol::{self, Alert, Event, Peer, Reply, Request, Status},
 };
 
 /// What client tasks share with the main loop.
@@ -38,7 +38,7 @@ pub struct Shared {
     /// Open connections per uid.
     pub connections: Mutex<HashMap<u32, usize>>,
     pub history: Mutex<History>,
-    pub alerts: broadcast::Sender<Arc<Alert>>,
+    pub alerts: broadcast::Sender<Event>,
     pub admin_gid: Option<u32>,
 }
 
@@ -231,10 +231,11 @@ async fn subscribe(w: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared, pe
     }
     loop {
         let reply = match rx.recv().await {
-            Ok(alert) if peer.may_see(&alert) => Reply::Alert {
+            Ok(Event::Alert(alert)) if peer.may_see(&alert) => Reply::Alert {
                 alert: Box::new((*alert).clone()),
             },
-            Ok(_) => continue,
+            Ok(Event::Alert(_)) => continue,
+            Ok(Event::Notice(n)) => Reply::Notice(n),
             Err(broadcast::error::RecvError::Lagged(missed)) => Reply::Lagged { missed },
             Err(broadcast::error::RecvError::Closed) => return,
         };

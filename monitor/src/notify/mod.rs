@@ -18,7 +18,7 @@ pub use throttle::{Note, Policy, Throttle};
 
 use crate::{
     defaults,
-    protocol::{ClientError, Connection, Reply, Request},
+    protocol::{Alert, ClientError, Connection, Reply, Request},
 };
 
 /// Where a user's muted (app, company) pairs are kept: under `$XDG_CONFIG_HOME`, `$HOME`
@@ -74,6 +74,40 @@ pub fn save_muted(path: &Path, muted: &HashSet<(String, String)>) -> std::io::Re
     let mut v: Vec<&(String, String)> = muted.iter().collect();
     v.sort();
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
+/// The alerts a lagging subscription dropped, recovered from the history: the oldest
+/// `missed` alerts after the last one received (`last_ts`, and `seen_at_last`, those received
+/// with that very timestamp).
+pub fn missed_alerts(
+    history: Vec<Alert>,
+    last_ts: u64,
+    seen_at_last: &[Alert],
+    missed: u64,
+) -> Vec<Alert> {
+    let mut out: Vec<Alert> = history
+        .into_iter()
+        .filter(|a| a.ts_ms > last_ts || (a.ts_ms == last_ts && !seen_at_last.contains(a)))
+        .collect();
+    out.sort_by_key(|a| a.ts_ms);
+    out.truncate(usize::try_from(missed).unwrap_or(usize::MAX));
+    out
+}
+
+/// At most one notice about the monitor itself per this interval.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// Shows a notice about monitoring itself (records lost, ...).
+fn show_notice(n: &crate::protocol::Notice) {
+    let shown = notify_rust::Notification::new()
+        .appname(defaults::APP_NAME)
+        .summary("brokerwatch: monitoring gap")
+        .body(&markup_escape(&n.message))
+        .icon("dialog-warning")
+        .show();
+    if let Err(e) = shown {
+        log::warn!("cannot show a notification: {e}");
+    }
 }
 
 /// Escapes text for a notification body, which servers may read as markup (`<b>`, `<a>`,
@@ -182,6 +216,9 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
             Ok(mut conn) => {
                 backoff = Duration::from_millis(250);
                 log::info!("connected to {}", socket.display());
+                let mut last_ts = crate::host::clock::now_ms();
+                let mut seen_at_last: Vec<Alert> = Vec::new();
+                let mut last_notice: Option<Instant> = None;
                 let display = |note: Note| {
                     let (t2, p2, id) = (throttle.clone(), mute_path.clone(), last_id.clone());
                     tokio::task::spawn_blocking(move || show(&note, &t2, p2.as_deref(), &id));
@@ -197,6 +234,13 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                     tokio::select! {
                         reply = conn.next() => match reply {
                             Ok(Some(Reply::Alert { alert })) => {
+                                if alert.ts_ms > last_ts {
+                                    last_ts = alert.ts_ms;
+                                    seen_at_last.clear();
+                                }
+                                if alert.ts_ms == last_ts {
+                                    seen_at_last.push((*alert).clone());
+                                }
                                 let note = throttle
                                     .lock()
                                     .ok()
@@ -206,7 +250,35 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                                 }
                             }
                             Ok(Some(Reply::Lagged { missed })) => {
-                                log::warn!("{missed} alerts were dropped before this agent could read them");
+                                // A burst outran this agent: fetch what it missed from the
+                                // history instead of silently showing less.
+                                let req = Request::History { since_ms: last_ts };
+                                let recovered = match crate::protocol::request(socket, &req).await {
+                                    Ok(Reply::History { alerts }) => {
+                                        missed_alerts(alerts, last_ts, &seen_at_last, missed)
+                                    }
+                                    _ => Vec::new(),
+                                };
+                                log::warn!(
+                                    "{missed} alerts arrived faster than this agent read them; {} recovered from the history",
+                                    recovered.len()
+                                );
+                                let now = Instant::now();
+                                let notes: Vec<Note> = throttle
+                                    .lock()
+                                    .map(|mut t| recovered.into_iter().filter_map(|a| t.push(a, now)).collect())
+                                    .unwrap_or_default();
+                                for note in notes {
+                                    display(note);
+                                }
+                            }
+                            Ok(Some(Reply::Notice(n))) => {
+                                log::warn!("{}", n.message);
+                                let due = last_notice.is_none_or(|t: Instant| t.elapsed() >= NOTICE_EVERY);
+                                if due {
+                                    last_notice = Some(Instant::now());
+                                    tokio::task::spawn_blocking(move || show_notice(&n));
+                                }
                             }
                             Ok(Some(_)) => {}
                             Ok(None) => break,

@@ -207,3 +207,20 @@ fn mute_file_is_never_in_a_shared_directory_and_foreign_files_are_ignored() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn agent_recovers_alerts_a_lagged_subscription_dropped_from_the_history() {
+    // Issue 16, item 13: 5,000 alerts in a burst, 1,280 shown, the lag notice ignored.
+    let at = |ts: u64, pid: u32| {
+        let mut a = alert("Zoom", "Broker", "data-broker", "high", "b.vendor.test");
+        a.ts_ms = ts;
+        a.finding.pid = pid;
+        a
+    };
+    let history: Vec<Alert> = (0..10).map(|i| at(100 + i / 2, i as u32)).collect();
+    // Received up to ts 102 (pids 4 and 5 share it; only 4 was received), then 3 missed.
+    let got = missed_alerts(history.clone(), 102, &[at(102, 4)], 3);
+    let pids: Vec<u32> = got.iter().map(|a| a.finding.pid).collect();
+    assert_eq!(pids, vec![5, 6, 7]);
+    assert!(missed_alerts(history, 200, &[], 5).is_empty());
+}

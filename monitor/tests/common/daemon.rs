@@ -26,9 +26,16 @@ pub fn policy_text(company: &str) -> String {
 
 impl Daemon {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts the daemon with `extra` daemon arguments.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["-v", "daemon", "--group", "nogroup", "--policy-dir"])
+            .args(["-v", "daemon", "--group", "nogroup"])
+            .args(extra)
+            .arg("--policy-dir")
             .arg(dir.join("policies.d"))
             .arg("--socket")
             .arg(dir.join("run/brokerwatch.sock"))
