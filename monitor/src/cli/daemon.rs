@@ -58,7 +58,6 @@ impl From<DaemonArgs> for DaemonOptions {
             sensor: SensorOptions {
                 attach: a.attach.into(),
                 ring_bytes: a.ring_size,
-                ..SensorOptions::default()
             },
         }
     }
