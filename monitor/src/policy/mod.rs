@@ -12,6 +12,7 @@ pub mod matcher;
 pub mod show;
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -307,12 +308,24 @@ impl Policy {
         let mut allows: Vec<Allow> = Vec::new();
         let mut imports: Vec<PendingImport> = Vec::new();
         let mut sources = Vec::new();
-        fn upsert<T>(v: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
-            match v.iter().position(same) {
-                Some(i) => v[i] = item,
-                None => v.push(item),
+        // Later files replace earlier entries of the same id, in place; one hash look-up
+        // per entry (a scan per entry made 100k destinations take 45 s).
+        fn upsert<T>(v: &mut Vec<T>, index: &mut HashMap<String, usize>, id: String, item: T) {
+            match index.get(&id) {
+                Some(&i) => v[i] = item,
+                None => {
+                    index.insert(id, v.len());
+                    v.push(item);
+                }
             }
         }
+        let (mut app_ix, mut dest_ix, mut rule_ix, mut allow_ix, mut import_ix) = (
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+        );
         for f in files {
             let mut info = SourceInfo {
                 name: f.name.clone(),
@@ -323,16 +336,13 @@ impl Policy {
                 ..SourceInfo::default()
             };
             for a in f.raw.app {
-                let id = a.id.clone();
-                upsert(&mut apps, a, |x| x.id == id);
+                upsert(&mut apps, &mut app_ix, a.id.clone(), a);
             }
             for d in f.raw.destination {
                 info.domains += d.domains.len();
                 info.cidrs += d.cidrs.len();
                 let id = d.id.get_ref().clone();
-                upsert(&mut dests, (d, f.name.clone()), |(x, _)| {
-                    *x.id.get_ref() == id
-                });
+                upsert(&mut dests, &mut dest_ix, id, (d, f.name.clone()));
             }
             for r in f.raw.rule {
                 let rule = Rule {
@@ -343,8 +353,7 @@ impl Policy {
                     action: r.action,
                     origin: f.name.clone(),
                 };
-                let id = rule.id.clone();
-                upsert(&mut rules, rule, |x| x.id == id);
+                upsert(&mut rules, &mut rule_ix, rule.id.clone(), rule);
             }
             for a in f.raw.allow {
                 let allow = Allow {
@@ -353,8 +362,7 @@ impl Policy {
                     company: a.company.into_inner(),
                     origin: f.name.clone(),
                 };
-                let id = allow.id.clone();
-                upsert(&mut allows, allow, |x| x.id == id);
+                upsert(&mut allows, &mut allow_ix, allow.id.clone(), allow);
             }
             for i in f.raw.import {
                 let format =
@@ -368,7 +376,7 @@ impl Policy {
                     i.company,
                     f.name.clone(),
                 );
-                upsert(&mut imports, item, |x| x.0 == id);
+                upsert(&mut imports, &mut import_ix, id, item);
             }
             sources.push(info);
         }
