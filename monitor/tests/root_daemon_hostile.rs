@@ -189,3 +189,67 @@ fn daemon_lost_kernel_records_are_told_in_the_log_and_to_subscribers() {
         "the loss in the log",
     );
 }
+
+// Item 4: eight clients reading a 100k-entry history held up alert decisions for seconds
+// (20k entries here, to keep the test short)
+// and starved other clients. (The latency figures are in `cargo xtask bench`; this checks
+// that alerts and other clients keep being served while the queries run.)
+#[test]
+fn daemon_history_queries_do_not_hold_up_alerts_or_other_clients() {
+    require_root();
+    let dir = lab_dir("histload");
+    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let now = brokerwatch::host::clock::now_ms();
+    let mut text = String::new();
+    for i in 0..20_000u32 {
+        let a = brokerwatch::protocol::Alert {
+            finding: brokerwatch::finding::Finding {
+                pid: i,
+                ..Default::default()
+            },
+            ts_ms: now - 1000,
+            connect_boot_ns: 0,
+            decided_boot_ns: 0,
+        };
+        text.push_str(&brokerwatch::protocol::encode(&a));
+    }
+    std::fs::write(state.join("history.jsonl"), text).unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let d = Daemon::start(&dir);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client(&dir, None, &["history", "--json", "--since", "1h"]);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    zoom_contacts_broker(&dir, port, Some(65534));
+    // nobody's own alert reaches nobody's history while the readers run.
+    wait_for(
+        || {
+            client(&dir, Some(65534), &["history", "--json", "--since", "1h"])
+                .1
+                .contains("\"uid\":65534")
+        },
+        "the new alert while eight readers query the history",
+    );
+    assert_eq!(
+        client(&dir, Some(65534), &["status"]).0,
+        Some(0),
+        "{}",
+        d.log()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let queries: i32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(queries > 0);
+}

@@ -74,7 +74,18 @@ impl History {
 
     /// Alerts since `since_ms` (epoch milliseconds), oldest first.
     pub fn read_since(&self, since_ms: u64) -> io::Result<Vec<Alert>> {
-        let f = File::open(&self.path)?;
+        Self::read_file(&self.path, since_ms)
+    }
+
+    /// Where the history is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// [`History::read_since`] without the writer: for queries on other threads (appends
+    /// are whole lines, and a trim replaces the file atomically).
+    pub fn read_file(path: &Path, since_ms: u64) -> io::Result<Vec<Alert>> {
+        let f = File::open(path)?;
         Ok(BufReader::new(f)
             .lines()
             .map_while(Result::ok)

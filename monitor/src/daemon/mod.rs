@@ -172,6 +172,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let shared = Arc::new(server::Shared {
         status: Mutex::new(None),
         connections: Mutex::new(Default::default()),
+        history_path: history.path().to_owned(),
+        queries: tokio::sync::Semaphore::new(2),
         history: Mutex::new(history),
         alerts: tx,
         admin_gid: users::group_gid(&opts.admin_group),

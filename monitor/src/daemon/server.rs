@@ -39,6 +39,10 @@ pub struct Shared {
     pub connections: Mutex<HashMap<u32, usize>>,
     pub history: Mutex<History>,
     pub alerts: broadcast::Sender<Event>,
+    /// The history file, read by queries off the daemon's thread.
+    pub history_path: std::path::PathBuf,
+    /// Queries reading the history at once (more wait their turn).
+    pub queries: tokio::sync::Semaphore,
     pub admin_gid: Option<u32>,
 }
 
@@ -198,16 +202,27 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 },
             },
             Request::History { since_ms } => {
-                let alerts: Vec<Alert> = shared
-                    .history
-                    .lock()
-                    .ok()
-                    .and_then(|h| h.read_since(since_ms).ok())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| peer.may_see(a))
-                    .collect();
-                Reply::History { alerts }
+                // Read, filtered and encoded on a blocking thread, a few at a time: the
+                // thread that drains the kernel ring and decides alerts never waits for it.
+                let Ok(_permit) = shared.queries.acquire().await else {
+                    return;
+                };
+                let path = shared.history_path.clone();
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let alerts: Vec<Alert> = History::read_file(&path, since_ms)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|a| peer.may_see(a))
+                        .collect();
+                    protocol::encode(&Reply::History { alerts })
+                })
+                .await;
+                let Ok(encoded) = encoded else { return };
+                let write = w.write_all(encoded.as_bytes());
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    Ok(Ok(())) => continue,
+                    _ => return,
+                }
             }
             Request::Subscribe => {
                 subscribe(&mut w, &shared, peer).await;
