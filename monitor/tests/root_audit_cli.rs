@@ -258,13 +258,8 @@ fn audit_duration_ends_the_audit_while_the_command_runs_on() {
 
 /// Cgroups left by audits whose commands outlived them are removed by the next audit once
 /// empty.
-// Issue 2.
-#[test]
-fn audit_stale_empty_audit_cgroups_are_cleaned_up() {
-    require_root();
-    let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
-    let stale = mount.join("brokerwatch").join("audit-4000000001");
-    std::fs::create_dir_all(&stale).unwrap();
+/// `brokerwatch audit -- true` exits 0.
+fn audit_true_succeeds() {
     let out = Command::new(BIN)
         .args(["audit", "--", "true"])
         .output()
@@ -275,14 +270,17 @@ fn audit_stale_empty_audit_cgroups_are_cleaned_up() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!stale.exists(), "{} is still there", stale.display());
 }
 
-/// This process's start time (field 22 of /proc/self/stat).
-fn own_start_time() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 1..];
-    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+// Issue 2.
+#[test]
+fn audit_stale_empty_audit_cgroups_are_cleaned_up() {
+    require_root();
+    let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
+    let stale = mount.join("brokerwatch").join("audit-4000000001");
+    std::fs::create_dir_all(&stale).unwrap();
+    audit_true_succeeds();
+    assert!(!stale.exists(), "{} is still there", stale.display());
 }
 
 // Issue 16, item 12: a second audit's clean-up deleted a concurrent audit's fresh cgroup.
@@ -293,20 +291,11 @@ fn audit_concurrent_audits_keep_each_others_cgroups() {
     let parent = mount.join("brokerwatch");
     // A cgroup of an audit that still runs (this test process, by pid and start time) and
     // one whose owner's start time does not match (its pid was reused).
-    let live = parent.join(format!("audit-{}-{}", std::process::id(), own_start_time()));
+    let live = parent.join(brokerwatch::host::cgroup::audit_cgroup_name());
     let reused = parent.join(format!("audit-{}-1", std::process::id()));
     std::fs::create_dir_all(&live).unwrap();
     std::fs::create_dir_all(&reused).unwrap();
-    let out = Command::new(BIN)
-        .args(["audit", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_true_succeeds();
     assert!(live.exists(), "a running audit's cgroup was removed");
     assert!(!reused.exists(), "{} is still there", reused.display());
     std::fs::remove_dir(&live).unwrap();

@@ -21,7 +21,7 @@ use crate::{
         clock::{boot_ns, now_ms, Clock},
         users::{self, UserNames},
     },
-    kernel::{Capture, Sensor, SensorError, SensorOptions},
+    kernel::{Capture, KernelCounters, Sensor, SensorError, SensorOptions},
     policy::{LoadError, Policy, PolicySources},
     protocol::{Alert, Event, Notice, NoticeKind, PolicySource, Status},
     watch::Watcher,
@@ -192,8 +192,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut accept_paused_until: Option<tokio::time::Instant> = None;
     let mut accept_errors = 0u64;
     let mut loss = LossReporter::default();
-    let update_status = |sensor: &Sensor, capture: &Capture, policy: &Policy, alerts: u64| {
-        let counters = sensor.counters().ok();
+    let update_status = |sensor: &Sensor,
+                         counters: Option<KernelCounters>,
+                         capture: &Capture,
+                         policy: &Policy,
+                         alerts: u64| {
         let status = Status {
             pid: std::process::id(),
             uptime_s: started.elapsed().as_secs(),
@@ -212,7 +215,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             *s = Some(status);
         }
     };
-    update_status(&sensor, &capture, &policy, 0);
+    update_status(&sensor, sensor.counters().ok(), &capture, &policy, 0);
     let mut fingerprint = policy_fingerprint(&opts.policy);
     systemd::notify("READY=1\nSTATUS=watching");
     log::info!(
@@ -253,7 +256,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     let _ = shared.alerts.send(Event::Alert(Arc::new(alert)));
                 }
                 if alerts_total != before {
-                    update_status(&sensor, &capture, &policy, alerts_total);
+                    update_status(&sensor, sensor.counters().ok(), &capture, &policy, alerts_total);
                 }
             }
             conn = listener.accept(), if accept_paused_until.is_none() => match conn {
@@ -286,8 +289,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 if let Err(e) = watcher.prune(&mut sensor) {
                     log::error!("cannot detach from ended apps: {e}");
                 }
-                update_status(&sensor, &capture, &policy, alerts_total);
-                if let Some(notice) = sensor.counters().ok().and_then(|c| loss.check(c.lost)) {
+                // One read of the kernel counters a tick, for the status and the loss notice.
+                let counters = sensor.counters().ok();
+                update_status(&sensor, counters, &capture, &policy, alerts_total);
+                if let Some(notice) = counters.and_then(|c| loss.check(c.lost)) {
                     log::warn!("{}", notice.message);
                     let _ = shared.alerts.send(Event::Notice(notice));
                 }

@@ -101,19 +101,14 @@ pub fn pids_in(dir: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// When the process `pid` started (clock ticks after boot), if it runs.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22; the command name (field 2) may hold spaces and parentheses.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// The name of the cgroup an audit run by this process uses: its pid and start time, so
 /// that a later audit can tell whether its owner still runs, even after pid reuse.
 pub fn audit_cgroup_name() -> String {
     let pid = std::process::id();
-    format!("audit-{pid}-{}", start_time(pid).unwrap_or(0))
+    format!(
+        "audit-{pid}-{}",
+        super::procinfo::start_time(pid).unwrap_or(0)
+    )
 }
 
 /// Whether the audit that named a cgroup `name` has ended (names that are not audit
@@ -126,7 +121,10 @@ fn audit_owner_gone(name: &str) -> bool {
     let Some(Ok(pid)) = parts.next().map(str::parse::<u32>) else {
         return false;
     };
-    match (start_time(pid), parts.next().map(str::parse::<u64>)) {
+    match (
+        super::procinfo::start_time(pid),
+        parts.next().map(str::parse::<u64>),
+    ) {
         (None, _) => true,
         (Some(now), Some(Ok(then))) => now != then,
         // An older name without a start time: gone only once its pid is.

@@ -53,6 +53,16 @@ pub fn parse_stat(text: &str) -> Option<(String, u32)> {
     Some((stat.comm, stat.ppid.max(0) as u32))
 }
 
+/// When process `pid` started (clock ticks after boot, field 22 of `/proc/PID/stat`), if it
+/// runs.
+pub fn start_time(pid: u32) -> Option<u64> {
+    use procfs::FromRead as _;
+    let f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    procfs::process::Stat::from_read(f)
+        .ok()
+        .map(|s| s.starttime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
