@@ -68,6 +68,19 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
     for p in &s.attached {
         writeln!(out, "  {p}")?;
     }
+    let st = &s.store;
+    writeln!(
+        out,
+        "Store: {}; {} connection updates and {} alerts written since start; {} waiting; {} dropped",
+        st.path.display(),
+        st.connections_written,
+        st.alerts_written,
+        st.pending,
+        st.dropped
+    )?;
+    if let Some(e) = &st.error {
+        writeln!(out, "STORE ERROR: {e} (alerts are still shown; rows wait in memory until it can be written)")?;
+    }
     writeln!(out, "Policy sources:")?;
     for p in &s.policy_sources {
         writeln!(

@@ -63,6 +63,17 @@ pub enum NoticeKind {
     /// Kernel records were lost: some connections were not seen. Everyone is told (it names
     /// no one's processes).
     RecordsLost,
+    /// The store cannot be written (disk full, broken file): told to admins.
+    StoreError,
+    /// The store is written again: told to admins.
+    StoreRecovered,
+}
+
+impl NoticeKind {
+    /// Whether every subscriber is told, or only root and admins.
+    pub fn for_everyone(self) -> bool {
+        matches!(self, Self::RecordsLost)
+    }
 }
 
 /// What the daemon broadcasts to its subscribers.
@@ -112,7 +123,22 @@ pub struct Status {
     pub alerts: u64,
     pub policy_sources: Vec<PolicySource>,
     pub socket: PathBuf,
-    pub history: PathBuf,
+    pub store: StoreStatus,
+}
+
+/// What `status` shows of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub path: PathBuf,
+    /// Alerts and connection updates written since the daemon started.
+    pub alerts_written: u64,
+    pub connections_written: u64,
+    /// Waiting to be written (the disk is slow, full or the file broken).
+    pub pending: u64,
+    /// Given up on: more than the store's limit were waiting.
+    pub dropped: u64,
+    /// Why the last write failed; `None` once writes succeed again.
+    pub error: Option<String>,
 }
 
 /// Who is on the other end of a connection.

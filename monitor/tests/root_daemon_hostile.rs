@@ -41,8 +41,10 @@ fn daemon_history_is_readable_by_the_daemon_alone() {
     wait_for(|| !history(&dir, None).is_empty(), "an alert");
     let state = dir.join("state");
     assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
-    let file = state.join("history.jsonl");
-    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    let file = state.join(brokerwatch::daemon::store::FILE_NAME);
+    for f in [&file, &state.join("brokerwatch.db-wal")] {
+        assert_eq!(std::fs::metadata(f).unwrap().mode() & 0o777, 0o600, "{f:?}");
+    }
     let other = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
         .arg(&file)
@@ -143,7 +145,7 @@ fn daemon_refuses_a_state_directory_another_user_owns() {
     std::fs::create_dir_all(&state).unwrap();
     let victim = dir.join("victim");
     std::fs::write(&victim, "precious").unwrap();
-    std::os::unix::fs::symlink(&victim, state.join("history.jsonl.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, state.join(brokerwatch::daemon::store::FILE_NAME)).unwrap();
     std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_brokerwatch"))
         .args(["daemon", "--group", "nogroup", "--policy-dir"])

@@ -14,7 +14,7 @@ pub struct DaemonArgs {
     pub apps: Vec<String>,
     #[arg(long, default_value = defaults::SOCKET)]
     pub socket: PathBuf,
-    /// Where the alert history lives.
+    /// Where the store of connections and alerts lives.
     #[arg(long, default_value = defaults::STATE_DIR)]
     pub state_dir: PathBuf,
     /// Group allowed to connect to the socket.
@@ -23,7 +23,7 @@ pub struct DaemonArgs {
     /// Group whose members see every user's alerts.
     #[arg(long, default_value = defaults::ADMIN_GROUP)]
     pub admin_group: String,
-    /// Days of alert history to keep.
+    /// Days of connections and alerts to keep.
     #[arg(long, default_value_t = defaults::HISTORY_DAYS)]
     pub history_days: u64,
     /// Where the socket and packet programs run (auto: only the watched apps' cgroups
@@ -51,7 +51,7 @@ impl From<DaemonArgs> for DaemonOptions {
             },
             group: a.group,
             admin_group: a.admin_group,
-            retention: crate::daemon::history::Retention {
+            retention: crate::daemon::store::Retention {
                 max_age: Duration::from_secs(a.history_days * 24 * 3600),
                 ..Default::default()
             },

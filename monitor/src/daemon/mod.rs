@@ -1,9 +1,10 @@
 //! `brokerwatch daemon`: the always-on service. Loads the policies, attaches the programs,
-//! watches the chosen apps, turns flagged contacts into alerts (history on disk, and the
-//! socket for desktop agents), and tells systemd when it is ready.
+//! watches the chosen apps, records every connection they make in the store, turns flagged
+//! contacts into alerts (in the store, and on the socket for desktop agents), and tells
+//! systemd when it is ready.
 
-pub mod history;
 pub mod server;
+pub mod store;
 pub mod systemd;
 
 use std::{
@@ -58,7 +59,7 @@ pub struct DaemonOptions {
     pub group: String,
     /// Group whose members see every user's alerts.
     pub admin_group: String,
-    pub retention: history::Retention,
+    pub retention: store::Retention,
     pub sensor: SensorOptions,
 }
 
@@ -140,6 +141,73 @@ impl LossReporter {
     }
 }
 
+/// Hands the engine rows that changed since the last call to the store, decided as alerts
+/// are (so the store knows which were flagged), and forgets rows a rename merged away.
+fn store_touched(
+    engine: &mut Engine,
+    store: &store::Store,
+    boot_id: &str,
+    cx: &mut finding::Context<'_>,
+) {
+    let crate::engine::Touched { rows, merged } = engine.take_touched();
+    for (key, agg) in rows {
+        let finding = finding::decide(engine, &key, &agg, cx);
+        store.record_connection(store::ConnRow {
+            key: row_key(boot_id, &key, agg.first_cookie),
+            first_ms: cx.clock.epoch_ms(agg.first_ns),
+            last_ms: cx.clock.epoch_ms(agg.last_ns),
+            finding,
+        });
+    }
+    for (key, first_cookie) in merged {
+        store.forget_connection(row_key(boot_id, &key, first_cookie));
+    }
+}
+
+/// A connection row's identity in the store: socket cookies are unique within a boot, and
+/// one socket may reach several destinations or carry several names.
+fn row_key(boot_id: &str, key: &crate::engine::ConnKey, first_cookie: u64) -> String {
+    format!(
+        "{boot_id}/{first_cookie}/{}/{:?}/{}/{}/{}",
+        key.pid,
+        key.proto,
+        key.dst,
+        key.port,
+        key.domain.as_deref().unwrap_or("")
+    )
+}
+
+/// A notice (and a log line) when the store starts failing, fails differently, or recovers.
+fn store_notice(last: &mut Option<String>, status: crate::protocol::StoreStatus) -> Option<Notice> {
+    if status.error == *last {
+        return None;
+    }
+    let notice = match &status.error {
+        Some(e) => {
+            log::error!(
+                "{e}; alerts still reach agents and the journal, {} rows wait in memory",
+                status.pending
+            );
+            Notice {
+                kind: NoticeKind::StoreError,
+                message: format!("the connection store cannot be written: {e}; alerts are still shown, and {} rows wait in memory until it can", status.pending),
+                ts_ms: now_ms(),
+            }
+        }
+        None => {
+            log::info!("the store is written again");
+            Notice {
+                kind: NoticeKind::StoreRecovered,
+                message: "the connection store is written again; rows that waited were saved"
+                    .into(),
+                ts_ms: now_ms(),
+            }
+        }
+    };
+    *last = status.error;
+    Some(notice)
+}
+
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let started = Instant::now();
@@ -148,12 +216,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
     let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
-    let history = history::History::open(&opts.state_dir, opts.retention).map_err(|source| {
+    let mut store = store::Store::open(&opts.state_dir, opts.retention).map_err(|source| {
         DaemonError::State {
             path: opts.state_dir.clone(),
             source,
         }
     })?;
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     let gid = users::group_gid(&opts.group);
     if gid.is_none() {
         log::warn!(
@@ -172,9 +243,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let shared = Arc::new(server::Shared {
         status: Mutex::new(None),
         connections: Mutex::new(Default::default()),
-        history_path: history.path().to_owned(),
+        store_path: store.path().to_owned(),
         queries: tokio::sync::Semaphore::new(2),
-        history: Mutex::new(history),
         alerts: tx,
         admin_gid: users::group_gid(&opts.admin_group),
     });
@@ -192,7 +262,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut accept_paused_until: Option<tokio::time::Instant> = None;
     let mut accept_errors = 0u64;
     let mut loss = LossReporter::default();
+    let mut store_error: Option<String> = None;
     let update_status = |sensor: &Sensor,
+                         store: &store::Store,
                          counters: Option<KernelCounters>,
                          capture: &Capture,
                          policy: &Policy,
@@ -209,13 +281,20 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             alerts,
             policy_sources: policy_summary(policy),
             socket: opts.socket.clone(),
-            history: opts.state_dir.join("history.jsonl"),
+            store: store.status(),
         };
         if let Ok(mut s) = shared.status.lock() {
             *s = Some(status);
         }
     };
-    update_status(&sensor, sensor.counters().ok(), &capture, &policy, 0);
+    update_status(
+        &sensor,
+        &store,
+        sensor.counters().ok(),
+        &capture,
+        &policy,
+        0,
+    );
     let mut fingerprint = policy_fingerprint(&opts.policy);
     systemd::notify("READY=1\nSTATUS=watching");
     log::info!(
@@ -247,16 +326,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         connect_boot_ns: agg.first_ns,
                         decided_boot_ns: boot_ns(),
                     };
-                    if let Ok(mut h) = shared.history.lock() {
-                        if let Err(e) = h.append(&alert) {
-                            log::error!("cannot write the alert history: {e}");
-                        }
-                    }
+                    let alert = Arc::new(alert);
+                    store.record_alert(alert.clone());
                     alerts_total += 1;
-                    let _ = shared.alerts.send(Event::Alert(Arc::new(alert)));
+                    let _ = shared.alerts.send(Event::Alert(alert));
                 }
                 if alerts_total != before {
-                    update_status(&sensor, sensor.counters().ok(), &capture, &policy, alerts_total);
+                    update_status(&sensor, &store, sensor.counters().ok(), &capture, &policy, alerts_total);
                 }
             }
             conn = listener.accept(), if accept_paused_until.is_none() => match conn {
@@ -291,9 +367,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
                 // One read of the kernel counters a tick, for the status and the loss notice.
                 let counters = sensor.counters().ok();
-                update_status(&sensor, counters, &capture, &policy, alerts_total);
+                store_touched(&mut engine, &store, &boot_id, &mut finding::Context { clock: &clock, users: &mut users, policy: &policy });
+                update_status(&sensor, &store, counters, &capture, &policy, alerts_total);
                 if let Some(notice) = counters.and_then(|c| loss.check(c.lost)) {
                     log::warn!("{}", notice.message);
+                    let _ = shared.alerts.send(Event::Notice(notice));
+                }
+                if let Some(notice) = store_notice(&mut store_error, store.status()) {
                     let _ = shared.alerts.send(Event::Notice(notice));
                 }
                 // Rows only feed alerts; history is on disk.
@@ -308,6 +388,17 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     }
     systemd::notify("STOPPING=1");
+    store_touched(
+        &mut engine,
+        &store,
+        &boot_id,
+        &mut finding::Context {
+            clock: &clock,
+            users: &mut users,
+            policy: &policy,
+        },
+    );
+    store.close();
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
 }

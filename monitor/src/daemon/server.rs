@@ -26,7 +26,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write to a client may block (a subscriber that stopped reading).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-use super::history::History;
 use crate::{
     host::users,
     protocol::{self, Alert, Event, Peer, Reply, Request, Status},
@@ -37,11 +36,10 @@ pub struct Shared {
     pub status: Mutex<Option<Status>>,
     /// Open connections per uid.
     pub connections: Mutex<HashMap<u32, usize>>,
-    pub history: Mutex<History>,
     pub alerts: broadcast::Sender<Event>,
-    /// The history file, read by queries off the daemon's thread.
-    pub history_path: std::path::PathBuf,
-    /// Queries reading the history at once (more wait their turn).
+    /// The store, read by queries off the daemon's thread (the writer has its own).
+    pub store_path: std::path::PathBuf,
+    /// Queries reading the store at once (more wait their turn).
     pub queries: tokio::sync::Semaphore,
     pub admin_gid: Option<u32>,
 }
@@ -207,14 +205,19 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 let Ok(_permit) = shared.queries.acquire().await else {
                     return;
                 };
-                let path = shared.history_path.clone();
+                let path = shared.store_path.clone();
                 let encoded = tokio::task::spawn_blocking(move || {
-                    let alerts: Vec<Alert> = History::read_file(&path, since_ms)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|a| peer.may_see(a))
-                        .collect();
-                    protocol::encode(&Reply::History { alerts })
+                    let only = (!peer.admin).then_some(peer.uid);
+                    match super::store::read_alerts(&path, since_ms, only) {
+                        Ok(alerts) => {
+                            let alerts: Vec<Alert> =
+                                alerts.into_iter().filter(|a| peer.may_see(a)).collect();
+                            protocol::encode(&Reply::History { alerts })
+                        }
+                        Err(e) => protocol::encode(&Reply::Error {
+                            message: format!("cannot read the store: {e}"),
+                        }),
+                    }
                 })
                 .await;
                 let Ok(encoded) = encoded else { return };
@@ -250,7 +253,8 @@ async fn subscribe(w: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared, pe
                 alert: Box::new((*alert).clone()),
             },
             Ok(Event::Alert(_)) => continue,
-            Ok(Event::Notice(n)) => Reply::Notice(n),
+            Ok(Event::Notice(n)) if n.kind.for_everyone() || peer.admin => Reply::Notice(n),
+            Ok(Event::Notice(_)) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => Reply::Lagged { missed },
             Err(broadcast::error::RecvError::Closed) => return,
         };

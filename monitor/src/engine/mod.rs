@@ -4,7 +4,11 @@
 
 mod process;
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+};
 
 pub use process::{display_comm, indirect_exec, kernel_name, Origin, ProcessInfo};
 use serde::Serialize;
@@ -103,6 +107,15 @@ pub struct EngineStats {
     pub rows_dropped: u64,
 }
 
+/// What changed for the daemon's store since the last [`Engine::take_touched`].
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Rows with their current state.
+    pub rows: Vec<(ConnKey, ConnAgg)>,
+    /// Rows a rename emptied and removed, with their first socket.
+    pub merged: Vec<(ConnKey, u64)>,
+}
+
 pub struct Engine<P: ProcSource = LiveProc> {
     procs: BoundedLru<u32, ProcessInfo>,
     /// cgroup id -> path, from cgroup records.
@@ -118,6 +131,13 @@ pub struct Engine<P: ProcSource = LiveProc> {
     /// alerts); bounded, overflow counted.
     changes: Vec<ConnKey>,
     pub changes_dropped: u64,
+    /// Rows whose count, name or flags changed since the last [`Engine::take_touched`]
+    /// (for the daemon's store); bounded, overflow counted.
+    touched: HashSet<ConnKey>,
+    pub touched_dropped: u64,
+    /// Rows a rename emptied and removed, with their first socket, since the last
+    /// [`Engine::take_touched`].
+    merged: Vec<(ConnKey, u64)>,
     max_rows: usize,
     watch_names: HashMap<u32, String>,
     source: P,
@@ -156,6 +176,9 @@ impl<P: ProcSource> Engine<P> {
             namer: Namer::default(),
             changes: Vec::new(),
             changes_dropped: 0,
+            touched: HashSet::new(),
+            touched_dropped: 0,
+            merged: Vec::new(),
             max_rows: DEFAULT_MAX_ROWS,
             watch_names: HashMap::new(),
             source,
@@ -240,7 +263,8 @@ impl<P: ProcSource> Engine<P> {
             agg.count += 1;
             agg.first_ns = agg.first_ns.min(ts);
             agg.last_ns = agg.last_ns.max(ts);
-            self.by_cookie.put(r.cookie, (key, ts));
+            self.by_cookie.put(r.cookie, (key.clone(), ts));
+            self.touch(key);
             return;
         }
         if self.conns.len() >= self.max_rows {
@@ -249,6 +273,7 @@ impl<P: ProcSource> Engine<P> {
         }
         self.by_cookie.put(r.cookie, (key.clone(), ts));
         self.changed(key.clone());
+        self.touch(key.clone());
         self.conns.insert(
             key,
             ConnAgg {
@@ -314,9 +339,10 @@ impl<P: ProcSource> Engine<P> {
 
     /// Applies `f` to the row of socket `cookie`'s latest connection.
     fn with_row(&mut self, cookie: u64, f: impl FnOnce(&mut ConnAgg)) {
-        if let Some((key, _)) = self.by_cookie.get(&cookie) {
-            if let Some(agg) = self.conns.get_mut(key) {
+        if let Some((key, _)) = self.by_cookie.get(&cookie).cloned() {
+            if let Some(agg) = self.conns.get_mut(&key) {
                 f(agg);
+                self.touch(key);
             }
         }
     }
@@ -348,13 +374,17 @@ impl<P: ProcSource> Engine<P> {
                 agg.ech |= ech;
                 agg.name_partial = name.partial;
             }
+            self.touch(old_key);
             return;
         }
         let old = self.conns.get_mut(&old_key).expect("cloned above");
         old.count -= 1;
         let mut template = old.clone();
         if old.count == 0 {
+            self.merged.push((old_key.clone(), old.first_cookie));
             self.conns.remove(&old_key);
+        } else {
+            self.touch(old_key.clone());
         }
         let new_key = ConnKey {
             domain: Some(Arc::from(name.name.as_str())),
@@ -372,6 +402,7 @@ impl<P: ProcSource> Engine<P> {
         agg.first_ns = agg.first_ns.min(ts);
         agg.last_ns = agg.last_ns.max(ts);
         self.by_cookie.put(cookie, (new_key.clone(), ts));
+        self.touch(new_key.clone());
         self.changed(new_key);
     }
 
@@ -380,6 +411,28 @@ impl<P: ProcSource> Engine<P> {
             self.changes.push(key);
         } else {
             self.changes_dropped += 1;
+        }
+    }
+
+    fn touch(&mut self, key: ConnKey) {
+        if self.touched.len() < DEFAULT_MAX_SOCKETS || self.touched.contains(&key) {
+            self.touched.insert(key);
+        } else {
+            self.touched_dropped += 1;
+        }
+    }
+
+    /// Rows that changed since the last call, with their current state, and the rows a
+    /// rename emptied (key and first socket): what the daemon's store must update.
+    pub fn take_touched(&mut self) -> Touched {
+        let keys = std::mem::take(&mut self.touched);
+        let rows = keys
+            .into_iter()
+            .filter_map(|k| self.conns.get(&k).cloned().map(|a| (k, a)))
+            .collect();
+        Touched {
+            rows,
+            merged: std::mem::take(&mut self.merged),
         }
     }
 

@@ -396,3 +396,35 @@ fn engine_ech_is_in_use_only_when_dns_offered_it_or_the_outer_name_differs() {
     // The outer SNI differs from the name the process resolved: ECH hides the real one.
     assert!(ech_row("public.ech-front.test", false).ech);
 }
+
+// The daemon's store keeps every connection: repeats, renames and rows a rename emptied
+// must all reach it.
+#[test]
+fn engine_touched_rows_cover_repeats_renames_and_rows_a_rename_emptied() {
+    let mut e = Engine::with_source(NoProc);
+    let c = |e: &mut Engine<NoProc>, cookie: u64, ts: u64| {
+        let Record::Sock(mut s) = connect(7, ts, 443) else {
+            unreachable!()
+        };
+        s.cookie = cookie;
+        s.dst = "127.0.0.3".parse().unwrap();
+        e.handle(&Record::Sock(s));
+    };
+    c(&mut e, 1, 10);
+    let t = e.take_touched();
+    assert_eq!((t.rows.len(), t.merged.len()), (1, 0));
+    assert!(e.take_touched().rows.is_empty(), "taken once");
+    c(&mut e, 2, 20);
+    let rows = e.take_touched().rows;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1.count, 2, "a repeat updates the row");
+    // Both sockets name the same host: the unnamed row empties into the named one.
+    payload_name(&mut e, 1, "other.example");
+    payload_name(&mut e, 2, "other.example");
+    let super::Touched { rows, merged } = e.take_touched();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0.domain.as_deref(), Some("other.example"));
+    assert_eq!(rows[0].1.count, 2);
+    assert_eq!(merged.len(), 1, "the emptied row is forgotten");
+    assert_eq!((merged[0].0.domain.as_deref(), merged[0].1), (None, 1));
+}

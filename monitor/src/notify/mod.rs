@@ -101,7 +101,11 @@ const NOTICE_EVERY: Duration = Duration::from_secs(60);
 fn show_notice(n: &crate::protocol::Notice) {
     let shown = notify_rust::Notification::new()
         .appname(defaults::APP_NAME)
-        .summary("brokerwatch: monitoring gap")
+        .summary(match n.kind {
+            crate::protocol::NoticeKind::RecordsLost => "brokerwatch: monitoring gap",
+            crate::protocol::NoticeKind::StoreError => "brokerwatch: history not saved",
+            crate::protocol::NoticeKind::StoreRecovered => "brokerwatch: history saved again",
+        })
         .body(&markup_escape(&n.message))
         .icon("dialog-warning")
         .show();

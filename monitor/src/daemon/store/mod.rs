@@ -1,0 +1,493 @@
+//! The daemon's store: every connection of watched apps and every alert, in SQLite
+//! (`brokerwatch.db` in the state directory, WAL), written by a thread of its own.
+//!
+//! The daemon's thread only hands rows over ([`Store::record_alert`],
+//! [`Store::record_connection`]); that never blocks. The writer batches them into
+//! transactions, trims by age and size on a timer, and when the disk is full or the file
+//! broken it keeps the rows it could not write (up to [`MAX_PENDING`], then counts what it
+//! drops), reports the fault in [`Store::status`] and tries again every second. Queries open
+//! their own read-only connection ([`read_alerts`]) and never wait for the writer.
+
+mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::VecDeque,
+    io,
+    os::unix::fs::{
+        DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+    },
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        mpsc, Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+pub use sql::{decode_alert, decode_finding, Table, SCHEMA_VERSION};
+
+use crate::{
+    finding::Finding,
+    host::clock::now_ms,
+    protocol::{Alert, StoreStatus},
+};
+
+/// The database's file name in the state directory.
+pub const FILE_NAME: &str = "brokerwatch.db";
+/// Rows the writer keeps waiting while it cannot write (disk full, broken file) before
+/// the oldest are dropped and counted.
+pub const MAX_PENDING: usize = 50_000;
+/// Rows in flight from the daemon's thread to the writer.
+const CHANNEL: usize = 16_384;
+/// Rows per transaction.
+const BATCH: usize = 8_192;
+/// How often the writer trims by age and size.
+const TRIM_EVERY: Duration = Duration::from_secs(600);
+/// How long the writer waits after a failed write before trying again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the store was written by a newer brokerwatch (schema {version}, this one knows {SCHEMA_VERSION}); upgrade, or move the file aside")]
+    Newer { version: i64 },
+    #[error("unreadable row: {0}")]
+    Row(String),
+}
+
+impl StoreError {
+    /// The file is not a database any more: it is set aside and a new one started.
+    fn is_corrupt(&self) -> bool {
+        matches!(self, Self::Sql(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+    }
+}
+
+/// Bounds of what the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Duration,
+    /// Rows kept per table (alerts, connections).
+    pub max_rows: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_rows: 5_000_000,
+        }
+    }
+}
+
+/// One connection row of a watched app as the engine aggregates it: a socket's destination
+/// and name with its count and first/last sighting. `key` identifies the row across updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnRow {
+    pub key: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub finding: Finding,
+}
+
+enum Op {
+    Alert(Arc<Alert>),
+    Connection(Box<ConnRow>),
+    Forget(String),
+}
+
+/// What the writer has done, shared with the daemon's status.
+#[derive(Debug, Default)]
+struct Health {
+    alerts: AtomicU64,
+    connections: AtomicU64,
+    /// Rows handed over and not yet written.
+    pending: AtomicU64,
+    dropped: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+pub struct Store {
+    path: PathBuf,
+    tx: Option<mpsc::SyncSender<Op>>,
+    health: Arc<Health>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Starts the writer for `dir/brokerwatch.db`. The directory must be ours (it is made
+    /// 0700; the file is 0600): the store holds every user's connections and command lines.
+    /// A file that cannot be opened is not an error here: the writer reports it and retries.
+    pub fn open(dir: &Path, retention: Retention) -> io::Result<Self> {
+        private_dir(dir)?;
+        let path = dir.join(FILE_NAME);
+        let (tx, rx) = mpsc::sync_channel(CHANNEL);
+        let health = Arc::new(Health::default());
+        let writer = {
+            let (path, health) = (path.clone(), health.clone());
+            std::thread::Builder::new()
+                .name("bw-store".into())
+                .spawn(move || Writer::new(path, retention, health).run(rx))?
+        };
+        Ok(Self {
+            path,
+            tx: Some(tx),
+            health,
+            writer: Some(writer),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn record_alert(&self, alert: Arc<Alert>) {
+        self.send(Op::Alert(alert));
+    }
+
+    pub fn record_connection(&self, row: ConnRow) {
+        self.send(Op::Connection(Box::new(row)));
+    }
+
+    /// A row the engine merged into another (it was renamed before its first update).
+    pub fn forget_connection(&self, key: String) {
+        self.send(Op::Forget(key));
+    }
+
+    fn send(&self, op: Op) {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.try_send(op).is_ok());
+        if sent {
+            self.health.pending.fetch_add(1, Relaxed);
+        } else {
+            self.health.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let h = &self.health;
+        StoreStatus {
+            path: self.path.clone(),
+            alerts_written: h.alerts.load(Relaxed),
+            connections_written: h.connections.load(Relaxed),
+            pending: h.pending.load(Relaxed),
+            dropped: h.dropped.load(Relaxed),
+            error: h.error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Writes what is waiting and stops the writer (also done on drop).
+    pub fn close(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Alerts since `since_ms` from the store at `path`, oldest first: `uid`'s only, or
+/// everyone's with `None`. A store not yet created has none.
+pub fn read_alerts(path: &Path, since_ms: u64, uid: Option<u32>) -> Result<Vec<Alert>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    sql::alerts_since(&sql::open_ro(path)?, since_ms, uid)
+}
+
+/// Connection rows last seen at or after `since_ms` (everyone's).
+pub fn read_connections(path: &Path, since_ms: u64) -> Result<Vec<ConnRow>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    sql::connections_since(&sql::open_ro(path)?, since_ms)
+}
+
+/// Rows in one table of the store at `path`.
+pub fn count_rows(path: &Path, table: Table) -> Result<u64, StoreError> {
+    sql::count(&sql::open_ro(path)?, table)
+}
+
+struct Writer {
+    path: PathBuf,
+    retention: Retention,
+    health: Arc<Health>,
+    db: Option<rusqlite::Connection>,
+    queue: VecDeque<Op>,
+    retry_at: Option<Instant>,
+    trim_at: Instant,
+}
+
+impl Writer {
+    fn new(path: PathBuf, retention: Retention, health: Arc<Health>) -> Self {
+        Self {
+            path,
+            retention,
+            health,
+            db: None,
+            queue: VecDeque::new(),
+            retry_at: None,
+            trim_at: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        self.connect();
+        loop {
+            let wait = match self.retry_at {
+                Some(t) => t.saturating_duration_since(Instant::now()),
+                None => self.trim_at.saturating_duration_since(Instant::now()),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(op) => self.push(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if self.connect() {
+                        self.flush();
+                        if Instant::now() >= self.trim_at {
+                            self.trim();
+                        }
+                    }
+                    return;
+                }
+            }
+            while self.queue.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(op) => self.push(op),
+                    Err(_) => break,
+                }
+            }
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            self.retry_at = None;
+            if self.connect() {
+                self.flush();
+            }
+            if Instant::now() >= self.trim_at && self.retry_at.is_none() {
+                self.trim();
+            }
+        }
+    }
+
+    /// Queues `op`; past [`MAX_PENDING`] the oldest waiting row is dropped and counted.
+    fn push(&mut self, op: Op) {
+        self.queue.push_back(op);
+        if self.queue.len() > MAX_PENDING {
+            self.queue.pop_front();
+            self.health.pending.fetch_sub(1, Relaxed);
+            self.health.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn fail(&mut self, what: &str, e: StoreError) {
+        let message = format!("{what} {}: {e}", self.path.display());
+        if let Ok(mut slot) = self.health.error.lock() {
+            *slot = Some(message);
+        }
+        if e.is_corrupt() {
+            self.set_aside();
+        }
+        self.retry_at = Some(Instant::now() + RETRY_EVERY);
+    }
+
+    fn connect(&mut self) -> bool {
+        if self.db.is_some() {
+            return true;
+        }
+        match create_private(&self.path)
+            .map_err(StoreError::from)
+            .and_then(|()| sql::open_rw(&self.path))
+        {
+            Ok(db) => {
+                self.db = Some(db);
+                self.import_jsonl();
+                true
+            }
+            Err(e) => {
+                self.fail("cannot open the store", e);
+                false
+            }
+        }
+    }
+
+    /// A broken database file is renamed `brokerwatch.db.corrupt-<ms>` (kept for whoever
+    /// wants to recover it) and a new one is started at the next attempt.
+    fn set_aside(&mut self) {
+        self.db = None;
+        let aside = self.path.with_extension(format!("db.corrupt-{}", now_ms()));
+        match std::fs::rename(&self.path, &aside) {
+            Ok(()) => {
+                for ext in ["db-wal", "db-shm"] {
+                    let _ = std::fs::remove_file(self.path.with_extension(ext));
+                }
+                log::error!(
+                    "the store {} was corrupt: kept it as {} and started a new one",
+                    self.path.display(),
+                    aside.display()
+                );
+            }
+            Err(e) => log::error!("cannot set the corrupt store aside: {e}"),
+        }
+    }
+
+    /// Writes the queue in transactions of [`BATCH`]; on failure the rows stay queued.
+    fn flush(&mut self) {
+        while !self.queue.is_empty() {
+            if !self.connect() {
+                return;
+            }
+            let n = self.queue.len().min(BATCH);
+            let db = self.db.as_mut().expect("connected above");
+            let res = (|| -> Result<(u64, u64), StoreError> {
+                let tx = db.transaction()?;
+                let (mut alerts, mut conns) = (0, 0);
+                for op in self.queue.iter().take(n) {
+                    match op {
+                        Op::Alert(a) => {
+                            sql::insert_alert(&tx, a)?;
+                            alerts += 1;
+                        }
+                        Op::Connection(row) => {
+                            sql::upsert_connection(&tx, row)?;
+                            conns += 1;
+                        }
+                        Op::Forget(key) => sql::forget_connection(&tx, key)?,
+                    }
+                }
+                tx.commit()?;
+                Ok((alerts, conns))
+            })();
+            match res {
+                Ok((alerts, conns)) => {
+                    self.queue.drain(..n);
+                    let h = &self.health;
+                    h.pending.fetch_sub(n as u64, Relaxed);
+                    h.alerts.fetch_add(alerts, Relaxed);
+                    h.connections.fetch_add(conns, Relaxed);
+                    if let Ok(mut e) = h.error.lock() {
+                        if e.take().is_some() {
+                            log::info!("the store {} is written again", self.path.display());
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.fail("cannot write to the store", e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        self.trim_at = Instant::now() + TRIM_EVERY;
+        let Some(db) = &self.db else { return };
+        let oldest = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
+        match sql::trim(db, oldest, self.retention.max_rows) {
+            Ok(0) => {}
+            Ok(n) => log::info!("store: {n} rows past the retention limits removed"),
+            Err(e) => self.fail("cannot trim the store", e),
+        }
+    }
+
+    /// Alerts from the JSON-lines history of earlier versions move into the store once;
+    /// the old file is renamed `history.jsonl.imported`.
+    fn import_jsonl(&mut self) {
+        let old = self.path.with_file_name("history.jsonl");
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&old)
+        else {
+            return;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return;
+        }
+        let Some(db) = self.db.as_mut() else { return };
+        let res = (|| -> Result<(usize, usize), StoreError> {
+            let tx = db.transaction()?;
+            let (mut ok, mut bad) = (0, 0);
+            for line in io::BufRead::split(io::BufReader::new(file), b'\n') {
+                match sql::decode_alert(&line?) {
+                    Ok(a) => {
+                        sql::insert_alert(&tx, &a)?;
+                        ok += 1;
+                    }
+                    Err(_) => bad += 1,
+                }
+            }
+            tx.commit()?;
+            Ok((ok, bad))
+        })();
+        match res {
+            Ok((ok, bad)) => {
+                let _ = std::fs::rename(&old, old.with_extension("jsonl.imported"));
+                log::info!(
+                    "imported {ok} alerts from {} ({bad} unreadable lines skipped)",
+                    old.display()
+                );
+            }
+            Err(e) => log::error!("cannot import {}: {e}", old.display()),
+        }
+    }
+}
+
+/// Creates the database file 0600 without following links, or checks that the existing
+/// one is a regular file of ours.
+fn create_private(path: &Path) -> io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    // SAFETY: no arguments.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("is not a regular file owned by uid {me}"),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (0700) or checks that it belongs to us, and makes it 0700.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: no arguments.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "is not a directory owned by uid {me} (owner uid {}); refusing to keep the store where another user can change it",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The store's tables and the statements that read and write them. Rows keep the whole
+//! alert or finding as JSON in `body` beside the columns the queries filter on.
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
+
+use super::{ConnRow, StoreError};
+use crate::protocol::Alert;
+
+/// Bumped when the tables change; a store written by a newer brokerwatch is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ms);
+CREATE INDEX IF NOT EXISTS alerts_uid_ts ON alerts (uid, ts_ms);
+CREATE TABLE IF NOT EXISTS connections (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    app TEXT,
+    domain TEXT,
+    company TEXT,
+    flagged INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS connections_last ON connections (last_ms);
+CREATE INDEX IF NOT EXISTS connections_uid_last ON connections (uid, last_ms);
+CREATE INDEX IF NOT EXISTS connections_app_last ON connections (app, last_ms);
+";
+
+/// Opens (creating) the store for writing: WAL, so that readers never wait for the writer.
+pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(path, flags)?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The first statement reads the header: a file that is not a database fails here.
+    let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Newer { version });
+    }
+    db.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    db.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.execute_batch(SCHEMA)?;
+    db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(db)
+}
+
+/// Opens the store for a query (never creates it, never writes).
+pub fn open_ro(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(path, flags)?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(db)
+}
+
+pub fn insert_alert(db: &Connection, a: &Alert) -> Result<(), StoreError> {
+    db.prepare_cached("INSERT INTO alerts (ts_ms, uid, body) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            a.ts_ms as i64,
+            a.finding.uid,
+            serde_json::to_string(a).expect("alerts serialize")
+        ])?;
+    Ok(())
+}
+
+pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreError> {
+    let f = &row.finding;
+    db.prepare_cached(
+        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, app = excluded.app,
+             domain = excluded.domain, company = excluded.company, flagged = excluded.flagged,
+             count = excluded.count, body = excluded.body",
+    )?
+    .execute(params![
+        row.key,
+        row.first_ms as i64,
+        row.last_ms as i64,
+        f.uid,
+        f.app_id.as_deref().or(f.app.as_deref()),
+        f.domain,
+        f.company,
+        f.flagged,
+        f.count as i64,
+        serde_json::to_string(f).expect("findings serialize"),
+    ])?;
+    Ok(())
+}
+
+pub fn forget_connection(db: &Connection, key: &str) -> Result<(), StoreError> {
+    db.prepare_cached("DELETE FROM connections WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// Deletes rows older than `oldest_ms` and beyond the newest `max_rows` of each table;
+/// returns how many went.
+pub fn trim(db: &Connection, oldest_ms: u64, max_rows: u64) -> Result<usize, StoreError> {
+    let mut n = db.execute("DELETE FROM alerts WHERE ts_ms < ?1", [oldest_ms as i64])?;
+    n += db.execute(
+        "DELETE FROM alerts WHERE id <= (SELECT max(id) FROM alerts) - ?1",
+        [max_rows as i64],
+    )?;
+    n += db.execute(
+        "DELETE FROM connections WHERE last_ms < ?1",
+        [oldest_ms as i64],
+    )?;
+    n += db.execute(
+        "DELETE FROM connections WHERE id <= (SELECT max(id) FROM connections) - ?1",
+        [max_rows as i64],
+    )?;
+    if n > 0 {
+        db.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    }
+    Ok(n)
+}
+
+/// Alerts since `since_ms`, oldest first; only those of `uid` unless `None` (everyone's).
+pub fn alerts_since(
+    db: &Connection,
+    since_ms: u64,
+    uid: Option<u32>,
+) -> Result<Vec<Alert>, StoreError> {
+    let mut out = Vec::new();
+    let mut push = |body: String| match decode_alert(body.as_bytes()) {
+        Ok(a) => out.push(a),
+        Err(e) => log::warn!("skipping an unreadable alert in the store: {e}"),
+    };
+    match uid {
+        Some(uid) => {
+            let mut st = db.prepare_cached(
+                "SELECT body FROM alerts WHERE uid = ?1 AND ts_ms >= ?2 ORDER BY id",
+            )?;
+            for body in st.query_map(params![uid, since_ms as i64], |r| r.get(0))? {
+                push(body?);
+            }
+        }
+        None => {
+            let mut st =
+                db.prepare_cached("SELECT body FROM alerts WHERE ts_ms >= ?1 ORDER BY id")?;
+            for body in st.query_map([since_ms as i64], |r| r.get(0))? {
+                push(body?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Connection rows last seen at or after `since_ms`, in the order they were first stored.
+pub fn connections_since(db: &Connection, since_ms: u64) -> Result<Vec<ConnRow>, StoreError> {
+    let mut st = db.prepare_cached(
+        "SELECT key, first_ms, last_ms, body FROM connections WHERE last_ms >= ?1 ORDER BY id",
+    )?;
+    let rows = st.query_map([since_ms as i64], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, first, last, body) = row?;
+        out.push(ConnRow {
+            key,
+            first_ms: first.max(0) as u64,
+            last_ms: last.max(0) as u64,
+            finding: decode_finding(body.as_bytes())?,
+        });
+    }
+    Ok(out)
+}
+
+/// The number of rows in `table` (`alerts` or `connections`).
+pub fn count(db: &Connection, table: Table) -> Result<u64, StoreError> {
+    let sql = match table {
+        Table::Alerts => "SELECT count(*) FROM alerts",
+        Table::Connections => "SELECT count(*) FROM connections",
+    };
+    let n: Option<i64> = db.query_row(sql, [], |r| r.get(0)).optional()?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Alerts,
+    Connections,
+}
+
+/// Decodes an `alerts.body`.
+pub fn decode_alert(body: &[u8]) -> Result<Alert, StoreError> {
+    serde_json::from_slice(body).map_err(|e| StoreError::Row(e.to_string()))
+}
+
+/// Decodes a `connections.body`.
+pub fn decode_finding(body: &[u8]) -> Result<crate::finding::Finding, StoreError> {
+    serde_json::from_slice(body).map_err(|e| StoreError::Row(e.to_string()))
+}

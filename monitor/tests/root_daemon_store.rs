@@ -1,0 +1,173 @@
+//! Issue 16: the daemon's store of connections and alerts, with the real programs attached
+//! (root): every connection of a watched app is recorded, and a full disk costs neither
+//! alerts nor the rows that waited.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, Write as _},
+    os::unix::net::UnixStream,
+    process::Command,
+    time::Duration,
+};
+
+use brokerwatch::{
+    daemon::store::{self, FILE_NAME},
+    protocol::Status,
+};
+use common::{
+    daemon::{client, history, lab_dir, policy_text, wait_for, Daemon},
+    require_root,
+};
+
+fn status(dir: &std::path::Path) -> Status {
+    let (code, text) = client(dir, None, &["status", "--json"]);
+    assert_eq!(code, Some(0), "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    serde_json::from_value(v["status"].clone())
+        .or_else(|_| serde_json::from_value(v.clone()))
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// Stops the daemon as systemd does (SIGTERM) and waits for it to finish writing.
+fn stop(mut d: Daemon) {
+    let st = Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exit = d.child.wait().unwrap();
+    assert!(exit.success(), "daemon exit {exit:?}: {}", d.log());
+}
+
+fn run_zoom(dir: &std::path::Path, args: &[String]) {
+    let zoom = dir.join("zoom");
+    if !zoom.exists() {
+        std::fs::copy(common::PROBE, &zoom).unwrap();
+    }
+    let st = Command::new(&zoom).args(args).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn daemon_records_every_connection_of_watched_apps_in_the_store_not_only_alerts() {
+    require_root();
+    let dir = lab_dir("store-every");
+    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
+    let (_b, broker) = common::accepting_listener("127.0.0.2:0");
+    let (_f, first_party) = common::accepting_listener("127.0.0.3:0");
+    let d = Daemon::start(&dir);
+    run_zoom(
+        &dir,
+        &[
+            "--repeat".into(),
+            "3".into(),
+            format!("tcp:127.0.0.3:{first_party}"),
+            format!("tcp:127.0.0.2:{broker}"),
+        ],
+    );
+    wait_for(|| !history(&dir, None).is_empty(), "the alert");
+    stop(d);
+    let rows = store::read_connections(&dir.join("state").join(FILE_NAME), 0).unwrap();
+    let count = |port: u16| -> u64 {
+        rows.iter()
+            .filter(|r| r.finding.dst_port == port && r.finding.comm == "zoom")
+            .map(|r| r.finding.count)
+            .sum()
+    };
+    assert_eq!(count(first_party), 3, "first-party contacts: {rows:#?}");
+    assert_eq!(count(broker), 3, "broker contacts: {rows:#?}");
+    assert!(rows
+        .iter()
+        .filter(|r| r.finding.dst_port == broker)
+        .all(|r| r.finding.flagged && r.finding.company.as_deref() == Some("Broker")));
+    assert!(rows
+        .iter()
+        .filter(|r| r.finding.dst_port == first_party)
+        .all(|r| !r.finding.flagged));
+}
+
+// Item 6: on a full disk `status` said nothing, a half-written line swallowed the next
+// alert, and a restart failed.
+#[test]
+fn daemon_keeps_alerting_on_a_full_disk_says_so_and_saves_what_waited() {
+    require_root();
+    let dir = lab_dir("diskfull");
+    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "bw-diskfull"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "cannot mount a small tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let (_b, port) = common::accepting_listener("127.0.0.2:0");
+    let d = Daemon::start(&dir);
+    wait_for(|| state.join(FILE_NAME).exists(), "the store");
+    // Fill the disk to the last block.
+    let filler = state.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status();
+    let mut sub = UnixStream::connect(dir.join("run/brokerwatch.sock")).unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
+    let mut lines = std::io::BufReader::new(sub.try_clone().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("subscribed"));
+    for _ in 0..3 {
+        run_zoom(&dir, &[format!("tcp:127.0.0.2:{port}")]);
+    }
+    // The alert still reaches subscribers, and root (an admin) is told about the store.
+    let mut seen_alert = false;
+    let mut seen_notice = false;
+    for line in lines.by_ref().map_while(Result::ok) {
+        seen_alert |= line.contains("\"type\":\"alert\"");
+        if line.contains("store-error") {
+            assert!(line.contains("full"), "{line}");
+            seen_notice = true;
+        }
+        if seen_alert && seen_notice {
+            break;
+        }
+    }
+    assert!(seen_alert && seen_notice, "{}", d.log());
+    let st = status(&dir);
+    let err = st
+        .store
+        .error
+        .clone()
+        .expect("status names the store error");
+    assert!(err.contains("full"), "{err}");
+    assert!(st.store.pending > 0, "{:?}", st.store);
+    assert!(d.log().contains("cannot write to the store"), "{}", d.log());
+    // Space comes back: what waited is written, nothing was dropped.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(
+        || {
+            let s = status(&dir).store;
+            s.error.is_none() && s.pending == 0
+        },
+        "the waiting rows written",
+    );
+    assert_eq!(status(&dir).store.dropped, 0);
+    assert_eq!(history(&dir, None).len(), 3);
+    // A restart on a full disk still monitors.
+    stop(d);
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status();
+    let d = Daemon::start(&dir);
+    run_zoom(&dir, &[format!("tcp:127.0.0.2:{port}")]);
+    wait_for(|| status(&dir).alerts == 1, "an alert after the restart");
+    drop(d);
+}
