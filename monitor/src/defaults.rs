@@ -4,6 +4,8 @@
 pub const SOCKET: &str = "/run/brokerwatch/brokerwatch.sock";
 /// Where the service keeps its state (the connection history).
 pub const STATE_DIR: &str = "/var/lib/brokerwatch";
+/// The daemon's store (SQLite) in the state directory.
+pub const STORE_FILE: &str = "brokerwatch.db";
 /// Directory of the administrator's policy files.
 pub const POLICY_DIR: &str = "/etc/brokerwatch/policies.d";
 /// The service's own system user.

@@ -48,6 +48,14 @@ impl Layout {
     pub fn policy_dir(&self) -> PathBuf {
         self.at("/etc/brokerwatch/policies.d")
     }
+    /// The users and groups `install` created (and only those): `uninstall --purge` removes
+    /// what is listed here, never an account that was there before.
+    pub fn manifest(&self) -> PathBuf {
+        self.at("/etc/brokerwatch/installed-accounts")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.at(defaults::STATE_DIR)
+    }
     fn live(&self) -> bool {
         self.root == Path::new("/")
     }
@@ -143,6 +151,7 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
     ] {
         if !exists("group", group) {
             run(Command::new("groupadd").args(["--system", group]))?;
+            remember(layout, "group", group)?;
         }
     }
     if !exists("passwd", "brokerwatch") {
@@ -157,6 +166,7 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
             "/usr/sbin/nologin",
             "brokerwatch",
         ]))?;
+        remember(layout, "user", "brokerwatch")?;
     }
     if systemd_running() {
         run(Command::new("systemctl").arg("daemon-reload"))?;
@@ -207,16 +217,133 @@ pub fn uninstall(layout: &Layout, purge: bool) -> Result<Vec<String>, InstallErr
     }
     let mut notes = vec!["removed the units, the autostart entry and the binary".to_owned()];
     if purge {
-        let state = layout.root.join("var/lib/brokerwatch");
-        let _ = std::fs::remove_dir_all(&state);
-        notes.push(format!("removed the alert history ({})", state.display()));
+        notes.extend(purge_state(&layout.state_dir()));
+        notes.extend(remove_accounts(layout)?);
     } else {
-        notes.push("kept the alert history in /var/lib/brokerwatch (--purge removes it)".into());
+        notes.push(format!(
+            "kept the store in {} and the brokerwatch user and groups (--purge removes them)",
+            defaults::STATE_DIR
+        ));
     }
     if layout.live() && systemd_running() {
         let _ = run(Command::new("systemctl").arg("daemon-reload"));
     }
     Ok(notes)
+}
+
+/// Records an account `install` created.
+fn remember(layout: &Layout, kind: &str, name: &str) -> Result<(), InstallError> {
+    use std::io::Write as _;
+    let path = layout.manifest();
+    let io = |source| InstallError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    writeln!(f, "{kind} {name}").map_err(io)
+}
+
+/// The accounts in the manifest, users first (a group cannot go while it is a user's
+/// primary group). Lines that are not `user NAME` or `group NAME` are ignored.
+pub fn accounts_to_remove(manifest: &str) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = manifest
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, n)| matches!(*k, "user" | "group") && !n.is_empty() && !n.contains(' '))
+        .collect();
+    out.sort_by_key(|(k, _)| *k != "user");
+    out.dedup();
+    out
+}
+
+fn remove_accounts(layout: &Layout) -> Result<Vec<String>, InstallError> {
+    let path = layout.manifest();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(vec![
+                "no record of accounts brokerwatch created: users and groups left as they are"
+                    .into(),
+            ])
+        }
+        Err(source) => return Err(InstallError::Io { path, source }),
+    };
+    let mut notes = Vec::new();
+    for (kind, name) in accounts_to_remove(&text) {
+        if !layout.live() {
+            notes.push(format!("would remove {kind} {name} (staged install)"));
+            continue;
+        }
+        let cmd = if kind == "user" {
+            "userdel"
+        } else {
+            "groupdel"
+        };
+        match run(Command::new(cmd).arg(name)) {
+            Ok(()) => notes.push(format!("removed {kind} {name}")),
+            Err(e) => notes.push(format!("could not remove {kind} {name}: {e}")),
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(notes)
+}
+
+/// Whether `name` is a file the daemon creates in its state directory.
+fn ours(name: &str) -> bool {
+    use crate::defaults::STORE_FILE as FILE_NAME;
+    let db_files = [
+        FILE_NAME.to_owned(),
+        format!("{FILE_NAME}-wal"),
+        format!("{FILE_NAME}-shm"),
+    ];
+    db_files.iter().any(|f| f == name)
+        || name.starts_with(&format!("{FILE_NAME}.corrupt-"))
+        || matches!(
+            name,
+            "history.jsonl" | "history.jsonl.imported" | "history.jsonl.tmp"
+        )
+}
+
+/// Removes the files the daemon created in `dir`, then `dir` if nothing else is left; says
+/// what stayed.
+fn purge_state(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![format!("no store at {}", dir.display())];
+    };
+    let mut removed = 0;
+    let mut foreign = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ours(&name) && e.file_type().is_ok_and(|t| !t.is_dir()) {
+            if std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        } else {
+            foreign.push(name);
+        }
+    }
+    let mut notes = vec![format!(
+        "removed the store ({removed} files in {})",
+        dir.display()
+    )];
+    if foreign.is_empty() {
+        let _ = std::fs::remove_dir(dir);
+    } else {
+        foreign.sort();
+        notes.push(format!(
+            "left {} in place: it holds files brokerwatch did not create ({})",
+            dir.display(),
+            foreign.join(", ")
+        ));
+    }
+    notes
 }
 
 #[cfg(test)]
@@ -277,5 +404,55 @@ mod tests {
         uninstall(&layout, true).unwrap();
         assert!(!layout.system_unit().exists() && !layout.binary().exists());
         std::fs::remove_dir_all(&root).ok();
+    }
+
+    // Issue 16, item 13: `uninstall --purge` deleted files in the state directory it did
+    // not create, and left the users and groups it made behind.
+    #[test]
+    fn uninstall_purge_removes_only_what_brokerwatch_created() {
+        let root = std::env::temp_dir().join(format!("bw-purge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let layout = Layout { root: root.clone() };
+        install(&layout).unwrap();
+        let state = layout.state_dir();
+        std::fs::create_dir_all(&state).unwrap();
+        for f in [
+            "brokerwatch.db",
+            "brokerwatch.db-wal",
+            "brokerwatch.db.corrupt-17",
+            "history.jsonl.imported",
+            "notes-of-the-admin.txt",
+        ] {
+            std::fs::write(state.join(f), "x").unwrap();
+        }
+        remember(&layout, "group", "brokerwatch-users").unwrap();
+        remember(&layout, "user", "brokerwatch").unwrap();
+        let notes = uninstall(&layout, true).unwrap().join("\n");
+        let left: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["notes-of-the-admin.txt"], "{notes}");
+        assert!(notes.contains("notes-of-the-admin.txt"), "{notes}");
+        assert!(notes.contains("would remove user brokerwatch"), "{notes}");
+        assert!(
+            notes.contains("would remove group brokerwatch-users"),
+            "{notes}"
+        );
+        assert!(!layout.manifest().exists());
+        // Without the foreign file the directory goes too.
+        std::fs::remove_file(state.join("notes-of-the-admin.txt")).unwrap();
+        install(&layout).unwrap();
+        uninstall(&layout, true).unwrap();
+        assert!(!state.exists());
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn uninstall_removes_users_before_groups_and_ignores_junk_lines() {
+        let got = accounts_to_remove(
+            "group brokerwatch\nuser brokerwatch\nrm -rf /\ngroup \nuser a b\ngroup brokerwatch\n",
+        );
+        assert_eq!(got, [("user", "brokerwatch"), ("group", "brokerwatch")]);
     }
 }

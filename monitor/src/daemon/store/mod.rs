@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// The database's file name in the state directory.
-pub const FILE_NAME: &str = "brokerwatch.db";
+pub const FILE_NAME: &str = crate::defaults::STORE_FILE;
 /// Rows the writer keeps waiting while it cannot write (disk full, broken file) before
 /// the oldest are dropped and counted.
 pub const MAX_PENDING: usize = 50_000;
