@@ -81,6 +81,9 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
     if let Some(e) = &st.error {
         writeln!(out, "STORE ERROR: {e} (alerts are still shown; rows wait in memory until it can be written)")?;
     }
+    if let Some(e) = &s.policy_error {
+        writeln!(out, "POLICY ERROR: {e}")?;
+    }
     writeln!(out, "Policy sources:")?;
     for p in &s.policy_sources {
         writeln!(

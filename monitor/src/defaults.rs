@@ -6,6 +6,8 @@ pub const SOCKET: &str = "/run/brokerwatch/brokerwatch.sock";
 pub const STATE_DIR: &str = "/var/lib/brokerwatch";
 /// The daemon's store (SQLite) in the state directory.
 pub const STORE_FILE: &str = "brokerwatch.db";
+/// The last policy that loaded, in the state directory (see `policy::last_good`).
+pub const LAST_GOOD_POLICY: &str = "last-good-policy";
 /// Directory of the administrator's policy files.
 pub const POLICY_DIR: &str = "/etc/brokerwatch/policies.d";
 /// The service's own system user.

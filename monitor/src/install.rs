@@ -321,8 +321,16 @@ fn purge_state(dir: &Path) -> Vec<String> {
     let mut foreign = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if ours(&name) && e.file_type().is_ok_and(|t| !t.is_dir()) {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let last_good = ["", ".new", ".old"]
+            .iter()
+            .any(|x| name == format!("{}{x}", defaults::LAST_GOOD_POLICY));
+        if ours(&name) && !is_dir {
             if std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        } else if last_good && is_dir {
+            if std::fs::remove_dir_all(e.path()).is_ok() {
                 removed += 1;
             }
         } else {
@@ -425,6 +433,8 @@ mod tests {
         ] {
             std::fs::write(state.join(f), "x").unwrap();
         }
+        std::fs::create_dir_all(state.join("last-good-policy")).unwrap();
+        std::fs::write(state.join("last-good-policy/manifest.json"), "{}").unwrap();
         remember(&layout, "group", "brokerwatch-users").unwrap();
         remember(&layout, "user", "brokerwatch").unwrap();
         let notes = uninstall(&layout, true).unwrap().join("\n");

@@ -67,6 +67,8 @@ pub enum NoticeKind {
     StoreError,
     /// The store is written again: told to admins.
     StoreRecovered,
+    /// The policy does not load; the daemon runs on the one before: told to admins.
+    PolicyError,
 }
 
 impl NoticeKind {
@@ -124,6 +126,8 @@ pub struct Status {
     pub policy_sources: Vec<PolicySource>,
     pub socket: PathBuf,
     pub store: StoreStatus,
+    /// Why the policy in force is not the configured one (a file does not load).
+    pub policy_error: Option<String>,
 }
 
 /// What `status` shows of the store.

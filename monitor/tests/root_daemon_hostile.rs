@@ -255,3 +255,45 @@ fn daemon_history_queries_do_not_hold_up_alerts_or_other_clients() {
     let queries: i32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(queries > 0);
 }
+
+// Item 8: a broken policy at restart made the daemon exit, and nothing was monitored.
+#[test]
+fn daemon_restarted_with_a_broken_policy_runs_on_the_last_good_one_and_says_so() {
+    use std::io::BufRead as _;
+    require_root();
+    let dir = lab_dir("lastgood");
+    let file = dir.join("policies.d/test.toml");
+    std::fs::write(&file, policy_text("Broker")).unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let d = Daemon::start(&dir);
+    drop(d);
+    std::fs::write(&file, "[[destination]\nid = ").unwrap();
+    let d = Daemon::start(&dir);
+    let (_, status) = client(&dir, None, &["status"]);
+    assert!(status.contains("POLICY ERROR"), "{status}");
+    assert!(status.contains("last good policy"), "{status}");
+    assert!(
+        d.log().contains("runs on the last good policy"),
+        "{}",
+        d.log()
+    );
+    // Admins who subscribe now are told.
+    let mut sub = connect(&dir);
+    sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
+    let mut lines = std::io::BufReader::new(sub.try_clone().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("subscribed"));
+    let notice = lines.next().unwrap().unwrap();
+    assert!(notice.contains("policy-error"), "{notice}");
+    // And the broker is still recognised.
+    zoom_contacts_broker(&dir, port, None);
+    wait_for(
+        || !history(&dir, None).is_empty(),
+        "an alert from the last good policy",
+    );
+    // A fixed file is loaded and the error goes.
+    std::fs::write(&file, policy_text("Broker Two")).unwrap();
+    wait_for(
+        || !client(&dir, None, &["status"]).1.contains("POLICY ERROR"),
+        "the reload",
+    );
+}

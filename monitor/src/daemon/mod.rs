@@ -23,7 +23,7 @@ use crate::{
         users::{self, UserNames},
     },
     kernel::{Capture, KernelCounters, Sensor, SensorError, SensorOptions},
-    policy::{LoadError, Policy, PolicySources},
+    policy::{last_good, LoadError, Policy, PolicySources},
     protocol::{Alert, Event, Notice, NoticeKind, PolicySource, Status},
     watch::Watcher,
 };
@@ -63,15 +63,72 @@ pub struct DaemonOptions {
     pub sensor: SensorOptions,
 }
 
-/// Replaces the policy if the files load; a broken file is logged with its position and the
-/// last good policy stays in force. Alerts in flight are unaffected.
-fn reload(policy: &mut Policy, sources: &PolicySources, why: &str) {
+/// Replaces the policy if the files load (and saves it as the last good one); a broken
+/// file is logged with its position and the policy in force stays. Alerts in flight are
+/// unaffected. Returns what is wrong, if anything.
+fn reload(
+    policy: &mut Policy,
+    sources: &PolicySources,
+    last_good_dir: &std::path::Path,
+    why: &str,
+) -> Option<String> {
     match Policy::load(sources) {
         Ok(p) => {
             *policy = p;
             log::info!("policies reloaded ({why})");
+            save_last_good(last_good_dir, sources);
+            None
         }
-        Err(e) => log::error!("policy reload failed ({why}), keeping the last good one:\n{e}"),
+        Err(e) => {
+            let message = format!("policy reload failed ({why}); the policy in force stays:\n{e}");
+            log::error!("{message}");
+            Some(message)
+        }
+    }
+}
+
+fn save_last_good(dir: &std::path::Path, sources: &PolicySources) {
+    if let Err(e) = last_good::save(dir, sources) {
+        log::warn!("cannot keep a copy of the policy for restarts: {e}");
+    }
+}
+
+/// The configured policy, or when it does not load the last good copy, with the reason.
+fn initial_policy(
+    sources: &PolicySources,
+    last_good_dir: &std::path::Path,
+) -> Result<(Policy, Option<String>), DaemonError> {
+    let e = match Policy::load(sources) {
+        Ok(p) => {
+            save_last_good(last_good_dir, sources);
+            return Ok((p, None));
+        }
+        Err(e) => e,
+    };
+    match last_good::load(last_good_dir) {
+        Ok(lg) => {
+            let saved = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(lg.saved_ms),
+            );
+            let message = format!(
+                "the policy does not load, so the daemon runs on the last good policy (saved {saved}); fix the files and reload:\n{e}"
+            );
+            log::error!("{message}");
+            Ok((lg.policy, Some(message)))
+        }
+        Err(last_good::LastGoodError::Missing(_)) => Err(e.into()),
+        Err(lg) => {
+            log::error!("the last good policy cannot be used either: {lg}");
+            Err(e.into())
+        }
+    }
+}
+
+fn policy_notice(message: &str) -> Notice {
+    Notice {
+        kind: NoticeKind::PolicyError,
+        message: message.to_owned(),
+        ts_ms: now_ms(),
     }
 }
 
@@ -211,17 +268,18 @@ fn store_notice(last: &mut Option<String>, status: crate::protocol::StoreStatus)
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let started = Instant::now();
-    let mut policy = Policy::load(&opts.policy)?;
-    let mut sensor = Sensor::load(&opts.sensor)?;
-    let mut capture = Capture::new(sensor.take_ring()?)?;
-    let mut engine = Engine::new();
-    let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
     let mut store = store::Store::open(&opts.state_dir, opts.retention).map_err(|source| {
         DaemonError::State {
             path: opts.state_dir.clone(),
             source,
         }
     })?;
+    let last_good_dir = opts.state_dir.join(store::LAST_GOOD_POLICY);
+    let (mut policy, mut policy_error) = initial_policy(&opts.policy, &last_good_dir)?;
+    let mut sensor = Sensor::load(&opts.sensor)?;
+    let mut capture = Capture::new(sensor.take_ring()?)?;
+    let mut engine = Engine::new();
+    let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -246,6 +304,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         store_path: store.path().to_owned(),
         queries: tokio::sync::Semaphore::new(2),
         alerts: tx,
+        standing: Mutex::new(Vec::new()),
         admin_gid: users::group_gid(&opts.admin_group),
     });
     let clock = Clock::now();
@@ -268,6 +327,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                          counters: Option<KernelCounters>,
                          capture: &Capture,
                          policy: &Policy,
+                         policy_error: &Option<String>,
                          alerts: u64| {
         let status = Status {
             pid: std::process::id(),
@@ -282,6 +342,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             policy_sources: policy_summary(policy),
             socket: opts.socket.clone(),
             store: store.status(),
+            policy_error: policy_error.clone(),
         };
         if let Ok(mut s) = shared.status.lock() {
             *s = Some(status);
@@ -293,6 +354,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         sensor.counters().ok(),
         &capture,
         &policy,
+        &policy_error,
         0,
     );
     let mut fingerprint = policy_fingerprint(&opts.policy);
@@ -332,7 +394,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     let _ = shared.alerts.send(Event::Alert(alert));
                 }
                 if alerts_total != before {
-                    update_status(&sensor, &store, sensor.counters().ok(), &capture, &policy, alerts_total);
+                    update_status(&sensor, &store, sensor.counters().ok(), &capture, &policy, &policy_error, alerts_total);
                 }
             }
             conn = listener.accept(), if accept_paused_until.is_none() => match conn {
@@ -353,14 +415,22 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             _ = async { tokio::time::sleep_until(accept_paused_until.unwrap_or_else(tokio::time::Instant::now)).await }, if accept_paused_until.is_some() => {
                 accept_paused_until = None;
             }
-            _ = hup.recv() => reload(&mut policy, &opts.policy, "SIGHUP"),
+            _ = hup.recv() => {
+                policy_error = reload(&mut policy, &opts.policy, &last_good_dir, "SIGHUP");
+                if let Some(m) = &policy_error {
+                    let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
+                }
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
                 let now = policy_fingerprint(&opts.policy);
                 if now != fingerprint {
                     fingerprint = now;
-                    reload(&mut policy, &opts.policy, "a policy file changed");
+                    policy_error = reload(&mut policy, &opts.policy, &last_good_dir, "a policy file changed");
+                    if let Some(m) = &policy_error {
+                        let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
+                    }
                 }
                 if let Err(e) = watcher.prune(&mut sensor) {
                     log::error!("cannot detach from ended apps: {e}");
@@ -368,7 +438,20 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 // One read of the kernel counters a tick, for the status and the loss notice.
                 let counters = sensor.counters().ok();
                 store_touched(&mut engine, &store, &boot_id, &mut finding::Context { clock: &clock, users: &mut users, policy: &policy });
-                update_status(&sensor, &store, counters, &capture, &policy, alerts_total);
+                update_status(&sensor, &store, counters, &capture, &policy, &policy_error, alerts_total);
+                // What holds now, for admins who subscribe later.
+                let standing: Vec<Notice> = policy_error
+                    .iter()
+                    .map(|m| policy_notice(m))
+                    .chain(store_error.iter().map(|e| Notice {
+                        kind: NoticeKind::StoreError,
+                        message: e.clone(),
+                        ts_ms: now_ms(),
+                    }))
+                    .collect();
+                if let Ok(mut s) = shared.standing.lock() {
+                    *s = standing;
+                }
                 if let Some(notice) = counters.and_then(|c| loss.check(c.lost)) {
                     log::warn!("{}", notice.message);
                     let _ = shared.alerts.send(Event::Notice(notice));

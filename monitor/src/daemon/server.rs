@@ -37,6 +37,9 @@ pub struct Shared {
     /// Open connections per uid.
     pub connections: Mutex<HashMap<u32, usize>>,
     pub alerts: broadcast::Sender<Event>,
+    /// Faults that hold now (a broken policy, an unwritable store): told to admins when
+    /// they subscribe.
+    pub standing: Mutex<Vec<crate::protocol::Notice>>,
     /// The store, read by queries off the daemon's thread (the writer has its own).
     pub store_path: std::path::PathBuf,
     /// Queries reading the store at once (more wait their turn).
@@ -246,6 +249,19 @@ async fn subscribe(w: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared, pe
     };
     if send(w, &hello).await.is_err() {
         return;
+    }
+    let standing = match peer.admin {
+        true => shared
+            .standing
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default(),
+        false => Vec::new(),
+    };
+    for n in standing {
+        if send(w, &Reply::Notice(n)).await.is_err() {
+            return;
+        }
     }
     loop {
         let reply = match rx.recv().await {

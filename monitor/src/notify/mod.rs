@@ -105,6 +105,7 @@ fn show_notice(n: &crate::protocol::Notice) {
             crate::protocol::NoticeKind::RecordsLost => "brokerwatch: monitoring gap",
             crate::protocol::NoticeKind::StoreError => "brokerwatch: history not saved",
             crate::protocol::NoticeKind::StoreRecovered => "brokerwatch: history saved again",
+            crate::protocol::NoticeKind::PolicyError => "brokerwatch: policy not loaded",
         })
         .body(&markup_escape(&n.message))
         .icon("dialog-warning")

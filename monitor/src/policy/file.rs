@@ -171,6 +171,20 @@ impl ImportFormat {
         "ca-broker-csv",
     ];
 
+    /// The name [`ImportFormat::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hosts => "hosts",
+            Self::Adblock => "adblock",
+            Self::Domains => "domains",
+            Self::Disconnect => "disconnect",
+            Self::TrackerRadar => "tracker-radar",
+            Self::DdgAppTrackers => "ddg-app-trackers",
+            Self::Exodus => "exodus",
+            Self::CaBrokerCsv => "ca-broker-csv",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "hosts" => Self::Hosts,

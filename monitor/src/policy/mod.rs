@@ -8,8 +8,10 @@
 pub mod apps;
 pub mod file;
 pub mod import;
+pub mod last_good;
 pub mod matcher;
 pub mod show;
+mod sources;
 
 use std::{
     collections::HashMap,
@@ -22,6 +24,7 @@ pub use file::{Action, Diagnostic, ImportFormat, PolicyFile, Severity};
 pub use matcher::Hit;
 use matcher::Matcher;
 use serde::Serialize;
+pub use sources::{ImportSpec, PolicySources};
 
 /// Built-in policy files: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -78,65 +81,6 @@ pub enum LoadError {
     },
     #[error("--import {0:?}: expected FORMAT:PATH[:CATEGORY], FORMAT one of {1}")]
     ImportSpec(String, String),
-}
-
-/// A list to import given on the command line: `FORMAT:PATH[:CATEGORY]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportSpec {
-    pub format: ImportFormat,
-    pub path: PathBuf,
-    pub category: Option<String>,
-}
-
-impl std::str::FromStr for ImportSpec {
-    type Err = LoadError;
-    fn from_str(s: &str) -> Result<Self, LoadError> {
-        let bad = || LoadError::ImportSpec(s.to_owned(), ImportFormat::NAMES.join(", "));
-        let (fmt, rest) = s.split_once(':').ok_or_else(bad)?;
-        let format = ImportFormat::parse(fmt).ok_or_else(bad)?;
-        let (path, category) = match rest.rsplit_once(':') {
-            Some((p, c))
-                if !c.is_empty()
-                    && c.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b == b'-' || b.is_ascii_digit()) =>
-            {
-                (p, Some(c.to_owned()))
-            }
-            _ => (rest, None),
-        };
-        if path.is_empty() {
-            return Err(bad());
-        }
-        if category.is_none() && !format.has_categories() {
-            return Err(LoadError::ImportSpec(
-                format!("{s} (this format needs :CATEGORY)"),
-                ImportFormat::NAMES.join(", "),
-            ));
-        }
-        Ok(Self {
-            format,
-            path: PathBuf::from(path),
-            category,
-        })
-    }
-}
-
-/// Where policies come from.
-#[derive(Debug, Clone, Default)]
-pub struct PolicySources {
-    /// `/etc/brokerwatch/policies.d` unless set; `None` skips it.
-    pub system_dir: Option<PathBuf>,
-    pub files: Vec<PathBuf>,
-    pub imports: Vec<ImportSpec>,
-}
-
-impl PolicySources {
-    pub fn system_default() -> Self {
-        Self {
-            system_dir: Some(PathBuf::from(SYSTEM_DIR)),
-            ..Self::default()
-        }
-    }
 }
 
 /// A destination entry after merging.
@@ -250,6 +194,11 @@ impl Policy {
 
     /// Stage one for every configured file: built-in, system directory, extra files.
     pub fn parse_all(sources: &PolicySources) -> Result<Vec<PolicyFile>, LoadError> {
+        Self::parse_texts(&Self::source_texts(sources)?)
+    }
+
+    /// The texts of every configured file, named by path, built-in ones first.
+    pub fn source_texts(sources: &PolicySources) -> Result<Vec<(String, String)>, LoadError> {
         let mut texts: Vec<(String, String)> = BUILTIN
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
@@ -279,9 +228,14 @@ impl Policy {
         for p in &sources.files {
             texts.push((p.display().to_string(), read(p)?));
         }
+        Ok(texts)
+    }
+
+    /// Stage one for named texts: every error of every file, or the parsed files.
+    pub fn parse_texts(texts: &[(String, String)]) -> Result<Vec<PolicyFile>, LoadError> {
         let mut files = Vec::new();
         let mut diags = Vec::new();
-        for (name, text) in &texts {
+        for (name, text) in texts {
             match file::parse(name, text) {
                 Ok(f) => files.push(f),
                 Err(d) => diags.extend(d),

@@ -37,6 +37,8 @@ use crate::{
 
 /// The database's file name in the state directory.
 pub const FILE_NAME: &str = crate::defaults::STORE_FILE;
+/// Where the last policy that loaded is kept (see [`crate::policy::last_good`]).
+pub const LAST_GOOD_POLICY: &str = crate::defaults::LAST_GOOD_POLICY;
 /// Rows the writer keeps waiting while it cannot write (disk full, broken file) before
 /// the oldest are dropped and counted.
 pub const MAX_PENDING: usize = 50_000;
