@@ -45,9 +45,10 @@ pub fn unescape_unit(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') && i + 3 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                out.push(v);
+        // Bytes, not string slices: the two after `\x` may start a multibyte character.
+        if let [b'\\', b'x', hi, lo, ..] = bytes[i..] {
+            if let (Some(hi), Some(lo)) = (hex(hi), hex(lo)) {
+                out.push(hi << 4 | lo);
                 i += 4;
                 continue;
             }
@@ -56,6 +57,10 @@ pub fn unescape_unit(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Strips a trailing `-<random>` where random is digits or hex (systemd launchers use a
@@ -232,5 +237,13 @@ mod tests {
         let text = "[Application]\nname=us.zoom.Zoom\nruntime=runtime/org.freedesktop.Platform/x86_64/23.08\n\n[Instance]\ninstance-id=123\n";
         assert_eq!(parse_flatpak_info(text).as_deref(), Some("us.zoom.Zoom"));
         assert_eq!(parse_flatpak_info("[Instance]\nname=x\n"), None);
+    }
+
+    // Found by fuzzing: an escape followed by a multibyte character panicked.
+    #[test]
+    fn appid_unescape_survives_an_escape_before_a_multibyte_character() {
+        assert_eq!(unescape_unit("a\\x\u{e9}b"), "a\\x\u{e9}b");
+        assert_eq!(unescape_unit("a\\x2db\\x+f"), "a-b\\x+f");
+        assert_eq!(unescape_unit("\\x2"), "\\x2");
     }
 }

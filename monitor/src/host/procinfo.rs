@@ -48,19 +48,26 @@ pub fn all_pids() -> Vec<u32> {
 /// Parses the text of `/proc/PID/stat` into (comm, ppid). The name may hold spaces and
 /// parentheses, so it runs from the first `(` to the last `)`.
 pub fn parse_stat(text: &str) -> Option<(String, u32)> {
-    use procfs::FromRead as _;
-    let stat = procfs::process::Stat::from_read(text.as_bytes()).ok()?;
+    let stat = stat_of(text)?;
     Some((stat.comm, stat.ppid.max(0) as u32))
+}
+
+/// procfs's parser, behind a check it lacks: it panics when the last `)` comes before the
+/// first `(` (found by fuzzing).
+fn stat_of(text: &str) -> Option<procfs::process::Stat> {
+    use procfs::FromRead as _;
+    match (text.find('('), text.rfind(')')) {
+        (Some(open), Some(close)) if open < close => {}
+        _ => return None,
+    }
+    procfs::process::Stat::from_read(text.as_bytes()).ok()
 }
 
 /// When process `pid` started (clock ticks after boot, field 22 of `/proc/PID/stat`), if it
 /// runs.
 pub fn start_time(pid: u32) -> Option<u64> {
-    use procfs::FromRead as _;
-    let f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    procfs::process::Stat::from_read(f)
-        .ok()
-        .map(|s| s.starttime)
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_of(&text).map(|s| s.starttime)
 }
 
 #[cfg(test)]
@@ -81,5 +88,12 @@ mod tests {
         assert!(me.exe.is_some());
         assert!(me.cgroup.is_some());
         assert_eq!(snapshot(u32::MAX - 1), None);
+    }
+
+    // Found by fuzzing: procfs panicked on a `)` before the `(`.
+    #[test]
+    fn procinfo_parse_stat_refuses_a_close_paren_before_the_open_one() {
+        assert_eq!(parse_stat(")(>"), None);
+        assert_eq!(parse_stat(""), None);
     }
 }
