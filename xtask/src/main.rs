@@ -6,8 +6,11 @@
 //! * `audit`: setup, build, and run `brokerwatch audit ARGS...` (as root).
 //! * `bench`: setup, build, and run the benchmarks (see BENCHMARKS.md).
 //! * `vm-test`: the kernel matrix (Debian's 6.1 and 6.12 in QEMU, and the host kernel).
+//! * `fuzz`: builds and runs the libFuzzer targets in `fuzz/` (a smoke run is part of
+//!   `test`).
 
 mod bench;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -46,6 +49,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// The kernel matrix: Debian 12's 6.1 and 13's 6.12 in QEMU, and the host kernel.
     VmTest(vm::VmArgs),
+    /// Build and run the fuzz targets (default: 10 million executions or 30 min each).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,7 @@ fn run() -> Result<()> {
         Task::Audit { args } => audit(&args),
         Task::Bench(args) => bench::run(args),
         Task::VmTest(args) => vm::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! 1. Pure tests: no root, no kernel programs (library tests, `tests/pure_*`). They run as
 //!    an ordinary user (`nobody`) through a cargo target runner, so that one that quietly
-//!    needs privileges fails here.
+//!    needs privileges fails here. Then a smoke run of every fuzz target.
 //! 2. Root tests that load and attach the kernel programs (`tests/root_*`), then the kernel
 //!    matrix (`vm-test`: Debian's 6.1 and 6.12 in QEMU, and the host kernel).
 //! 3. End-to-end tests with real clients and servers in network namespaces of their own
@@ -76,6 +76,13 @@ pub fn run(args: TestArgs) -> Result<()> {
         }
         eprintln!("xtask: test tier {tier} ({filter})");
         let mut result = run_cmd(&mut cmd);
+        if tier == 1 {
+            // Every fuzz target briefly: they build, and the seeds do not crash them.
+            result = result.and(crate::fuzz::run_targets(
+                &env,
+                crate::fuzz::FuzzArgs::smoke(),
+            ));
+        }
         if tier == 2 && !args.no_vm {
             result = result.and(crate::vm::matrix(&env, crate::vm::Kernel::All));
         }

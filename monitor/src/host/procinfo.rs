@@ -23,10 +23,10 @@ pub struct ProcSnapshot {
 /// Reads `/proc/PID`; `None` when the process is gone.
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
     let proc = Process::new(pid as i32).ok()?;
-    let stat = proc.stat().ok()?;
+    let stat = read_stat(pid)?;
     Some(ProcSnapshot {
         pid,
-        ppid: stat.ppid.max(0) as u32,
+        ppid: stat.ppid,
         comm: stat.comm,
         exe: proc.exe().ok(),
         cmdline: proc.cmdline().unwrap_or_default(),
@@ -48,26 +48,47 @@ pub fn all_pids() -> Vec<u32> {
 /// Parses the text of `/proc/PID/stat` into (comm, ppid). The name may hold spaces and
 /// parentheses, so it runs from the first `(` to the last `)`.
 pub fn parse_stat(text: &str) -> Option<(String, u32)> {
-    let stat = stat_of(text)?;
-    Some((stat.comm, stat.ppid.max(0) as u32))
+    let stat = Stat::parse(text)?;
+    Some((stat.comm, stat.ppid))
 }
 
-/// procfs's parser, behind a check it lacks: it panics when the last `)` comes before the
-/// first `(` (found by fuzzing).
-fn stat_of(text: &str) -> Option<procfs::process::Stat> {
-    use procfs::FromRead as _;
-    match (text.find('('), text.rfind(')')) {
-        (Some(open), Some(close)) if open < close => {}
-        _ => return None,
+/// The fields of `/proc/PID/stat` brokerwatch uses. Parsed here rather than by procfs,
+/// whose parser panics on some malformed texts (found by fuzzing: a `)` before the `(`, a
+/// multibyte character right after the `)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    pub ppid: u32,
+    /// Clock ticks after boot (field 22).
+    pub starttime: u64,
+}
+
+impl Stat {
+    pub fn parse(text: &str) -> Option<Self> {
+        let open = text.find('(')?;
+        let close = text.rfind(')')?;
+        let comm = text.get(open + 1..close)?.to_owned();
+        // Fields 3 onwards: state, ppid, ..., starttime (22).
+        let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+        let ppid = rest.nth(1)?.parse::<i64>().ok()?.max(0) as u32;
+        let starttime = rest.nth(22 - 5)?.parse().ok()?;
+        Some(Self {
+            comm,
+            ppid,
+            starttime,
+        })
     }
-    procfs::process::Stat::from_read(text.as_bytes()).ok()
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    Stat::parse(&String::from_utf8_lossy(&bytes))
 }
 
 /// When process `pid` started (clock ticks after boot, field 22 of `/proc/PID/stat`), if it
 /// runs.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_of(&text).map(|s| s.starttime)
+    read_stat(pid).map(|s| s.starttime)
 }
 
 #[cfg(test)]
@@ -78,6 +99,7 @@ mod tests {
     fn stat_with_spaces_and_parens_in_the_name() {
         let text = "4242 (Web Content (x)) S 4100 4242 4100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 100 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
         assert_eq!(parse_stat(text), Some(("Web Content (x)".into(), 4100)));
+        assert_eq!(Stat::parse(text).unwrap().starttime, 100);
         assert_eq!(parse_stat("garbage"), None);
     }
 
@@ -90,10 +112,25 @@ mod tests {
         assert_eq!(snapshot(u32::MAX - 1), None);
     }
 
-    // Found by fuzzing: procfs panicked on a `)` before the `(`.
+    // Found by fuzzing: procfs panicked on a `)` before the `(` and on a multibyte
+    // character right after the `)`.
     #[test]
-    fn procinfo_parse_stat_refuses_a_close_paren_before_the_open_one() {
+    fn procinfo_parse_stat_refuses_malformed_texts_without_panicking() {
         assert_eq!(parse_stat(")(>"), None);
         assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("1 (a)\u{e9}\u{e9} 2"), None);
+        // Too few fields.
+        assert_eq!(parse_stat("1 (a) S -5 0"), None);
+    }
+
+    #[test]
+    fn procinfo_start_time_agrees_with_procfs() {
+        let me = std::process::id();
+        let theirs = procfs::process::Process::new(me as i32)
+            .unwrap()
+            .stat()
+            .unwrap()
+            .starttime;
+        assert_eq!(start_time(me), Some(theirs));
     }
 }
