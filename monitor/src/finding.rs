@@ -14,7 +14,10 @@ use crate::{
 
 /// One connection row, flat so that JSON and CSV share it. Fields a later stage could not
 /// fill (no name, no policy entry) are `null`.
+/// Reading, a missing field takes its default: the store keeps findings without their
+/// empty fields.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Finding {
     pub ts: String,
     pub last_seen: String,

@@ -43,7 +43,7 @@ pub const LAST_GOOD_POLICY: &str = crate::defaults::LAST_GOOD_POLICY;
 /// the oldest are dropped and counted.
 pub const MAX_PENDING: usize = 50_000;
 /// Rows in flight from the daemon's thread to the writer.
-const CHANNEL: usize = 16_384;
+const CHANNEL: usize = 65_536;
 /// Rows per transaction.
 const BATCH: usize = 8_192;
 /// How often the writer trims by age and size.
@@ -89,7 +89,8 @@ impl Default for Retention {
 }
 
 /// One connection row of a watched app as the engine aggregates it: a socket's destination
-/// and name with its count and first/last sighting. `key` identifies the row across updates.
+/// and name with its count and first/last sighting. `key` identifies the row across updates
+/// (rows read back carry the hash the store keeps instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnRow {
     pub key: String,
@@ -263,7 +264,8 @@ impl Writer {
                     return;
                 }
             }
-            while self.queue.len() < BATCH {
+            // Everything waiting, so that the channel empties while the disk is busy.
+            while self.queue.len() < MAX_PENDING {
                 match rx.try_recv() {
                     Ok(op) => self.push(op),
                     Err(_) => break,

@@ -20,7 +20,7 @@ CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ms);
 CREATE INDEX IF NOT EXISTS alerts_uid_ts ON alerts (uid, ts_ms);
 CREATE TABLE IF NOT EXISTS connections (
     id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
+    key INTEGER NOT NULL UNIQUE,
     first_ms INTEGER NOT NULL,
     last_ms INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -52,6 +52,8 @@ pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
     db.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     db.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
     db.pragma_update(None, "synchronous", "NORMAL")?;
+    // The WAL is truncated back to this after checkpoints (a burst must not leave it huge).
+    db.pragma_update(None, "journal_size_limit", 64 << 20)?;
     db.execute_batch(SCHEMA)?;
     db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(db)
@@ -65,6 +67,30 @@ pub fn open_ro(path: &std::path::Path) -> Result<Connection, StoreError> {
     let db = Connection::open_with_flags(path, flags)?;
     db.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(db)
+}
+
+/// A row's key as stored: the first 8 bytes of its SHA-256 (keys are long texts; a
+/// collision among a few million rows has odds below 1 in 10^6).
+fn key_hash(key: &str) -> i64 {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// A finding as JSON without its empty fields (null, false, 0, "" and []): most are empty,
+/// and [`crate::finding::Finding`] reads missing fields as their defaults.
+fn compact(f: &crate::finding::Finding) -> String {
+    let mut v = serde_json::to_value(f).expect("findings serialize");
+    if let serde_json::Value::Object(m) = &mut v {
+        m.retain(|_, x| match x {
+            serde_json::Value::Null | serde_json::Value::Bool(false) => false,
+            serde_json::Value::String(s) => !s.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            serde_json::Value::Number(n) => n.as_u64() != Some(0),
+            serde_json::Value::Object(_) | serde_json::Value::Bool(true) => true,
+        });
+    }
+    v.to_string()
 }
 
 pub fn insert_alert(db: &Connection, a: &Alert) -> Result<(), StoreError> {
@@ -87,7 +113,7 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
              count = excluded.count, body = excluded.body",
     )?
     .execute(params![
-        row.key,
+        key_hash(&row.key),
         row.first_ms as i64,
         row.last_ms as i64,
         f.uid,
@@ -96,14 +122,14 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
         f.company,
         f.flagged,
         f.count as i64,
-        serde_json::to_string(f).expect("findings serialize"),
+        compact(f),
     ])?;
     Ok(())
 }
 
 pub fn forget_connection(db: &Connection, key: &str) -> Result<(), StoreError> {
     db.prepare_cached("DELETE FROM connections WHERE key = ?1")?
-        .execute([key])?;
+        .execute([key_hash(key)])?;
     Ok(())
 }
 
@@ -167,7 +193,7 @@ pub fn connections_since(db: &Connection, since_ms: u64) -> Result<Vec<ConnRow>,
     )?;
     let rows = st.query_map([since_ms as i64], |r| {
         Ok((
-            r.get::<_, String>(0)?,
+            format!("{:016x}", r.get::<_, i64>(0)?),
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
             r.get::<_, String>(3)?,

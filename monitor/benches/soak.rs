@@ -1,0 +1,297 @@
+//! Soak (run by `cargo xtask bench`, as root): four hostile local users attack the daemon's
+//! socket for five minutes (`BW_SOAK_SECS` to change it) while a watched app keeps making
+//! connections, to a broker and to a first party. Reports the connect-to-decision latency
+//! of the alerts, the daemon's RSS over time, and whether every connection reached the
+//! store. Output JSON at `$BW_BENCH_OUT` (default bench-results/soak.json).
+//!
+//! The attackers are this binary re-run as other users (`--hostile KIND SOCKET`):
+//! * `flood`: connects and asks for `history` and `status` as fast as it can;
+//! * `slowloris`: holds connections that send a byte a second and never a newline;
+//! * `hugeline`: sends megabytes without a newline, again and again;
+//! * `fdhog`: subscribes on as many connections as it may and never reads.
+
+use std::{
+    io::{BufRead, BufReader, Read as _, Write},
+    net::TcpListener,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use brokerwatch::{daemon::store, host::clock::boot_ns};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");
+
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn hostile(kind: &str, socket: &Path) {
+    let connect = || UnixStream::connect(socket).ok();
+    match kind {
+        "flood" => loop {
+            if let Some(mut s) = connect() {
+                let _ = s.write_all(b"{\"op\":\"history\",\"since_ms\":0}\n{\"op\":\"status\"}\n");
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            }
+        },
+        "slowloris" => {
+            let mut held: Vec<UnixStream> = Vec::new();
+            loop {
+                while held.len() < 64 {
+                    match connect() {
+                        Some(s) => held.push(s),
+                        None => break,
+                    }
+                }
+                held.retain_mut(|s| s.write_all(b"{").is_ok());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        "hugeline" => {
+            let chunk = vec![b'x'; 1 << 20];
+            loop {
+                if let Some(mut s) = connect() {
+                    while s.write_all(&chunk).is_ok() {}
+                }
+            }
+        }
+        "fdhog" => {
+            let mut held = Vec::new();
+            loop {
+                if let Some(mut s) = connect() {
+                    let _ = s.write_all(b"{\"op\":\"subscribe\"}\n");
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(if held.len() < 2000 {
+                    1
+                } else {
+                    1000
+                }));
+            }
+        }
+        other => panic!("unknown attack {other}"),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--hostile") {
+        hostile(&args[i + 1], Path::new(&args[i + 2]));
+        return;
+    }
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the soak loads eBPF programs and runs attackers as other users: run it as root");
+        std::process::exit(2);
+    }
+    let secs: u64 = std::env::var("BW_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let dir = std::env::temp_dir().join(format!("bw-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policies.d")).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("policies.d/b.toml"),
+        "[[destination]]\nid = \"b\"\ncompany = \"Soak Broker\"\ncategory = \"data-broker\"\ncidrs = [\"127.0.0.2/32\"]\nsource = \"bench\"\n",
+    )
+    .unwrap();
+    let listeners: Vec<(TcpListener, u16)> = ["127.0.0.2:0", "127.0.0.3:0"]
+        .iter()
+        .map(|a| {
+            let l = TcpListener::bind(a).unwrap();
+            let port = l.local_addr().unwrap().port();
+            let acceptor = l.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for c in acceptor.incoming() {
+                    drop(c);
+                }
+            });
+            (l, port)
+        })
+        .collect();
+    let (broker, first_party) = (listeners[0].1, listeners[1].1);
+    let socket = dir.join("run/s.sock");
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["daemon", "--group", "nogroup", "--policy-dir"])
+        .arg(dir.join("policies.d"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = daemon.id();
+    let rss_start = rss_kib(pid);
+    // The attackers, each as a user of its own (the socket's group lets them in).
+    let me = dir.join("soak");
+    std::fs::copy(std::env::current_exe().unwrap(), &me).unwrap();
+    let attackers = Kill(
+        ["flood", "slowloris", "hugeline", "fdhog"]
+            .iter()
+            .enumerate()
+            .map(|(n, kind)| {
+                Command::new("setpriv")
+                    .arg(format!("--reuid={}", 61000 + n))
+                    .args(["--regid=65534", "--clear-groups"])
+                    .arg(&me)
+                    .args(["--hostile", kind])
+                    .arg(&socket)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    // Root's own subscription stamps every alert as it arrives.
+    let mut sub = UnixStream::connect(&socket).unwrap();
+    sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
+    let reader = BufReader::new(sub.try_clone().unwrap());
+    std::thread::spawn(move || {
+        for line in reader.lines().skip(1).map_while(Result::ok) {
+            if tx.send((boot_ns(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let mut decide = Vec::new();
+    let mut rss = Vec::new();
+    let mut made = 0u64;
+    // Descriptors the daemon holds: the attack's weight (held connections).
+    let mut max_fds = 0usize;
+    let mut last_rss = Instant::now();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        let st = Command::new(&zoom)
+            .arg(format!("tcp:127.0.0.2:{broker}"))
+            .arg(format!("tcp:127.0.0.3:{first_party}"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        made += 1;
+        while let Ok((_, line)) = rx.try_recv() {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let a = &v["alert"];
+            if let (Some(c), Some(d)) =
+                (a["connect_boot_ns"].as_u64(), a["decided_boot_ns"].as_u64())
+            {
+                decide.push((d - c) as f64 / 1e6);
+            }
+        }
+        if last_rss.elapsed() >= Duration::from_secs(5) {
+            rss.push(rss_kib(pid));
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            max_fds = max_fds.max(fds);
+            last_rss = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    while let Ok((_, line)) = rx.try_recv() {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let a = &v["alert"];
+        if let (Some(c), Some(d)) = (a["connect_boot_ns"].as_u64(), a["decided_boot_ns"].as_u64()) {
+            decide.push((d - c) as f64 / 1e6);
+        }
+    }
+    drop(attackers);
+    // A clean stop writes what is pending; then count what the store holds.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let exit = daemon.wait().unwrap();
+    let rows = store::read_connections(&dir.join("state").join(store::FILE_NAME), 0).unwrap();
+    let stored = |port: u16| -> u64 {
+        rows.iter()
+            .filter(|r| r.finding.dst_port == port && r.finding.comm == "zoom")
+            .map(|r| r.finding.count)
+            .sum()
+    };
+    let (stored_broker, stored_first) = (stored(broker), stored(first_party));
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let accept_errors = log.matches("cannot accept clients").count();
+    let rss_max = rss.iter().copied().max().unwrap_or(0);
+    let rss_end = rss.last().copied().unwrap_or(0);
+    let alerts = decide.len();
+    let (d50, d99) = (pct(&mut decide, 0.5), pct(&mut decide, 0.99));
+    println!("soak: {secs} s, 4 hostile users (flood, slowloris, huge lines, descriptor hog); daemon exit {exit}");
+    println!("connect -> alert decision under attack: p50 {d50:.2} ms, p99 {d99:.2} ms ({alerts} alerts of {made} broker contacts)");
+    println!(
+        "daemon RSS: {:.1} MiB at start, {:.1} MiB max, {:.1} MiB at the end",
+        rss_start as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
+        rss_end as f64 / 1024.0
+    );
+    println!("daemon descriptors at most {max_fds} during the attack (connections held by the attackers)");
+    println!("store: broker contacts {stored_broker} of {made}, first-party contacts {stored_first} of {made}");
+    let out = json!({
+        "seconds": secs,
+        "decision_ms": {"p50": d50, "p99": d99, "target_p99": 5.0},
+        "alerts_received": alerts,
+        "connections_made_each": made,
+        "stored_broker": stored_broker,
+        "stored_first_party": stored_first,
+        "every_connection_stored": stored_broker == made && stored_first == made,
+        "rss_mib": {"start": rss_start as f64 / 1024.0, "max": rss_max as f64 / 1024.0, "end": rss_end as f64 / 1024.0},
+        "accept_error_log_lines": accept_errors,
+        "daemon_fds_max": max_fds,
+    });
+    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/soak.json".into());
+    if let Some(p) = PathBuf::from(&path).parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    println!("wrote {path}");
+}
