@@ -28,9 +28,9 @@ fn finding(i: u64) -> Finding {
         dst_port: 443,
         domain: Some(format!("host{}.vendor{}.example", i % 1000, i % 37)),
         domain_source: Some("sni".into()),
-        company: (i % 10 == 0).then(|| "Bench Broker".into()),
-        category: (i % 10 == 0).then(|| "data-broker".into()),
-        flagged: i % 10 == 0,
+        company: i.is_multiple_of(10).then(|| "Bench Broker".into()),
+        category: i.is_multiple_of(10).then(|| "data-broker".into()),
+        flagged: i.is_multiple_of(10),
         count: 1 + i % 7,
         exe: Some("/opt/zoom/zoom".into()),
         cmdline: Some("/opt/zoom/zoom --url=zoommtg://example".into()),
@@ -69,7 +69,7 @@ fn main() {
         handover += t.elapsed();
         // Hand over as fast as the writer takes them (the channel is bounded; beyond it
         // rows would be counted as dropped, which this benchmark must not do).
-        if i % 1024 == 0 {
+        if i.is_multiple_of(1024) {
             while s.status().pending > 20_000 {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -86,7 +86,7 @@ fn main() {
             connect_boot_ns: 0,
             decided_boot_ns: 0,
         }));
-        if i % 1024 == 0 {
+        if i.is_multiple_of(1024) {
             while s.status().pending > 20_000 {
                 std::thread::sleep(Duration::from_millis(1));
             }
