@@ -30,8 +30,6 @@ pub const RING_SIZE_ARG: &str = "4M";
 pub const HISTORY_DAYS: u64 = 30;
 /// Parent directory (under the cgroup v2 mount) of the cgroups audits create.
 pub const AUDIT_CGROUP_PARENT: &str = "brokerwatch";
-/// The journal's native socket.
-pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Present while systemd is the service manager.
 pub const SYSTEMD_RUNTIME: &str = "/run/systemd/system";
 /// The highest uid of a system account (Debian's `SYS_UID_MAX`): services such as the

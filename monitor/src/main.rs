@@ -40,14 +40,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run() -> anyhow::Result<u8> {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .init();
+    brokerwatch::cli::init_logging(cli.verbose);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {

@@ -156,3 +156,20 @@ mod tests {
         Cli::command().debug_assert();
     }
 }
+
+/// Logs at warn, info (`-v`) or debug (`-vv`); `RUST_LOG` overrides. Under systemd (stderr
+/// connected to the journal) logs go to the journal with their priorities, to stderr
+/// otherwise.
+pub fn init_logging(verbose: u8) {
+    let filter = [
+        log::LevelFilter::Warn,
+        log::LevelFilter::Info,
+        log::LevelFilter::Debug,
+    ][usize::from(verbose.min(2))];
+    if !crate::daemon::journal::install_logger(filter) {
+        let env = env_logger::Env::default().default_filter_or(filter.as_str());
+        env_logger::Builder::from_env(env)
+            .format_timestamp(None)
+            .init();
+    }
+}

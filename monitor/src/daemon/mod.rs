@@ -3,6 +3,7 @@
 //! contacts into alerts (in the store, and on the socket for desktop agents), and tells
 //! systemd when it is ready.
 
+pub mod journal;
 pub mod server;
 pub mod store;
 pub mod systemd;
@@ -81,7 +82,7 @@ fn reload(
         }
         Err(e) => {
             let message = format!("policy reload failed ({why}); the policy in force stays:\n{e}");
-            log::error!("{message}");
+            log::error!(message_id = journal::POLICY_ERROR_ID; "{message}");
             Some(message)
         }
     }
@@ -113,7 +114,7 @@ fn initial_policy(
             let message = format!(
                 "the policy does not load, so the daemon runs on the last good policy (saved {saved}); fix the files and reload:\n{e}"
             );
-            log::error!("{message}");
+            log::error!(message_id = journal::POLICY_ERROR_ID; "{message}");
             Ok((lg.policy, Some(message)))
         }
         Err(last_good::LastGoodError::Missing(_)) => Err(e.into()),
@@ -242,6 +243,7 @@ fn store_notice(last: &mut Option<String>, status: crate::protocol::StoreStatus)
     let notice = match &status.error {
         Some(e) => {
             log::error!(
+                message_id = journal::STORE_ERROR_ID;
                 "{e}; alerts still reach agents and the journal, {} rows wait in memory",
                 status.pending
             );
@@ -307,6 +309,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         standing: Mutex::new(Vec::new()),
         admin_gid: users::group_gid(&opts.admin_group),
     });
+    let journal = journal::Journal::open();
     let clock = Clock::now();
     let mut users = UserNames::default();
     let mut alerts_total = 0u64;
@@ -381,7 +384,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     if !finding.flagged {
                         continue;
                     }
-                    systemd::journal_alert(&finding);
+                    journal.alert(&finding);
                     let alert = Alert {
                         finding,
                         ts_ms: now_ms(),
@@ -453,7 +456,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     *s = standing;
                 }
                 if let Some(notice) = counters.and_then(|c| loss.check(c.lost)) {
-                    log::warn!("{}", notice.message);
+                    log::warn!(message_id = journal::LOSS_ID; "{}", notice.message);
                     let _ = shared.alerts.send(Event::Notice(notice));
                 }
                 if let Some(notice) = store_notice(&mut store_error, store.status()) {

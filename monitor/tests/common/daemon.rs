@@ -31,8 +31,20 @@ impl Daemon {
 
     /// Starts the daemon with `extra` daemon arguments.
     pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_full(dir, extra, false)
+    }
+
+    /// Starts the daemon; with `journal_stream`, as systemd would with its stderr connected
+    /// to the journal (`JOURNAL_STREAM` names the stderr file's device and inode).
+    pub fn start_full(dir: &Path, extra: &[&str], journal_stream: bool) -> Self {
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if journal_stream {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = log.metadata().unwrap();
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+        }
+        let child = cmd
             .args(["-v", "daemon", "--group", "nogroup"])
             .args(extra)
             .arg("--policy-dir")

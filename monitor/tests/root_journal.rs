@@ -1,0 +1,147 @@
+//! Issue 14: alerts and daemon logs in a real journald (started here when none runs), read
+//! back with `journalctl -o json`.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use brokerwatch::daemon::journal::{ALERT_ID, LOSS_ID};
+use common::{
+    daemon::{history, lab_dir, policy_text, wait_for, zoom_contacts_broker, Daemon},
+    require_root,
+};
+use serde_json::Value;
+
+const SOCKET: &str = "/run/systemd/journal/socket";
+
+/// A journald for the test: the running one, or one started by hand (stopped on drop).
+struct Journald(Option<Child>);
+
+impl Journald {
+    fn ensure() -> Self {
+        // A socket file alone may be stale (a journald that ended): it must answer.
+        let answers = || {
+            std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|s| s.send_to(b"", SOCKET))
+                .is_ok()
+        };
+        if answers() {
+            return Self(None);
+        }
+        let child = Command::new("/lib/systemd/systemd-journald")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start /lib/systemd/systemd-journald (package systemd)");
+        let start = Instant::now();
+        while !answers() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "journald did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(Some(child))
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Journal entries matching `filters` (`FIELD=value`), waiting up to 20 s for one.
+fn entries(filters: &[String]) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("journalctl")
+            .args(["-o", "json", "--no-pager", "--since", "-10min"])
+            .args(filters)
+            .output()
+            .expect("journalctl");
+        let found: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if !found.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn journal_alert_is_read_back_from_a_real_journald_with_its_fields_and_priority() {
+    require_root();
+    let _j = Journald::ensure();
+    let dir = lab_dir("journal-alert");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Journal Broker"),
+    )
+    .unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let _d = Daemon::start(&dir);
+    zoom_contacts_broker(&dir, port, None);
+    wait_for(|| !history(&dir, None).is_empty(), "the alert");
+    let found = entries(&[
+        format!("MESSAGE_ID={ALERT_ID}"),
+        format!("BROKERWATCH_DESTINATION=127.0.0.2:{port}"),
+    ]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let e = &found[0];
+    let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    assert_eq!(field("SYSLOG_IDENTIFIER"), "brokerwatch");
+    assert_eq!(field("BROKERWATCH_COMPANY"), "Journal Broker");
+    assert_eq!(field("BROKERWATCH_CATEGORY"), "data-broker");
+    assert_eq!(field("BROKERWATCH_SEVERITY"), "high");
+    assert_eq!(field("PRIORITY"), "4", "high is a warning: {e:#}");
+    assert_eq!(field("BROKERWATCH_APP"), "Zoom");
+    assert_eq!(field("BROKERWATCH_UID"), "0");
+    assert!(field("BROKERWATCH_PID").parse::<u32>().is_ok(), "{e:#}");
+    assert!(field("MESSAGE").contains("contacted"), "{e:#}");
+}
+
+#[test]
+fn journal_daemon_logs_go_to_the_journal_under_systemd_with_their_priorities() {
+    require_root();
+    let _j = Journald::ensure();
+    let dir = lab_dir("journal-logs");
+    let d = Daemon::start_full(&dir, &["--ring-size", "4K"], true);
+    let pid = d.child.id();
+    // Readiness is information (notice, 5), in the journal and not on stderr.
+    let ready = entries(&[
+        format!("_PID={pid}"),
+        "SYSLOG_IDENTIFIER=brokerwatch".into(),
+        "PRIORITY=5".into(),
+    ]);
+    assert!(
+        ready
+            .iter()
+            .any(|e| e["MESSAGE"].as_str().unwrap_or("").contains("ready")),
+        "{ready:#?}"
+    );
+    assert!(
+        !d.log().contains("ready"),
+        "logged to stderr as well: {}",
+        d.log()
+    );
+    // Lost records: a warning with its own MESSAGE_ID.
+    let zoom = dir.join("zoom");
+    std::fs::copy(common::PROBE, &zoom).unwrap();
+    let st = Command::new(&zoom)
+        .args(["--repeat", "3000", "udpconnect:127.0.0.1:9"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let loss = entries(&[format!("_PID={pid}"), format!("MESSAGE_ID={LOSS_ID}")]);
+    assert!(!loss.is_empty(), "no loss entry");
+    assert_eq!(loss[0]["PRIORITY"], "4");
+}
