@@ -145,18 +145,6 @@ impl From<&UninstallArgs> for crate::install::Layout {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory as _;
-
-    use super::*;
-
-    #[test]
-    fn cli_definitions_are_consistent() {
-        Cli::command().debug_assert();
-    }
-}
-
 /// Logs at warn, info (`-v`) or debug (`-vv`); `RUST_LOG` overrides. Under systemd (stderr
 /// connected to the journal) logs go to the journal with their priorities, to stderr
 /// otherwise.
@@ -171,5 +159,17 @@ pub fn init_logging(verbose: u8) {
         env_logger::Builder::from_env(env)
             .format_timestamp(None)
             .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definitions_are_consistent() {
+        Cli::command().debug_assert();
     }
 }
