@@ -71,6 +71,25 @@ pub struct Finding {
     pub ancestry: String,
 }
 
+impl Finding {
+    /// JSON without the empty fields (null, false, 0, "" and []), for storage: most are
+    /// empty, and reading fills a missing field with its default.
+    pub fn to_compact_json(&self) -> String {
+        use serde_json::Value;
+        let mut v = serde_json::to_value(self).expect("findings serialize");
+        if let Value::Object(m) = &mut v {
+            m.retain(|_, x| match x {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::Number(n) => n.as_u64() != Some(0),
+                Value::Object(_) | Value::Bool(true) => true,
+            });
+        }
+        v.to_string()
+    }
+}
+
 /// Everything a decision reads besides the row itself.
 pub struct Context<'a> {
     pub clock: &'a Clock,
@@ -213,5 +232,28 @@ impl Finding {
     /// The destination's name, else its address.
     pub fn destination(&self) -> &str {
         self.domain.as_deref().unwrap_or(&self.dst_ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_compact_json_drops_empty_fields_and_reads_back_the_same() {
+        let f = Finding {
+            pid: 7,
+            comm: "zoom".into(),
+            domain: Some("a.example".into()),
+            dns_chain: vec!["a.example".into(), "b.example".into()],
+            flagged: true,
+            count: 3,
+            ..Finding::default()
+        };
+        let text = f.to_compact_json();
+        assert!(!text.contains("null") && !text.contains("false"), "{text}");
+        assert_eq!(serde_json::from_str::<Finding>(&text).unwrap(), f);
+        let empty = Finding::default().to_compact_json();
+        assert_eq!(serde_json::from_str::<Finding>(&empty).unwrap(), Finding::default());
     }
 }

@@ -77,22 +77,6 @@ fn key_hash(key: &str) -> i64 {
     i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-/// A finding as JSON without its empty fields (null, false, 0, "" and []): most are empty,
-/// and [`crate::finding::Finding`] reads missing fields as their defaults.
-fn compact(f: &crate::finding::Finding) -> String {
-    let mut v = serde_json::to_value(f).expect("findings serialize");
-    if let serde_json::Value::Object(m) = &mut v {
-        m.retain(|_, x| match x {
-            serde_json::Value::Null | serde_json::Value::Bool(false) => false,
-            serde_json::Value::String(s) => !s.is_empty(),
-            serde_json::Value::Array(a) => !a.is_empty(),
-            serde_json::Value::Number(n) => n.as_u64() != Some(0),
-            serde_json::Value::Object(_) | serde_json::Value::Bool(true) => true,
-        });
-    }
-    v.to_string()
-}
-
 pub fn insert_alert(db: &Connection, a: &Alert) -> Result<(), StoreError> {
     db.prepare_cached("INSERT INTO alerts (ts_ms, uid, body) VALUES (?1, ?2, ?3)")?
         .execute(params![
@@ -122,7 +106,7 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
         f.company,
         f.flagged,
         f.count as i64,
-        compact(f),
+        f.to_compact_json(),
     ])?;
     Ok(())
 }
