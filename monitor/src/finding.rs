@@ -254,6 +254,9 @@ mod tests {
         assert!(!text.contains("null") && !text.contains("false"), "{text}");
         assert_eq!(serde_json::from_str::<Finding>(&text).unwrap(), f);
         let empty = Finding::default().to_compact_json();
-        assert_eq!(serde_json::from_str::<Finding>(&empty).unwrap(), Finding::default());
+        assert_eq!(
+            serde_json::from_str::<Finding>(&empty).unwrap(),
+            Finding::default()
+        );
     }
 }

@@ -12,6 +12,10 @@ use crate::defaults;
 pub const SYSTEM_UNIT: &str = include_str!("../../dist/systemd/brokerwatch.service");
 pub const USER_UNIT: &str = include_str!("../../dist/systemd/brokerwatch-notify.service");
 pub const AUTOSTART: &str = include_str!("../../dist/autostart/brokerwatch-notify.desktop");
+/// Where the package puts the binary (and the unit files say).
+const PACKAGED_BINARY: &str = "/usr/bin/brokerwatch";
+/// Where `install` puts it.
+const LOCAL_BINARY: &str = "/usr/local/bin/brokerwatch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -34,7 +38,7 @@ impl Layout {
         self.root.join(p.trim_start_matches('/'))
     }
     pub fn binary(&self) -> PathBuf {
-        self.at("/usr/local/bin/brokerwatch")
+        self.at(LOCAL_BINARY)
     }
     pub fn system_unit(&self) -> PathBuf {
         self.at("/etc/systemd/system/brokerwatch.service")
@@ -133,9 +137,11 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
         source,
     })?;
     install_binary(&me, &layout.binary())?;
-    write(&layout.system_unit(), SYSTEM_UNIT, 0o644)?;
-    write(&layout.user_unit(), USER_UNIT, 0o644)?;
-    write(&layout.autostart(), AUTOSTART, 0o644)?;
+    // The unit files are the package's (binary in /usr/bin); here it is in /usr/local/bin.
+    let local = |text: &str| text.replace(PACKAGED_BINARY, LOCAL_BINARY);
+    write(&layout.system_unit(), &local(SYSTEM_UNIT), 0o644)?;
+    write(&layout.user_unit(), &local(USER_UNIT), 0o644)?;
+    write(&layout.autostart(), &local(AUTOSTART), 0o644)?;
     std::fs::create_dir_all(layout.policy_dir()).map_err(|source| InstallError::Io {
         path: layout.policy_dir(),
         source,
@@ -400,6 +406,11 @@ mod tests {
         install_binary(&loose, &layout.binary()).unwrap();
         assert_eq!(mode(&layout.binary()), 0o755);
         assert_eq!(mode(&layout.system_unit()), 0o644);
+        let unit = std::fs::read_to_string(layout.system_unit()).unwrap();
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/brokerwatch daemon"),
+            "{unit}"
+        );
         for p in [
             layout.binary(),
             layout.system_unit(),

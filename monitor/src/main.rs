@@ -100,6 +100,10 @@ fn run() -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::GenerateAssets { dir } => {
+            brokerwatch::cli::assets::write_all(&dir)?;
+            Ok(EXIT_OK)
+        }
     }
 }
 

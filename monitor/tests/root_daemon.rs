@@ -161,8 +161,8 @@ fn daemon_system_unit_verifies_and_is_hardened() {
     let dir = lab_dir("unit");
     let unit = dir.join("brokerwatch.service");
     // Point ExecStart at the binary under test so that verify can check it.
-    let text = brokerwatch::install::SYSTEM_UNIT
-        .replace("/usr/local/bin/brokerwatch", common::daemon::BIN);
+    let text =
+        brokerwatch::install::SYSTEM_UNIT.replace("/usr/bin/brokerwatch", common::daemon::BIN);
     std::fs::write(&unit, text).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")

@@ -6,10 +6,12 @@
 //! * `audit`: setup, build, and run `brokerwatch audit ARGS...` (as root).
 //! * `bench`: setup, build, and run the benchmarks (see BENCHMARKS.md).
 //! * `vm-test`: the kernel matrix (Debian's 6.1 and 6.12 in QEMU, and the host kernel).
+//! * `deb`: the Debian package (`target/debian/`); built and checked in test tier 2.
 //! * `fuzz`: builds and runs the libFuzzer targets in `fuzz/` (a smoke run is part of
 //!   `test`).
 
 mod bench;
+mod deb;
 mod fuzz;
 mod setup;
 mod test;
@@ -49,6 +51,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// The kernel matrix: Debian 12's 6.1 and 13's 6.12 in QEMU, and the host kernel.
     VmTest(vm::VmArgs),
+    /// Build target/debian/brokerwatch_<version>_amd64.deb.
+    Deb,
     /// Build and run the fuzz targets (default: 10 million executions or 30 min each).
     Fuzz(fuzz::FuzzArgs),
 }
@@ -72,6 +76,7 @@ fn run() -> Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::VmTest(args) => vm::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Deb => deb::run(),
     }
 }
 

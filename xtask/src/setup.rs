@@ -34,6 +34,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("firefox-esr", "firefox-esr"),
     ("setpriv", "util-linux"),
+    // The package: shared-library dependencies, its checks, its man pages.
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("lintian", "lintian"),
+    ("groff", "groff-base"),
+    ("journalctl", "systemd"),
 ];
 
 /// What later commands need from set-up.

@@ -74,6 +74,10 @@ pub fn run(args: TestArgs) -> Result<()> {
         if as_user && is_root() {
             as_ordinary_user(&mut cmd);
         }
+        if tier == 2 {
+            // The package tests (tests/root_package.rs) check what this builds.
+            crate::deb::build(&env)?;
+        }
         eprintln!("xtask: test tier {tier} ({filter})");
         let mut result = run_cmd(&mut cmd);
         if tier == 1 {

@@ -1,6 +1,7 @@
 //! The command line: argument definitions ([`Cli`]) and their conversion into the library's
 //! option types (`From<...Args>`). Parsing only: nothing here touches the system.
 
+pub mod assets;
 mod audit;
 mod daemon;
 mod policy;
@@ -71,6 +72,12 @@ pub enum Command {
     Install(InstallArgs),
     /// Remove what `install` put in place.
     Uninstall(UninstallArgs),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Where `man1/`, `bash/`, `zsh/` and `fish/` are written.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]

@@ -367,7 +367,7 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
                 col,
                 message: e.message().trim().to_owned(),
                 hint: Some(
-                    "tables are [[app]], [[destination]], [[rule]], [[allow]] and [[import]]; see policies/README.md"
+                    "tables are [[app]], [[destination]], [[rule]], [[allow]] and [[import]]; see `man brokerwatch-policy`"
                         .to_owned(),
                 ),
             }];
