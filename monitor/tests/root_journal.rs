@@ -145,3 +145,93 @@ fn journal_daemon_logs_go_to_the_journal_under_systemd_with_their_priorities() {
     assert!(!loss.is_empty(), "no loss entry");
     assert_eq!(loss[0]["PRIORITY"], "4");
 }
+
+/// A process stopped on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Fleet use: the shipped rsyslog example forwards alerts from the journal to a central
+// collector (here a TCP listener of the test's own), one JSON object per alert.
+#[test]
+fn journal_alerts_reach_a_collector_through_the_shipped_rsyslog_forwarding() {
+    use std::io::BufRead as _;
+    require_root();
+    let _j = Journald::ensure();
+    let dir = lab_dir("journal-fleet");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Fleet Broker"),
+    )
+    .unwrap();
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector_port = collector.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in collector.incoming().map_while(Result::ok) {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(conn).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+    });
+    let example = include_str!("../../dist/rsyslog/60-brokerwatch-forward.conf");
+    let conf = format!(
+        "global(workDirectory=\"{}\")\n{}",
+        dir.display(),
+        example
+            .replace("loghost.example.org", "127.0.0.1")
+            .replace("\"6514\"", &format!("\"{collector_port}\""))
+    );
+    std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
+    let check = Command::new("rsyslogd")
+        .args(["-N1", "-f"])
+        .arg(dir.join("rsyslog.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _rsyslog = Running(
+        Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rsyslogd (package rsyslog)"),
+    );
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let _d = Daemon::start(&dir);
+    zoom_contacts_broker(&dir, port, None);
+    let want = format!("127.0.0.2:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(&want) => break l,
+            Ok(_) => continue,
+            Err(_) => panic!("no alert reached the collector in 30 s"),
+        }
+    };
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(v["company"], "Fleet Broker", "{v:#}");
+    assert_eq!(v["category"], "data-broker");
+    assert_eq!(v["severity"], "high");
+    assert_eq!(v["app"], "Zoom");
+    assert!(
+        v["message"].as_str().unwrap().contains("contacted"),
+        "{v:#}"
+    );
+}

@@ -46,6 +46,7 @@ fn package_holds_the_binary_units_accounts_man_pages_and_completions() {
         "./usr/lib/tmpfiles.d/brokerwatch.conf",
         "./usr/share/doc/brokerwatch/policies.md",
         "./usr/share/doc/brokerwatch/copyright",
+        "./usr/share/doc/brokerwatch/examples/60-brokerwatch-forward.conf",
         "./usr/share/man/man1/brokerwatch.1.gz",
         "./usr/share/man/man1/brokerwatch-policy.1.gz",
         "./usr/share/man/man1/brokerwatch-audit.1.gz",

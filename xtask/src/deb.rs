@@ -152,6 +152,11 @@ pub fn build(env: &setup::Env) -> Result<()> {
         0o644,
     )?;
     put(&format!("{doc}/copyright"), copyright().as_bytes(), 0o644)?;
+    put(
+        &format!("{doc}/examples/60-brokerwatch-forward.conf"),
+        &std::fs::read(dist.join("rsyslog/60-brokerwatch-forward.conf"))?,
+        0o644,
+    )?;
     let changelog = format!(
         "brokerwatch ({v}) unstable; urgency=medium\n\n  * Built by `cargo xtask deb`; see brokerwatch(1).\n\n -- {MAINTAINER}  {date}\n",
         v = version(),

@@ -39,6 +39,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("lintian", "lintian"),
     ("groff", "groff-base"),
     ("journalctl", "systemd"),
+    // Fleet forwarding test: the journal to a collector through rsyslog's imjournal.
+    ("rsyslogd", "rsyslog"),
 ];
 
 /// What later commands need from set-up.
@@ -108,12 +110,27 @@ fn packages() -> Result<()> {
             .arg("update")
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    run_cmd(
+    // Packages with services (rsyslog, dnsmasq) must not start them on a test machine:
+    // policy-rc.d says no while apt runs (the Debian way for images and chroots).
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
 }
 
 /// Python modules the end-to-end tests use: aioquic, a real QUIC client.
