@@ -151,6 +151,22 @@ pub fn build(env: &setup::Env) -> Result<()> {
         &std::fs::read(root().join("policies/README.md"))?,
         0o644,
     )?;
+    // The built-in policies (compiled in) as reference for administrators' own files.
+    for e in std::fs::read_dir(root().join("policies"))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let name = p
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
+            put(
+                &format!("{doc}/policies/{name}"),
+                &std::fs::read(&p)?,
+                0o644,
+            )?;
+        }
+    }
     put(&format!("{doc}/copyright"), copyright().as_bytes(), 0o644)?;
     put(
         &format!("{doc}/examples/60-brokerwatch-forward.conf"),
