@@ -16,6 +16,7 @@ const STAGES: &[(&str, u8)] = &[
     ("finding", 7),
     ("watch", 8),
     ("protocol", 8),
+    ("report", 8),
     ("audit", 9),
     ("daemon", 9),
     ("notify", 9),

@@ -30,6 +30,7 @@ pub mod naming;
 pub mod notify;
 pub mod policy;
 pub mod protocol;
+pub mod report;
 pub mod watch;
 
 #[cfg(test)]

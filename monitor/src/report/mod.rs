@@ -1,0 +1,322 @@
+//! What apps talked to, as people read it: per app -> company (category, severity, the
+//! source of the fact) -> destination (count, first and last seen, how it was named). Built
+//! from one audit's findings or from the daemon's store; written as text, JSON, CSV or one
+//! self-contained HTML file (`html`).
+
+pub mod html;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::Finding;
+
+/// Version of the report's JSON shape (bumped on incompatible changes).
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    /// `audit` (one run) or `store` (the daemon's record).
+    pub scope: String,
+    pub since_ms: u64,
+    pub until_ms: u64,
+    /// Apps with the most flagged contacts first.
+    pub apps: Vec<AppReport>,
+    /// Connections by first sighting, in equal buckets.
+    pub timeline: Vec<Bucket>,
+    pub bucket_ms: u64,
+    /// Facts about how it was gathered (command, kernel, records, duration), in order.
+    pub facts: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppReport {
+    pub app: String,
+    pub connections: u64,
+    /// Listed companies, flagged first, then by connections.
+    pub companies: Vec<CompanyReport>,
+    /// Destinations no list names (first parties, unknown hosts).
+    pub other: Vec<DomainRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyReport {
+    pub company: String,
+    pub category: String,
+    pub severity: Option<String>,
+    /// Where the fact that this destination is the company's comes from.
+    pub source: Option<String>,
+    pub flagged: bool,
+    pub connections: u64,
+    pub domains: Vec<DomainRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRow {
+    /// The name, or the address when nothing named it.
+    pub destination: String,
+    pub proto: String,
+    pub count: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// `sni`, `quic`, `http` or `dns`.
+    pub named_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub start_ms: u64,
+    pub connections: u64,
+    pub flagged: u64,
+}
+
+/// One aggregated contact: what the report is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub app: String,
+    pub company: Option<String>,
+    pub category: Option<String>,
+    pub severity: Option<String>,
+    pub source: Option<String>,
+    pub flagged: bool,
+    pub destination: String,
+    pub proto: String,
+    pub named_by: Option<String>,
+    pub count: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+impl Contact {
+    pub fn of(f: &Finding, first_ms: u64, last_ms: u64) -> Self {
+        Self {
+            app: f.app.clone().unwrap_or_else(|| f.who().to_owned()),
+            company: f.company.clone(),
+            category: f.category.clone(),
+            severity: f.severity.clone(),
+            source: f.source.clone(),
+            flagged: f.flagged,
+            destination: f.domain.clone().unwrap_or_else(|| f.dst_ip.clone()),
+            proto: f.proto.as_str().to_owned(),
+            named_by: f.domain_source.clone(),
+            count: f.count,
+            first_ms,
+            last_ms,
+        }
+    }
+}
+
+/// Bucket sizes the timeline may use.
+const BUCKETS: &[u64] = &[
+    1_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000,
+];
+
+/// Groups contacts into the report. `since_ms`/`until_ms` bound the timeline (0: the
+/// contacts' own span).
+pub fn build(
+    contacts: impl IntoIterator<Item = Contact>,
+    scope: &str,
+    since_ms: u64,
+    until_ms: u64,
+) -> Report {
+    type DomKey = (String, String);
+    #[derive(Default)]
+    struct Co {
+        category: String,
+        severity: Option<String>,
+        source: Option<String>,
+        flagged: bool,
+        domains: BTreeMap<DomKey, DomainRow>,
+    }
+    #[derive(Default)]
+    struct App {
+        companies: BTreeMap<String, Co>,
+        other: BTreeMap<DomKey, DomainRow>,
+    }
+    let mut apps: BTreeMap<String, App> = BTreeMap::new();
+    let mut times = Vec::new();
+    let merge = |rows: &mut BTreeMap<DomKey, DomainRow>, c: &Contact| {
+        let row = rows
+            .entry((c.destination.clone(), c.proto.clone()))
+            .or_insert_with(|| DomainRow {
+                destination: c.destination.clone(),
+                proto: c.proto.clone(),
+                count: 0,
+                first_ms: c.first_ms,
+                last_ms: c.last_ms,
+                named_by: c.named_by.clone(),
+            });
+        row.count += c.count;
+        row.first_ms = row.first_ms.min(c.first_ms);
+        row.last_ms = row.last_ms.max(c.last_ms);
+        if row.named_by.is_none() {
+            row.named_by = c.named_by.clone();
+        }
+    };
+    for c in contacts {
+        times.push((c.first_ms, c.count, c.flagged));
+        let app = apps.entry(c.app.clone()).or_default();
+        match &c.company {
+            Some(company) => {
+                let co = app.companies.entry(company.clone()).or_default();
+                co.category = c.category.clone().unwrap_or_default();
+                co.flagged |= c.flagged;
+                if co.severity.is_none() || c.flagged {
+                    co.severity = c.severity.clone();
+                }
+                if co.source.is_none() {
+                    co.source = c.source.clone();
+                }
+                merge(&mut co.domains, &c);
+            }
+            None => merge(&mut app.other, &c),
+        }
+    }
+    let by_count = |rows: BTreeMap<DomKey, DomainRow>| {
+        let mut v: Vec<DomainRow> = rows.into_values().collect();
+        v.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.destination.cmp(&b.destination))
+        });
+        v
+    };
+    let mut out: Vec<AppReport> = apps
+        .into_iter()
+        .map(|(app, a)| {
+            let mut companies: Vec<CompanyReport> = a
+                .companies
+                .into_iter()
+                .map(|(company, co)| {
+                    let domains = by_count(co.domains);
+                    CompanyReport {
+                        company,
+                        category: co.category,
+                        severity: co.severity,
+                        source: co.source,
+                        flagged: co.flagged,
+                        connections: domains.iter().map(|d| d.count).sum(),
+                        domains,
+                    }
+                })
+                .collect();
+            companies.sort_by(|a, b| {
+                (b.flagged, b.connections)
+                    .cmp(&(a.flagged, a.connections))
+                    .then(a.company.cmp(&b.company))
+            });
+            let other = by_count(a.other);
+            let connections = companies.iter().map(|c| c.connections).sum::<u64>()
+                + other.iter().map(|d| d.count).sum::<u64>();
+            AppReport {
+                app,
+                connections,
+                companies,
+                other,
+            }
+        })
+        .collect();
+    let flagged_count = |a: &AppReport| a.companies.iter().filter(|c| c.flagged).count();
+    out.sort_by(|a, b| {
+        flagged_count(b)
+            .cmp(&flagged_count(a))
+            .then(b.connections.cmp(&a.connections))
+            .then(a.app.cmp(&b.app))
+    });
+    let lo = match since_ms {
+        0 => times.iter().map(|t| t.0).min().unwrap_or(0),
+        s => s,
+    };
+    let hi = match until_ms {
+        0 => times.iter().map(|t| t.0).max().unwrap_or(lo),
+        u => u,
+    }
+    .max(lo);
+    let span = hi - lo;
+    let bucket_ms = *BUCKETS
+        .iter()
+        .find(|b| span / **b <= 60)
+        .unwrap_or(&BUCKETS[BUCKETS.len() - 1]);
+    let start = lo - lo % bucket_ms;
+    let n = ((hi - start) / bucket_ms + 1) as usize;
+    let mut timeline: Vec<Bucket> = (0..n)
+        .map(|i| Bucket {
+            start_ms: start + i as u64 * bucket_ms,
+            connections: 0,
+            flagged: 0,
+        })
+        .collect();
+    for (t, count, flagged) in times {
+        if let Some(b) = timeline.get_mut(((t.max(start) - start) / bucket_ms) as usize) {
+            b.connections += count;
+            if flagged {
+                b.flagged += count;
+            }
+        }
+    }
+    Report {
+        schema: SCHEMA,
+        scope: scope.to_owned(),
+        since_ms: lo,
+        until_ms: hi,
+        apps: out,
+        timeline,
+        bucket_ms,
+        facts: Vec::new(),
+    }
+}
+
+/// "a data broker", "3 analytics companies": how people count a category.
+pub fn category_count(category: &str, n: usize) -> String {
+    let (one, many) = match category {
+        "data-broker" => ("data broker", "data brokers"),
+        "social-sdk" => ("social-media SDK", "social-media SDKs"),
+        "ad-attribution" | "advertising" => ("ad company", "ad companies"),
+        "product-analytics" | "analytics" => ("analytics company", "analytics companies"),
+        "session-replay" => ("session-replay company", "session-replay companies"),
+        "crash-reporting" => ("crash-reporting service", "crash-reporting services"),
+        other => return format!("{n} {other}"),
+    };
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
+impl AppReport {
+    /// "Zoom contacted 3 data brokers and 5 analytics companies" (or that it contacted no
+    /// listed company).
+    pub fn headline(&self) -> String {
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &self.companies {
+            *per.entry(c.category.as_str()).or_default() += 1;
+        }
+        // Data brokers and social SDKs first: they are why brokerwatch exists.
+        let order = |c: &str| match c {
+            "data-broker" => 0,
+            "social-sdk" => 1,
+            _ => 2,
+        };
+        let mut parts: Vec<(&str, usize)> = per.into_iter().collect();
+        parts.sort_by_key(|(c, n)| (order(c), usize::MAX - n));
+        let parts: Vec<String> = parts
+            .into_iter()
+            .map(|(c, n)| category_count(c, n))
+            .collect();
+        match parts.len() {
+            0 => format!("{} contacted no listed company", self.app),
+            1 => format!("{} contacted {}", self.app, parts[0]),
+            _ => format!(
+                "{} contacted {} and {}",
+                self.app,
+                parts[..parts.len() - 1].join(", "),
+                parts[parts.len() - 1]
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+use super::*;
+
+fn contact(
+    app: &str,
+    company: Option<(&str, &str)>,
+    dest: &str,
+    count: u64,
+    t: u64,
+    flagged: bool,
+) -> Contact {
+    Contact {
+        app: app.into(),
+        company: company.map(|c| c.0.into()),
+        category: company.map(|c| c.1.into()),
+        severity: company.map(|_| if flagged { "high" } else { "low" }.into()),
+        source: company.map(|_| "https://example.org/fact".into()),
+        flagged,
+        destination: dest.into(),
+        proto: "tcp".into(),
+        named_by: Some("sni".into()),
+        count,
+        first_ms: t,
+        last_ms: t + 1000,
+    }
+}
+
+fn sample() -> Report {
+    build(
+        vec![
+            contact("Zoom", None, "zoom.us", 30, 1_000_000, false),
+            contact(
+                "Zoom",
+                Some(("Mixpanel", "product-analytics")),
+                "api.mixpanel.com",
+                5,
+                1_010_000,
+                false,
+            ),
+            contact(
+                "Zoom",
+                Some(("LinkedIn", "data-broker")),
+                "api.linkedin.com",
+                2,
+                1_020_000,
+                true,
+            ),
+            contact(
+                "Zoom",
+                Some(("LinkedIn", "data-broker")),
+                "api.linkedin.com",
+                3,
+                1_030_000,
+                true,
+            ),
+            contact(
+                "Slack",
+                Some(("Sentry", "crash-reporting")),
+                "o1.ingest.sentry.io",
+                1,
+                1_040_000,
+                false,
+            ),
+        ],
+        "audit",
+        0,
+        0,
+    )
+}
+
+#[test]
+fn report_groups_by_app_company_and_destination_with_flagged_first() {
+    let r = sample();
+    assert_eq!(r.schema, SCHEMA);
+    assert_eq!(r.apps[0].app, "Zoom", "the app with flagged contacts first");
+    let zoom = &r.apps[0];
+    assert_eq!(zoom.connections, 40);
+    assert_eq!(zoom.companies[0].company, "LinkedIn");
+    assert!(zoom.companies[0].flagged);
+    assert_eq!(
+        zoom.companies[0].domains.len(),
+        1,
+        "one line per destination and protocol"
+    );
+    assert_eq!(zoom.companies[0].domains[0].count, 5);
+    assert_eq!(zoom.companies[0].domains[0].first_ms, 1_020_000);
+    assert_eq!(zoom.companies[0].domains[0].last_ms, 1_031_000);
+    assert_eq!(zoom.other[0].destination, "zoom.us");
+    assert_eq!(
+        zoom.headline(),
+        "Zoom contacted 1 data broker and 1 analytics company"
+    );
+    let total: u64 = r.timeline.iter().map(|b| b.connections).sum();
+    let flagged: u64 = r.timeline.iter().map(|b| b.flagged).sum();
+    assert_eq!((total, flagged), (41, 5));
+}
+
+#[test]
+fn report_text_lists_flagged_companies_first_and_colours_only_when_asked() {
+    let r = sample();
+    let mut plain = Vec::new();
+    text::write(&mut plain, &r, false).unwrap();
+    let plain = String::from_utf8(plain).unwrap();
+    assert!(!plain.contains('\x1b'), "{plain}");
+    let linkedin = plain.find("LinkedIn").unwrap();
+    let mixpanel = plain.find("Mixpanel").unwrap();
+    assert!(linkedin < mixpanel, "{plain}");
+    assert!(plain.contains("HIGH"), "{plain}");
+    let mut coloured = Vec::new();
+    text::write(&mut coloured, &r, true).unwrap();
+    assert!(String::from_utf8(coloured).unwrap().contains("\x1b[1;31m"));
+}
+
+#[test]
+fn report_html_is_self_contained_and_escapes_names_from_the_network() {
+    let mut r = sample();
+    r.apps[0].companies[0].domains[0].destination = "<script>alert(1)</script>.evil".into();
+    r.facts
+        .push(("Command".into(), "zoom --url=\"x\" & y".into()));
+    let page = html::render(&r, "brokerwatch: what Zoom talked to");
+    assert!(!page.contains("<script"), "a name became markup");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;.evil"));
+    for banned in [
+        "src=", "url(", "href=", "@import", "<link", "<img", "<iframe",
+    ] {
+        assert!(!page.contains(banned), "{banned} would fetch something");
+    }
+    assert!(page.contains("default-src 'none'"));
+    assert!(page.contains("Zoom contacted 1 data broker and 1 analytics company"));
+    assert!(
+        page.matches("<path").count() >= 3,
+        "one curve per app and company"
+    );
+    assert!(page.contains("zoom --url=&quot;x&quot; &amp; y"));
+}

@@ -1,0 +1,98 @@
+//! The report for a terminal: one block per app, one line per company and per destination
+//! and protocol (with counts), flagged companies first, in colour when asked.
+
+use std::io::{self, Write};
+
+use super::{DomainRow, Report};
+
+const RED: &str = "\x1b[1;31m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// Whether to colour output written to standard output: a terminal, and `NO_COLOR` unset.
+pub fn color_for_stdout() -> bool {
+    use std::io::IsTerminal as _;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stdout().is_terminal()
+}
+
+/// Wall-clock text of an epoch-milliseconds time: local `HH:MM:SS` within a day of `now`,
+/// else the UTC date and time.
+pub fn when(ms: u64, long: bool) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    if long {
+        let s = humantime::format_rfc3339_seconds(t).to_string();
+        format!("{} {}", &s[..10], &s[11..16])
+    } else {
+        let (h, m, s) = crate::host::clock::local_hms(t);
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
+    let paint = |on: bool, code: &'static str| if on && color { code } else { "" };
+    let reset = |on: bool| if on && color { RESET } else { "" };
+    let long = r.until_ms.saturating_sub(r.since_ms) > 86_400_000;
+    if r.apps.is_empty() {
+        writeln!(out, "No connections in this report.")?;
+    }
+    let dest_line = |out: &mut dyn Write, d: &DomainRow| -> io::Result<()> {
+        let span = match d.first_ms == d.last_ms {
+            true => when(d.first_ms, long),
+            false => format!("{} - {}", when(d.first_ms, long), when(d.last_ms, long)),
+        };
+        writeln!(
+            out,
+            "      {:<40} {:<4} {:>6}x  {}{}",
+            d.destination,
+            d.proto,
+            d.count,
+            span,
+            d.named_by
+                .as_deref()
+                .map(|n| format!("  (named by {n})"))
+                .unwrap_or_default()
+        )
+    };
+    for app in &r.apps {
+        writeln!(
+            out,
+            "{}: {} connections. {}",
+            app.app,
+            app.connections,
+            app.headline()
+        )?;
+        for c in &app.companies {
+            let sev = c.severity.as_deref().unwrap_or("-");
+            let sev = if c.flagged {
+                sev.to_uppercase()
+            } else {
+                sev.to_owned()
+            };
+            writeln!(
+                out,
+                "  {}{:<6} {:<18} {}{} ({} connections){}",
+                paint(c.flagged, RED),
+                sev,
+                c.category,
+                c.company,
+                reset(c.flagged),
+                c.connections,
+                c.source
+                    .as_deref()
+                    .map(|s| format!("  {}source: {s}{}", paint(true, DIM), reset(true)))
+                    .unwrap_or_default()
+            )?;
+            for d in &c.domains {
+                dest_line(out, d)?;
+            }
+        }
+        if !app.other.is_empty() {
+            writeln!(out, "  not on any list (first parties, unknown hosts):")?;
+            for d in &app.other {
+                dest_line(out, d)?;
+            }
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
