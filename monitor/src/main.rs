@@ -6,7 +6,7 @@ use std::{future::Future, io::Write as _, process::ExitCode};
 use anyhow::Context as _;
 use brokerwatch::{
     audit::{self, AuditOptions},
-    cli::{Cli, Command, PolicyCommand},
+    cli::{self, Cli, Command, PolicyCommand},
     client, daemon, install, notify,
     policy::{show, Policy, PolicySources},
 };
@@ -52,9 +52,13 @@ fn run() -> anyhow::Result<u8> {
             }
             // Opened first: a path that cannot be written fails before the audit runs.
             let mut report = audit::format::open_report(args.output.as_deref())?;
+            let mut html = args.open_html()?;
             let outcome = block_on(audit::run(opts, &policy))??;
-            outcome.write(&mut report, args.format())?;
+            outcome.write(&mut report, args.format(), args.color())?;
             report.flush()?;
+            if let Some(h) = html.as_mut() {
+                outcome.write_html(h)?;
+            }
             Ok(if outcome.summary.flagged > 0 {
                 EXIT_FLAGGED
             } else {
@@ -88,22 +92,11 @@ fn run() -> anyhow::Result<u8> {
             block_on(notify::run(&args.socket, (&args).into()))??;
             Ok(EXIT_OK)
         }
-        Command::Install(args) => {
-            for line in install::install(&(&args).into())? {
-                writeln!(out, "{line}")?;
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Install(args) => print_lines(&mut out, install::install(&(&args).into())?),
         Command::Uninstall(args) => {
-            for line in install::uninstall(&(&args).into(), args.purge)? {
-                writeln!(out, "{line}")?;
-            }
-            Ok(EXIT_OK)
+            print_lines(&mut out, install::uninstall(&(&args).into(), args.purge)?)
         }
-        Command::GenerateAssets { dir } => {
-            brokerwatch::cli::assets::write_all(&dir)?;
-            Ok(EXIT_OK)
-        }
+        Command::GenerateAssets { dir } => Ok(cli::assets::write_all(&dir).map(|_| EXIT_OK)?),
     }
 }
 
@@ -117,6 +110,11 @@ fn block_on<F: Future>(fut: F) -> anyhow::Result<F::Output> {
     let out = rt.block_on(fut);
     rt.shutdown_background();
     Ok(out)
+}
+
+fn print_lines(out: &mut dyn std::io::Write, lines: Vec<String>) -> anyhow::Result<u8> {
+    lines.iter().try_for_each(|l| writeln!(out, "{l}"))?;
+    Ok(EXIT_OK)
 }
 
 fn load_policy(sources: &PolicySources) -> anyhow::Result<Policy> {

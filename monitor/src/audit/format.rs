@@ -42,14 +42,13 @@ pub enum Format {
     Csv,
 }
 
-/// Writes rows and summary. JSON: one object per line, rows with `"type":"connection"`,
-/// then one `"type":"summary"` line.
+/// Writes rows and summary for tools. JSON: one object per line, rows with
+/// `"type":"connection"`, then one `"type":"summary"` line. (The table is [`write_text`].)
 pub fn write(
     out: &mut dyn Write,
     format: Format,
     rows: &[Finding],
     summary: &Summary,
-    clock_note: &str,
 ) -> io::Result<()> {
     match format {
         Format::Json => {
@@ -81,7 +80,7 @@ pub fn write(
             }
             w.flush()?;
         }
-        Format::Table => write_table(out, rows, summary, clock_note)?,
+        Format::Table => write_summary(out, summary, "")?,
     }
     Ok(())
 }
@@ -125,91 +124,44 @@ const CSV_HEADER: &[&str] = &[
     "ancestry",
 ];
 
-/// `…tail` of `s` in at most `width` characters.
-fn shorten_left(s: &str, width: usize) -> String {
-    let n = s.chars().count();
-    if n <= width {
-        return s.to_owned();
-    }
-    let tail: String = s.chars().skip(n - (width - 1)).collect();
-    format!("…{tail}")
-}
-
-fn finding(r: &Finding) -> String {
-    match (&r.severity, &r.category, &r.company) {
-        (Some(sev), Some(cat), Some(company)) => {
-            let sev = if r.flagged {
-                sev.to_uppercase()
-            } else {
-                sev.clone()
-            };
-            format!("{sev} {cat}: {company}")
-        }
-        _ => "-".to_owned(),
-    }
-}
-
-fn write_table(
+/// The table format: the report grouped per app, company and destination (flagged first,
+/// in colour on a terminal), or what was watched when nothing was seen; then the summary.
+pub fn write_text(
     out: &mut dyn Write,
-    rows: &[Finding],
+    report: &crate::report::Report,
     s: &Summary,
-    clock_note: &str,
+    color: bool,
 ) -> io::Result<()> {
-    let who = |r: &Finding| format!("{}[{}]", r.who(), r.pid);
-    let dst = |r: &Finding| {
-        let addr = match r.dst_ip.contains(':') {
-            true => format!("[{}]:{}", r.dst_ip, r.dst_port),
-            false => format!("{}:{}", r.dst_ip, r.dst_port),
-        };
-        match &r.domain {
-            Some(d) => format!("{d} ({addr})"),
-            None => addr,
-        }
-    };
-    let w_who = rows
-        .iter()
-        .map(|r| who(r).len())
-        .max()
-        .unwrap_or(0)
-        .max("PROCESS".len());
-    let w_exe = rows
-        .iter()
-        .map(|r| r.exe.as_deref().unwrap_or("?").chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(3, 48);
-    let w_dst = rows
-        .iter()
-        .map(|r| dst(r).chars().count())
-        .max()
-        .unwrap_or(0)
-        .max("DESTINATION".len());
-    if rows.is_empty() {
-        writeln!(out, "No connections by watched processes.")?;
+    if report.apps.is_empty() {
+        nothing_seen(out, s)?;
+    } else {
+        crate::report::text::write(out, report, color)?;
+    }
+    write_summary(out, s, "")
+}
+
+/// "Nothing seen", with what was watched, whether it ran, and what to try.
+fn nothing_seen(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    writeln!(
+        out,
+        "No connections by watched processes. Watched: {}.",
+        s.watched.join(", ")
+    )?;
+    if s.processes_seen == 0 {
+        writeln!(
+            out,
+            "None of them ran while the audit watched: start the app during the audit, launch it under watch (`brokerwatch audit -- CMD`), or watch everything with `--all`."
+        )
     } else {
         writeln!(
             out,
-            "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}  FINDING",
-            "PROCESS", "EXE", "DESTINATION", "PROTO", "COUNT", "FIRST", "LAST"
-        )?;
-        for r in rows {
-            let exe = r.exe.as_deref().unwrap_or("?");
-            let exe = shorten_left(exe, w_exe);
-            writeln!(
-                out,
-                "{:<w_who$}  {:<w_exe$}  {:<w_dst$}  {:<5}  {:>6}  {:<8}  {:<8}  {}",
-                who(r),
-                exe,
-                dst(r),
-                r.proto.as_str(),
-                r.count,
-                &r.ts.get(11..19).unwrap_or(""),
-                &r.last_seen.get(11..19).unwrap_or(""),
-                finding(r),
-            )?;
-        }
+            "{} watched processes ran and made no connection: audit longer (`--duration`), or use the app (join a meeting) while the audit runs.",
+            s.processes_seen
+        )
     }
-    writeln!(out)?;
+}
+
+fn write_summary(out: &mut dyn Write, s: &Summary, clock_note: &str) -> io::Result<()> {
     writeln!(
         out,
         "Summary: {} processes seen, {} connections to {} destinations in {:.1}s{}",

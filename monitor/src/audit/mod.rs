@@ -97,6 +97,8 @@ pub struct Summary {
     pub command_status: Option<String>,
     pub command_exit_code: Option<i32>,
     pub still_running: Vec<u32>,
+    /// What was watched: app ids, groups and names, or the command.
+    pub watched: Vec<String>,
 }
 
 impl Summary {
@@ -118,8 +120,72 @@ pub struct AuditOutcome {
 }
 
 impl AuditOutcome {
-    pub fn write(&self, out: &mut dyn std::io::Write, format: Format) -> std::io::Result<()> {
-        format::write(out, format, &self.rows, &self.summary, "")
+    /// Writes the report; `color` for a terminal (the table only).
+    pub fn write(
+        &self,
+        out: &mut dyn std::io::Write,
+        format: Format,
+        color: bool,
+    ) -> std::io::Result<()> {
+        match format {
+            Format::Table => format::write_text(out, &self.report(), &self.summary, color),
+            _ => format::write(out, format, &self.rows, &self.summary),
+        }
+    }
+
+    /// The report as one HTML page.
+    pub fn write_html(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let title = match &self.summary.command {
+            Some(c) => format!("brokerwatch audit of {c}"),
+            None => "brokerwatch audit".to_owned(),
+        };
+        out.write_all(crate::report::html::render(&self.report(), &title).as_bytes())?;
+        out.flush()
+    }
+
+    /// The audit as a report (app -> company -> destination) with the audit's facts.
+    pub fn report(&self) -> crate::report::Report {
+        let ms = |s: &str| {
+            humantime::parse_rfc3339(s)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
+        let contacts = self
+            .rows
+            .iter()
+            .map(|f| crate::report::Contact::of(f, ms(&f.ts), ms(&f.last_seen)));
+        let mut r = crate::report::build(contacts, "audit", 0, 0);
+        let s = &self.summary;
+        let mut facts = vec![("Watched".to_owned(), s.watched.join(", "))];
+        if let Some(cmd) = &s.command {
+            facts.push(("Command".into(), cmd.clone()));
+            let status = s
+                .command_status
+                .clone()
+                .unwrap_or_else(|| "still running".into());
+            facts.push(("Command status".into(), status));
+        }
+        facts.extend([
+            (
+                "Duration".to_owned(),
+                format!("{:.1} s", s.duration_ms as f64 / 1000.0),
+            ),
+            ("Kernel".to_owned(), s.kernel.clone()),
+            ("Processes seen".to_owned(), s.processes_seen.to_string()),
+            ("Connections".to_owned(), s.connections.to_string()),
+            (
+                "Kernel records".to_owned(),
+                format!(
+                    "{} generated, {} delivered, {} lost",
+                    s.records_generated, s.records_delivered, s.records_lost
+                ),
+            ),
+            ("Programs".to_owned(), s.hooks.join("; ")),
+        ]);
+        r.facts = facts;
+        r
     }
 }
 
@@ -154,10 +220,14 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     let mut gated = None;
     let mut watcher = None;
     match &opts.target {
-        Target::All => sensor.set_mode(MODE_ALL)?,
+        Target::All => {
+            sensor.set_mode(MODE_ALL)?;
+            summary.watched = vec!["every process".into()];
+        }
         Target::Apps(names) => {
             let w = Watcher::start(&mut sensor, &mut engine, &policy.apps, names)?;
             eprintln!("brokerwatch: watching {}", w.labels().join(", "));
+            summary.watched = w.labels();
             watcher = Some(w);
         }
         Target::Command(argv) => {
@@ -189,6 +259,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                 Ok::<(), AuditError>(())
             })??;
             summary.command = Some(argv.join(" "));
+            summary.watched = vec![format!("the command {} and its descendants", argv[0])];
             summary.command_pid = Some(child.id());
             let mut child = child;
             gated = Some(tokio::task::spawn_blocking(move || child.wait()));

@@ -33,6 +33,10 @@ pub struct AuditArgs {
     /// own output then never mixes with it). Opened before the audit starts.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+    /// Also write the report as one self-contained HTML page (summary, app -> company
+    /// graph, timeline, every contact with its source, the audit's facts).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
     /// With --app: where the socket and packet programs run (auto: only the watched apps'
     /// cgroups where systemd gives apps cgroups of their own, the root elsewhere).
     #[arg(long, value_enum, default_value = "auto")]
@@ -48,6 +52,17 @@ pub struct AuditArgs {
 }
 
 impl AuditArgs {
+    /// The `--html` file, created before the audit starts (a bad path fails at once).
+    pub fn open_html(&self) -> std::io::Result<Option<Box<dyn std::io::Write>>> {
+        let open = |p: &std::path::Path| crate::audit::format::open_report(Some(p));
+        self.html.as_deref().map(open).transpose()
+    }
+
+    /// Colour for the table on a terminal (never in a file, never with `NO_COLOR`).
+    pub fn color(&self) -> bool {
+        self.output.is_none() && crate::report::text::color_for_stdout()
+    }
+
     pub fn format(&self) -> Format {
         match (self.json, self.csv) {
             (true, _) => Format::Json,
