@@ -135,11 +135,14 @@ impl AuditOutcome {
 
     /// The report as one HTML page.
     pub fn write_html(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        let title = match &self.summary.command {
-            Some(c) => format!("brokerwatch audit of {c}"),
-            None => "brokerwatch audit".to_owned(),
+        let report = self.report();
+        let apps: Vec<&str> = report.apps.iter().map(|a| a.app.as_str()).collect();
+        let title = match apps.len() {
+            0 => "brokerwatch audit: no connections".to_owned(),
+            1..=3 => format!("brokerwatch audit: what {} talked to", apps.join(", ")),
+            n => format!("brokerwatch audit: what {n} apps talked to"),
         };
-        out.write_all(crate::report::html::render(&self.report(), &title).as_bytes())?;
+        out.write_all(crate::report::html::render(&report, &title).as_bytes())?;
         out.flush()
     }
 
