@@ -71,9 +71,9 @@ pub fn render(r: &Report, title: &str) -> String {
         esc(title)
     );
     let _ =
-        write!(
+        writeln!(
         h,
-        "<h1>{}</h1><p class=\"meta\">{} &ndash; {} &middot; {} &middot; report schema {}</p>\n",
+        "<h1>{}</h1><p class=\"meta\">{} &ndash; {} &middot; {} &middot; report schema {}</p>",
         esc(title),
         esc(&when(r.since_ms, true)),
         esc(&when(r.until_ms, true)),
