@@ -59,26 +59,17 @@ fn run() -> anyhow::Result<u8> {
             if let Some(h) = html.as_mut() {
                 outcome.write_html(h)?;
             }
-            Ok(if outcome.summary.flagged > 0 {
-                EXIT_FLAGGED
-            } else {
-                EXIT_OK
-            })
+            Ok([EXIT_OK, EXIT_FLAGGED][usize::from(outcome.summary.flagged > 0)])
         }
         Command::Policy(cmd) => policy_main(cmd, &mut out),
-        Command::Daemon(args) => {
-            block_on(daemon::run(args.into()))??;
-            Ok(EXIT_OK)
-        }
-        Command::Status(args) => {
-            block_on(client::status(&args.socket, args.json, &mut out))??;
-            Ok(EXIT_OK)
-        }
-        Command::History(args) => {
-            let c = &args.client;
-            block_on(client::history(&c.socket, args.since, c.json, &mut out))??;
-            Ok(EXIT_OK)
-        }
+        Command::Daemon(args) => done(block_on(daemon::run(args.into()))?),
+        Command::Status(args) => done(block_on(client::status(&args.socket, args.json, &mut out))?),
+        Command::History(a) => done(block_on(client::history(
+            &a.client.socket,
+            a.since,
+            a.client.json,
+            &mut out,
+        ))?),
         Command::Events(args) => {
             block_on(async {
                 tokio::select! {
@@ -88,10 +79,18 @@ fn run() -> anyhow::Result<u8> {
             })??;
             Ok(EXIT_OK)
         }
-        Command::Notify(args) => {
-            block_on(notify::run(&args.socket, (&args).into()))??;
-            Ok(EXIT_OK)
+        Command::Report(args) => {
+            let mut out = audit::format::open_report(args.output().as_deref())?;
+            let (since, apps, format) = (args.since, args.apps.clone(), args.format());
+            done(block_on(client::report(
+                &args.socket,
+                since,
+                apps,
+                format,
+                &mut out,
+            ))?)
         }
+        Command::Notify(args) => done(block_on(notify::run(&args.socket, (&args).into()))?),
         Command::Install(args) => print_lines(&mut out, install::install(&(&args).into())?),
         Command::Uninstall(args) => {
             print_lines(&mut out, install::uninstall(&(&args).into(), args.purge)?)
@@ -110,6 +109,11 @@ fn block_on<F: Future>(fut: F) -> anyhow::Result<F::Output> {
     let out = rt.block_on(fut);
     rt.shutdown_background();
     Ok(out)
+}
+
+/// A command's own result: success is exit status 0.
+fn done<E: Into<anyhow::Error>>(r: Result<(), E>) -> anyhow::Result<u8> {
+    r.map_err(Into::into).map(|()| EXIT_OK)
 }
 
 fn print_lines(out: &mut dyn std::io::Write, lines: Vec<String>) -> anyhow::Result<u8> {

@@ -17,7 +17,15 @@ use crate::{finding::Finding, kernel::KernelCounters};
 pub enum Request {
     Subscribe,
     Status,
-    History { since_ms: u64 },
+    History {
+        since_ms: u64,
+    },
+    /// What apps talked to since `since_ms` (only these apps, when any are named).
+    Report {
+        since_ms: u64,
+        #[serde(default)]
+        apps: Vec<String>,
+    },
 }
 
 /// Everything the daemon sends.
@@ -40,6 +48,7 @@ pub enum Reply {
     History {
         alerts: Vec<Alert>,
     },
+    Report(Box<crate::report::Report>),
     Error {
         message: String,
     },

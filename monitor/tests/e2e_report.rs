@@ -85,7 +85,10 @@ fn report_html_of_a_lab_audit_renders_companies_and_graph_in_chromium() {
             "{want} missing from the page"
         );
     }
-    assert!(page.matches("<svg").count() >= 2, "the graph and the timeline");
+    assert!(
+        page.matches("<svg").count() >= 2,
+        "the graph and the timeline"
+    );
     // A real browser renders it (inside the namespace: nothing can be fetched anyway).
     let shot = artifacts().join("report.png");
     let _ = std::fs::remove_file(&shot);

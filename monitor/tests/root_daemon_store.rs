@@ -171,3 +171,62 @@ fn daemon_keeps_alerting_on_a_full_disk_says_so_and_saves_what_waited() {
     wait_for(|| status(&dir).alerts == 1, "an alert after the restart");
     drop(d);
 }
+
+// Issue 13: the report over the daemon's store has first-party contacts as well as alerts,
+// and each user sees only their own processes'.
+#[test]
+fn daemon_report_over_the_store_includes_first_party_contacts_and_is_per_user() {
+    require_root();
+    let dir = lab_dir("store-report");
+    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
+    let (_b, broker) = common::accepting_listener("127.0.0.2:0");
+    let (_f, first_party) = common::accepting_listener("127.0.0.3:0");
+    let _d = Daemon::start(&dir);
+    run_zoom(
+        &dir,
+        &[
+            "--repeat".into(),
+            "3".into(),
+            format!("tcp:127.0.0.3:{first_party}"),
+            format!("tcp:127.0.0.2:{broker}"),
+        ],
+    );
+    let report = |user: Option<u32>| -> serde_json::Value {
+        let (code, text) = client(&dir, user, &["report", "--json", "--since", "1h"]);
+        assert_eq!(code, Some(0), "{text}");
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    let zoom_of = |r: &serde_json::Value| -> Option<serde_json::Value> {
+        r["apps"]
+            .as_array()?
+            .iter()
+            .find(|a| a["app"] == "Zoom")
+            .cloned()
+    };
+    wait_for(
+        || zoom_of(&report(None)).is_some_and(|z| z["connections"] == 6),
+        "six connections in the report",
+    );
+    let r = report(None);
+    assert_eq!(r["schema"], brokerwatch::report::SCHEMA);
+    let zoom = zoom_of(&r).unwrap();
+    let broker_row = &zoom["companies"][0];
+    assert_eq!(broker_row["company"], "Broker");
+    assert_eq!(broker_row["flagged"], true);
+    assert_eq!(broker_row["domains"][0]["count"], 3);
+    let other = zoom["other"].as_array().unwrap();
+    assert!(
+        other
+            .iter()
+            .any(|d| d["destination"] == "127.0.0.3" && d["count"] == 3),
+        "first-party contacts: {zoom:#}"
+    );
+    // Another user sees none of root's processes.
+    assert!(zoom_of(&report(Some(65534))).is_none());
+    let (_, text) = client(&dir, None, &["report", "--since", "1h"]);
+    assert!(text.contains("Zoom contacted 1 data broker"), "{text}");
+    let html = dir.join("report.html");
+    let (code, _) = client(&dir, None, &["report", "--html", html.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+}

@@ -64,6 +64,8 @@ pub enum Command {
     Status(ClientArgs),
     /// Alerts the daemon recorded (yours, or everyone's for root and the admin group).
     History(HistoryArgs),
+    /// What apps talked to (from the daemon's store): per app, company and destination.
+    Report(ReportArgs),
     /// The desktop agent: shows the daemon's alerts about your processes as notifications.
     Notify(NotifyArgs),
     /// Print the daemon's alerts about your processes as JSON lines as they happen.
@@ -96,6 +98,30 @@ pub struct HistoryArgs {
     pub since: Duration,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// How far back (e.g. 24h, 7d).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Only this app (id or name; repeatable).
+    #[arg(long = "app", value_name = "ID")]
+    pub apps: Vec<String>,
+    /// The report as one JSON object (schema-versioned).
+    #[arg(long, conflicts_with_all = ["csv", "html"])]
+    pub json: bool,
+    /// One CSV line per app, company, destination and protocol.
+    #[arg(long, conflicts_with = "html")]
+    pub csv: bool,
+    /// Write one self-contained HTML page (summary, graph, timeline, table) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value = defaults::SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Args)]
@@ -149,6 +175,25 @@ impl From<&UninstallArgs> for crate::install::Layout {
         Self {
             root: a.root.clone(),
         }
+    }
+}
+
+impl ReportArgs {
+    pub fn format(&self) -> crate::client::ReportFormat {
+        use crate::client::ReportFormat;
+        match (self.json, self.csv, &self.html) {
+            (true, _, _) => ReportFormat::Json,
+            (_, true, _) => ReportFormat::Csv,
+            (_, _, Some(_)) => ReportFormat::Html,
+            _ => ReportFormat::Text {
+                color: self.output.is_none() && crate::report::text::color_for_stdout(),
+            },
+        }
+    }
+
+    /// Where the report goes: the `--html` file, `--output`, or standard output.
+    pub fn output(&self) -> Option<PathBuf> {
+        self.html.clone().or_else(|| self.output.clone())
     }
 }
 

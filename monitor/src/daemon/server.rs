@@ -230,6 +230,25 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                     _ => return,
                 }
             }
+            Request::Report { since_ms, apps } => {
+                // Like history: per user, on a blocking thread, a few at a time.
+                let Ok(_permit) = shared.queries.acquire().await else {
+                    return;
+                };
+                let path = shared.store_path.clone();
+                let only = (!peer.admin).then_some(peer.uid);
+                let built = tokio::task::spawn_blocking(move || {
+                    super::store::read_report(&path, since_ms, only, &apps)
+                })
+                .await;
+                match built {
+                    Ok(Ok(r)) => Reply::Report(Box::new(r)),
+                    Ok(Err(e)) => Reply::Error {
+                        message: format!("cannot read the store: {e}"),
+                    },
+                    Err(_) => return,
+                }
+            }
             Request::Subscribe => {
                 subscribe(&mut w, &shared, peer).await;
                 return;

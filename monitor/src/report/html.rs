@@ -70,14 +70,17 @@ pub fn render(r: &Report, title: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>{STYLE}</style></head><body><main>\n",
         esc(title)
     );
-    let _ =
-        writeln!(
+    let _ = writeln!(
         h,
         "<h1>{}</h1><p class=\"meta\">{} &ndash; {} &middot; {} &middot; report schema {}</p>",
         esc(title),
         esc(&when(r.since_ms, true)),
         esc(&when(r.until_ms, true)),
-        if r.scope == "audit" { "one audit" } else { "the brokerwatch service's record" },
+        if r.scope == "audit" {
+            "one audit"
+        } else {
+            "the brokerwatch service's record"
+        },
         r.schema
     );
     h.push_str("<section id=\"summary\">");

@@ -216,6 +216,20 @@ pub fn read_connections(path: &Path, since_ms: u64) -> Result<Vec<ConnRow>, Stor
     sql::connections_since(&sql::open_ro(path)?, since_ms)
 }
 
+/// A report of the connections last seen since `since_ms` (see [`sql::report_contacts`]).
+pub fn read_report(
+    path: &Path,
+    since_ms: u64,
+    uid: Option<u32>,
+    apps: &[String],
+) -> Result<crate::report::Report, StoreError> {
+    let contacts = match path.exists() {
+        true => sql::report_contacts(&sql::open_ro(path)?, since_ms, uid, apps)?,
+        false => Vec::new(),
+    };
+    Ok(crate::report::build(contacts, "store", since_ms, now_ms()))
+}
+
 /// Rows in one table of the store at `path`.
 pub fn count_rows(path: &Path, table: Table) -> Result<u64, StoreError> {
     sql::count(&sql::open_ro(path)?, table)

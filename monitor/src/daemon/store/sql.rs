@@ -7,7 +7,7 @@ use super::{ConnRow, StoreError};
 use crate::protocol::Alert;
 
 /// Bumped when the tables change; a store written by a newer brokerwatch is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -29,7 +29,14 @@ CREATE TABLE IF NOT EXISTS connections (
     company TEXT,
     flagged INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    app_name TEXT,
+    category TEXT,
+    severity TEXT,
+    source TEXT,
+    dst TEXT,
+    proto TEXT,
+    named_by TEXT
 );
 CREATE INDEX IF NOT EXISTS connections_last ON connections (last_ms);
 CREATE INDEX IF NOT EXISTS connections_uid_last ON connections (uid, last_ms);
@@ -54,6 +61,18 @@ pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
     db.pragma_update(None, "synchronous", "NORMAL")?;
     // The WAL is truncated back to this after checkpoints (a burst must not leave it huge).
     db.pragma_update(None, "journal_size_limit", 64 << 20)?;
+    if version == 1 {
+        // Version 1 lacked the report's columns; old rows keep them empty.
+        db.execute_batch(
+            "ALTER TABLE connections ADD COLUMN app_name TEXT;
+             ALTER TABLE connections ADD COLUMN category TEXT;
+             ALTER TABLE connections ADD COLUMN severity TEXT;
+             ALTER TABLE connections ADD COLUMN source TEXT;
+             ALTER TABLE connections ADD COLUMN dst TEXT;
+             ALTER TABLE connections ADD COLUMN proto TEXT;
+             ALTER TABLE connections ADD COLUMN named_by TEXT;",
+        )?;
+    }
     db.execute_batch(SCHEMA)?;
     db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(db)
@@ -90,11 +109,14 @@ pub fn insert_alert(db: &Connection, a: &Alert) -> Result<(), StoreError> {
 pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreError> {
     let f = &row.finding;
     db.prepare_cached(
-        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body,
+             app_name, category, severity, source, dst, proto, named_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, app = excluded.app,
              domain = excluded.domain, company = excluded.company, flagged = excluded.flagged,
-             count = excluded.count, body = excluded.body",
+             count = excluded.count, body = excluded.body, app_name = excluded.app_name,
+             category = excluded.category, severity = excluded.severity,
+             source = excluded.source, named_by = excluded.named_by",
     )?
     .execute(params![
         key_hash(&row.key),
@@ -107,6 +129,13 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
         f.flagged,
         f.count as i64,
         f.to_compact_json(),
+        f.app.as_deref().unwrap_or(f.who()),
+        f.category,
+        f.severity,
+        f.source,
+        f.dst_ip,
+        f.proto.as_str(),
+        f.domain_source,
     ])?;
     Ok(())
 }
@@ -194,6 +223,56 @@ pub fn connections_since(db: &Connection, since_ms: u64) -> Result<Vec<ConnRow>,
         });
     }
     Ok(out)
+}
+
+/// Connections last seen at or after `since_ms`, summed per (app, company, destination,
+/// protocol): what a report is built from. Only `uid`'s unless `None`; only `apps` (ids or
+/// names) unless empty.
+pub fn report_contacts(
+    db: &Connection,
+    since_ms: u64,
+    uid: Option<u32>,
+    apps: &[String],
+) -> Result<Vec<crate::report::Contact>, StoreError> {
+    let mut sql = String::from(
+        "SELECT coalesce(app_name, app, ''), company, category, max(severity), max(source),
+                max(flagged), coalesce(domain, dst, ''), coalesce(proto, ''), max(named_by),
+                sum(count), min(first_ms), max(last_ms)
+         FROM connections WHERE last_ms >= ?1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![(since_ms as i64).into()];
+    if let Some(uid) = uid {
+        args.push(i64::from(uid).into());
+        sql.push_str(&format!(" AND uid = ?{}", args.len()));
+    }
+    if !apps.is_empty() {
+        let mut marks = Vec::new();
+        for a in apps {
+            args.push(a.clone().into());
+            marks.push(format!("?{}", args.len()));
+        }
+        let list = marks.join(",");
+        sql.push_str(&format!(" AND (app IN ({list}) OR app_name IN ({list}))"));
+    }
+    sql.push_str(" GROUP BY 1, 2, 7, 8, flagged");
+    let mut st = db.prepare(&sql)?;
+    let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok(crate::report::Contact {
+            app: r.get(0)?,
+            company: r.get(1)?,
+            category: r.get(2)?,
+            severity: r.get(3)?,
+            source: r.get(4)?,
+            flagged: r.get::<_, i64>(5)? != 0,
+            destination: r.get(6)?,
+            proto: r.get(7)?,
+            named_by: r.get(8)?,
+            count: r.get::<_, i64>(9)?.max(0) as u64,
+            first_ms: r.get::<_, i64>(10)?.max(0) as u64,
+            last_ms: r.get::<_, i64>(11)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The number of rows in `table` (`alerts` or `connections`).
