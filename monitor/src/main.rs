@@ -6,9 +6,8 @@ use std::{future::Future, io::Write as _, process::ExitCode};
 use anyhow::Context as _;
 use brokerwatch::{
     audit::{self, AuditOptions},
-    cli::{self, Cli, Command, PolicyCommand},
+    cli::{self, Cli, Command},
     client, daemon, install, notify,
-    policy::{show, Policy, PolicySources},
 };
 use clap::Parser as _;
 
@@ -45,7 +44,7 @@ fn run() -> anyhow::Result<u8> {
     let mut out = stdout.lock();
     match cli.command {
         Command::Audit(args) => {
-            let policy = load_policy(&(&args.policy).into())?;
+            let policy = cli::load_policy(&(&args.policy).into())?;
             let opts = AuditOptions::from(&args);
             if opts.waits_for_ctrl_c() {
                 eprintln!("brokerwatch: watching until Ctrl-C (use --duration to stop by itself)");
@@ -61,7 +60,9 @@ fn run() -> anyhow::Result<u8> {
             }
             Ok([EXIT_OK, EXIT_FLAGGED][usize::from(outcome.summary.flagged > 0)])
         }
-        Command::Policy(cmd) => policy_main(cmd, &mut out),
+        Command::Policy(cmd) => {
+            Ok([EXIT_ERROR, EXIT_OK][usize::from(cli::policy::run(cmd, &mut out)?)])
+        }
         Command::Daemon(args) => done(block_on(daemon::run(args.into()))?),
         Command::Status(args) => done(block_on(client::status(&args.socket, args.json, &mut out))?),
         Command::History(a) => done(block_on(client::history(
@@ -119,30 +120,4 @@ fn done<E: Into<anyhow::Error>>(r: Result<(), E>) -> anyhow::Result<u8> {
 fn print_lines(out: &mut dyn std::io::Write, lines: Vec<String>) -> anyhow::Result<u8> {
     lines.iter().try_for_each(|l| writeln!(out, "{l}"))?;
     Ok(EXIT_OK)
-}
-
-fn load_policy(sources: &PolicySources) -> anyhow::Result<Policy> {
-    Policy::load(sources).context("loading policies (check them with `brokerwatch policy check`)")
-}
-
-fn policy_main(cmd: PolicyCommand, out: &mut dyn std::io::Write) -> anyhow::Result<u8> {
-    let ok = match cmd {
-        PolicyCommand::Check { paths, policy } => show::check(out, &(&policy).into(), &paths)?,
-        PolicyCommand::Explain {
-            target,
-            app,
-            policy,
-        } => show::explain(
-            out,
-            &load_policy(&(&policy).into())?,
-            &target,
-            app.as_deref(),
-        )?,
-        PolicyCommand::List { category, policy } => {
-            show::list(out, &load_policy(&(&policy).into())?, category.as_deref())?;
-            true
-        }
-    };
-    out.flush()?;
-    Ok(if ok { EXIT_OK } else { EXIT_ERROR })
 }

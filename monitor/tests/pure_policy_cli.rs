@@ -128,3 +128,19 @@ fn policy_check_of_a_directory_checks_every_file_and_reports_every_error() {
     assert!(!text.contains("README.txt"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// Issue 13: app definitions are listable, and a mistyped category is an error, not an
+// empty list.
+#[test]
+fn policy_list_apps_shows_definitions_and_an_unknown_category_is_an_error() {
+    let (code, text) = run(&["policy", "list", "--apps"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("zoom (Zoom), groups: meeting"), "{text}");
+    assert!(text.contains("flatpak      us.zoom.Zoom"), "{text}");
+    let (code, text) = run(&["policy", "list", "--category", "brokers"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("the categories are: ") && text.contains("data-broker"), "{text}");
+    let (code, text) = run(&["policy", "list", "--category", "data-broker"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("data-broker ("), "{text}");
+}

@@ -4,7 +4,7 @@
 pub mod assets;
 mod audit;
 mod daemon;
-mod policy;
+pub mod policy;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -196,6 +196,8 @@ impl ReportArgs {
         self.html.clone().or_else(|| self.output.clone())
     }
 }
+
+pub use policy::load_policy;
 
 /// Logs at warn, info (`-v`) or debug (`-vv`); `RUST_LOG` overrides. Under systemd (stderr
 /// connected to the journal) logs go to the journal with their priorities, to stderr

@@ -50,9 +50,52 @@ pub enum PolicyCommand {
     },
     /// What is loaded, from where, with counts.
     List {
+        /// Only destinations of this category (an unknown one is an error).
         #[arg(long)]
         category: Option<String>,
+        /// The app definitions instead: ids, names, groups and how each is recognised.
+        #[arg(long, conflicts_with = "category")]
+        apps: bool,
         #[command(flatten)]
         policy: PolicyArgs,
     },
+}
+
+/// Policies for a command; an error names `policy check`.
+pub fn load_policy(sources: &PolicySources) -> anyhow::Result<crate::policy::Policy> {
+    use anyhow::Context as _;
+    crate::policy::Policy::load(sources)
+        .context("loading policies (check them with `brokerwatch policy check`)")
+}
+
+/// `brokerwatch policy ...`; `false` when `check` found errors.
+pub fn run(cmd: PolicyCommand, out: &mut dyn std::io::Write) -> anyhow::Result<bool> {
+    use crate::policy::show;
+    let ok = match cmd {
+        PolicyCommand::Check { paths, policy } => show::check(out, &(&policy).into(), &paths)?,
+        PolicyCommand::Explain {
+            target,
+            app,
+            policy,
+        } => show::explain(
+            out,
+            &load_policy(&(&policy).into())?,
+            &target,
+            app.as_deref(),
+        )?,
+        PolicyCommand::List {
+            category,
+            apps,
+            policy,
+        } => {
+            let p = load_policy(&(&policy).into())?;
+            match apps {
+                true => show::list_apps(out, &p)?,
+                false => show::list(out, &p, category.as_deref())?,
+            }
+            true
+        }
+    };
+    out.flush()?;
+    Ok(ok)
 }

@@ -210,7 +210,54 @@ pub fn explain(
 }
 
 /// `policy list [--category C]`.
+/// `policy list --apps`: every app definition and how it is recognised.
+pub fn list_apps(out: &mut dyn Write, policy: &Policy) -> io::Result<()> {
+    for a in &policy.apps.apps {
+        writeln!(
+            out,
+            "{} ({}), groups: {}",
+            a.id,
+            a.name,
+            a.groups.join(", ")
+        )?;
+        for (what, v) in [
+            ("exe", &a.exe),
+            ("comm", &a.comm),
+            ("flatpak", &a.flatpak),
+            ("snap", &a.snap),
+            ("desktop", &a.desktop),
+            ("first party", &a.first_party),
+        ] {
+            if !v.is_empty() {
+                writeln!(out, "  {what:<12} {}", v.join(", "))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The categories the loaded policy has destinations in.
+pub fn categories(policy: &Policy) -> Vec<&str> {
+    let mut c: Vec<&str> = policy
+        .entries()
+        .iter()
+        .map(|e| e.category.as_str())
+        .collect();
+    c.sort();
+    c.dedup();
+    c
+}
+
 pub fn list(out: &mut dyn Write, policy: &Policy, category: Option<&str>) -> io::Result<()> {
+    if let Some(c) = category.filter(|c| !categories(policy).contains(c)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "no destinations have the category {c:?}; the categories are: {}",
+                categories(policy).join(", ")
+            ),
+        ));
+    }
     writeln!(
         out,
         "Sources (in load order; later entries override earlier ones with the same id):"
