@@ -104,11 +104,11 @@ pub async fn history(
 ) -> Result<(), ClientCommandError> {
     let since_ms = crate::host::clock::now_ms().saturating_sub(since.as_millis() as u64);
     let reply = protocol::request(socket, &Request::History { since_ms }).await?;
-    let Reply::History { alerts } = reply else {
+    let Reply::History { alerts, schema } = reply else {
         return Err(ClientCommandError::Unexpected("history"));
     };
     if json {
-        out.write_all(protocol::encode(&Reply::History { alerts }).as_bytes())?;
+        out.write_all(protocol::encode(&Reply::History { alerts, schema }).as_bytes())?;
         return Ok(out.flush()?);
     }
     if alerts.is_empty() {

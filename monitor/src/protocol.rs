@@ -28,6 +28,11 @@ pub enum Request {
     },
 }
 
+/// The JSON shape version every reply, audit line and report carries.
+fn schema() -> u32 {
+    crate::report::SCHEMA
+}
+
 /// Everything the daemon sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -38,6 +43,9 @@ pub enum Reply {
         all_users: bool,
     },
     Alert {
+        /// Version of the JSON shape ([`crate::report::SCHEMA`]).
+        #[serde(default = "schema")]
+        schema: u32,
         alert: Box<Alert>,
     },
     /// The client was too slow and `missed` alerts were dropped for it.
@@ -46,6 +54,8 @@ pub enum Reply {
     },
     Status(Box<Status>),
     History {
+        #[serde(default = "schema")]
+        schema: u32,
         alerts: Vec<Alert>,
     },
     Report(Box<crate::report::Report>),
@@ -278,11 +288,13 @@ mod tests {
     #[test]
     fn protocol_alert_replies_are_flat_findings_and_round_trip() {
         let reply = Reply::Alert {
+            schema: crate::report::SCHEMA,
             alert: Box::new(alert(1000)),
         };
         let line = encode(&reply);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["type"], "alert");
+        assert_eq!(v["schema"], crate::report::SCHEMA);
         assert_eq!(v["alert"]["uid"], 1000, "finding fields sit beside ts_ms");
         assert_eq!(v["alert"]["domain"], "graph.facebook.com");
         assert_eq!(v["alert"]["ts_ms"], 1);

@@ -70,7 +70,12 @@ fn report_html_of_a_lab_audit_renders_companies_and_graph_in_chromium() {
     let report_json = std::fs::read_to_string(&json).unwrap();
     assert!(!report_json.contains("command-42"));
     for l in report_json.lines() {
-        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(
+            v["schema"],
+            brokerwatch::report::SCHEMA,
+            "every line says its shape: {l}"
+        );
     }
     let page = std::fs::read_to_string(&html).unwrap();
     for want in [

@@ -139,7 +139,10 @@ fn policy_list_apps_shows_definitions_and_an_unknown_category_is_an_error() {
     assert!(text.contains("flatpak      us.zoom.Zoom"), "{text}");
     let (code, text) = run(&["policy", "list", "--category", "brokers"]);
     assert_eq!(code, Some(2), "{text}");
-    assert!(text.contains("the categories are: ") && text.contains("data-broker"), "{text}");
+    assert!(
+        text.contains("the categories are: ") && text.contains("data-broker"),
+        "{text}"
+    );
     let (code, text) = run(&["policy", "list", "--category", "data-broker"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("data-broker ("), "{text}");

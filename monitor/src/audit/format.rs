@@ -22,16 +22,23 @@ pub fn open_report(path: Option<&std::path::Path>) -> io::Result<Box<dyn Write>>
     }
 }
 
-/// One line of `--json` output.
+/// One line of `--json` output: its type, the shape's version, then the fields.
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Line<'a> {
-    Connection(&'a Finding),
-    Summary(&'a Summary),
+struct Line<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: u32,
+    #[serde(flatten)]
+    body: &'a T,
 }
 
-fn json_line(out: &mut dyn Write, line: &Line<'_>) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, line).map_err(io::Error::other)?;
+fn json_line<T: Serialize>(out: &mut dyn Write, kind: &'static str, body: &T) -> io::Result<()> {
+    let line = Line {
+        kind,
+        schema: crate::report::SCHEMA,
+        body,
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(io::Error::other)?;
     writeln!(out)
 }
 
@@ -53,9 +60,9 @@ pub fn write(
     match format {
         Format::Json => {
             for row in rows {
-                json_line(out, &Line::Connection(row))?;
+                json_line(out, "connection", row)?;
             }
-            json_line(out, &Line::Summary(summary))?;
+            json_line(out, "summary", summary)?;
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);

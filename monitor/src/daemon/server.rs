@@ -215,7 +215,10 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                         Ok(alerts) => {
                             let alerts: Vec<Alert> =
                                 alerts.into_iter().filter(|a| peer.may_see(a)).collect();
-                            protocol::encode(&Reply::History { alerts })
+                            protocol::encode(&Reply::History {
+                                schema: crate::report::SCHEMA,
+                                alerts,
+                            })
                         }
                         Err(e) => protocol::encode(&Reply::Error {
                             message: format!("cannot read the store: {e}"),
@@ -285,6 +288,7 @@ async fn subscribe(w: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared, pe
     loop {
         let reply = match rx.recv().await {
             Ok(Event::Alert(alert)) if peer.may_see(&alert) => Reply::Alert {
+                schema: crate::report::SCHEMA,
                 alert: Box::new((*alert).clone()),
             },
             Ok(Event::Alert(_)) => continue,

@@ -238,7 +238,7 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                     };
                     tokio::select! {
                         reply = conn.next() => match reply {
-                            Ok(Some(Reply::Alert { alert })) => {
+                            Ok(Some(Reply::Alert { alert, .. })) => {
                                 if alert.ts_ms > last_ts {
                                     last_ts = alert.ts_ms;
                                     seen_at_last.clear();
@@ -259,7 +259,7 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                                 // history instead of silently showing less.
                                 let req = Request::History { since_ms: last_ts };
                                 let recovered = match crate::protocol::request(socket, &req).await {
-                                    Ok(Reply::History { alerts }) => {
+                                    Ok(Reply::History { alerts, .. }) => {
                                         missed_alerts(alerts, last_ts, &seen_at_last, missed)
                                     }
                                     _ => Vec::new(),
