@@ -164,9 +164,18 @@ fn daemon_system_unit_verifies_and_is_hardened() {
     let text =
         brokerwatch::install::SYSTEM_UNIT.replace("/usr/bin/brokerwatch", common::daemon::BIN);
     std::fs::write(&unit, text).unwrap();
+    // Documentation= names man pages: verify looks them up, in the ones this binary makes.
+    let man = dir.join("man");
+    let made = Command::new(common::daemon::BIN)
+        .arg("generate-assets")
+        .arg(&man)
+        .status()
+        .unwrap();
+    assert!(made.success());
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
+        .env("MANPATH", &man)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
