@@ -327,3 +327,81 @@ fn audit_concurrent_audits_keep_each_others_cgroups() {
         );
     }
 }
+
+/// What a tmux pane shows.
+fn pane(session: &str) -> String {
+    let out = Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", session])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// Issue 13: a 30 s audit showed nothing until it ended. On a terminal the status line and
+// each flagged contact appear while it runs (checked in a real tmux pane).
+#[test]
+fn audit_live_line_and_flagged_contacts_show_on_a_terminal_before_the_audit_ends() {
+    require_root();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let dir = std::env::temp_dir().join(format!("bw-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let policy = dir.join("broker.toml");
+    std::fs::write(&policy, common::daemon::policy_text("Live Broker")).unwrap();
+    let session = format!("bwlive{}", std::process::id());
+    let cmd = format!(
+        "{BIN} audit --duration 20s --policy {} --output {} -- sh -c '{} tcp:127.0.0.2:{port}; sleep 20'; sleep 60",
+        policy.display(),
+        dir.join("report.txt").display(),
+        zoom.display()
+    );
+    let st = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "40",
+            "-s",
+            &session,
+            &cmd,
+        ])
+        .status()
+        .expect("tmux");
+    assert!(st.success());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let start = std::time::Instant::now();
+    let mut shown = String::new();
+    while start.elapsed() < std::time::Duration::from_secs(15) {
+        shown = pane(&session);
+        if shown.contains("Live Broker") && shown.contains("1 flagged") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        shown.contains("Live Broker"),
+        "no flagged contact while running:\n{shown}"
+    );
+    assert!(shown.contains("1 flagged"), "no status line:\n{shown}");
+    assert!(shown.contains("processes,"), "{shown}");
+    assert!(
+        !dir.join("report.txt").exists()
+            || std::fs::read_to_string(dir.join("report.txt"))
+                .unwrap()
+                .is_empty(),
+        "the audit had already ended"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod launch;
+mod live;
 
 use std::{
     path::{Path, PathBuf},
@@ -61,6 +62,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
     pub target: Target,
+    /// A live status line and flagged contacts on stderr (when it is a terminal).
+    pub live: bool,
     pub duration: Option<Duration>,
     pub sensor: SensorOptions,
 }
@@ -281,6 +284,8 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     tokio::pin!(ctrl_c);
     let mut child_done = gated.is_none();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut live = live::Live::new(opts.live);
+    let mut live_users = UserNames::default();
     let mut lost_seen = 0u64;
     loop {
         tokio::select! {
@@ -293,6 +298,12 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                 res?;
                 if let Some(w) = &mut watcher {
                     w.apply(&mut sensor)?;
+                }
+                if live.on() {
+                    for (key, agg) in engine.take_changes() {
+                        let mut cx = finding::Context { clock: &clock, users: &mut live_users, policy };
+                        live.contact(&finding::decide(&engine, &key, &agg, &mut cx));
+                    }
                 }
             }
             status = async { gated.as_mut().expect("guarded").await }, if !child_done => {
@@ -318,6 +329,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                     w.prune(&mut sensor)?;
                 }
                 let k = sensor.counters()?;
+                live.status(engine.stats.processes_seen, engine.stats.sock_records);
                 if k.lost > lost_seen {
                     log::warn!("{} kernel records lost so far: the ring buffer was full (raise --ring-size)", k.lost);
                     lost_seen = k.lost;
@@ -326,6 +338,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
         }
     }
 
+    live.finish();
     // Everything the kernel produced before we stopped: drain until the books balance.
     let settle = Instant::now();
     loop {

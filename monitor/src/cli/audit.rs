@@ -37,6 +37,9 @@ pub struct AuditArgs {
     /// graph, timeline, every contact with its source, the audit's facts).
     #[arg(long, value_name = "FILE")]
     pub html: Option<std::path::PathBuf>,
+    /// No live status line or flagged contacts on the terminal while the audit runs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// With --app: where the socket and packet programs run (auto: only the watched apps'
     /// cgroups where systemd gives apps cgroups of their own, the root elsewhere).
     #[arg(long, value_enum, default_value = "auto")]
@@ -85,6 +88,7 @@ impl From<&AuditArgs> for AuditOptions {
         };
         Self {
             target,
+            live: !a.quiet,
             duration: a.duration,
             sensor: SensorOptions {
                 ring_bytes: a.ring_size,
