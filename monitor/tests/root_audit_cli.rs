@@ -405,3 +405,30 @@ fn audit_live_line_and_flagged_contacts_show_on_a_terminal_before_the_audit_ends
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// Issue 13: "No connections" said nothing about what was watched or what to try.
+#[test]
+fn audit_that_saw_nothing_says_what_it_watched_and_what_to_try() {
+    require_root();
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "--duration",
+            "1s",
+            "--quiet",
+            "--app",
+            "no-such-app-xyz",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Watched: no-such-app-xyz"), "{text}");
+    assert!(text.contains("None of them ran"), "{text}");
+    assert!(text.contains("--all") && text.contains("-- CMD"), "{text}");
+}
