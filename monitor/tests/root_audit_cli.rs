@@ -432,3 +432,37 @@ fn audit_that_saw_nothing_says_what_it_watched_and_what_to_try() {
     assert!(text.contains("None of them ran"), "{text}");
     assert!(text.contains("--all") && text.contains("-- CMD"), "{text}");
 }
+
+// Issue 13: 40 runs of one app to one domain printed 40 rows and counted 40 "destinations".
+#[test]
+fn audit_table_groups_forty_processes_to_one_destination_into_one_line() {
+    require_root();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let dir = std::env::temp_dir().join(format!("bw-group-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let policy = dir.join("broker.toml");
+    std::fs::write(&policy, common::daemon::policy_text("Group Broker")).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "--quiet", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&zoom)
+        .args(["--spawn", "40", &format!("tcp:127.0.0.2:{port}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Destination lines (the command line also names the address).
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("      ") && l.contains("127.0.0.2"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("40x"), "{text}");
+    assert!(text.contains("40 connections to 1 destinations"), "{text}");
+    assert!(text.contains("Flagged: 1 destination(s)"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

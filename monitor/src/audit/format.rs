@@ -87,7 +87,13 @@ pub fn write(
             }
             w.flush()?;
         }
-        Format::Table => write_summary(out, summary, "")?,
+        Format::Table => {
+            let d = Destinations {
+                all: summary.connection_rows,
+                flagged: summary.flagged,
+            };
+            write_summary(out, summary, d)?
+        }
     }
     Ok(())
 }
@@ -144,7 +150,7 @@ pub fn write_text(
     } else {
         crate::report::text::write(out, report, color)?;
     }
-    write_summary(out, s, "")
+    write_summary(out, s, Destinations::of(report))
 }
 
 /// "Nothing seen", with what was watched, whether it ran, and what to try.
@@ -168,15 +174,38 @@ fn nothing_seen(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     }
 }
 
-fn write_summary(out: &mut dyn Write, s: &Summary, clock_note: &str) -> io::Result<()> {
+/// Destinations as people count them: distinct (app, destination, protocol), all and
+/// flagged. (The report is grouped that way; connection rows are per process.)
+#[derive(Debug, Clone, Copy)]
+struct Destinations {
+    all: usize,
+    flagged: usize,
+}
+
+impl Destinations {
+    fn of(r: &crate::report::Report) -> Self {
+        let (mut all, mut flagged) = (0, 0);
+        for a in &r.apps {
+            all += a.other.len();
+            for c in &a.companies {
+                all += c.domains.len();
+                if c.flagged {
+                    flagged += c.domains.len();
+                }
+            }
+        }
+        Self { all, flagged }
+    }
+}
+
+fn write_summary(out: &mut dyn Write, s: &Summary, d: Destinations) -> io::Result<()> {
     writeln!(
         out,
-        "Summary: {} processes seen, {} connections to {} destinations in {:.1}s{}",
+        "Summary: {} processes seen, {} connections to {} destinations in {:.1}s",
         s.processes_seen,
         s.connections,
-        s.connection_rows,
+        d.all,
         s.duration_ms as f64 / 1000.0,
-        clock_note
     )?;
     writeln!(
         out,
@@ -194,7 +223,7 @@ fn write_summary(out: &mut dyn Write, s: &Summary, clock_note: &str) -> io::Resu
         writeln!(
             out,
             "Flagged: {} destination(s) the policy alerts on (exit status 1)",
-            s.flagged
+            d.flagged
         )?;
     }
     if s.watch_table_full > 0 || s.rows_dropped > 0 || s.records_undecodable > 0 {
