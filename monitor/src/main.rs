@@ -92,9 +92,16 @@ fn run() -> anyhow::Result<u8> {
             ))?)
         }
         Command::Notify(args) => done(block_on(notify::run(&args.socket, (&args).into()))?),
-        Command::Install(args) => print_lines(&mut out, install::install(&(&args).into())?),
+        Command::Install(args) => {
+            // Root is checked first: an ordinary user gets that message, not EACCES.
+            let mut lines = install::install(&(&args).into())?;
+            lines.extend(cli::assets::install_local(&args.root)?);
+            print_lines(&mut out, lines)
+        }
         Command::Uninstall(args) => {
-            print_lines(&mut out, install::uninstall(&(&args).into(), args.purge)?)
+            let mut lines = install::uninstall(&(&args).into(), args.purge)?;
+            lines.extend(cli::assets::remove_local(&args.root));
+            print_lines(&mut out, lines)
         }
         Command::GenerateAssets { dir } => Ok(cli::assets::write_all(&dir).map(|_| EXIT_OK)?),
     }

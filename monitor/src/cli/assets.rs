@@ -49,6 +49,68 @@ pub fn write_all(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Where `brokerwatch install` puts the generated files under `root` (the package uses
+/// /usr/share instead): (generated file, installed path).
+fn local_places(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let share = root.join("usr/local/share");
+    let mut v = vec![
+        (
+            PathBuf::from("bash/brokerwatch"),
+            share.join("bash-completion/completions/brokerwatch"),
+        ),
+        (
+            PathBuf::from("zsh/_brokerwatch"),
+            share.join("zsh/site-functions/_brokerwatch"),
+        ),
+        (
+            PathBuf::from("fish/brokerwatch.fish"),
+            share.join("fish/vendor_completions.d/brokerwatch.fish"),
+        ),
+    ];
+    let cmd = Cli::command();
+    let names = std::iter::once("brokerwatch".to_owned()).chain(
+        cmd.get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| format!("brokerwatch-{}", s.get_name())),
+    );
+    for n in names {
+        v.push((
+            PathBuf::from(format!("man1/{n}.1")),
+            share.join(format!("man/man1/{n}.1")),
+        ));
+    }
+    v
+}
+
+/// `brokerwatch install`: man pages and completions under `root`/usr/local/share.
+pub fn install_local(root: &Path) -> io::Result<Vec<String>> {
+    let tmp = std::env::temp_dir().join(format!("brokerwatch-assets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    write_all(&tmp)?;
+    let places = local_places(root);
+    for (from, to) in &places {
+        if let Some(d) = to.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::copy(tmp.join(from), to)?;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(vec![format!(
+        "installed {} man pages and bash, zsh and fish completions under {}",
+        places.len() - 3,
+        root.join("usr/local/share").display()
+    )])
+}
+
+/// `brokerwatch uninstall`: removes what [`install_local`] wrote (and nothing else).
+pub fn remove_local(root: &Path) -> Vec<String> {
+    let removed = local_places(root)
+        .into_iter()
+        .filter(|(_, to)| std::fs::remove_file(to).is_ok())
+        .count();
+    vec![format!("removed {removed} man pages and completions")]
+}
+
 fn write(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     std::fs::write(path, bytes)?;
     Ok(path.to_owned())
@@ -148,6 +210,26 @@ mod tests {
         let bash = std::fs::read_to_string(dir.join("bash/brokerwatch")).unwrap();
         assert!(bash.contains("audit") && bash.contains("--duration"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn assets_install_puts_man_pages_and_completions_under_usr_local_and_removes_them() {
+        let root = std::env::temp_dir().join(format!("bw-assets-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        install_local(&root).unwrap();
+        let share = root.join("usr/local/share");
+        assert!(share.join("man/man1/brokerwatch-policy.1").is_file());
+        assert!(share
+            .join("bash-completion/completions/brokerwatch")
+            .is_file());
+        std::fs::write(share.join("man/man1/other.1"), "keep").unwrap();
+        remove_local(&root);
+        assert!(!share.join("man/man1/brokerwatch.1").exists());
+        assert!(
+            share.join("man/man1/other.1").exists(),
+            "only its own files go"
+        );
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub struct InstallArgs {
 pub struct UninstallArgs {
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
-    /// Also delete the alert history.
+    /// Also delete the store and the accounts `install` created.
     #[arg(long)]
     pub purge: bool,
 }
