@@ -201,10 +201,11 @@ impl Destinations {
 fn write_summary(out: &mut dyn Write, s: &Summary, d: Destinations) -> io::Result<()> {
     writeln!(
         out,
-        "Summary: {} processes seen, {} connections to {} destinations in {:.1}s",
+        "Summary: {} processes seen, {} connections to {} destination{} in {:.1}s",
         s.processes_seen,
         s.connections,
         d.all,
+        if d.all == 1 { "" } else { "s" },
         s.duration_ms as f64 / 1000.0,
     )?;
     writeln!(
