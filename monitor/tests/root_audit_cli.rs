@@ -462,7 +462,10 @@ fn audit_table_groups_forty_processes_to_one_destination_into_one_line() {
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("40x"), "{text}");
-    assert!(text.contains("40 connections to 1 destination in"), "{text}");
+    assert!(
+        text.contains("40 connections to 1 destination in"),
+        "{text}"
+    );
     assert!(text.contains("Flagged: 1 destination(s)"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }

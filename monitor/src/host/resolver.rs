@@ -40,6 +40,11 @@ pub fn dns_socket_inodes(proc_net_udp: &str, addr: IpAddr) -> Vec<u64> {
 
 /// The kernel prints addresses in /proc/net/udp as host-order 32-bit words in hex.
 fn parse_hex_addr(hex: &str) -> Option<IpAddr> {
+    // Hex digits only: slicing by bytes below must never split a character (found by
+    // fuzzing: a multibyte character in the address field panicked).
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let words: Vec<u32> = (0..hex.len() / 8)
         .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok())
         .collect::<Option<_>>()?;
@@ -131,5 +136,13 @@ mod tests {
             dns_socket_inodes("garbage\nmore garbage here", "::1".parse().unwrap()),
             Vec::<u64>::new()
         );
+    }
+
+    // Found by fuzzing.
+    #[test]
+    fn resolver_proc_net_udp_with_a_multibyte_address_is_skipped_not_a_panic() {
+        let text = "header\n 0: 0100\u{e9}7F:0035 00000000:0000 07 0 0 0 0 0 4242\n";
+        assert!(dns_socket_inodes(text, "127.0.0.1".parse().unwrap()).is_empty());
+        assert_eq!(parse_hex_addr("0100007\u{e9}"), None);
     }
 }
