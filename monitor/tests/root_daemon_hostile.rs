@@ -173,13 +173,7 @@ fn daemon_lost_kernel_records_are_told_in_the_log_and_to_subscribers() {
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
     let mut lines = std::io::BufReader::new(sub.try_clone().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains("subscribed"));
-    let zoom = dir.join("zoom");
-    std::fs::copy(common::PROBE, &zoom).unwrap();
-    let st = Command::new(&zoom)
-        .args(["--repeat", "3000", "udpconnect:127.0.0.1:9"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::daemon::overflow_ring(&dir);
     let notice = lines
         .map_while(Result::ok)
         .find(|l| l.contains("\"type\":\"notice\""))

@@ -49,14 +49,21 @@ fn run_zoom(dir: &std::path::Path, args: &[String]) {
     assert!(st.success());
 }
 
-#[test]
-fn daemon_records_every_connection_of_watched_apps_in_the_store_not_only_alerts() {
-    require_root();
-    let dir = lab_dir("store-every");
+/// A daemon, and a copy of the probe named zoom that contacts a broker (127.0.0.2) and a
+/// first party (127.0.0.3) three times each.
+struct Contacts {
+    daemon: Daemon,
+    _listeners: [std::net::TcpListener; 2],
+    broker: u16,
+    first_party: u16,
+}
+
+fn zoom_contacts_both_three_times(tag: &str) -> (std::path::PathBuf, Contacts) {
+    let dir = lab_dir(tag);
     std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
-    let (_b, broker) = common::accepting_listener("127.0.0.2:0");
-    let (_f, first_party) = common::accepting_listener("127.0.0.3:0");
-    let d = Daemon::start(&dir);
+    let (b, broker) = common::accepting_listener("127.0.0.2:0");
+    let (f, first_party) = common::accepting_listener("127.0.0.3:0");
+    let daemon = Daemon::start(&dir);
     run_zoom(
         &dir,
         &[
@@ -66,6 +73,20 @@ fn daemon_records_every_connection_of_watched_apps_in_the_store_not_only_alerts(
             format!("tcp:127.0.0.2:{broker}"),
         ],
     );
+    let c = Contacts {
+        daemon,
+        _listeners: [b, f],
+        broker,
+        first_party,
+    };
+    (dir, c)
+}
+
+#[test]
+fn daemon_records_every_connection_of_watched_apps_in_the_store_not_only_alerts() {
+    require_root();
+    let (dir, c) = zoom_contacts_both_three_times("store-every");
+    let (d, broker, first_party) = (c.daemon, c.broker, c.first_party);
     wait_for(|| !history(&dir, None).is_empty(), "the alert");
     stop(d);
     let rows = store::read_connections(&dir.join("state").join(FILE_NAME), 0).unwrap();
@@ -177,20 +198,8 @@ fn daemon_keeps_alerting_on_a_full_disk_says_so_and_saves_what_waited() {
 #[test]
 fn daemon_report_over_the_store_includes_first_party_contacts_and_is_per_user() {
     require_root();
-    let dir = lab_dir("store-report");
-    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
-    let (_b, broker) = common::accepting_listener("127.0.0.2:0");
-    let (_f, first_party) = common::accepting_listener("127.0.0.3:0");
-    let _d = Daemon::start(&dir);
-    run_zoom(
-        &dir,
-        &[
-            "--repeat".into(),
-            "3".into(),
-            format!("tcp:127.0.0.3:{first_party}"),
-            format!("tcp:127.0.0.2:{broker}"),
-        ],
-    );
+    // Kept alive to the end: the daemon and the listeners.
+    let (dir, _contacts) = zoom_contacts_both_three_times("store-report");
     let report = |user: Option<u32>| -> serde_json::Value {
         let (code, text) = client(&dir, user, &["report", "--json", "--since", "1h"]);
         assert_eq!(code, Some(0), "{text}");

@@ -134,13 +134,7 @@ fn journal_daemon_logs_go_to_the_journal_under_systemd_with_their_priorities() {
         d.log()
     );
     // Lost records: a warning with its own MESSAGE_ID.
-    let zoom = dir.join("zoom");
-    std::fs::copy(common::PROBE, &zoom).unwrap();
-    let st = Command::new(&zoom)
-        .args(["--repeat", "3000", "udpconnect:127.0.0.1:9"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::daemon::overflow_ring(&dir);
     let loss = entries(&[format!("_PID={pid}"), format!("MESSAGE_ID={LOSS_ID}")]);
     assert!(!loss.is_empty(), "no loss entry");
     assert_eq!(loss[0]["PRIORITY"], "4");

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cargo, root, run_cmd, setup};
+use crate::{root, run_cmd, setup};
 
 const MAINTAINER: &str = "brokerwatch developers <brokerwatch@example.org>";
 
@@ -90,14 +90,7 @@ pub fn run() -> Result<()> {
 
 /// Builds the release binary and the package.
 pub fn build(env: &setup::Env) -> Result<()> {
-    run_cmd(cargo(env).args([
-        "build",
-        "--release",
-        "-p",
-        "monitor",
-        "--bin",
-        "brokerwatch",
-    ]))?;
+    let built = crate::build_release_brokerwatch(env)?;
     let stage = root().join("target/debian/stage");
     let _ = std::fs::remove_dir_all(&stage);
     let put = |rel: &str, bytes: &[u8], mode: u32| -> Result<PathBuf> {
@@ -107,7 +100,7 @@ pub fn build(env: &setup::Env) -> Result<()> {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
         Ok(p)
     };
-    let bin = std::fs::read(root().join("target/release/brokerwatch"))?;
+    let bin = std::fs::read(&built)?;
     let bin_path = put("usr/bin/brokerwatch", &bin, 0o755)?;
     run_cmd(
         Command::new("strip")

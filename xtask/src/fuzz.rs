@@ -72,22 +72,9 @@ pub fn run_targets(env: &setup::Env, mut args: FuzzArgs) -> Result<()> {
     };
     let target_dir = root().join("target/fuzz");
     run_cmd(
-        Command::new("rustup")
-            .current_dir(&fuzz)
-            .env("PATH", &env.path)
+        crate::nightly_cargo(env, &fuzz)
             .env("RUSTFLAGS", RUSTFLAGS)
-            .env_remove("RUSTC")
-            .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("CARGO")
-            .args([
-                "run",
-                "nightly",
-                "cargo",
-                "build",
-                "--release",
-                "--target",
-                TRIPLE,
-            ])
+            .args(["build", "--release", "--target", TRIPLE])
             .arg("--target-dir")
             .arg(&target_dir),
     )?;

@@ -95,6 +95,32 @@ pub fn cargo(env: &setup::Env) -> Command {
     cmd
 }
 
+/// `cargo` of the nightly toolchain (through rustup) in `dir`, with bpf-linker on PATH and
+/// none of the stable cargo's environment leaking in.
+pub fn nightly_cargo(env: &setup::Env, dir: &Path) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(dir)
+        .env("PATH", &env.path)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO")
+        .args(["run", "nightly", "cargo"]);
+    cmd
+}
+
+/// Builds `target/release/brokerwatch` and returns its path.
+pub fn build_release_brokerwatch(env: &setup::Env) -> Result<PathBuf> {
+    run_cmd(cargo(env).args([
+        "build",
+        "--release",
+        "-p",
+        "monitor",
+        "--bin",
+        "brokerwatch",
+    ]))?;
+    Ok(root().join("target/release/brokerwatch"))
+}
+
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd
@@ -129,15 +155,7 @@ pub fn as_root(program: &Path, args: &[String], env: &setup::Env) -> Command {
 
 fn audit(args: &[String]) -> Result<()> {
     let env = setup::all()?;
-    run_cmd(cargo(&env).args([
-        "build",
-        "--release",
-        "-p",
-        "monitor",
-        "--bin",
-        "brokerwatch",
-    ]))?;
-    let bin = root().join("target/release/brokerwatch");
+    let bin = build_release_brokerwatch(&env)?;
     let mut args = args.to_vec();
     if args.first().map(String::as_str) == Some("--") {
         args.remove(0);

@@ -146,16 +146,8 @@ fn lint(env: &setup::Env) -> Result<()> {
     ]))?;
     // The kernel programs, linted for their own target with the nightly toolchain.
     run_cmd(
-        Command::new("rustup")
-            .current_dir(root().join("monitor-ebpf"))
-            .env("PATH", &env.path)
-            .env_remove("RUSTC")
-            .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("CARGO")
+        crate::nightly_cargo(env, &root().join("monitor-ebpf"))
             .args([
-                "run",
-                "nightly",
-                "cargo",
                 "clippy",
                 "--target",
                 "bpfel-unknown-none",

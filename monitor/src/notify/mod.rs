@@ -19,6 +19,8 @@ pub use throttle::{Note, Policy, Throttle};
 use crate::{
     defaults,
     protocol::{Alert, ClientError, Connection, Reply, Request},
+    // Notification bodies may be read as markup: the report's escaping covers it.
+    report::html::escape as markup_escape,
 };
 
 /// Where a user's muted (app, company) pairs are kept: under `$XDG_CONFIG_HOME`, `$HOME`
@@ -113,24 +115,6 @@ fn show_notice(n: &crate::protocol::Notice) {
     if let Err(e) = shown {
         log::warn!("cannot show a notification: {e}");
     }
-}
-
-/// Escapes text for a notification body, which servers may read as markup (`<b>`, `<a>`,
-/// `&amp;` per the Desktop Notifications spec): names come from DNS answers and TLS
-/// ClientHellos, which anyone can choose.
-pub fn markup_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Shows a note through the desktop's notification server; offers Details and Mute where

@@ -12,7 +12,10 @@ const ALERT: &str = "#d7263d";
 /// Contacts that are not flagged.
 const QUIET: &str = "#9aa0a8";
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML and for notification-body markup (the Desktop Notifications
+/// spec's subset): names come from DNS answers and TLS ClientHellos, which anyone can
+/// choose. Control characters become U+FFFD.
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -20,7 +23,7 @@ fn esc(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
+            '\'' => out.push_str("&apos;"),
             c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
         }
@@ -68,14 +71,14 @@ pub fn render(r: &Report, title: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>{STYLE}</style></head><body><main>\n",
-        esc(title)
+        escape(title)
     );
     let _ = writeln!(
         h,
         "<h1>{}</h1><p class=\"meta\">{} &ndash; {} &middot; {} &middot; report schema {}</p>",
-        esc(title),
-        esc(&when(r.since_ms, true)),
-        esc(&when(r.until_ms, true)),
+        escape(title),
+        escape(&when(r.since_ms, true)),
+        escape(&when(r.until_ms, true)),
         if r.scope == "audit" {
             "one audit"
         } else {
@@ -93,7 +96,7 @@ pub fn render(r: &Report, title: &str) -> String {
             h,
             "<p class=\"headline{}\">{}</p>",
             if flagged { " flagged" } else { "" },
-            esc(&a.headline())
+            escape(&a.headline())
         );
     }
     h.push_str("</section>\n<h2>Who talked to whom</h2><div class=\"card\">");
@@ -105,7 +108,7 @@ pub fn render(r: &Report, title: &str) -> String {
     if !r.facts.is_empty() {
         h.push_str("<h2>How this was gathered</h2><dl>");
         for (k, v) in &r.facts {
-            let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+            let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(v));
         }
         h.push_str("</dl>");
     }
@@ -155,8 +158,8 @@ fn graph(h: &mut String, r: &Report) {
                 x1 + 160.0,
                 x2 - 160.0,
                 if c.flagged { ALERT } else { QUIET },
-                esc(&a.app),
-                esc(&c.company),
+                escape(&a.app),
+                escape(&c.company),
                 c.connections
             );
         }
@@ -169,7 +172,7 @@ fn graph(h: &mut String, r: &Report) {
             y - 14.0,
             app_x + 10.0,
             y + 5.0,
-            esc(&a.app),
+            escape(&a.app),
             a.connections
         );
     }
@@ -185,8 +188,8 @@ fn graph(h: &mut String, r: &Report) {
             category_color(category),
             co_x + 16.0,
             y + 5.0,
-            esc(name),
-            esc(category)
+            escape(name),
+            escape(category)
         );
     }
     h.push_str("</svg>");
@@ -227,10 +230,10 @@ fn timeline(h: &mut String, r: &Report, long: bool) {
         "<line x1=\"{pad}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#5b6470\"/><text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><text x=\"{pad}\" y=\"14\" fill=\"#5b6470\">{} connections at most per {} s; red: flagged</text></svg>",
         width - pad,
         height - 6.0,
-        esc(&when(r.since_ms, long)),
+        escape(&when(r.since_ms, long)),
         width - pad,
         height - 6.0,
-        esc(&when(r.until_ms, long)),
+        escape(&when(r.until_ms, long)),
         max as u64,
         r.bucket_ms / 1000
     );
@@ -258,18 +261,18 @@ fn table(h: &mut String, r: &Report, long: bool) {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}<div class=\"src\">{}</div></td><td>{}</td><td class=\"{}\">{}</td><td class=\"dom\">{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&a.app),
-                esc(company),
-                esc(source),
-                esc(category),
+                escape(&a.app),
+                escape(company),
+                escape(source),
+                escape(category),
                 if flagged { "sev-flagged" } else { "" },
-                esc(sev),
-                esc(&d.destination),
-                esc(&d.proto),
+                escape(sev),
+                escape(&d.destination),
+                escape(&d.proto),
                 d.count,
-                esc(&when(d.first_ms, long)),
-                esc(&when(d.last_ms, long)),
-                esc(d.named_by.as_deref().unwrap_or("-"))
+                escape(&when(d.first_ms, long)),
+                escape(&when(d.last_ms, long)),
+                escape(d.named_by.as_deref().unwrap_or("-"))
             );
         }
     }

@@ -118,6 +118,20 @@ pub fn history(dir: &Path, as_user: Option<u32>) -> Vec<Value> {
     v["alerts"].as_array().cloned().unwrap_or_default()
 }
 
+/// Floods the ring with 3,000 watched UDP connects (a copy of the probe named like a
+/// meeting app): with `--ring-size 4K` records are lost.
+pub fn overflow_ring(dir: &Path) {
+    let zoom = dir.join("zoom");
+    if !zoom.exists() {
+        std::fs::copy(PROBE, &zoom).unwrap();
+    }
+    let st = Command::new(&zoom)
+        .args(["--repeat", "3000", "udpconnect:127.0.0.1:9"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// A process named like a meeting app contacts the test broker, as `as_user`.
 pub fn zoom_contacts_broker(dir: &Path, port: u16, as_user: Option<u32>) {
     let zoom = dir.join("zoom");
