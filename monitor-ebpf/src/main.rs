@@ -2,19 +2,23 @@
 //!
 //! * `cgroup/connect4|6` and `cgroup/sendmsg4|6` on the cgroup v2 root see every outbound
 //!   `connect()` and every UDP send with an explicit destination, before the kernel acts on
-//!   it, and never change the outcome (they always return 1, "allow").
+//!   it; they allow it unless blocking is on and the block tables deny it.
 //! * raw tracepoints on `sched_process_fork|exec|exit` keep the set of watched processes and
 //!   tell userspace every watched process's parent, executable and end, however short-lived.
 //! * raw tracepoints on `cgroup_mkdir|attach_task` report new cgroups (app scopes) and
 //!   watched processes moving between cgroups.
 //! * `cgroup_skb` ingress and egress copy DNS answers and the first payloads of watched
 //!   sockets.
+//! * blocking (opt-in): the socket programs deny a watched app's connects and sends to
+//!   destinations the block tables name, and `bw_dns_block` (`cgroup_skb` ingress) reads DNS
+//!   answers for blocked names before the asking socket can.
 //!
 //! Watching is decided here: an unwatched process costs a few map lookups and never reaches
 //! the ring buffer. No per-event logging. Every record that cannot be reserved is counted.
 #![no_std]
 #![no_main]
 
+mod block;
 mod cgroup;
 mod emit;
 mod packet;

@@ -26,13 +26,13 @@ const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86DD;
 
 /// Where the transport payload starts, and what carries it.
-struct L4 {
-    family: u16,
-    protocol: u16,
-    src_port: u16,
-    dst_port: u16,
-    payload_off: u32,
-    src_addr: [u8; 16],
+pub(crate) struct L4 {
+    pub(crate) family: u16,
+    pub(crate) protocol: u16,
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
+    pub(crate) payload_off: u32,
+    pub(crate) src_addr: [u8; 16],
 }
 
 #[inline(always)]
@@ -149,7 +149,7 @@ fn parse_l4_copied(ctx: &SkBuffContext, proto: u32) -> Option<L4> {
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
+pub(crate) fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
     let skb = ctx.as_ptr() as *const __sk_buff;
     // SAFETY: reading a field of the context the kernel handed us.
     let proto = u16::from_be(unsafe { (*skb).protocol } as u16) as u32;
@@ -161,7 +161,7 @@ fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
 
 /// The socket behind the packet (`__sk_buff::sk`).
 #[inline(always)]
-fn skb_socket(ctx: &SkBuffContext) -> *mut aya_ebpf::bindings::bpf_sock {
+pub(crate) fn skb_socket(ctx: &SkBuffContext) -> *mut aya_ebpf::bindings::bpf_sock {
     let skb = ctx.as_ptr() as *const __sk_buff;
     // SAFETY: reading a field of the context the kernel handed us.
     unsafe { (*skb).__bindgen_anon_2.sk }
@@ -244,6 +244,7 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
         None => 0,
     };
     capture(&ctx, EventKind::DnsAnswer, &l4, cookie, 0, netns);
+    crate::block::read_answer_for_blocking(&ctx);
     PASS
 }
 

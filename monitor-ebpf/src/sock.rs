@@ -15,6 +15,7 @@ use monitor_common::{
 };
 
 use crate::{
+    block,
     emit::{emit, Origin},
     state::{count, process_comm, watched, SOCK_STATE, SOCK_WATCH, UDP_SEEN},
 };
@@ -22,31 +23,28 @@ use crate::{
 /// `BPF_NOEXIST`: insert only when absent.
 const BPF_NOEXIST: u64 = 1;
 
-/// Allow: these programs observe, they never decide.
+/// Allow the call; anything else makes it fail with `EPERM`.
 const ALLOW: i32 = 1;
+const DENY: i32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn bw_connect4(ctx: SockAddrContext) -> i32 {
-    on_sock_addr(&ctx, EventKind::Connect, AF_INET);
-    ALLOW
+    on_sock_addr(&ctx, EventKind::Connect, AF_INET)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn bw_connect6(ctx: SockAddrContext) -> i32 {
-    on_sock_addr(&ctx, EventKind::Connect, AF_INET6);
-    ALLOW
+    on_sock_addr(&ctx, EventKind::Connect, AF_INET6)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn bw_sendmsg4(ctx: SockAddrContext) -> i32 {
-    on_sock_addr(&ctx, EventKind::UdpSend, AF_INET);
-    ALLOW
+    on_sock_addr(&ctx, EventKind::UdpSend, AF_INET)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn bw_sendmsg6(ctx: SockAddrContext) -> i32 {
-    on_sock_addr(&ctx, EventKind::UdpSend, AF_INET6);
-    ALLOW
+    on_sock_addr(&ctx, EventKind::UdpSend, AF_INET6)
 }
 
 /// Marks a socket that talks to DNS in its local storage: the answers it receives belong
@@ -70,8 +68,10 @@ fn mark_dns_socket(ctx: &SockAddrContext, netns: u64) {
     }
 }
 
+/// Reports the call of a watched process and decides it (allowed unless the block tables
+/// deny this process's app the destination).
 #[inline(always)]
-fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
+fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     // SAFETY: ctx.sock_addr is the context pointer the kernel handed us; these fields are
     // readable in every cgroup/connect* and cgroup/sendmsg* program.
     let sa = unsafe { &*ctx.sock_addr };
@@ -81,7 +81,7 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tag = watched((pid_tgid >> 32) as u32);
     if tag.is_none() && port != DNS_PORT {
-        return;
+        return ALLOW;
     }
     // SAFETY: the helper takes the program's own context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
@@ -89,7 +89,7 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         mark_dns_socket(ctx, netns);
     }
     let Some(tag) = tag else {
-        return;
+        return ALLOW;
     };
     let origin = Origin::of(pid_tgid);
 
@@ -108,23 +108,39 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
         addr[12..16].copy_from_slice(&words[3].to_ne_bytes());
     }
+    // DNS itself is never blocked: names are how blocking knows what to deny.
+    let uid_gid = bpf_get_current_uid_gid();
+    let uid = uid_gid as u32;
+    let blocked = if port == DNS_PORT {
+        0
+    } else {
+        block::verdict(tag, netns, uid, family, &addr)
+    };
+    let verdict = if blocked != 0 {
+        count(Counter::Blocked);
+        DENY
+    } else {
+        ALLOW
+    };
     let sock_type = sa.type_ as u16;
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // Its first payloads name the destination (SNI, Host, QUIC); BPF_NOEXIST keeps the
     // count of a socket that sends to several destinations.
-    let _ = SOCK_WATCH.insert(
-        cookie,
-        SockWatch {
-            captured: 0,
-            watch_tag: tag,
-        },
-        BPF_NOEXIST,
-    );
+    if blocked == 0 {
+        let _ = SOCK_WATCH.insert(
+            cookie,
+            SockWatch {
+                captured: 0,
+                watch_tag: tag,
+            },
+            BPF_NOEXIST,
+        );
+    }
     if kind == EventKind::UdpSend {
         if sock_type != SOCK_DGRAM {
-            return;
+            return verdict;
         }
         let key = UdpKey {
             cookie,
@@ -137,13 +153,13 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
             // SAFETY: LRU value slot; a racing update can only lose an increment.
             unsafe { *seen += 1 };
             count(Counter::UdpRepeat);
-            return;
+            return verdict;
         }
         let _ = UDP_SEEN.insert(key, 0, 0);
     }
 
     let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    let gid = (bpf_get_current_uid_gid() >> 32) as u32; // the uid is in the header
+    let gid = (uid_gid >> 32) as u32; // the uid is in the header
     let data = SockData {
         cookie,
         addr,
@@ -154,8 +170,10 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) {
         gid,
         watch_tag: tag,
         netns,
+        blocked,
         comm: process_comm(thread_comm, origin.tid == origin.tgid),
         thread_comm,
     };
     emit(kind, origin, data, true);
+    verdict
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use monitor_common::{
     CommKey, Config, Counter, KernelOffsets, SockState, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS,
     MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCHED_SOCKETS, MAX_WATCH_CGROUPS,
-    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL, WATCH_TAG_CGROUP,
+    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL,
 };
 
 /// Records for userspace. Size is set by userspace before loading.
@@ -131,9 +131,9 @@ pub fn watched(tgid: u32) -> Option<u32> {
     if mode & MODE_CGROUPS != 0 {
         // SAFETY: no pointer arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
-        // SAFETY: only the key's presence is read.
-        if unsafe { WATCH_CGROUPS.get(cgroup) }.is_some() {
-            return Some(WATCH_TAG_CGROUP);
+        // SAFETY: plain u32 values; a concurrent update can only give another valid tag.
+        if let Some(tag) = unsafe { WATCH_CGROUPS.get(cgroup) } {
+            return Some(*tag);
         }
     }
     None

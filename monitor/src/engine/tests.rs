@@ -38,6 +38,7 @@ fn connect(tgid: u32, ts: u64, port: u16) -> Record {
         gid: 1000,
         watch_tag: 1,
         netns: NS,
+        blocked: None,
         comm: "zoom".into(),
         thread_comm: "zoom".into(),
     })

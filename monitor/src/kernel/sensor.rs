@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr, ProgramError, RawTracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
-use monitor_common::{CommKey, Config, Counter, KernelOffsets};
+use monitor_common::{BlockPair, CommKey, Config, Counter, KernelOffsets, LearnedKey, MODE_BLOCK};
 
 use super::{
     attach::{Attachments, Hooks, EGRESS, INGRESS, SOCK_PROGRAMS},
+    block::{self, BlockError, BlockTables},
     btf::{Btf, BtfError},
     preflight,
     wire::comm_key,
@@ -165,6 +166,15 @@ pub struct KernelCounters {
     /// Records that woke the reader.
     #[serde(default)]
     pub wakeups: u64,
+    /// Connects and sends denied.
+    #[serde(default)]
+    pub blocked: u64,
+    /// Addresses of blocked names learned from DNS answers in the kernel.
+    #[serde(default)]
+    pub block_learned: u64,
+    /// DNS answers the kernel could not read for blocking.
+    #[serde(default)]
+    pub block_dns_unread: u64,
 }
 
 /// The loaded and attached kernel programs.
@@ -176,6 +186,12 @@ pub struct Sensor {
     /// Where the programs run: the root, or the cgroups the caller attaches to.
     pub scope: AttachScope,
     attachments: Attachments,
+    /// The `MODE_*` watch bits last set.
+    mode: u32,
+    /// Whether the block tables hold anything (`MODE_BLOCK`).
+    blocking: bool,
+    /// Why blocking cannot work here (the DNS reader did not load), if so.
+    block_unavailable: Option<String>,
 }
 
 impl Sensor {
@@ -201,6 +217,7 @@ impl Sensor {
         for name in [INGRESS, EGRESS] {
             load_program!(ebpf, name, CgroupSkb);
         }
+        let block_unavailable = load_dns_block(&mut ebpf).err();
         for (name, tp) in TRACEPOINTS {
             let prog = load_program!(ebpf, name, RawTracePoint);
             prog.attach(tp).map_err(|source| SensorError::Attach {
@@ -222,6 +239,9 @@ impl Sensor {
             cgroup_root,
             scope: opts.attach.resolve(),
             attachments: Attachments::default(),
+            mode: 0,
+            blocking: false,
+            block_unavailable,
         };
         if sensor.scope == AttachScope::Root {
             let root = sensor.cgroup_root.clone();
@@ -293,6 +313,12 @@ impl Sensor {
 
     /// Sets the `MODE_*` bits.
     pub fn set_mode(&mut self, mode: u32) -> Result<(), SensorError> {
+        self.mode = mode & !MODE_BLOCK;
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<(), SensorError> {
+        let mode = self.mode | if self.blocking { MODE_BLOCK } else { 0 };
         let mut cfg: Array<_, Config> = self
             .ebpf
             .map_mut("CONFIG")
@@ -358,7 +384,73 @@ impl Sensor {
             udp_repeats: sum(Counter::UdpRepeat)?,
             bad_packets: sum(Counter::BadPacket)?,
             wakeups: sum(Counter::Wakeups)?,
+            blocked: sum(Counter::Blocked)?,
+            block_learned: sum(Counter::BlockLearned)?,
+            block_dns_unread: sum(Counter::BlockDnsUnread)?,
         })
+    }
+
+    /// Why blocking cannot work on this kernel, if it cannot.
+    pub fn block_unavailable(&self) -> Option<&str> {
+        self.block_unavailable.as_deref()
+    }
+
+    /// Whether connects and sends are being denied.
+    pub fn blocking(&self) -> bool {
+        self.blocking
+    }
+
+    /// Makes the kernel deny exactly what `tables` say (nothing when they are empty).
+    /// Addresses learned earlier stay: they name destinations by their policy id, so a
+    /// reload that keeps a block keeps them, and one that drops it no longer denies them.
+    pub fn set_blocks(&mut self, tables: &BlockTables) -> Result<(), BlockError> {
+        if !tables.is_empty() {
+            if let Some(why) = &self.block_unavailable {
+                return Err(BlockError::Unavailable(why.clone()));
+            }
+            block::check_sizes(tables)?;
+        }
+        // Lifting: off first, then the tables emptied. Blocking: tables first, then on.
+        if tables.is_empty() && self.blocking {
+            self.blocking = false;
+            self.write_config().map_err(block_map_err)?;
+        }
+        let mut domains: HashMap<_, u64, u64> =
+            self.hash("BLOCK_DOMAINS").map_err(block_map_err)?;
+        block::sync_hash(&mut domains, "BLOCK_DOMAINS", &tables.domains)?;
+        let mut cidrs: LpmTrie<_, [u8; 16], u64> = self
+            .ebpf
+            .map_mut("BLOCK_CIDRS")
+            .ok_or(SensorError::Missing("BLOCK_CIDRS"))
+            .map_err(block_map_err)?
+            .try_into()
+            .map_err(|source| BlockError::Map {
+                name: "BLOCK_CIDRS",
+                source,
+            })?;
+        block::sync_cidrs(&mut cidrs, &tables.cidrs)?;
+        let mut pairs: HashMap<_, BlockPair, u32> =
+            self.hash("BLOCK_PAIRS").map_err(block_map_err)?;
+        block::sync_pairs(&mut pairs, &tables.pairs)?;
+        if !tables.is_empty() && !self.blocking {
+            self.blocking = true;
+            self.write_config().map_err(block_map_err)?;
+        }
+        Ok(())
+    }
+
+    /// Denies `addr` to the blocked apps of `uid` in `netns` as destination `dest` (one
+    /// that only a first payload named, after its first connection went through).
+    pub fn learn_block(
+        &mut self,
+        netns: u64,
+        uid: u32,
+        addr: std::net::IpAddr,
+        dest: u64,
+    ) -> Result<(), BlockError> {
+        let mut learned: HashMap<_, LearnedKey, u64> =
+            self.hash("BLOCK_LEARNED").map_err(block_map_err)?;
+        block::learn(&mut learned, netns, uid, addr, dest)
     }
 
     /// Takes the ring buffer out (once) for a reader.
@@ -369,6 +461,36 @@ impl Sensor {
             .ok_or(SensorError::Missing("EVENTS"))?;
         RingBuf::try_from(map).map_err(map_err("EVENTS"))
     }
+}
+
+fn block_map_err(e: SensorError) -> BlockError {
+    BlockError::Unavailable(e.to_string())
+}
+
+/// Loads `bw_dns_block` and puts it where `bw_ingress` tail-calls it. The error says why
+/// blocking cannot work here (monitoring does not need it).
+fn load_dns_block(ebpf: &mut Ebpf) -> Result<(), String> {
+    let load = |ebpf: &mut Ebpf| -> Result<aya::programs::ProgramFd, SensorError> {
+        let prog = load_program!(ebpf, "bw_dns_block", CgroupSkb);
+        prog.fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|source| SensorError::Program {
+                program: "bw_dns_block",
+                source,
+            })
+    };
+    let fd = load(ebpf).map_err(|e| {
+        // The verifier's log can run to pages: its last lines say why.
+        let text = format!("{e:#}");
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    })?;
+    let mut slots: ProgramArray<_> = ebpf
+        .map_mut("DNS_BLOCK_PROG")
+        .ok_or("kernel object lacks DNS_BLOCK_PROG")?
+        .try_into()
+        .map_err(|e: MapError| e.to_string())?;
+    slots.set(0, &fd, 0).map_err(|e| e.to_string())
 }
 
 impl std::fmt::Debug for Sensor {

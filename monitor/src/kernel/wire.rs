@@ -70,6 +70,8 @@ pub struct SockRecord {
     pub watch_tag: u32,
     /// Network namespace cookie of the socket.
     pub netns: u64,
+    /// The call was denied: the blocked destination's id hash (`monitor_common::dest_hash`).
+    pub blocked: Option<u64>,
     pub comm: String,
     pub thread_comm: String,
 }
@@ -240,6 +242,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 gid: d.gid,
                 watch_tag: d.watch_tag,
                 netns: d.netns,
+                blocked: (d.blocked != 0).then_some(d.blocked),
                 comm: cstr(&d.comm),
                 thread_comm: cstr(&d.thread_comm),
             })
@@ -377,6 +380,7 @@ mod tests {
                 gid: 100,
                 watch_tag: 3,
                 netns: 4026531840,
+                blocked: 0,
                 comm: comm_key("zoom"),
                 thread_comm: comm_key("worker"),
             },

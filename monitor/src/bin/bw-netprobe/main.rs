@@ -2,7 +2,8 @@
 //! shell cannot (named threads, non-blocking connects, process chains, floods).
 //!
 //! ```text
-//! bw-netprobe [--reexec] [--thread NAME] [--depth N] [--spawn N] [--repeat N] ACTION...
+//! bw-netprobe [--reexec] [--thread NAME] [--depth N] [--spawn N] [--repeat N] [--out FILE]
+//!             ACTION...
 //!   ACTION: tcp:ADDR:PORT | tcpnb:ADDR:PORT | udp:ADDR:PORT | udpconnect:ADDR:PORT
 //!         | resolve:NAME:PORT   (ask 127.0.0.1:53 for NAME, then connect over TCP)
 //!         | tls:SNI@ADDR:PORT   (connect, send a ClientHello naming SNI)
@@ -13,7 +14,9 @@
 //! ```
 //! `--reexec` first executes `/proc/self/exe` with the other arguments, as Chromium starts
 //! its helpers; `--depth N` runs the actions in a descendant N generations down; `--spawn N` starts N
-//! short-lived children one after another, each doing the actions once. `serve` answers
+//! short-lived children one after another, each doing the actions once; `--out FILE` appends
+//! one line per connect or send to FILE: `tcp|udp ADDR ok|denied|refused|failed`
+//! (`denied`: EPERM, what a blocked call gets). `serve` answers
 //! DNS queries for the recorded names, accepts TCP connections (reading until the peer
 //! closes), reads UDP datagrams without ever answering, prints `ready` once listening, and
 //! runs until killed.
@@ -32,6 +35,23 @@ use std::{
 
 /// Where `resolve:` asks.
 const DNS_SERVER: &str = "127.0.0.1:53";
+
+/// Where outcomes go (`--out`).
+static OUT: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
+/// Notes the outcome of a connect or send in the `--out` file.
+fn outcome(kind: &str, addr: &SocketAddr, result: &std::io::Result<()>) {
+    let Some(out) = OUT.get() else { return };
+    let word = match result {
+        Ok(()) => "ok",
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => "denied",
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+        Err(_) => "failed",
+    };
+    if let Ok(mut f) = out.lock() {
+        let _ = writeln!(f, "{kind} {addr} {word}");
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -87,7 +107,9 @@ fn parse_action(s: &str) -> Result<Action, String> {
 
 /// Connects and sends `bytes`, then waits for the peer to close (so the bytes leave).
 fn send_over_tcp(addr: &SocketAddr, bytes: &[u8]) {
-    if let Ok(mut s) = TcpStream::connect_timeout(addr, Duration::from_secs(2)) {
+    let conn = TcpStream::connect_timeout(addr, Duration::from_secs(2));
+    outcome("tcp", addr, &conn.as_ref().map(|_| ()).map_err(clone_err));
+    if let Ok(mut s) = conn {
         let _ = s.write_all(bytes);
         let _ = s.shutdown(std::net::Shutdown::Write);
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -99,16 +121,16 @@ fn run_action(a: &Action) {
     match a {
         // Refused connections are fine: the kernel programs see the attempt.
         Action::Tcp(addr) => {
-            let _ = TcpStream::connect_timeout(addr, Duration::from_secs(2));
+            let r = TcpStream::connect_timeout(addr, Duration::from_secs(2));
+            outcome("tcp", addr, &r.map(|_| ()));
         }
         Action::Resolve(name, port) => {
             let server: SocketAddr = DNS_SERVER.parse().expect("constant");
             match dns::resolve(server, name) {
                 Some(ip) if ip.is_loopback() => {
-                    let _ = TcpStream::connect_timeout(
-                        &SocketAddr::new(ip, *port),
-                        Duration::from_secs(2),
-                    );
+                    let addr = SocketAddr::new(ip, *port);
+                    let r = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+                    outcome("tcp", &addr, &r.map(|_| ()));
                 }
                 Some(ip) => eprintln!("bw-netprobe: {name} is {ip}, not loopback: not connecting"),
                 None => eprintln!("bw-netprobe: no answer for {name}"),
@@ -137,7 +159,8 @@ fn run_action(a: &Action) {
                 "[::1]:0"
             };
             if let Ok(s) = UdpSocket::bind(bind) {
-                let _ = s.send_to(b"bw", addr);
+                let r = s.send_to(b"bw", addr).map(|_| ());
+                outcome("udp", addr, &r);
                 let _ = s.send_to(b"bw", addr);
             }
         }
@@ -152,6 +175,13 @@ fn run_action(a: &Action) {
                 let _ = s.as_raw_fd();
             }
         }
+    }
+}
+
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -219,6 +249,17 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--spawn" => o.spawn = num("--spawn")?,
             "--repeat" => o.repeat = num("--repeat")?,
             "--thread" => o.thread = Some(it.next().ok_or("--thread needs a name")?.clone()),
+            "--out" => {
+                let path = it.next().ok_or("--out needs a file")?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("--out {path}: {e}"))?;
+                let _ = OUT.set(std::sync::Mutex::new(file));
+                // Descendants (--depth, --spawn) write there too.
+                o.raw_actions.extend(["--out".to_owned(), path.clone()]);
+            }
             other => {
                 o.actions.push(parse_action(other)?);
                 o.raw_actions.push(other.to_owned());
