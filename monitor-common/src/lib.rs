@@ -335,14 +335,19 @@ pub const SYSTEM_UID_MAX: u32 = 999;
 /// `LearnedKey::uid` of an answer a system user received.
 pub const BLOCK_UID_SYSTEM: u32 = u32::MAX;
 
-/// Key of `BLOCK_PAIRS`: a destination (hash of its policy id) denied to a watch tag.
+/// Key of `BLOCK_PAIRS`: a destination (hash of its policy id) denied to a watch tag, for
+/// one user or every user.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BlockPair {
     pub dest: u64,
     pub tag: u32,
-    pub _pad: u32,
+    /// The user whose processes are denied, or [`BLOCK_EVERY_USER`].
+    pub uid: u32,
 }
+
+/// `BlockPair::uid` of a block for every user.
+pub const BLOCK_EVERY_USER: u32 = u32::MAX;
 
 /// Key of `BLOCK_LEARNED`: an address a DNS answer gave for a blocked name, to whom and in
 /// which network namespace (a user can only make addresses blocked for their own apps).

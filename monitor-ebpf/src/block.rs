@@ -17,10 +17,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    label_hash_step, suffix_hash_step, BlockPair, Counter, LearnedKey, AF_INET, BLOCK_NAME_LABELS,
-    BLOCK_UID_SYSTEM, DNS_PORT, IPPROTO_TCP, IPPROTO_UDP, MAX_BLOCK_CIDRS, MAX_BLOCK_DOMAINS,
-    MAX_BLOCK_LEARNED, MAX_BLOCK_PAIRS, MODE_BLOCK, NAME_HASH_BASIS, PACKET_CAPTURE,
-    SYSTEM_UID_MAX,
+    label_hash_step, suffix_hash_step, BlockPair, Counter, LearnedKey, AF_INET, BLOCK_EVERY_USER,
+    BLOCK_NAME_LABELS, BLOCK_UID_SYSTEM, DNS_PORT, IPPROTO_TCP, IPPROTO_UDP, MAX_BLOCK_CIDRS,
+    MAX_BLOCK_DOMAINS, MAX_BLOCK_LEARNED, MAX_BLOCK_PAIRS, MODE_BLOCK, NAME_HASH_BASIS,
+    PACKET_CAPTURE, SYSTEM_UID_MAX,
 };
 
 use crate::{
@@ -137,7 +137,7 @@ pub fn verdict(tag: u32, netns: u64, uid: u32, family: u16, addr: &[u8; 16]) -> 
             if let Some(dest) = BLOCK_LEARNED.get_ptr(key) {
                 // SAFETY: an LRU value slot; a racing update gives another valid hash.
                 let dest = unsafe { *dest };
-                if denied(dest, tag) {
+                if denied(dest, tag, uid) {
                     return dest;
                 }
             }
@@ -145,18 +145,27 @@ pub fn verdict(tag: u32, netns: u64, uid: u32, family: u16, addr: &[u8; 16]) -> 
     }
     if let Some(dest) = BLOCK_CIDRS.get(Key::new(128, mapped)) {
         let dest = *dest;
-        if denied(dest, tag) {
+        if denied(dest, tag, uid) {
             return dest;
         }
     }
     0
 }
 
+/// Whether `dest` is denied to `tag`, for every user or for `uid`.
 #[inline(always)]
-fn denied(dest: u64, tag: u32) -> bool {
-    let pair = BlockPair { dest, tag, _pad: 0 };
-    // SAFETY: only the key's presence is read.
-    dest != 0 && unsafe { BLOCK_PAIRS.get(&pair) }.is_some()
+fn denied(dest: u64, tag: u32, uid: u32) -> bool {
+    if dest == 0 {
+        return false;
+    }
+    for u in [BLOCK_EVERY_USER, uid] {
+        let pair = BlockPair { dest, tag, uid: u };
+        // SAFETY: only the key's presence is read.
+        if unsafe { BLOCK_PAIRS.get(&pair) }.is_some() {
+            return true;
+        }
+    }
+    false
 }
 
 /// The state of one name being read.

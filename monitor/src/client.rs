@@ -19,6 +19,26 @@ pub enum ClientCommandError {
     Unexpected(&'static str),
 }
 
+/// `brokerwatch block|unblock APP COMPANY`: the daemon's answer on one line.
+pub async fn block(
+    socket: &Path,
+    app: &str,
+    company: &str,
+    unblock: bool,
+    out: &mut dyn Write,
+) -> Result<(), ClientCommandError> {
+    let req = Request::Block {
+        app: app.to_owned(),
+        company: company.to_owned(),
+        unblock,
+    };
+    match protocol::request(socket, &req).await? {
+        Reply::Done { message } => writeln!(out, "{message}")?,
+        _ => return Err(ClientCommandError::Unexpected("block")),
+    }
+    Ok(out.flush()?)
+}
+
 /// `brokerwatch status`.
 pub async fn status(
     socket: &Path,
@@ -83,6 +103,14 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
     }
     if let Some(e) = &s.policy_error {
         writeln!(out, "POLICY ERROR: {e}")?;
+    }
+    match (&s.block_error, s.blocking) {
+        (Some(e), _) => writeln!(out, "BLOCK ERROR: {e}")?,
+        (None, true) => {
+            let denied = s.counters.map(|k| k.blocked).unwrap_or(0);
+            writeln!(out, "Blocking: on ({denied} connects and sends denied so far); it ends when the daemon stops")?
+        }
+        (None, false) => writeln!(out, "Blocking: off (no rule blocks)")?,
     }
     writeln!(out, "Policy sources:")?;
     for p in &s.policy_sources {

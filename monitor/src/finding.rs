@@ -9,7 +9,7 @@ use crate::{
     host::{clock::Clock, users::UserNames},
     kernel::wire::Proto,
     naming::{self, DNS_QUERY_PORTS},
-    policy::{Policy, Seen},
+    policy::{Action, Policy, Seen},
 };
 
 /// One connection row, flat so that JSON and CSV share it. Fields a later stage could not
@@ -56,8 +56,15 @@ pub struct Finding {
     pub category: Option<String>,
     pub company: Option<String>,
     pub severity: Option<String>,
-    /// `alert`, `log` or `ignore`.
+    /// `alert`, `log`, `ignore` or `block`.
     pub action: Option<String>,
+    /// Calls of this row the kernel denied (`EPERM` to the app).
+    pub blocked: u64,
+    /// Why a contact a block rule covers went through anyway (or, in an audit without
+    /// `--enforce`, that it would have been blocked).
+    pub block_note: Option<String>,
+    /// The policy destination's id.
+    pub destination_id: Option<String>,
     /// The policy domain, range or pattern that matched.
     pub matched: Option<String>,
     pub rule: Option<String>,
@@ -95,12 +102,18 @@ pub struct Context<'a> {
     pub clock: &'a Clock,
     pub users: &'a mut UserNames,
     pub policy: &'a Policy,
+    /// The kernel denies what `block` rules cover (else they are reported as would-be
+    /// blocks).
+    pub enforcing: bool,
 }
 
 const NO_NAME_NOTE: &str = "no DNS answer for this address was seen and the connection carried no SNI or Host: a literal IP, a name resolved over encrypted DNS, or resolved before brokerwatch started";
 const ECH_NOTE: &str =
     "Encrypted Client Hello in use: the name shown is the outer, public one; the real name is hidden";
 const PROBE_NOTE: &str = "a UDP connect() that sent nothing: an address probe (glibc and browsers connect UDP sockets to rank addresses), not traffic";
+const NOT_BEFORE_CONNECT_NOTE: &str = "not blockable before connect: nothing named this destination before the connection (no DNS answer brokerwatch saw, no blocked address range), only its own first bytes did; its address is blocked for this app from now on";
+const WOULD_BLOCK_NOTE: &str =
+    "would be blocked: a block rule covers it (`brokerwatch audit --enforce` blocks it)";
 const PARTIAL_NOTE: &str = "name read from the part of the QUIC ClientHello that was sent (the peer never answered, so the rest never left)";
 
 /// Every connection row of the engine, ordered by first sighting.
@@ -158,6 +171,27 @@ pub fn decide<P: ProcSource>(
     } else {
         policy.classify(app, &names, Some(k.dst))
     };
+    // What the user asked to block for themselves (where the administrator lets them).
+    let verdict = verdict.map(|mut v| {
+        if v.action != Action::Block {
+            if let Some(b) = policy.user_block(agg.uid, app, &v.entry.company) {
+                v.action = Action::Block;
+                v.rule = Some(format!("user-block:{}", b.app));
+            }
+        }
+        v
+    });
+    let block_note = match &verdict {
+        Some(v) if v.action == Action::Block && agg.blocked == 0 => Some(
+            if cx.enforcing {
+                NOT_BEFORE_CONNECT_NOTE
+            } else {
+                WOULD_BLOCK_NOTE
+            }
+            .to_owned(),
+        ),
+        _ => None,
+    };
     // Encrypted DNS only once bytes went to the resolver: a probe that never connected
     // (a browser trying a public resolver) is not.
     let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref()).filter(|_| agg.sent);
@@ -213,6 +247,9 @@ pub fn decide<P: ProcSource>(
         company: v.map(|v| v.entry.company.clone()),
         severity: v.map(|v| v.severity.as_str().to_owned()),
         action: v.map(|v| v.action.as_str().to_owned()),
+        blocked: agg.blocked,
+        block_note,
+        destination_id: v.map(|v| v.entry.id.clone()),
         matched: v.map(|v| v.matched.clone()),
         rule: v.and_then(|v| v.rule.clone()),
         source: v.map(|v| v.entry.source.clone()),

@@ -91,6 +91,12 @@ fn run() -> anyhow::Result<u8> {
                 &mut out,
             ))?)
         }
+        Command::Block(a) => done(block_on(client::block(
+            &a.socket, &a.app, &a.company, false, &mut out,
+        ))?),
+        Command::Unblock(a) => done(block_on(client::block(
+            &a.socket, &a.app, &a.company, true, &mut out,
+        ))?),
         Command::Notify(args) => done(block_on(notify::run(&args.socket, (&args).into()))?),
         Command::Install(args) => {
             // Root is checked first: an ordinary user gets that message, not EACCES.

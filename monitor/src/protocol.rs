@@ -26,6 +26,14 @@ pub enum Request {
         #[serde(default)]
         apps: Vec<String>,
     },
+    /// Block (or unblock) `company` for the asking user's processes of `app`, where the
+    /// policy lets users block.
+    Block {
+        app: String,
+        company: String,
+        #[serde(default)]
+        unblock: bool,
+    },
 }
 
 /// The JSON shape version every reply, audit line and report carries.
@@ -59,6 +67,10 @@ pub enum Reply {
         alerts: Vec<Alert>,
     },
     Report(Box<crate::report::Report>),
+    /// A request that changed something was carried out.
+    Done {
+        message: String,
+    },
     Error {
         message: String,
     },
@@ -147,6 +159,12 @@ pub struct Status {
     pub store: StoreStatus,
     /// Why the policy in force is not the configured one (a file does not load).
     pub policy_error: Option<String>,
+    /// The kernel denies what the policy's `block` rules cover.
+    #[serde(default)]
+    pub blocking: bool,
+    /// Why the policy's blocks are not in force, when they are not.
+    #[serde(default)]
+    pub block_error: Option<String>,
 }
 
 /// What `status` shows of the store.

@@ -18,10 +18,32 @@ use crate::{
     },
     kernel::{
         wire::{comm_key, Record},
-        AttachScope, Hooks, Sensor, SensorError,
+        AttachScope, BlockTables, Hooks, Sensor, SensorError,
     },
-    policy::{AppDef, AppSet, Seen},
+    policy::{AppDef, AppSet, BlockPlan, Policy, Seen},
 };
+
+/// The kernel's block tables for `plan`, made for `tags` (the watch tag of each app the
+/// plan was made for, in the same order).
+pub fn block_tables(plan: &BlockPlan, tags: &[u32]) -> BlockTables {
+    use monitor_common::{dest_hash, domain_hash, BLOCK_EVERY_USER};
+    let mut t = BlockTables::default();
+    for (domain, id) in &plan.domains {
+        t.domains.insert(domain_hash(domain).0, dest_hash(id));
+    }
+    t.cidrs = plan
+        .cidrs
+        .iter()
+        .map(|(net, id)| (*net, dest_hash(id)))
+        .collect();
+    for (id, app, uid) in &plan.pairs {
+        if let Some(&tag) = tags.get(*app) {
+            t.pairs
+                .insert((dest_hash(id), tag, uid.unwrap_or(BLOCK_EVERY_USER)));
+        }
+    }
+    t
+}
 
 /// One watched app (or bare process name): its kernel tag, label and names.
 pub struct AppWatch {
@@ -182,6 +204,24 @@ impl Watcher {
             engine.add_snapshot(snap, Some(tag));
         }
         Ok(watcher)
+    }
+
+    /// What the policy blocks for the watched apps, and the kernel tables that say it.
+    pub fn block_plan(&self, policy: &Policy) -> (BlockPlan, BlockTables) {
+        let apps: Vec<Option<&AppDef>> = self
+            .watches
+            .iter()
+            .map(|w| {
+                // The policy's own definition (a reload may have changed it).
+                w.app
+                    .as_ref()
+                    .and_then(|a| policy.apps.apps.iter().find(|p| p.id == a.id))
+            })
+            .collect();
+        let tags: Vec<u32> = self.watches.iter().map(|w| w.tag).collect();
+        let plan = policy.block_plan(&apps);
+        let tables = block_tables(&plan, &tags);
+        (plan, tables)
     }
 
     pub fn labels(&self) -> Vec<String> {

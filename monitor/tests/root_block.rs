@@ -10,7 +10,7 @@ use common::{
     lab::{Lab, TLS_PORT},
     Harness, PROBE,
 };
-use monitor_common::{dest_hash, domain_hash, WATCH_TAG_CGROUP};
+use monitor_common::{dest_hash, domain_hash, BLOCK_EVERY_USER, WATCH_TAG_CGROUP};
 
 /// Tables that deny the watched command (tag `WATCH_TAG_CGROUP`) `broker.test` and
 /// `tracker.test` (which `api.vendor.test` CNAMEs to), and 127.0.0.9/32 by address.
@@ -21,11 +21,13 @@ fn lab_tables() -> BlockTables {
         ("tracker.test", "lab-tracker"),
     ] {
         t.domains.insert(domain_hash(domain).0, dest_hash(id));
-        t.pairs.insert((dest_hash(id), WATCH_TAG_CGROUP));
+        t.pairs
+            .insert((dest_hash(id), WATCH_TAG_CGROUP, BLOCK_EVERY_USER));
     }
     t.cidrs
         .push(("127.0.0.9/32".parse().unwrap(), dest_hash("lab-range")));
-    t.pairs.insert((dest_hash("lab-range"), WATCH_TAG_CGROUP));
+    t.pairs
+        .insert((dest_hash("lab-range"), WATCH_TAG_CGROUP, BLOCK_EVERY_USER));
     t
 }
 

@@ -227,6 +227,27 @@ fn write_summary(out: &mut dyn Write, s: &Summary, d: Destinations) -> io::Resul
             d.flagged
         )?;
     }
+    if s.enforced {
+        writeln!(
+            out,
+            "Blocked: {} connect(s) and send(s) denied{}",
+            s.blocked_calls,
+            if s.not_blocked > 0 {
+                format!(
+                    "; {} contact(s) a block rule covers went through (nothing named them before the connect)",
+                    s.not_blocked
+                )
+            } else {
+                String::new()
+            }
+        )?;
+    } else if s.not_blocked > 0 {
+        writeln!(
+            out,
+            "Would block: {} contact(s) a block rule covers (`--enforce` blocks them)",
+            s.not_blocked
+        )?;
+    }
     if s.watch_table_full > 0 || s.rows_dropped > 0 || s.records_undecodable > 0 {
         writeln!(
             out,

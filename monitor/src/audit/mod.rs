@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_CGROUP};
+use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_ALL, WATCH_TAG_CGROUP};
 
 use serde::Serialize;
 
@@ -31,7 +31,7 @@ use crate::{
     },
     kernel::{AttachScope, Capture, KernelCounters, Sensor, SensorError, SensorOptions},
     policy::{Policy, PolicyError},
-    watch::Watcher,
+    watch::{self, Watcher},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,8 @@ pub enum AuditError {
     Cgroup(#[from] CgroupError),
     #[error("reading kernel records: {0}")]
     Io(#[from] std::io::Error),
+    #[error("--enforce: {0}")]
+    Block(#[from] crate::kernel::BlockError),
 }
 
 /// What to watch.
@@ -66,6 +68,8 @@ pub struct AuditOptions {
     pub live: bool,
     pub duration: Option<Duration>,
     pub sensor: SensorOptions,
+    /// Deny what `block` rules cover (else such contacts are reported as would-be blocks).
+    pub enforce: bool,
 }
 
 impl AuditOptions {
@@ -86,8 +90,15 @@ pub struct Summary {
     pub processes_seen: u64,
     pub connection_rows: usize,
     pub connections: u64,
-    /// Rows whose destination the policy flags (alert).
+    /// Rows whose destination the policy flags (alert or block).
     pub flagged: usize,
+    /// `--enforce`: the kernel denied what block rules cover.
+    pub enforced: bool,
+    /// Connects and sends the kernel denied.
+    pub blocked_calls: u64,
+    /// Rows a block rule covers that went through: would-be blocks (without `--enforce`),
+    /// or contacts nothing named before the connect.
+    pub not_blocked: usize,
     pub records_generated: u64,
     pub records_delivered: u64,
     pub records_lost: u64,
@@ -112,6 +123,7 @@ impl Summary {
         self.records_undecodable = undecodable;
         self.watch_table_full = k.watch_table_full;
         self.udp_repeats_folded = k.udp_repeats;
+        self.blocked_calls = k.blocked;
     }
 }
 
@@ -227,11 +239,18 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     let mut watcher = None;
     match &opts.target {
         Target::All => {
+            if opts.enforce {
+                let plan = policy.block_plan(&[None]);
+                sensor.set_blocks(&watch::block_tables(&plan, &[WATCH_TAG_ALL]))?;
+            }
             sensor.set_mode(MODE_ALL)?;
             summary.watched = vec!["every process".into()];
         }
         Target::Apps(names) => {
             let w = Watcher::start(&mut sensor, &mut engine, &policy.apps, names)?;
+            if opts.enforce {
+                sensor.set_blocks(&w.block_plan(policy).1)?;
+            }
             eprintln!("brokerwatch: watching {}", w.labels().join(", "));
             summary.watched = w.labels();
             watcher = Some(w);
@@ -250,6 +269,20 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                 .and_then(|n| n.to_str())
                 .unwrap_or(program)
                 .to_owned();
+            if opts.enforce {
+                // The command's app, if the policy defines it; else only `apps = "*"`
+                // rules apply to it.
+                let exe = resolved.display().to_string();
+                let app = policy.apps.apps.iter().find(|a| {
+                    a.matches(&crate::policy::Seen {
+                        comm: &label,
+                        exe: Some(&exe),
+                        ..Default::default()
+                    })
+                });
+                let plan = policy.block_plan(&[app]);
+                sensor.set_blocks(&watch::block_tables(&plan, &[WATCH_TAG_CGROUP]))?;
+            }
             engine.name_watch_tag(WATCH_TAG_CGROUP, label);
             let (exec_path, exec_args, run_as) = systemd_scope_wrapper(&resolved, args, run_as);
             if let Some(cg) = &owned_cgroup {
@@ -301,7 +334,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                 }
                 if live.on() {
                     for (key, agg) in engine.take_changes() {
-                        let mut cx = finding::Context { clock: &clock, users: &mut live_users, policy };
+                        let mut cx = finding::Context { clock: &clock, users: &mut live_users, policy, enforcing: opts.enforce };
                         live.contact(&finding::decide(&engine, &key, &agg, &mut cx));
                     }
                 }
@@ -373,8 +406,11 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
             clock: &clock,
             users: &mut users,
             policy,
+            enforcing: opts.enforce,
         },
     );
+    summary.enforced = opts.enforce;
+    summary.not_blocked = rows.iter().filter(|r| r.block_note.is_some()).count();
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.processes_seen = engine.stats.processes_seen;
     summary.connection_rows = rows.len();

@@ -37,6 +37,10 @@ pub struct AuditArgs {
     /// graph, timeline, every contact with its source, the audit's facts).
     #[arg(long, value_name = "FILE")]
     pub html: Option<std::path::PathBuf>,
+    /// Deny what the policy's `block` rules cover, in the kernel, while the audit runs
+    /// (without it such contacts are reported as would-be blocks).
+    #[arg(long)]
+    pub enforce: bool,
     /// No live status line or flagged contacts on the terminal while the audit runs.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -90,6 +94,7 @@ impl From<&AuditArgs> for AuditOptions {
             target,
             live: !a.quiet,
             duration: a.duration,
+            enforce: a.enforce,
             sensor: SensorOptions {
                 ring_bytes: a.ring_size,
                 attach: a.attach.into(),

@@ -66,6 +66,11 @@ pub enum Command {
     History(HistoryArgs),
     /// What apps talked to (from the daemon's store): per app, company and destination.
     Report(ReportArgs),
+    /// Block an app's contacts with a company, for your own processes (where the policy
+    /// has `allow_user_blocks = true`); the daemon denies them in the kernel.
+    Block(BlockArgs),
+    /// Lift a block you made with `block`.
+    Unblock(BlockArgs),
     /// The desktop agent: shows the daemon's alerts about your processes as notifications.
     Notify(NotifyArgs),
     /// Print the daemon's alerts about your processes as JSON lines as they happen.
@@ -89,6 +94,16 @@ pub struct ClientArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BlockArgs {
+    /// App id or name (`brokerwatch policy list --apps`).
+    pub app: String,
+    /// Company, as the policy names it (e.g. "LinkedIn").
+    pub company: String,
+    #[arg(long, default_value = defaults::SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Args)]

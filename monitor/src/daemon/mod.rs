@@ -3,6 +3,7 @@
 //! contacts into alerts (in the store, and on the socket for desktop agents), and tells
 //! systemd when it is ready.
 
+mod blocking;
 pub mod journal;
 pub mod server;
 pub mod store;
@@ -75,7 +76,10 @@ fn reload(
 ) -> Option<String> {
     match Policy::load(sources) {
         Ok(p) => {
+            // Users' own blocks are not in the files: they carry over.
+            let blocks = policy.user_blocks().to_vec();
             *policy = p;
+            policy.set_user_blocks(blocks);
             log::info!("policies reloaded ({why})");
             save_last_good(last_good_dir, sources);
             None
@@ -282,6 +286,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut capture = Capture::new(sensor.take_ring()?)?;
     let mut engine = Engine::new();
     let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
+    let mut blocking = blocking::Blocking::open(&opts.state_dir, &mut policy);
+    blocking.apply(&mut sensor, &watcher, &policy);
+    let (commands, mut command_rx) = tokio::sync::mpsc::channel::<server::Command>(64);
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -308,6 +315,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         alerts: tx,
         standing: Mutex::new(Vec::new()),
         admin_gid: users::group_gid(&opts.admin_group),
+        commands,
     });
     let journal = journal::Journal::open();
     let clock = Clock::now();
@@ -331,6 +339,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                          capture: &Capture,
                          policy: &Policy,
                          policy_error: &Option<String>,
+                         blocking: &blocking::Blocking,
                          alerts: u64| {
         let status = Status {
             pid: std::process::id(),
@@ -346,6 +355,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             socket: opts.socket.clone(),
             store: store.status(),
             policy_error: policy_error.clone(),
+            blocking: blocking.enforcing,
+            block_error: blocking.error.clone(),
         };
         if let Ok(mut s) = shared.status.lock() {
             *s = Some(status);
@@ -358,6 +369,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         &capture,
         &policy,
         &policy_error,
+        &blocking,
         0,
     );
     let mut fingerprint = policy_fingerprint(&opts.policy);
@@ -379,11 +391,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
                 let before = alerts_total;
                 for (key, agg) in engine.take_changes() {
-                    let mut cx = finding::Context { clock: &clock, users: &mut users, policy: &policy };
+                    let mut cx = finding::Context { clock: &clock, users: &mut users, policy: &policy, enforcing: blocking.enforcing };
                     let finding = finding::decide(&engine, &key, &agg, &mut cx);
                     if !finding.flagged {
                         continue;
                     }
+                    blocking.after_finding(&mut sensor, &finding, agg.netns);
                     journal.alert(&finding);
                     let alert = Alert {
                         finding,
@@ -397,7 +410,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     let _ = shared.alerts.send(Event::Alert(alert));
                 }
                 if alerts_total != before {
-                    update_status(&sensor, &store, sensor.counters().ok(), &capture, &policy, &policy_error, alerts_total);
+                    update_status(&sensor, &store, sensor.counters().ok(), &capture, &policy, &policy_error, &blocking, alerts_total);
                 }
             }
             conn = listener.accept(), if accept_paused_until.is_none() => match conn {
@@ -423,6 +436,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 if let Some(m) = &policy_error {
                     let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
                 }
+                blocking.apply(&mut sensor, &watcher, &policy);
+            }
+            Some(cmd) = command_rx.recv() => {
+                let outcome = blocking.user_request(&mut policy, cmd.peer, &cmd.app, &cmd.company, cmd.unblock);
+                if outcome.is_ok() {
+                    blocking.apply(&mut sensor, &watcher, &policy);
+                }
+                log::info!("uid {} asked to {} {} -> {}: {outcome:?}", cmd.peer.uid, if cmd.unblock { "unblock" } else { "block" }, cmd.app, cmd.company);
+                let _ = cmd.reply.send(outcome);
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -434,14 +456,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     if let Some(m) = &policy_error {
                         let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
                     }
+                    blocking.apply(&mut sensor, &watcher, &policy);
                 }
                 if let Err(e) = watcher.prune(&mut sensor) {
                     log::error!("cannot detach from ended apps: {e}");
                 }
                 // One read of the kernel counters a tick, for the status and the loss notice.
                 let counters = sensor.counters().ok();
-                store_touched(&mut engine, &store, &boot_id, &mut finding::Context { clock: &clock, users: &mut users, policy: &policy });
-                update_status(&sensor, &store, counters, &capture, &policy, &policy_error, alerts_total);
+                store_touched(&mut engine, &store, &boot_id, &mut finding::Context { clock: &clock, users: &mut users, policy: &policy, enforcing: blocking.enforcing });
+                update_status(&sensor, &store, counters, &capture, &policy, &policy_error, &blocking, alerts_total);
                 // What holds now, for admins who subscribe later.
                 let standing: Vec<Notice> = policy_error
                     .iter()
@@ -482,6 +505,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             clock: &clock,
             users: &mut users,
             policy: &policy,
+            enforcing: blocking.enforcing,
         },
     );
     store.close();

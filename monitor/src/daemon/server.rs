@@ -45,6 +45,18 @@ pub struct Shared {
     /// Queries reading the store at once (more wait their turn).
     pub queries: tokio::sync::Semaphore,
     pub admin_gid: Option<u32>,
+    /// Requests that change the daemon's state, for the main loop.
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+}
+
+/// A request only the main loop can carry out (it owns the policy and the kernel tables).
+pub struct Command {
+    pub peer: Peer,
+    pub app: String,
+    pub company: String,
+    pub unblock: bool,
+    /// What to tell the client.
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 /// Binds the socket: a stale socket file is replaced, anything else at the path is an
@@ -255,6 +267,31 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
             Request::Subscribe => {
                 subscribe(&mut w, &shared, peer).await;
                 return;
+            }
+            Request::Block {
+                app,
+                company,
+                unblock,
+            } => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let cmd = Command {
+                    peer,
+                    app,
+                    company,
+                    unblock,
+                    reply: tx,
+                };
+                // A full queue is a flood: the client is told to retry.
+                let outcome = match shared.commands.try_send(cmd) {
+                    Ok(()) => rx
+                        .await
+                        .unwrap_or_else(|_| Err("the daemon is stopping".into())),
+                    Err(_) => Err("the daemon is busy; try again".into()),
+                };
+                match outcome {
+                    Ok(message) => Reply::Done { message },
+                    Err(message) => Reply::Error { message },
+                }
             }
         };
         if send(&mut w, &reply).await.is_err() {

@@ -93,6 +93,8 @@ pub struct ConnAgg {
     pub dns_queries: Vec<String>,
     /// Network namespace cookie of the first socket.
     pub netns: u64,
+    /// Calls of the row the kernel denied (blocking).
+    pub blocked: u64,
 }
 
 /// Names kept per DNS row.
@@ -259,11 +261,18 @@ impl<P: ProcSource> Engine<P> {
             domain: dns.as_ref().map(|d| Arc::from(d.qname.as_str())),
         };
         let ts = r.header.ts_ns;
+        let blocked = u64::from(r.blocked.is_some());
         if let Some(agg) = self.conns.get_mut(&key) {
             agg.count += 1;
             agg.first_ns = agg.first_ns.min(ts);
             agg.last_ns = agg.last_ns.max(ts);
+            // The first denial of a row is news (an alert says it was blocked).
+            let newly_blocked = agg.blocked == 0 && blocked > 0;
+            agg.blocked += blocked;
             self.by_cookie.put(r.cookie, (key.clone(), ts));
+            if newly_blocked {
+                self.changed(key.clone());
+            }
             self.touch(key);
             return;
         }
@@ -295,6 +304,7 @@ impl<P: ProcSource> Engine<P> {
                 sent: false,
                 dns_queries: Vec::new(),
                 netns: r.netns,
+                blocked,
             },
         );
     }

@@ -19,8 +19,8 @@ pub struct BlockTables {
     pub domains: StdMap<u64, u64>,
     /// Blocked address ranges -> destination id hash.
     pub cidrs: Vec<(IpNet, u64)>,
-    /// (destination id hash, watch tag) pairs to deny.
-    pub pairs: HashSet<(u64, u32)>,
+    /// (destination id hash, watch tag, uid or `BLOCK_EVERY_USER`) to deny.
+    pub pairs: HashSet<(u64, u32, u32)>,
 }
 
 impl BlockTables {
@@ -113,11 +113,11 @@ where
 
 pub(super) fn sync_pairs(
     map: &mut HashMap<&mut MapData, BlockPair, u32>,
-    pairs: &HashSet<(u64, u32)>,
+    pairs: &HashSet<(u64, u32, u32)>,
 ) -> Result<(), BlockError> {
     let want: StdMap<BlockPair, u32> = pairs
         .iter()
-        .map(|&(dest, tag)| (BlockPair { dest, tag, _pad: 0 }, 1))
+        .map(|&(dest, tag, uid)| (BlockPair { dest, tag, uid }, 1))
         .collect();
     sync_hash(map, "BLOCK_PAIRS", &want)
 }

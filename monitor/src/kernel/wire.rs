@@ -421,7 +421,7 @@ mod tests {
         let mut bytes = as_bytes(&sock_event(AF_INET, [0; 16]));
         assert!(matches!(
             decode(&bytes[..50]),
-            Err(DecodeError::BadSize { expected: 112, .. })
+            Err(DecodeError::BadSize { expected: 120, .. })
         ));
         bytes[0] = 77;
         assert!(matches!(

@@ -1,6 +1,6 @@
 //! `brokerwatch notify`: the desktop agent. Subscribes to the daemon's alerts (its own user's
 //! only, the daemon decides), passes them through the [`Throttle`], and shows freedesktop
-//! notifications with Details and Mute actions.
+//! notifications with Details, Mute and Block actions.
 
 mod throttle;
 
@@ -124,6 +124,7 @@ fn show(
     throttle: &Arc<Mutex<Throttle>>,
     mute_path: Option<&Path>,
     last_id: &AtomicU32,
+    socket: &Path,
 ) {
     use notify_rust::{Notification, Urgency};
     let actions = notify_rust::get_capabilities()
@@ -141,6 +142,9 @@ fn show(
         });
     if actions {
         n.action("details", "Details").action("mute", "Mute");
+        if !note.blocked {
+            n.action("block", "Block");
+        }
     }
     if note.update {
         // Replace the burst's first notification (same id) instead of adding one.
@@ -158,6 +162,7 @@ fn show(
             let note = note.clone();
             let throttle = throttle.clone();
             let mute_path = mute_path.map(Path::to_owned);
+            let socket = socket.to_owned();
             std::thread::spawn(move || {
                 handle.wait_for_action(|action| match action {
                     "details" => {
@@ -165,6 +170,14 @@ fn show(
                             .appname(defaults::APP_NAME)
                             .summary(&format!("{}: details", note.summary))
                             .body(&markup_escape(&note.details))
+                            .show();
+                    }
+                    "block" => {
+                        let answer = block_pairs(&socket, &note.pairs);
+                        let _ = Notification::new()
+                            .appname(defaults::APP_NAME)
+                            .summary("brokerwatch")
+                            .body(&markup_escape(&answer))
                             .show();
                     }
                     "mute" => {
@@ -193,6 +206,33 @@ fn show(
     }
 }
 
+/// Asks the daemon to block each (app, company) pair for this user; what it said, a line
+/// per pair.
+fn block_pairs(socket: &Path, pairs: &[(String, String)]) -> String {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return "cannot ask the daemon (no event loop)".into();
+    };
+    pairs
+        .iter()
+        .map(|(app, company)| {
+            let req = Request::Block {
+                app: app.clone(),
+                company: company.clone(),
+                unblock: false,
+            };
+            match rt.block_on(crate::protocol::request(socket, &req)) {
+                Ok(Reply::Done { message }) => message,
+                Ok(_) => format!("{app} -> {company}: the daemon answered something else"),
+                Err(e) => format!("{app} -> {company}: not blocked: {e}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs the agent until Ctrl-C; reconnects by itself when the daemon restarts.
 pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
     let mute_path = mute_file();
@@ -210,7 +250,8 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
                 let mut last_notice: Option<Instant> = None;
                 let display = |note: Note| {
                     let (t2, p2, id) = (throttle.clone(), mute_path.clone(), last_id.clone());
-                    tokio::task::spawn_blocking(move || show(&note, &t2, p2.as_deref(), &id));
+                    let s2 = socket.to_owned();
+                    tokio::task::spawn_blocking(move || show(&note, &t2, p2.as_deref(), &id, &s2));
                 };
                 loop {
                     let due = throttle.lock().ok().and_then(|t| t.due());

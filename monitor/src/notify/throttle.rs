@@ -38,8 +38,10 @@ pub struct Note {
     pub body: String,
     /// `low`, `normal` or `critical`.
     pub urgency: &'static str,
-    /// (app, company) pairs it covers (for Mute).
+    /// (app, company) pairs it covers (for Mute and Block).
     pub pairs: Vec<(String, String)>,
+    /// Every contact it tells of was blocked (no Block button then).
+    pub blocked: bool,
     /// The first alert, for Details.
     pub details: String,
 }
@@ -58,6 +60,12 @@ fn what(category: &str) -> &'static str {
 
 fn app_name(a: &Alert) -> String {
     a.finding.who().to_owned()
+}
+
+/// A blocked contact is news of its own: an (app, company) pair shown as an alert is
+/// still shown once as blocked.
+fn dedup_key(a: &Alert) -> (String, String, bool) {
+    (app_name(a), company(a).to_owned(), a.finding.blocked > 0)
 }
 
 fn company(a: &Alert) -> &str {
@@ -121,7 +129,7 @@ fn named<'a>(v: &[&'a Alert]) -> Option<&'a Alert> {
 #[derive(Debug)]
 pub struct Throttle {
     policy: Policy,
-    last_shown: HashMap<(String, String), Instant>,
+    last_shown: HashMap<(String, String, bool), Instant>,
     pub(super) muted: HashSet<(String, String)>,
     pub(super) sent: VecDeque<Instant>,
     pending: Vec<Alert>,
@@ -202,12 +210,13 @@ impl Throttle {
     /// rate limit is not charged again.
     fn summarize(&mut self, now: Instant, update_of: Option<Instant>) -> Option<Note> {
         let alerts = self.pending.clone();
-        // Pairs not shown within the window.
-        let mut fresh: BTreeMap<(String, String), Vec<&Alert>> = BTreeMap::new();
+        // Pairs not shown within the window; a block is told once for as long as the agent
+        // runs.
+        let mut fresh: BTreeMap<(String, String, bool), Vec<&Alert>> = BTreeMap::new();
         for a in &alerts {
-            let pair = (app_name(a), company(a).to_owned());
+            let pair = dedup_key(a);
             let recent = self.last_shown.get(&pair).is_some_and(|t| {
-                now.duration_since(*t) < self.policy.dedup_window
+                (pair.2 || now.duration_since(*t) < self.policy.dedup_window)
                     && update_of.is_none_or(|start| *t < start)
             });
             if recent {
@@ -264,25 +273,28 @@ impl Throttle {
             })
             .unwrap_or("low");
         let apps: Vec<&str> = {
-            let mut v: Vec<&str> = fresh.keys().map(|(a, _)| a.as_str()).collect();
+            let mut v: Vec<&str> = fresh.keys().map(|(a, _, _)| a.as_str()).collect();
             v.dedup();
             v
         };
-        let summary = if fresh.len() == 1 {
-            format!("{} contacted {}", apps[0], what(category(first)))
-        } else {
-            format!("{} contacted {} companies", apps.join(", "), fresh.len())
+        let all_blocked = fresh.keys().all(|(_, _, b)| *b);
+        let summary = match (fresh.len(), all_blocked) {
+            (1, true) => format!("Blocked: {} -> {}", apps[0], company(first)),
+            (1, false) => format!("{} contacted {}", apps[0], what(category(first))),
+            (n, true) => format!("Blocked: {} -> {n} companies", apps.join(", ")),
+            (n, false) => format!("{} contacted {n} companies", apps.join(", ")),
         };
         let time = local_hm_of_ms(first.ts_ms);
         let mut body: Vec<String> = fresh
             .iter()
             .take(5)
-            .map(|((_, company), v)| {
+            .map(|((_, company, blocked), v)| {
                 let a = named(v).unwrap_or(v[0]);
                 let dest = named_domain(a).unwrap_or(&a.finding.dst_ip);
                 format!(
-                    "{dest} ({company}, {}) at {time}",
-                    category(a).replace('-', " ")
+                    "{dest} ({company}, {}) {}at {time}",
+                    category(a).replace('-', " "),
+                    if *blocked { "blocked " } else { "" }
                 )
             })
             .collect();
@@ -297,7 +309,15 @@ impl Throttle {
             summary,
             body: body.join("\n"),
             urgency: urgency(worst),
-            pairs: fresh.keys().cloned().collect(),
+            pairs: {
+                let mut p: Vec<(String, String)> = fresh
+                    .keys()
+                    .map(|(a, c, _)| (a.clone(), c.clone()))
+                    .collect();
+                p.dedup();
+                p
+            },
+            blocked: all_blocked,
             details: details(first),
         })
     }

@@ -97,6 +97,8 @@ pub enum Action {
     Alert,
     Log,
     Ignore,
+    /// Alert, and deny the connection in the kernel (where brokerwatch runs with blocking).
+    Block,
 }
 
 impl Action {
@@ -105,6 +107,7 @@ impl Action {
             Action::Alert => "alert",
             Action::Log => "log",
             Action::Ignore => "ignore",
+            Action::Block => "block",
         }
     }
 }
@@ -130,8 +133,24 @@ pub struct RawRule {
     pub apps: Spanned<String>,
     /// Category or `*`.
     pub category: Spanned<String>,
+    /// Only destinations of this company (case-insensitive).
+    #[serde(default)]
+    pub company: Option<Spanned<String>>,
+    /// Only this destination (its id).
+    #[serde(default)]
+    pub destination: Option<Spanned<String>>,
     pub severity: Severity,
     pub action: Action,
+}
+
+/// Settings an administrator's policy may give (`[settings]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// Users may block a meeting app's contacts with a company for themselves
+    /// (`brokerwatch block`, the notification's Block button).
+    #[serde(default)]
+    pub allow_user_blocks: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +252,8 @@ pub struct RawFile {
     pub allow: Vec<RawAllow>,
     #[serde(default)]
     pub import: Vec<RawImport>,
+    #[serde(default)]
+    pub settings: Option<RawSettings>,
 }
 
 /// The file's tables as untyped entries with their positions, to check one by one.
@@ -367,7 +388,7 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
                 col,
                 message: e.message().trim().to_owned(),
                 hint: Some(
-                    "tables are [[app]], [[destination]], [[rule]], [[allow]] and [[import]]; see `man brokerwatch-policy`"
+                    "tables are [[app]], [[destination]], [[rule]], [[allow]], [[import]] and [settings]; see `man brokerwatch-policy`"
                         .to_owned(),
                 ),
             }];
@@ -427,6 +448,15 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
     for r in &raw.rule {
         c.id(&r.id, "rule");
         c.category(&r.category, true);
+        for (what, v) in [("company", &r.company), ("destination", &r.destination)] {
+            if let Some(v) = v.as_ref().filter(|v| v.get_ref().trim().is_empty()) {
+                c.at(
+                    v.span(),
+                    format!("rule {:?}: {what} is empty", r.id.get_ref()),
+                    Some("leave it out to cover every one"),
+                );
+            }
+        }
     }
     for a in &raw.allow {
         c.id(&a.id, "allow");

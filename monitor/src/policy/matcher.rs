@@ -116,6 +116,21 @@ impl Matcher {
         self.regex_entries.len()
     }
 
+    /// Every domain and its entry.
+    pub fn domains(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.domains.iter().map(|(d, e)| (&**d, *e))
+    }
+
+    /// Every range and its entry.
+    pub fn cidrs(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
+        self.cidrs.iter().copied()
+    }
+
+    /// The entry of every pattern.
+    pub fn pattern_entries(&self) -> impl Iterator<Item = u32> + '_ {
+        self.regex_entries.iter().copied()
+    }
+
     /// The most specific domain entry for `name`: the name itself, then each parent domain
     /// (whole labels only, so `evilfacebook.com` never matches `facebook.com`).
     pub fn lookup_name(&self, name: &str) -> Option<(u32, Hit)> {

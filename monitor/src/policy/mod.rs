@@ -2,10 +2,13 @@
 //! contact means. Loaded in two stages: [`file::parse`] (pure, per file, positions in every
 //! error), then [`Policy::resolve`] (merging by id, reading imported lists from disk).
 //!
+//! [`block`] turns the rules that block into what the kernel denies.
+//!
 //! Order, later overriding earlier entries with the same id: built-in (`policies/`, compiled
 //! in), `/etc/brokerwatch/policies.d/*.toml` (sorted), `--policy PATH`, `--import`.
 
 pub mod apps;
+pub mod block;
 pub mod file;
 pub mod import;
 pub mod last_good;
@@ -20,6 +23,7 @@ use std::{
 };
 
 pub use apps::{AppDef, AppSet, PolicyError, Seen};
+pub use block::BlockPlan;
 pub use file::{Action, Diagnostic, ImportFormat, PolicyFile, Severity};
 pub use matcher::Hit;
 use matcher::Matcher;
@@ -99,6 +103,10 @@ pub struct Rule {
     pub id: String,
     pub apps: String,
     pub category: String,
+    /// Only this company's destinations.
+    pub company: Option<String>,
+    /// Only this destination.
+    pub destination: Option<String>,
     pub severity: Severity,
     pub action: Action,
     pub origin: String,
@@ -143,7 +151,7 @@ pub struct Verdict {
 impl Verdict {
     /// Whether this contact is what brokerwatch exists to report.
     pub fn flagged(&self) -> bool {
-        self.action == Action::Alert
+        matches!(self.action, Action::Alert | Action::Block)
     }
 }
 
@@ -166,6 +174,19 @@ pub struct Policy {
     rules: Vec<Rule>,
     allows: Vec<Allow>,
     pub sources: Vec<SourceInfo>,
+    /// `[settings] allow_user_blocks`: users may block contacts for themselves.
+    pub allow_user_blocks: bool,
+    /// Blocks users asked for (used only when `allow_user_blocks`).
+    user_blocks: Vec<UserBlock>,
+}
+
+/// A block a user asked for: their own processes of `app` may not reach `company`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UserBlock {
+    pub uid: u32,
+    /// App id.
+    pub app: String,
+    pub company: String,
 }
 
 fn app_selected(sel: &str, app: Option<&AppDef>) -> Option<u8> {
@@ -262,6 +283,7 @@ impl Policy {
         let mut allows: Vec<Allow> = Vec::new();
         let mut imports: Vec<PendingImport> = Vec::new();
         let mut sources = Vec::new();
+        let mut allow_user_blocks = false;
         // Later files replace earlier entries of the same id, in place; one hash look-up
         // per entry (a scan per entry made 100k destinations take 45 s).
         fn upsert<T>(v: &mut Vec<T>, index: &mut HashMap<String, usize>, id: String, item: T) {
@@ -303,6 +325,8 @@ impl Policy {
                     id: r.id.into_inner(),
                     apps: r.apps.into_inner(),
                     category: r.category.into_inner(),
+                    company: r.company.map(|c| c.into_inner()),
+                    destination: r.destination.map(|d| d.into_inner()),
                     severity: r.severity,
                     action: r.action,
                     origin: f.name.clone(),
@@ -332,6 +356,9 @@ impl Policy {
                 );
                 upsert(&mut imports, &mut import_ix, id, item);
             }
+            if let Some(v) = f.raw.settings.as_ref().and_then(|s| s.allow_user_blocks) {
+                allow_user_blocks = v;
+            }
             sources.push(info);
         }
         for (n, spec) in cli_imports.iter().enumerate() {
@@ -352,6 +379,7 @@ impl Policy {
             apps: AppSet { apps },
             rules,
             allows,
+            allow_user_blocks,
             ..Policy::default()
         };
         for (d, origin) in dests {
@@ -500,7 +528,16 @@ impl Policy {
                 } else {
                     return None;
                 };
-                Some(((a, c, i), r))
+                // A rule for a company or a destination is more specific than any
+                // category rule.
+                let d = match (&r.destination, &r.company) {
+                    (Some(d), _) if *d != entry.id => return None,
+                    (Some(_), _) => 2,
+                    (None, Some(co)) if !co.eq_ignore_ascii_case(&entry.company) => return None,
+                    (None, Some(_)) => 1,
+                    (None, None) => 0,
+                };
+                Some(((a, d, c, i), r))
             })
             .max_by_key(|(k, _)| *k)
             .map(|(_, r)| r);
@@ -529,6 +566,7 @@ impl Policy {
 
 fn rank(v: &Verdict) -> (u8, Severity) {
     let a = match v.action {
+        Action::Block => 3,
         Action::Alert => 2,
         Action::Log => 1,
         Action::Ignore => 0,

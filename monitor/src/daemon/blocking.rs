@@ -1,0 +1,218 @@
+//! Blocking, as the daemon runs it: the policy's `block` rules and users' own blocks become
+//! the kernel's tables at start and at every reload; users' blocks are kept in the state
+//! directory; a contact a block rule covers that went through anyway (only its first bytes
+//! named it) has its address blocked for that app from then on. When the daemon stops, its
+//! links go and nothing stays blocked.
+
+use std::{
+    collections::HashSet,
+    io::Write as _,
+    net::IpAddr,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    finding::Finding,
+    kernel::Sensor,
+    policy::{Policy, UserBlock},
+    protocol::Peer,
+    watch::Watcher,
+};
+
+/// Users' own blocks, in the state directory.
+pub const USER_BLOCKS_FILE: &str = "user-blocks.json";
+/// Users' blocks kept at most (per machine), and per user.
+const MAX_USER_BLOCKS: usize = 10_000;
+const MAX_USER_BLOCKS_PER_USER: usize = 200;
+/// Addresses blocked after a first connection, remembered to not block them twice.
+const MAX_LEARNED: usize = 4096;
+
+pub struct Blocking {
+    path: PathBuf,
+    /// The kernel denies what the tables say (some rule blocks, and the tables loaded).
+    pub enforcing: bool,
+    /// Why the policy's blocks are not in force, if they are not.
+    pub error: Option<String>,
+    learned: HashSet<(u64, u32, IpAddr, u64)>,
+}
+
+impl Blocking {
+    /// Reads users' blocks from `state_dir` into `policy` (a broken file is set aside and
+    /// logged: blocks are the user's to make again, monitoring goes on).
+    pub fn open(state_dir: &Path, policy: &mut Policy) -> Self {
+        let path = state_dir.join(USER_BLOCKS_FILE);
+        let blocks = match crate::host::files::read_text(&path, 4 << 20) {
+            Ok(text) => match serde_json::from_str::<Vec<UserBlock>>(&text) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!(
+                        "{}: {e}; users' blocks are not in force (the file is kept as .broken)",
+                        path.display()
+                    );
+                    let _ = std::fs::rename(&path, path.with_extension("json.broken"));
+                    Vec::new()
+                }
+            },
+            Err(crate::host::files::FileError::Io(e))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Vec::new()
+            }
+            Err(e) => {
+                log::error!("{}: {e}; users' blocks are not in force", path.display());
+                Vec::new()
+            }
+        };
+        policy.set_user_blocks(blocks);
+        Self {
+            path,
+            enforcing: false,
+            error: None,
+            learned: HashSet::new(),
+        }
+    }
+
+    /// Makes the kernel deny what `policy` blocks for the watched apps (nothing, when no
+    /// rule blocks). On failure monitoring goes on and the reason is kept for `status`.
+    pub fn apply(&mut self, sensor: &mut Sensor, watcher: &Watcher, policy: &Policy) {
+        let (plan, tables) = watcher.block_plan(policy);
+        match sensor.set_blocks(&tables) {
+            Ok(()) => {
+                self.error = None;
+                self.enforcing = sensor.blocking();
+                if self.enforcing {
+                    let dests: HashSet<&str> =
+                        plan.pairs.iter().map(|(d, _, _)| d.as_str()).collect();
+                    log::info!(
+                        "blocking {} destination(s) ({} domains, {} ranges) for the watched apps",
+                        dests.len(),
+                        plan.domains.len(),
+                        plan.cidrs.len()
+                    );
+                }
+                if plan.too_deep + plan.patterns > 0 {
+                    log::warn!(
+                        "{} blocked domain(s) have more than {} labels and {} are patterns: the kernel cannot match them by name, so they are blocked from their second connection on",
+                        plan.too_deep,
+                        crate::policy::block::MAX_LABELS,
+                        plan.patterns
+                    );
+                }
+            }
+            Err(e) => {
+                let message = format!("blocking is not in force: {e}");
+                log::error!("{message}");
+                self.error = Some(message);
+                self.enforcing = false;
+            }
+        }
+    }
+
+    /// A contact a block rule covers that the kernel let through (nothing named it before
+    /// the connect): its address is denied to the app's user from now on.
+    pub fn after_finding(&mut self, sensor: &mut Sensor, f: &Finding, netns: u64) {
+        if !self.enforcing || f.blocked > 0 || f.action.as_deref() != Some("block") {
+            return;
+        }
+        let (Some(id), Ok(ip)) = (&f.destination_id, f.dst_ip.parse::<IpAddr>()) else {
+            return;
+        };
+        let dest = monitor_common::dest_hash(id);
+        if self.learned.len() >= MAX_LEARNED {
+            self.learned.clear();
+        }
+        if !self.learned.insert((netns, f.uid, ip, dest)) {
+            return;
+        }
+        if let Err(e) = sensor.learn_block(netns, f.uid, ip, dest) {
+            log::warn!("cannot block {ip} for later connections: {e}");
+        }
+    }
+
+    /// `brokerwatch block|unblock APP COMPANY` from `peer`: the user's own block, for their
+    /// own processes, where the policy allows users to block. Returns what to tell them.
+    pub fn user_request(
+        &mut self,
+        policy: &mut Policy,
+        peer: Peer,
+        app: &str,
+        company: &str,
+        unblock: bool,
+    ) -> Result<String, String> {
+        if !policy.allow_user_blocks {
+            return Err("the administrator's policy does not let users block (it needs `[settings] allow_user_blocks = true` in /etc/brokerwatch/policies.d/)".into());
+        }
+        let Some(def) = policy
+            .apps
+            .apps
+            .iter()
+            .find(|a| a.id.eq_ignore_ascii_case(app) || a.name.eq_ignore_ascii_case(app))
+        else {
+            return Err(format!(
+                "no app {app:?} in the policy (`brokerwatch policy list --apps` lists them)"
+            ));
+        };
+        let Some(company) = policy
+            .entries()
+            .iter()
+            .map(|e| e.company.as_str())
+            .find(|c| c.eq_ignore_ascii_case(company))
+            .map(str::to_owned)
+        else {
+            return Err(format!(
+                "no company {company:?} in the policy (`brokerwatch policy list` lists them)"
+            ));
+        };
+        let block = UserBlock {
+            uid: peer.uid,
+            app: def.id.clone(),
+            company: company.clone(),
+        };
+        let name = def.name.clone();
+        let mut blocks = policy.user_blocks().to_vec();
+        let had = blocks.contains(&block);
+        if unblock {
+            if !had {
+                return Ok(format!("{name} -> {company} was not blocked for you"));
+            }
+            blocks.retain(|b| *b != block);
+        } else {
+            if had {
+                return Ok(format!("{name} -> {company} is already blocked for you"));
+            }
+            let mine = blocks.iter().filter(|b| b.uid == peer.uid).count();
+            if mine >= MAX_USER_BLOCKS_PER_USER || blocks.len() >= MAX_USER_BLOCKS {
+                return Err(format!(
+                    "too many blocks (at most {MAX_USER_BLOCKS_PER_USER} per user); unblock some first"
+                ));
+            }
+            blocks.push(block);
+        }
+        save(&self.path, &blocks)
+            .map_err(|e| format!("cannot save users' blocks in {}: {e}", self.path.display()))?;
+        policy.set_user_blocks(blocks);
+        Ok(if unblock {
+            format!("{name} -> {company}: unblocked for you")
+        } else {
+            format!("{name} -> {company}: blocked for you")
+        })
+    }
+}
+
+/// Writes the blocks to a new file beside `path` and renames it over (never half a file,
+/// never through a link someone planted).
+fn save(path: &Path, blocks: &[UserBlock]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let text = serde_json::to_string_pretty(blocks).map_err(std::io::Error::other)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

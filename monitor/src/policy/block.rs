@@ -1,0 +1,141 @@
+//! What the policy blocks, in the terms the kernel can act on: the destinations that some
+//! `block` rule (or a user's own block) covers for some watched app, with their domains and
+//! address ranges. Built once per policy load, and only from the rules that block, so a
+//! policy without them costs nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use ipnet::IpNet;
+
+use super::{Action, AppDef, Hit, Policy, UserBlock};
+
+/// A destination's domains with more labels than the kernel checks cannot be blocked there.
+pub const MAX_LABELS: usize = monitor_common::BLOCK_NAME_LABELS;
+
+/// Who a kernel pair applies to: every user, or one.
+pub const EVERY_USER: Option<u32> = None;
+
+/// The blocked destinations and who may not reach them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlockPlan {
+    /// Blocked domain -> destination id.
+    pub domains: HashMap<String, String>,
+    /// Blocked ranges -> destination id.
+    pub cidrs: Vec<(IpNet, String)>,
+    /// (destination id, index into the apps given, user or every user).
+    pub pairs: HashSet<(String, usize, Option<u32>)>,
+    /// Domains too deep for the kernel to check (blocked after the first connection only).
+    pub too_deep: usize,
+    /// Patterns of blocked destinations (Exodus signatures): the kernel cannot match them,
+    /// so they are blocked after the first connection only.
+    pub patterns: usize,
+}
+
+impl BlockPlan {
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+impl Policy {
+    /// Whether any rule blocks, or users may block (and some did).
+    pub fn blocks_anything(&self) -> bool {
+        self.rules.iter().any(|r| r.action == Action::Block)
+            || (self.allow_user_blocks && !self.user_blocks.is_empty())
+    }
+
+    /// What to block for each of `apps` (the watched apps; `None` for a watch that is no
+    /// known app, which only `apps = "*"` rules cover).
+    pub fn block_plan(&self, apps: &[Option<&AppDef>]) -> BlockPlan {
+        let mut plan = BlockPlan::default();
+        if !self.blocks_anything() {
+            return plan;
+        }
+        let block_rules: Vec<_> = self
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Block)
+            .collect();
+        let mut blocked_entries: HashSet<u32> = HashSet::new();
+        for (idx, entry) in self.entries.iter().enumerate() {
+            let idx = idx as u32;
+            // Only entries some block rule could cover are decided per app.
+            let maybe = block_rules.iter().any(|r| {
+                (r.category == "*" || r.category == entry.category)
+                    && r.company
+                        .as_ref()
+                        .is_none_or(|c| c.eq_ignore_ascii_case(&entry.company))
+                    && r.destination.as_ref().is_none_or(|d| *d == entry.id)
+            });
+            if maybe {
+                for (i, app) in apps.iter().enumerate() {
+                    let hit = Hit::Pattern(String::new());
+                    if self.decide(*app, idx, hit, None).action == Action::Block {
+                        plan.pairs.insert((entry.id.clone(), i, EVERY_USER));
+                        blocked_entries.insert(idx);
+                    }
+                }
+            }
+            if self.allow_user_blocks {
+                for b in &self.user_blocks {
+                    if !b.company.eq_ignore_ascii_case(&entry.company) {
+                        continue;
+                    }
+                    for (i, app) in apps.iter().enumerate() {
+                        if app.is_some_and(|a| a.id == b.app) {
+                            plan.pairs.insert((entry.id.clone(), i, Some(b.uid)));
+                            blocked_entries.insert(idx);
+                        }
+                    }
+                }
+            }
+        }
+        if blocked_entries.is_empty() {
+            return plan;
+        }
+        for (domain, entry) in self.matcher.domains() {
+            if !blocked_entries.contains(&entry) {
+                continue;
+            }
+            if domain.split('.').count() > MAX_LABELS {
+                plan.too_deep += 1;
+                continue;
+            }
+            let id = self.entries[entry as usize].id.clone();
+            plan.domains.insert(domain.to_owned(), id);
+        }
+        for (net, entry) in self.matcher.cidrs() {
+            if blocked_entries.contains(&entry) {
+                let id = self.entries[entry as usize].id.clone();
+                plan.cidrs.push((net, id));
+            }
+        }
+        plan.patterns = self
+            .matcher
+            .pattern_entries()
+            .filter(|e| blocked_entries.contains(e))
+            .count();
+        plan
+    }
+
+    /// Sets the blocks users asked for (they apply while `allow_user_blocks` is on).
+    pub fn set_user_blocks(&mut self, blocks: Vec<UserBlock>) {
+        self.user_blocks = blocks;
+    }
+
+    pub fn user_blocks(&self) -> &[UserBlock] {
+        &self.user_blocks
+    }
+
+    /// The user block of `uid` that covers a contact of `app` with `company`, if the
+    /// administrator lets users block.
+    pub fn user_block(&self, uid: u32, app: Option<&AppDef>, company: &str) -> Option<&UserBlock> {
+        if !self.allow_user_blocks {
+            return None;
+        }
+        let app = app?;
+        self.user_blocks
+            .iter()
+            .find(|b| b.uid == uid && b.app == app.id && b.company.eq_ignore_ascii_case(company))
+    }
+}
