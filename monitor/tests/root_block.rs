@@ -207,3 +207,229 @@ fn block_denies_udp_sends_to_a_blocked_range() {
         "{seen:?}"
     );
 }
+
+// The daemon: policy rules, reloads, users' own blocks, stopping.
+
+mod daemon_side {
+    use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command};
+
+    use serde_json::Value;
+
+    use super::{addr, outcomes, Lab};
+    use crate::common::{
+        daemon::{client, history, lab_dir, wait_for, Daemon},
+        PROBE,
+    };
+
+    const DESTINATIONS: &str = r#"
+[[destination]]
+id = "lab-broker"
+company = "Lab Broker"
+category = "data-broker"
+domains = ["broker.test"]
+source = "test fixture"
+
+[[destination]]
+id = "lab-tracker"
+company = "Lab Tracker"
+category = "data-broker"
+domains = ["tracker.test"]
+source = "test fixture"
+"#;
+
+    fn write_policy(dir: &std::path::Path, action: &str, allow_user_blocks: bool) {
+        let text = format!(
+            "{DESTINATIONS}\n[[rule]]\nid = \"lab-brokers\"\napps = \"meeting\"\ncategory = \"data-broker\"\nseverity = \"high\"\naction = \"{action}\"\n\n[settings]\nallow_user_blocks = {allow_user_blocks}\n"
+        );
+        std::fs::write(dir.join("policies.d/lab.toml"), text).unwrap();
+    }
+
+    /// The probe, copied under a meeting app's name.
+    fn zoom(dir: &std::path::Path) -> PathBuf {
+        let zoom = dir.join("zoom");
+        if !zoom.exists() {
+            std::fs::copy(PROBE, &zoom).unwrap();
+        }
+        zoom
+    }
+
+    /// Runs `program args` in the lab (as `uid` when given) and returns its outcomes.
+    fn run(
+        lab: &Lab,
+        program: &std::path::Path,
+        uid: Option<u32>,
+        args: &[&str],
+    ) -> std::collections::HashMap<String, String> {
+        let out = lab.dir.join(format!("out-{}", uid.unwrap_or(0)));
+        std::fs::write(&out, "").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &lab.netns]);
+        if let Some(uid) = uid {
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={uid}"),
+                "--regid=65534",
+                "--clear-groups",
+            ]);
+        }
+        let status = cmd
+            .arg(program)
+            .arg("--out")
+            .arg(&out)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        outcomes(&out)
+    }
+
+    fn word(seen: &std::collections::HashMap<String, String>, ip: &str) -> String {
+        seen.get(&addr(ip))
+            .cloned()
+            .unwrap_or_else(|| format!("nothing in {seen:?}"))
+    }
+
+    fn status(dir: &std::path::Path) -> Value {
+        let (code, text) = client(dir, None, &["status", "--json"]);
+        assert_eq!(code, Some(0), "{text}");
+        serde_json::from_str(text.trim()).unwrap()
+    }
+
+    fn wait_blocking(dir: &std::path::Path, on: bool) {
+        wait_for(|| status(dir)["blocking"] == on, &format!("blocking {on}"));
+    }
+
+    const CONTACTS: [&str; 3] = [
+        "resolve:broker.test:4433",
+        "resolve:api.vendor.test:4433",
+        "resolve:page.vendor.test:4433",
+    ];
+
+    #[test]
+    fn daemon_blocks_a_meeting_apps_brokers_from_the_first_connection_and_lifts_it_on_reload_and_stop(
+    ) {
+        let lab = Lab::new("bld");
+        let dir = lab_dir("block");
+        write_policy(&dir, "block", false);
+        let mut d = Daemon::start(&dir);
+        let zoom = zoom(&dir);
+        let seen = run(&lab, &zoom, None, &CONTACTS);
+        assert_eq!(word(&seen, "127.0.0.2"), "denied", "broker");
+        assert_eq!(word(&seen, "127.0.0.3"), "denied", "CNAME-cloaked tracker");
+        assert_eq!(word(&seen, "127.0.0.1"), "ok", "first-party page");
+        // A process that is no meeting app reaches the broker.
+        let seen = run(&lab, std::path::Path::new(PROBE), None, &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "ok");
+        // The history records the blocked contacts as blocked.
+        wait_for(
+            || {
+                history(&dir, None)
+                    .iter()
+                    .filter(|a| a["action"] == "block" && a["blocked"].as_u64() > Some(0))
+                    .count()
+                    >= 2
+            },
+            "blocked contacts in the history",
+        );
+        let alerts = history(&dir, None);
+        let companies: Vec<&str> = alerts
+            .iter()
+            .filter(|a| a["blocked"].as_u64() > Some(0))
+            .filter_map(|a| a["company"].as_str())
+            .collect();
+        assert!(
+            companies.contains(&"Lab Broker") && companies.contains(&"Lab Tracker"),
+            "{alerts:#?}"
+        );
+        let (_, text) = client(&dir, None, &["status"]);
+        assert!(text.contains("Blocking: on (2 connects"), "{text}");
+        // A reload that turns the rule into an alert lifts the block.
+        write_policy(&dir, "alert", false);
+        wait_blocking(&dir, false);
+        let seen = run(&lab, &zoom, None, &CONTACTS);
+        assert_eq!(word(&seen, "127.0.0.2"), "ok", "after reload");
+        assert_eq!(word(&seen, "127.0.0.3"), "ok", "after reload");
+        // Back to blocking; then the daemon stops, and nothing stays blocked.
+        write_policy(&dir, "block", false);
+        wait_blocking(&dir, true);
+        let seen = run(&lab, &zoom, None, &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "denied", "blocking again");
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+        let _ = d.child.wait();
+        let seen = run(&lab, &zoom, None, &CONTACTS);
+        assert_eq!(word(&seen, "127.0.0.2"), "ok", "after the daemon stopped");
+        assert_eq!(word(&seen, "127.0.0.3"), "ok", "after the daemon stopped");
+    }
+
+    #[test]
+    fn daemon_blocks_an_sni_only_contact_from_its_second_connection_and_says_why_not_the_first() {
+        let lab = Lab::new("bls");
+        let dir = lab_dir("block-sni");
+        write_policy(&dir, "block", false);
+        let _d = Daemon::start(&dir);
+        let zoom = zoom(&dir);
+        // No DNS: the name is only in the ClientHello, after the connect.
+        let sni = "tls:broker.test@127.0.0.2:4433";
+        let seen = run(&lab, &zoom, None, &[sni, "sleep:1500", sni]);
+        let lines = std::fs::read_to_string(lab.dir.join("out-0")).unwrap_or_default();
+        assert!(seen.contains_key(&addr("127.0.0.2")), "{lines}");
+        wait_for(
+            || {
+                history(&dir, None).iter().any(|a| {
+                    a["block_note"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("not blockable before connect"))
+                })
+            },
+            "a not-blockable note",
+        );
+        // The second connection of the same process was denied (the address was learned).
+        let again = run(&lab, &zoom, None, &[sni]);
+        assert_eq!(word(&again, "127.0.0.2"), "denied", "{again:?}");
+    }
+
+    #[test]
+    fn user_blocks_need_the_administrators_leave_and_bind_only_that_user() {
+        let lab = Lab::new("blu");
+        let dir = lab_dir("block-user");
+        write_policy(&dir, "alert", false);
+        let _d = Daemon::start(&dir);
+        let zoom = zoom(&dir);
+        let (code, text) = client(&dir, Some(65534), &["block", "zoom", "Lab Broker"]);
+        assert_ne!(code, Some(0));
+        assert!(text.contains("allow_user_blocks"), "{text}");
+        write_policy(&dir, "alert", true);
+        wait_for(
+            || {
+                client(&dir, Some(65534), &["block", "zoom", "lab broker"])
+                    .1
+                    .contains("blocked for you")
+            },
+            "the user's block",
+        );
+        let (code, text) = client(&dir, Some(65534), &["block", "zoom", "No Such Co"]);
+        assert_ne!(code, Some(0));
+        assert!(text.contains("no company"), "{text}");
+        wait_blocking(&dir, true);
+        let seen = run(&lab, &zoom, Some(65534), &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "denied", "nobody's own block");
+        let seen = run(&lab, &zoom, None, &CONTACTS[..1]);
+        assert_eq!(
+            word(&seen, "127.0.0.2"),
+            "ok",
+            "root is not bound by nobody's block"
+        );
+        // It survives a restart of the daemon (kept in the state directory)...
+        drop(_d);
+        let _d = Daemon::start(&dir);
+        let seen = run(&lab, &zoom, Some(65534), &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "denied", "after a restart");
+        // ...and goes with unblock.
+        let (code, text) = client(&dir, Some(65534), &["unblock", "zoom", "Lab Broker"]);
+        assert_eq!(code, Some(0), "{text}");
+        wait_blocking(&dir, false);
+        let seen = run(&lab, &zoom, Some(65534), &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "ok", "after unblock");
+    }
+}

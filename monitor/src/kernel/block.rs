@@ -10,7 +10,10 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, MapError};
 use ipnet::IpNet;
-use monitor_common::{BlockPair, LearnedKey, MAX_BLOCK_CIDRS, MAX_BLOCK_DOMAINS, MAX_BLOCK_PAIRS};
+use monitor_common::{
+    BlockPair, LearnedKey, BLOCK_UID_SYSTEM, MAX_BLOCK_CIDRS, MAX_BLOCK_DOMAINS, MAX_BLOCK_PAIRS,
+    SYSTEM_UID_MAX,
+};
 
 /// What the kernel is to deny.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -157,6 +160,12 @@ pub(super) fn learn(
     addr: IpAddr,
     dest: u64,
 ) -> Result<(), BlockError> {
+    // As the kernel files answers: system users' under one key.
+    let uid = if uid <= SYSTEM_UID_MAX {
+        BLOCK_UID_SYSTEM
+    } else {
+        uid
+    };
     let key = LearnedKey {
         netns,
         addr: wire_addr(addr),
