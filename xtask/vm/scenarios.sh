@@ -43,6 +43,26 @@ scenario loss "$BW" audit --json --ring-size 4K -- $IN "$P" --repeat 3000 udpcon
 
 scenario reexec "$BW" audit --json -- $IN "$P" --reexec tcp:127.0.0.1:4433
 
+# Blocking: the DNS answer for a blocked name is read in the kernel (bw_dns_block, which
+# needs bpf_loop), so the first connection to its address is denied; another goes through.
+cat >/tmp/bw-block.toml <<'EOF'
+[[destination]]
+id = "vm-tracker"
+company = "VM Tracker"
+category = "data-broker"
+domains = ["tracker.test"]
+source = "kernel matrix"
+
+[[rule]]
+id = "vm-block"
+apps = "*"
+category = "data-broker"
+severity = "high"
+action = "block"
+EOF
+scenario block "$BW" audit --json --enforce --policy /tmp/bw-block.toml -- \
+    $IN "$P" resolve:vm.tracker.test:4433 tcp:127.0.0.6:4433
+
 # waits (up to 60 s) until file $2 contains $1
 wait_for() {
     i=0

@@ -123,6 +123,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("tls", tls),
     ("loss", loss),
     ("reexec", reexec),
+    ("block", block),
     ("app_scope", app_scope),
 ];
 
@@ -253,6 +254,30 @@ fn tls(s: &Section) -> Result<Option<String>, String> {
         return Err(format!("the ClientHello did not name the connection: {r}"));
     }
     Ok(None)
+}
+
+fn block(s: &Section) -> Result<Option<String>, String> {
+    let denied = s
+        .row("tcp", "127.0.0.5", 4433)
+        .ok_or("no row for the connect to the blocked name's address")?;
+    if denied["blocked"].as_u64().unwrap_or(0) == 0 || denied["action"] != "block" {
+        return Err(format!(
+            "the first connect after the answer was not denied: {denied}"
+        ));
+    }
+    let allowed = s
+        .row("tcp", "127.0.0.6", 4433)
+        .ok_or("no row for the connect that is not blocked")?;
+    if allowed["blocked"].as_u64().unwrap_or(0) != 0 {
+        return Err(format!(
+            "a destination no rule blocks was denied: {allowed}"
+        ));
+    }
+    let calls = s.summary().map(|v| v["blocked_calls"].clone());
+    Ok(Some(format!(
+        "blocked calls: {}",
+        calls.unwrap_or_default()
+    )))
 }
 
 fn reexec(s: &Section) -> Result<Option<String>, String> {
