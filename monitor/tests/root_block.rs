@@ -433,3 +433,78 @@ source = "test fixture"
         assert_eq!(word(&seen, "127.0.0.2"), "ok", "after unblock");
     }
 }
+
+mod audit_side {
+    use std::process::Command;
+
+    use serde_json::Value;
+
+    use super::{outcomes, Lab};
+    use crate::common::{daemon::BIN, PROBE};
+
+    /// `brokerwatch audit --json [--enforce]` of the probe resolving the lab's broker:
+    /// its rows and summary, and what the probe saw.
+    fn audit(lab: &Lab, enforce: bool) -> (Vec<Value>, std::collections::HashMap<String, String>) {
+        let policy = lab.dir.join("audit-block.toml");
+        std::fs::write(
+            &policy,
+            "[[destination]]\nid = \"lab-broker\"\ncompany = \"Lab Broker\"\ncategory = \"data-broker\"\ndomains = [\"broker.test\"]\nsource = \"test fixture\"\n\n[[rule]]\nid = \"lab-block\"\napps = \"*\"\ncategory = \"data-broker\"\nseverity = \"high\"\naction = \"block\"\n",
+        )
+        .unwrap();
+        let out = lab.dir.join("audit-out");
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["audit", "--json", "--quiet", "--policy"])
+            .arg(&policy);
+        if enforce {
+            cmd.arg("--enforce");
+        }
+        let o = cmd
+            .args(["--", "ip", "netns", "exec", &lab.netns, PROBE, "--out"])
+            .arg(&out)
+            .arg("resolve:broker.test:4433")
+            .output()
+            .unwrap();
+        let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert!(!lines.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+        (lines, outcomes(&out))
+    }
+
+    fn broker_row(lines: &[Value]) -> &Value {
+        lines
+            .iter()
+            .find(|v| v["type"] == "connection" && v["dst_ip"] == "127.0.0.2")
+            .unwrap_or_else(|| panic!("no row for the broker: {lines:#?}"))
+    }
+
+    #[test]
+    fn audit_reports_would_be_blocks_and_enforce_blocks_them() {
+        let lab = Lab::new("bla");
+        let (lines, seen) = audit(&lab, false);
+        assert_eq!(seen.get("127.0.0.2:4433").map(String::as_str), Some("ok"));
+        let row = broker_row(&lines);
+        assert_eq!(row["action"], "block");
+        assert_eq!(row["blocked"], 0);
+        assert!(
+            row["block_note"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("would be blocked"),
+            "{row}"
+        );
+        let (lines, seen) = audit(&lab, true);
+        assert_eq!(
+            seen.get("127.0.0.2:4433").map(String::as_str),
+            Some("denied")
+        );
+        let row = broker_row(&lines);
+        assert_eq!(row["blocked"], 1, "{row}");
+        assert!(row["block_note"].is_null(), "{row}");
+        let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
+        assert_eq!(summary["enforced"], true);
+        assert_eq!(summary["blocked_calls"], 1, "{summary}");
+    }
+}

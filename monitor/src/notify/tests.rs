@@ -224,3 +224,33 @@ fn agent_recovers_alerts_a_lagged_subscription_dropped_from_the_history() {
     assert_eq!(pids, vec![5, 6, 7]);
     assert!(missed_alerts(history, 200, &[], 5).is_empty());
 }
+
+#[test]
+fn a_block_is_told_once_as_blocked_even_after_its_alert_and_offers_no_block_button() {
+    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let now = Instant::now();
+    let contact = || alert("Zoom", "LinkedIn", "social-sdk", "high", "ads.linkedin.com");
+    // First it went through (only its SNI named it): an ordinary alert, with Block offered.
+    let n = t.push(contact(), now).expect("the alert");
+    assert_eq!(n.summary, "Zoom contacted a social-media SDK");
+    assert!(!n.blocked);
+    assert_eq!(t.flush(now), None);
+    // Then the kernel denied it: told once as blocked, though the pair was just shown.
+    let mut blocked = contact();
+    blocked.finding.blocked = 1;
+    let later = now + Duration::from_secs(5);
+    let n = t.push(blocked.clone(), later).expect("the block");
+    assert_eq!(n.summary, "Blocked: Zoom -> LinkedIn");
+    assert!(n.blocked);
+    assert!(
+        n.body
+            .contains("ads.linkedin.com (LinkedIn, social sdk) blocked at "),
+        "{}",
+        n.body
+    );
+    assert_eq!(n.pairs, vec![("Zoom".to_owned(), "LinkedIn".to_owned())]);
+    assert_eq!(t.flush(later), None);
+    // Never again while the agent runs, even after the dedup window.
+    let much_later = now + Duration::from_secs(3600);
+    assert_eq!(t.push(blocked, much_later), None);
+}

@@ -317,3 +317,118 @@ fn many_destinations_merge_by_id_with_later_files_winning() {
         19_999
     );
 }
+
+const BLOCK_LINKEDIN_FOR_MEETINGS: &str = r#"
+[[rule]]
+id = "block-linkedin"
+apps = "meeting"
+category = "*"
+company = "linkedin (microsoft)"
+severity = "high"
+action = "block"
+"#;
+
+#[test]
+fn block_rule_by_company_is_more_specific_than_category_rules_and_flags() {
+    let p = policy_with(BLOCK_LINKEDIN_FOR_MEETINGS);
+    let z = Some(zoom(&p));
+    let v = p.classify(z, &["px.ads.linkedin.com"], None).unwrap();
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.rule.as_deref(), Some("block-linkedin"));
+    assert!(v.flagged());
+    // Other companies keep their category rules; apps outside the group are not blocked.
+    let v = p.classify(z, &["graph.facebook.com"], None).unwrap();
+    assert_eq!(v.action, Action::Alert);
+    let v = p.classify(None, &["px.ads.linkedin.com"], None).unwrap();
+    assert_ne!(v.action, Action::Block);
+}
+
+#[test]
+fn block_plan_covers_the_rules_apps_and_destinations_only() {
+    let p = policy_with(BLOCK_LINKEDIN_FOR_MEETINGS);
+    let z = zoom(&p);
+    let plan = p.block_plan(&[Some(z), None]);
+    // Zoom (index 0) may not reach LinkedIn; the unknown watch (index 1) may.
+    assert!(
+        plan.pairs.contains(&("linkedin".to_owned(), 0, None)),
+        "{plan:?}"
+    );
+    assert!(
+        plan.pairs
+            .iter()
+            .all(|(id, app, _)| id == "linkedin" && *app == 0),
+        "{plan:?}"
+    );
+    for d in ["ads.linkedin.com", "licdn.com", "linkedin.com", "lnkd.in"] {
+        assert_eq!(
+            plan.domains.get(d).map(String::as_str),
+            Some("linkedin"),
+            "{d}"
+        );
+    }
+    assert_eq!(plan.domains.len(), 4, "{plan:?}");
+    // No block rule: nothing to do, at no cost.
+    assert!(Policy::builtin().block_plan(&[Some(z)]).is_empty());
+}
+
+#[test]
+fn block_plan_leaves_out_what_an_allow_exempts() {
+    let p = policy_with(&format!(
+        "{BLOCK_LINKEDIN_FOR_MEETINGS}\n[[allow]]\nid = \"zoom-linkedin\"\napp = \"zoom\"\ncompany = \"LinkedIn (Microsoft)\"\n"
+    ));
+    assert!(p.block_plan(&[Some(zoom(&p))]).is_empty());
+}
+
+#[test]
+fn user_blocks_apply_only_where_the_administrator_allows_and_only_to_their_user() {
+    let block = UserBlock {
+        uid: 1000,
+        app: "zoom".into(),
+        company: "LinkedIn (Microsoft)".into(),
+    };
+    let mut p = policy_with("");
+    p.set_user_blocks(vec![block.clone()]);
+    assert!(p
+        .user_block(1000, Some(zoom(&p)), "linkedin (microsoft)")
+        .is_none());
+    assert!(p.block_plan(&[Some(zoom(&p))]).is_empty());
+    let mut p = policy_with("[settings]\nallow_user_blocks = true\n");
+    p.set_user_blocks(vec![block]);
+    assert!(p
+        .user_block(1000, Some(zoom(&p)), "linkedin (microsoft)")
+        .is_some());
+    assert!(p
+        .user_block(1001, Some(zoom(&p)), "LinkedIn (Microsoft)")
+        .is_none());
+    let plan = p.block_plan(&[Some(zoom(&p))]);
+    assert_eq!(
+        plan.pairs,
+        HashSet::from([("linkedin".to_owned(), 0, Some(1000))])
+    );
+}
+
+#[test]
+fn rule_filters_must_not_be_empty() {
+    let text = "[[rule]]\nid = \"r\"\napps = \"*\"\ncategory = \"*\"\ncompany = \"\"\nseverity = \"high\"\naction = \"block\"\n";
+    let d = file::parse("t.toml", text).unwrap_err();
+    assert!(d[0].message.contains("company is empty"), "{}", d[0]);
+}
+
+#[test]
+fn kernel_and_userspace_hash_names_alike() {
+    use monitor_common::{domain_hash, label_hash_step, suffix_hash_step, NAME_HASH_BASIS};
+    // The kernel folds labels from the right, byte by byte, case-insensitively.
+    let labels = ["Edge", "TRACKER", "test"];
+    let mut suffix = NAME_HASH_BASIS;
+    for l in labels.iter().rev() {
+        let h = l.bytes().fold(NAME_HASH_BASIS, label_hash_step);
+        suffix = suffix_hash_step(suffix, h);
+    }
+    assert_eq!(domain_hash("edge.tracker.test"), (suffix, 3));
+    assert_eq!(domain_hash("edge.tracker.test."), (suffix, 3));
+    assert_ne!(
+        domain_hash("tracker.test").0,
+        domain_hash("edge.tracker.test").0
+    );
+    assert_ne!(domain_hash("a.bc").0, domain_hash("ab.c").0);
+}
