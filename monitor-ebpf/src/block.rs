@@ -161,7 +161,7 @@ fn denied(dest: u64, tag: u32, uid: u32) -> bool {
     for u in [BLOCK_EVERY_USER, uid] {
         let pair = BlockPair { dest, tag, uid: u };
         // SAFETY: only the key's presence is read.
-        if unsafe { BLOCK_PAIRS.get(&pair) }.is_some() {
+        if unsafe { BLOCK_PAIRS.get(pair) }.is_some() {
             return true;
         }
     }
@@ -307,7 +307,7 @@ fn read_name(sc: *mut DnsScratch, len: u32, pos: u32) -> Option<(u32, u64)> {
         // SAFETY: this CPU's scratch slot; the index is masked into the array.
         suffix = suffix_hash_step(suffix, unsafe { (*sc).labels[slot] });
         // SAFETY: plain u64 values.
-        if let Some(dest) = unsafe { BLOCK_DOMAINS.get(&suffix) } {
+        if let Some(dest) = unsafe { BLOCK_DOMAINS.get(suffix) } {
             found = *dest;
         }
         i += 1;

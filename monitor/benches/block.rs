@@ -126,11 +126,8 @@ fn stat(w: &Watched) -> (u64, u64) {
 
 fn main() {
     // SAFETY: no arguments.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "run as root (cargo xtask bench)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "run as root (cargo xtask bench)");
     // The ring's reader registers with an event loop (drained by hand here).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

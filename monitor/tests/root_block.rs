@@ -355,6 +355,7 @@ source = "test fixture"
         wait_blocking(&dir, true);
         let seen = run(&lab, &zoom, None, &CONTACTS[..1]);
         assert_eq!(word(&seen, "127.0.0.2"), "denied", "blocking again");
+        // SAFETY: a signal to our own child.
         unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
         let _ = d.child.wait();
         let seen = run(&lab, &zoom, None, &CONTACTS);
