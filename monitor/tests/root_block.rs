@@ -358,6 +358,18 @@ source = "test fixture"
         );
         let (_, text) = client(&dir, None, &["status"]);
         assert!(text.contains("Blocking: on (2 connects"), "{text}");
+        // So does the report built from the store.
+        let blocked_in_report = || {
+            let (_, text) = client(&dir, None, &["report", "--json", "--since", "1h"]);
+            let v: Value = serde_json::from_str(text.trim()).unwrap_or_default();
+            v["apps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["companies"].as_array().cloned().unwrap_or_default())
+                .any(|c| c["company"] == "Lab Broker" && c["blocked"].as_u64() > Some(0))
+        };
+        wait_for(blocked_in_report, "the broker marked blocked in the report");
         // A reload that turns the rule into an alert lifts the block.
         write_policy(&dir, "alert", false);
         wait_blocking(&dir, false);

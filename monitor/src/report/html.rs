@@ -252,11 +252,19 @@ fn table(h: &mut String, r: &Report, long: bool) {
                 Some(c) => (
                     c.company.as_str(),
                     c.category.as_str(),
-                    c.severity.as_deref().unwrap_or(""),
+                    if c.blocked > 0 {
+                        format!(
+                            "{} (blocked {}x)",
+                            c.severity.as_deref().unwrap_or(""),
+                            c.blocked
+                        )
+                    } else {
+                        c.severity.clone().unwrap_or_default()
+                    },
                     c.flagged,
                     c.source.as_deref().unwrap_or(""),
                 ),
-                None => ("(not listed)", "", "", false, ""),
+                None => ("(not listed)", "", String::new(), false, ""),
             };
             let _ = write!(
                 h,
@@ -266,7 +274,7 @@ fn table(h: &mut String, r: &Report, long: bool) {
                 escape(source),
                 escape(category),
                 if flagged { "sev-flagged" } else { "" },
-                escape(sev),
+                escape(&sev),
                 escape(&d.destination),
                 escape(&d.proto),
                 d.count,

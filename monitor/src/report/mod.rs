@@ -50,6 +50,9 @@ pub struct CompanyReport {
     pub source: Option<String>,
     pub flagged: bool,
     pub connections: u64,
+    /// Connects and sends to it the kernel denied (blocking).
+    #[serde(default)]
+    pub blocked: u64,
     pub domains: Vec<DomainRow>,
 }
 
@@ -87,6 +90,8 @@ pub struct Contact {
     pub count: u64,
     pub first_ms: u64,
     pub last_ms: u64,
+    /// Calls the kernel denied.
+    pub blocked: u64,
 }
 
 impl Contact {
@@ -104,6 +109,7 @@ impl Contact {
             count: f.count,
             first_ms,
             last_ms,
+            blocked: f.blocked,
         }
     }
 }
@@ -128,6 +134,7 @@ pub fn build(
         severity: Option<String>,
         source: Option<String>,
         flagged: bool,
+        blocked: u64,
         domains: BTreeMap<DomKey, DomainRow>,
     }
     #[derive(Default)]
@@ -163,6 +170,7 @@ pub fn build(
                 let co = app.companies.entry(company.clone()).or_default();
                 co.category = c.category.clone().unwrap_or_default();
                 co.flagged |= c.flagged;
+                co.blocked += c.blocked;
                 if co.severity.is_none() || c.flagged {
                     co.severity = c.severity.clone();
                 }
@@ -197,6 +205,7 @@ pub fn build(
                         severity: co.severity,
                         source: co.source,
                         flagged: co.flagged,
+                        blocked: co.blocked,
                         connections: domains.iter().map(|d| d.count).sum(),
                         domains,
                     }

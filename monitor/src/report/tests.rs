@@ -21,6 +21,7 @@ fn contact(
         count,
         first_ms: t,
         last_ms: t + 1000,
+        blocked: 0,
     }
 }
 
@@ -131,4 +132,24 @@ fn report_html_is_self_contained_and_escapes_names_from_the_network() {
         "one curve per app and company"
     );
     assert!(page.contains("zoom --url=&quot;x&quot; &amp; y"));
+}
+
+#[test]
+fn report_counts_blocked_calls_per_company_and_says_so() {
+    let mut c = contact(
+        "Zoom",
+        Some(("LinkedIn", "social-sdk")),
+        "ads.linkedin.com",
+        3,
+        1_000_000,
+        true,
+    );
+    c.blocked = 2;
+    let r = build(vec![c], "test", 0, 0);
+    assert_eq!(r.apps[0].companies[0].blocked, 2);
+    let mut text = Vec::new();
+    text::write(&mut text, &r, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("(3 connections, 2 blocked)"), "{text}");
+    assert!(html::render(&r, "t").contains("(blocked 2x)"));
 }

@@ -70,13 +70,18 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             };
             writeln!(
                 out,
-                "  {}{:<6} {:<18} {}{} ({} connections){}",
+                "  {}{:<6} {:<18} {}{} ({} connections{}){}",
                 paint(c.flagged, RED),
                 sev,
                 c.category,
                 c.company,
                 reset(c.flagged),
                 c.connections,
+                if c.blocked > 0 {
+                    format!(", {} blocked", c.blocked)
+                } else {
+                    String::new()
+                },
                 c.source
                     .as_deref()
                     .map(|s| format!("  {}source: {s}{}", paint(true, DIM), reset(true)))

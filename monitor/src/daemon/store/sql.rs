@@ -237,7 +237,8 @@ pub fn report_contacts(
     let mut sql = String::from(
         "SELECT coalesce(app_name, app, ''), company, category, max(severity), max(source),
                 max(flagged), coalesce(domain, dst, ''), coalesce(proto, ''), max(named_by),
-                sum(count), min(first_ms), max(last_ms)
+                sum(count), min(first_ms), max(last_ms),
+                sum(coalesce(json_extract(body, '$.blocked'), 0))
          FROM connections WHERE last_ms >= ?1",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![(since_ms as i64).into()];
@@ -270,6 +271,7 @@ pub fn report_contacts(
             count: r.get::<_, i64>(9)?.max(0) as u64,
             first_ms: r.get::<_, i64>(10)?.max(0) as u64,
             last_ms: r.get::<_, i64>(11)?.max(0) as u64,
+            blocked: r.get::<_, Option<i64>>(12)?.unwrap_or(0).max(0) as u64,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
