@@ -99,6 +99,17 @@ impl Session {
         self.children.push(child);
     }
 
+    /// Like `spawn`, its standard error kept in `log` (for a failure's message).
+    fn spawn_logged(&mut self, argv: &[&str], log: &Path) {
+        let child = self
+            .command(argv)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        self.children.push(child);
+    }
+
     fn dunstctl(&self, args: &[&str]) -> Option<String> {
         let mut argv = vec!["dunstctl"];
         argv.extend_from_slice(args);
@@ -239,6 +250,124 @@ fn notify_a_burst_of_alerts_is_one_desktop_notification_for_its_user_only() {
         other_events.trim().is_empty(),
         "another user saw: {other_events}"
     );
+    drop(session);
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// Issue 15: the notification's Block button (the server's ActionInvoked signal, as dunst
+// sends it when the user picks the action) blocks the pair for that user.
+#[test]
+fn notify_block_button_blocks_the_app_and_company_for_that_user() {
+    require_root();
+    let dir = lab_dir("notify-block");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        format!(
+            "{}\n[settings]\nallow_user_blocks = true\n",
+            policy_text("Test Data Broker Inc.")
+        ),
+    )
+    .unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let daemon = Daemon::start(&dir);
+    let mut session = Session::start(&dir, 94);
+    let socket = dir.join("run/brokerwatch.sock");
+    let agent_log = dir.join("agent.log");
+    session.spawn_logged(
+        &[BIN, "-v", "notify", "--socket", socket.to_str().unwrap()],
+        &agent_log,
+    );
+    let logs = || {
+        format!(
+            "daemon:\n{}\nagent:\n{}",
+            daemon.log(),
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        )
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::create_dir_all(dir.join("probe")).unwrap();
+    let zoom = dir.join("probe/zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let out = dir.join("probe/out");
+    let contact = || {
+        std::fs::write(&out, "").unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let st = session
+            .command(&[
+                zoom.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                &format!("tcp:127.0.0.2:{port}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read_to_string(&out).unwrap_or_default()
+    };
+    assert!(
+        contact().ends_with(" ok\n"),
+        "the first contact goes through"
+    );
+    wait_for(|| session.notifications() >= 1, "the alert");
+    // The user reads it (and its burst ends) before picking an action.
+    std::thread::sleep(Duration::from_secs(2));
+    // The user picks Block on it: the server says so on the bus, naming the notification
+    // (the first ones of a fresh server; the agent acts on its own only).
+    for id in 1..=3 {
+        let sent = session
+            .command(&[
+                "dbus-send",
+                "--session",
+                "--type=signal",
+                "/org/freedesktop/Notifications",
+                "org.freedesktop.Notifications.ActionInvoked",
+                &format!("uint32:{id}"),
+                "string:block",
+            ])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+    wait_for(
+        || {
+            daemon
+                .log()
+                .contains("asked to block Zoom -> Test Data Broker Inc.: Ok(")
+        },
+        "the agent's block request",
+    );
+    // The next contact is denied, and the agent says what happened.
+    wait_for(|| contact().ends_with(" denied\n"), "the contact denied");
+    let start = std::time::Instant::now();
+    while session.notifications() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no answer and Blocked note: {} notifications; {}",
+            session.notifications(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = session.dunstctl(&["close-all"]);
+    let text = session.dunstctl(&["history"]).unwrap_or_default();
+    assert!(text.contains("blocked for you"), "{text}");
+    assert!(
+        text.contains("Blocked: Zoom -> Test Data Broker Inc."),
+        "{text}"
+    );
+    // Root's processes are not bound by nobody's block.
+    let root_out = dir.join("probe/root-out");
+    let st = Command::new(&zoom)
+        .arg("--out")
+        .arg(&root_out)
+        .arg(format!("tcp:127.0.0.2:{port}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root_seen = std::fs::read_to_string(&root_out).unwrap_or_default();
+    assert!(root_seen.ends_with(" ok\n"), "{root_seen}");
     drop(session);
     drop(daemon);
     std::fs::remove_dir_all(&dir).ok();

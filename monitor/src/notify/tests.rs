@@ -254,3 +254,20 @@ fn a_block_is_told_once_as_blocked_even_after_its_alert_and_offers_no_block_butt
     let much_later = now + Duration::from_secs(3600);
     assert_eq!(t.push(blocked, much_later), None);
 }
+
+#[test]
+fn a_pair_allowed_then_blocked_in_one_burst_is_one_company() {
+    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let now = Instant::now();
+    let contact = || alert("Zoom", "LinkedIn", "social-sdk", "high", "ads.linkedin.com");
+    assert!(t.push(contact(), now).is_some());
+    let mut blocked = contact();
+    blocked.finding.blocked = 1;
+    assert_eq!(t.push(blocked, now + Duration::from_millis(300)), None);
+    let n = t
+        .flush(now + Duration::from_secs(2))
+        .expect("the burst's update");
+    assert!(n.update);
+    assert_eq!(n.summary, "Blocked: Zoom -> LinkedIn");
+    assert_eq!(n.pairs.len(), 1);
+}

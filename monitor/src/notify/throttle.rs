@@ -2,7 +2,7 @@
 //! once per window, a rate limit, muted pairs. Pure, driven by the caller's clock.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -277,12 +277,18 @@ impl Throttle {
             v.dedup();
             v
         };
+        // A pair seen allowed and then blocked in one burst is one company.
+        let pairs: BTreeSet<(&str, &str)> = fresh
+            .keys()
+            .map(|(a, c, _)| (a.as_str(), c.as_str()))
+            .collect();
         let all_blocked = fresh.keys().all(|(_, _, b)| *b);
-        let summary = match (fresh.len(), all_blocked) {
-            (1, true) => format!("Blocked: {} -> {}", apps[0], company(first)),
-            (1, false) => format!("{} contacted {}", apps[0], what(category(first))),
-            (n, true) => format!("Blocked: {} -> {n} companies", apps.join(", ")),
-            (n, false) => format!("{} contacted {n} companies", apps.join(", ")),
+        let any_blocked = fresh.keys().any(|(_, _, b)| *b);
+        let summary = match (pairs.len(), any_blocked, all_blocked) {
+            (1, true, _) => format!("Blocked: {} -> {}", apps[0], company(first)),
+            (1, false, _) => format!("{} contacted {}", apps[0], what(category(first))),
+            (n, _, true) => format!("Blocked: {} -> {n} companies", apps.join(", ")),
+            (n, _, false) => format!("{} contacted {n} companies", apps.join(", ")),
         };
         let time = local_hm_of_ms(first.ts_ms);
         let mut body: Vec<String> = fresh
