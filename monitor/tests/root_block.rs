@@ -413,6 +413,19 @@ source = "test fixture"
     }
 
     #[test]
+    fn a_block_added_by_reload_covers_addresses_resolved_before_it() {
+        let (lab, dir, _d, zoom) = start("blr", "alert", false);
+        let seen = run(&lab, &zoom, None, &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "ok", "only alerted");
+        // The app keeps the answer it got and connects again without asking DNS, after
+        // the administrator turned the rule into a block.
+        write_policy(&dir, "block", false);
+        wait_blocking(&dir, true);
+        let seen = run(&lab, &zoom, None, &["tcp:127.0.0.2:4433"]);
+        assert_eq!(word(&seen, "127.0.0.2"), "denied", "from the DNS cache");
+    }
+
+    #[test]
     fn user_blocks_need_the_administrators_leave_and_bind_only_that_user() {
         let (lab, dir, _d, zoom) = start("blu", "alert", false);
         let (code, text) = client(&dir, Some(65534), &["block", "zoom", "Lab Broker"]);

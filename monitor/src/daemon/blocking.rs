@@ -15,7 +15,8 @@ use std::{
 use crate::{
     finding::Finding,
     kernel::Sensor,
-    policy::{Policy, UserBlock},
+    naming::DnsCache,
+    policy::{BlockPlan, Policy, UserBlock},
     protocol::Peer,
     watch::Watcher,
 };
@@ -75,12 +76,26 @@ impl Blocking {
 
     /// Makes the kernel deny what `policy` blocks for the watched apps (nothing, when no
     /// rule blocks). On failure monitoring goes on and the reason is kept for `status`.
-    pub fn apply(&mut self, sensor: &mut Sensor, watcher: &Watcher, policy: &Policy) {
+    /// Addresses the DNS cache already holds for newly blocked names are denied at once:
+    /// apps cache answers, and their next connection would otherwise go through.
+    pub fn apply(
+        &mut self,
+        sensor: &mut Sensor,
+        watcher: &Watcher,
+        policy: &Policy,
+        dns: &DnsCache,
+    ) {
         let (plan, tables) = watcher.block_plan(policy);
         match sensor.set_blocks(&tables) {
             Ok(()) => {
                 self.error = None;
                 self.enforcing = sensor.blocking();
+                if self.enforcing {
+                    let learned = self.learn_cached(sensor, &plan, dns);
+                    if learned > 0 {
+                        log::info!("{learned} address(es) resolved earlier are blocked too");
+                    }
+                }
                 if self.enforcing {
                     let dests: HashSet<&str> =
                         plan.pairs.iter().map(|(d, _, _)| d.as_str()).collect();
@@ -107,6 +122,27 @@ impl Blocking {
                 self.enforcing = false;
             }
         }
+    }
+
+    /// Files the cached answers' addresses of blocked names as the kernel would have.
+    fn learn_cached(&mut self, sensor: &mut Sensor, plan: &BlockPlan, dns: &DnsCache) -> usize {
+        let now = crate::host::clock::boot_ns();
+        let mut n = 0;
+        for (addr, name, from) in dns.answers(now) {
+            let names = std::iter::once(&name.qname).chain(name.chain.iter());
+            let Some(id) = names.filter_map(|n| plan.destination_of(n)).last() else {
+                continue;
+            };
+            let dest = monitor_common::dest_hash(id);
+            match sensor.learn_block(from.netns, from.uid, addr, dest) {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    log::warn!("cannot block {addr} resolved earlier: {e}");
+                    break;
+                }
+            }
+        }
+        n
     }
 
     /// A contact a block rule covers that the kernel let through (nothing named it before

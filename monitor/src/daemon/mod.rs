@@ -287,7 +287,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut engine = Engine::new();
     let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
     let mut blocking = blocking::Blocking::open(&opts.state_dir, &mut policy);
-    blocking.apply(&mut sensor, &watcher, &policy);
+    blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
     let (commands, mut command_rx) = tokio::sync::mpsc::channel::<server::Command>(64);
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
@@ -436,12 +436,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 if let Some(m) = &policy_error {
                     let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
                 }
-                blocking.apply(&mut sensor, &watcher, &policy);
+                blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
             }
             Some(cmd) = command_rx.recv() => {
                 let outcome = blocking.user_request(&mut policy, cmd.peer, &cmd.app, &cmd.company, cmd.unblock);
                 if outcome.is_ok() {
-                    blocking.apply(&mut sensor, &watcher, &policy);
+                    blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
                 }
                 log::info!("uid {} asked to {} {} -> {}: {outcome:?}", cmd.peer.uid, if cmd.unblock { "unblock" } else { "block" }, cmd.app, cmd.company);
                 let _ = cmd.reply.send(outcome);
@@ -456,7 +456,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     if let Some(m) = &policy_error {
                         let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
                     }
-                    blocking.apply(&mut sensor, &watcher, &policy);
+                    blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
                 }
                 if let Err(e) = watcher.prune(&mut sensor) {
                     log::error!("cannot detach from ended apps: {e}");

@@ -152,6 +152,16 @@ impl DnsCache {
             .map(|c| c.name.clone())
     }
 
+    /// Every answer still fresh at `now_ns`: address, names, receiver (for blocking to
+    /// learn addresses of names it started to block after they were resolved).
+    pub fn answers(&self, now_ns: u64) -> impl Iterator<Item = (IpAddr, &DnsName, Receiver)> {
+        self.by_addr.iter().flat_map(move |(addr, list)| {
+            list.iter()
+                .filter(move |c| c.expires_ns >= now_ns)
+                .map(move |c| (*addr, &*c.name, c.from))
+        })
+    }
+
     /// Whether an HTTPS/SVCB answer in `netns` offered ECH for `name`.
     pub fn ech_offered(&mut self, netns: u64, name: &str, now_ns: u64) -> bool {
         [netns, 0].iter().any(|ns| {

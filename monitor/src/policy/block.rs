@@ -35,6 +35,19 @@ impl BlockPlan {
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
+
+    /// The blocked destination `name` or one of its parent domains is, if any (whole
+    /// labels, the most specific first), as the kernel matches it.
+    pub fn destination_of(&self, name: &str) -> Option<&str> {
+        let name = super::matcher::normalize_domain(name).ok()?;
+        let mut rest = name.as_str();
+        loop {
+            if let Some(id) = self.domains.get(rest) {
+                return Some(id);
+            }
+            rest = &rest[rest.find('.')? + 1..];
+        }
+    }
 }
 
 impl Policy {

@@ -367,6 +367,9 @@ fn block_plan_covers_the_rules_apps_and_destinations_only() {
         );
     }
     assert_eq!(plan.domains.len(), 4, "{plan:?}");
+    assert_eq!(plan.destination_of("X.Ads.LinkedIn.com."), Some("linkedin"));
+    assert_eq!(plan.destination_of("evillinkedin.com"), None);
+    assert_eq!(plan.destination_of("com"), None);
     // No block rule: nothing to do, at no cost.
     assert!(Policy::builtin().block_plan(&[Some(z)]).is_empty());
 }
