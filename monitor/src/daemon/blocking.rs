@@ -130,7 +130,7 @@ impl Blocking {
         let mut n = 0;
         for (addr, name, from) in dns.answers(now) {
             let names = std::iter::once(&name.qname).chain(name.chain.iter());
-            let Some(id) = names.filter_map(|n| plan.destination_of(n)).last() else {
+            let Some(id) = names.filter_map(|n| plan.destination_of(n)).next_back() else {
                 continue;
             };
             let dest = monitor_common::dest_hash(id);
