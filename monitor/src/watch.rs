@@ -206,8 +206,9 @@ impl Watcher {
         Ok(watcher)
     }
 
-    /// What the policy blocks for the watched apps, and the kernel tables that say it.
-    pub fn block_plan(&self, policy: &Policy) -> (BlockPlan, BlockTables) {
+    /// What the policy blocks for the watched apps (with users' own blocks, or the
+    /// administrator's rules alone), and the kernel tables that say it.
+    pub fn block_plan(&self, policy: &Policy, users: bool) -> (BlockPlan, BlockTables) {
         let apps: Vec<Option<&AppDef>> = self
             .watches
             .iter()
@@ -219,7 +220,7 @@ impl Watcher {
             })
             .collect();
         let tags: Vec<u32> = self.watches.iter().map(|w| w.tag).collect();
-        let plan = policy.block_plan(&apps);
+        let plan = policy.block_plan(&apps, users);
         let tables = block_tables(&plan, &tags);
         (plan, tables)
     }

@@ -413,6 +413,39 @@ source = "test fixture"
     }
 
     #[test]
+    fn users_blocks_that_overflow_the_kernel_tables_never_cost_the_administrators() {
+        let (lab, dir, _d, zoom) = start("blo", "block", true);
+        // A company with more destinations than the kernel's pair table holds.
+        let mut big = String::new();
+        for i in 0..70_000 {
+            big.push_str(&format!(
+                "[[destination]]\nid = \"big-{i}\"\ncompany = \"Big Co\"\ncategory = \"ad-attribution\"\ndomains = [\"t{i}.big.test\"]\nsource = \"test fixture\"\n"
+            ));
+        }
+        std::fs::write(dir.join("policies.d/big.toml"), big).unwrap();
+        wait_for(
+            || {
+                client(&dir, Some(65534), &["block", "zoom", "Big Co"])
+                    .1
+                    .contains("blocked for you")
+            },
+            "nobody's block of Big Co",
+        );
+        wait_for(
+            || {
+                status(&dir)["block_error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("users' blocks are not in force"))
+            },
+            "the users' blocks left out, and said so",
+        );
+        // The administrator's block holds.
+        assert_eq!(status(&dir)["blocking"], true);
+        let seen = run(&lab, &zoom, None, &CONTACTS[..1]);
+        assert_eq!(word(&seen, "127.0.0.2"), "denied");
+    }
+
+    #[test]
     fn a_block_added_by_reload_covers_addresses_resolved_before_it() {
         let (lab, dir, _d, zoom) = start("blr", "alert", false);
         let seen = run(&lab, &zoom, None, &CONTACTS[..1]);

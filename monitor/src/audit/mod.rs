@@ -240,7 +240,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     match &opts.target {
         Target::All => {
             if opts.enforce {
-                let plan = policy.block_plan(&[None]);
+                let plan = policy.block_plan(&[None], false);
                 sensor.set_blocks(&watch::block_tables(&plan, &[WATCH_TAG_ALL]))?;
             }
             sensor.set_mode(MODE_ALL)?;
@@ -249,7 +249,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
         Target::Apps(names) => {
             let w = Watcher::start(&mut sensor, &mut engine, &policy.apps, names)?;
             if opts.enforce {
-                sensor.set_blocks(&w.block_plan(policy).1)?;
+                sensor.set_blocks(&w.block_plan(policy, false).1)?;
             }
             eprintln!("brokerwatch: watching {}", w.labels().join(", "));
             summary.watched = w.labels();
@@ -280,7 +280,7 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
                         ..Default::default()
                     })
                 });
-                let plan = policy.block_plan(&[app]);
+                let plan = policy.block_plan(&[app], false);
                 sensor.set_blocks(&watch::block_tables(&plan, &[WATCH_TAG_CGROUP]))?;
             }
             engine.name_watch_tag(WATCH_TAG_CGROUP, label);

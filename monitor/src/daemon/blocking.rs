@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     finding::Finding,
-    kernel::Sensor,
+    kernel::{BlockError, Sensor},
     naming::DnsCache,
     policy::{BlockPlan, Policy, UserBlock},
     protocol::Peer,
@@ -85,10 +85,26 @@ impl Blocking {
         policy: &Policy,
         dns: &DnsCache,
     ) {
-        let (plan, tables) = watcher.block_plan(policy);
-        match sensor.set_blocks(&tables) {
+        let (mut plan, tables) = watcher.block_plan(policy, true);
+        let mut outcome = sensor.set_blocks(&tables);
+        let mut users_left_out = None;
+        // Users' blocks must never cost the administrator's: when together they do not fit
+        // the kernel's tables, the administrator's go in alone.
+        if let Err(e @ BlockError::TooMany { .. }) = &outcome {
+            if !policy.user_blocks().is_empty() {
+                users_left_out = Some(e.to_string());
+                let (admin_plan, admin_tables) = watcher.block_plan(policy, false);
+                plan = admin_plan;
+                outcome = sensor.set_blocks(&admin_tables);
+            }
+        }
+        match outcome {
             Ok(()) => {
-                self.error = None;
+                self.error = users_left_out.map(|e| {
+                    let m = format!("users' blocks are not in force: {e}");
+                    log::error!("{m}");
+                    m
+                });
                 self.enforcing = sensor.blocking();
                 if self.enforcing {
                     let learned = self.learn_cached(sensor, &plan, dns);

@@ -58,8 +58,8 @@ impl Policy {
     }
 
     /// What to block for each of `apps` (the watched apps; `None` for a watch that is no
-    /// known app, which only `apps = "*"` rules cover).
-    pub fn block_plan(&self, apps: &[Option<&AppDef>]) -> BlockPlan {
+    /// known app, which only `apps = "*"` rules cover); users' own blocks too when `users`.
+    pub fn block_plan(&self, apps: &[Option<&AppDef>], users: bool) -> BlockPlan {
         let mut plan = BlockPlan::default();
         if !self.blocks_anything() {
             return plan;
@@ -89,7 +89,7 @@ impl Policy {
                     }
                 }
             }
-            if self.allow_user_blocks {
+            if users && self.allow_user_blocks {
                 for b in &self.user_blocks {
                     if !b.company.eq_ignore_ascii_case(&entry.company) {
                         continue;
