@@ -423,14 +423,19 @@ source = "test fixture"
             ));
         }
         std::fs::write(dir.join("policies.d/big.toml"), big).unwrap();
-        wait_for(
-            || {
-                client(&dir, Some(65534), &["block", "zoom", "Big Co"])
-                    .1
-                    .contains("blocked for you")
-            },
-            "nobody's block of Big Co",
-        );
+        // A policy this large takes the daemon a few seconds to reload.
+        let start = std::time::Instant::now();
+        loop {
+            let (_, text) = client(&dir, Some(65534), &["block", "zoom", "Big Co"]);
+            if text.contains("blocked for you") {
+                break;
+            }
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "nobody's block of Big Co: {text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         wait_for(
             || {
                 status(&dir)["block_error"]
@@ -490,6 +495,19 @@ source = "test fixture"
         let _d = Daemon::start(&dir);
         let seen = run(&lab, &zoom, Some(65534), &CONTACTS[..1]);
         assert_eq!(word(&seen, "127.0.0.2"), "denied", "after a restart");
+        // Another user flipping blocks as fast as they can is held back.
+        let mut refused = None;
+        for i in 0..25 {
+            let verb = if i % 2 == 0 { "block" } else { "unblock" };
+            let (code, text) = client(&dir, Some(65533), &[verb, "zoom", "Lab Broker"]);
+            if code != Some(0) {
+                refused = Some((i, text));
+                break;
+            }
+        }
+        let (i, text) = refused.expect("a flood of block requests is refused");
+        assert_eq!(i, 20, "{text}");
+        assert!(text.contains("too many block requests"), "{text}");
         // ...and goes with unblock.
         let (code, text) = client(&dir, Some(65534), &["unblock", "zoom", "Lab Broker"]);
         assert_eq!(code, Some(0), "{text}");

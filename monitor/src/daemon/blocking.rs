@@ -5,11 +5,12 @@
 //! links go and nothing stays blocked.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet, VecDeque},
     io::Write as _,
     net::IpAddr,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -28,6 +29,9 @@ const MAX_USER_BLOCKS: usize = 10_000;
 const MAX_USER_BLOCKS_PER_USER: usize = 200;
 /// Addresses blocked after a first connection, remembered to not block them twice.
 const MAX_LEARNED: usize = 4096;
+/// Block requests a user may make per minute (each one recomputes the kernel's tables on
+/// the daemon's thread).
+const REQUESTS_PER_MINUTE: usize = 20;
 
 pub struct Blocking {
     path: PathBuf,
@@ -36,6 +40,8 @@ pub struct Blocking {
     /// Why the policy's blocks are not in force, if they are not.
     pub error: Option<String>,
     learned: HashSet<(u64, u32, IpAddr, u64)>,
+    /// Recent block requests per user.
+    requests: HashMap<u32, VecDeque<Instant>>,
 }
 
 impl Blocking {
@@ -71,6 +77,7 @@ impl Blocking {
             enforcing: false,
             error: None,
             learned: HashSet::new(),
+            requests: HashMap::new(),
         }
     }
 
@@ -240,6 +247,24 @@ impl Blocking {
                 ));
             }
             blocks.push(block);
+        }
+        // Only requests that change something cost the daemon's thread (a new plan for
+        // the kernel): those are limited per user.
+        let recent = self.requests.entry(peer.uid).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= REQUESTS_PER_MINUTE {
+            return Err(format!(
+                "too many block requests (at most {REQUESTS_PER_MINUTE} a minute); try again in a minute"
+            ));
+        }
+        recent.push_back(Instant::now());
+        if self.requests.len() > 10_000 {
+            self.requests.retain(|_, r| !r.is_empty());
         }
         save(&self.path, &blocks)
             .map_err(|e| format!("cannot save users' blocks in {}: {e}", self.path.display()))?;

@@ -439,8 +439,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
             }
             Some(cmd) = command_rx.recv() => {
+                let before = policy.user_blocks().len();
                 let outcome = blocking.user_request(&mut policy, cmd.peer, &cmd.app, &cmd.company, cmd.unblock);
-                if outcome.is_ok() {
+                // Only a request that added or removed a block needs new tables.
+                if policy.user_blocks().len() != before {
                     blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
                 }
                 log::info!("uid {} asked to {} {} -> {}: {outcome:?}", cmd.peer.uid, if cmd.unblock { "unblock" } else { "block" }, cmd.app, cmd.company);
