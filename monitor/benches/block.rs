@@ -116,10 +116,84 @@ fn kernel_ns(w: &mut Watched, ip: &str) -> f64 {
 }
 
 fn stat(w: &Watched) -> (u64, u64) {
+    prog_stat(w, "bw_connect4")
+}
+
+/// A DNS answer for `id`'s query: `cdn.vendor5.example` CNAME `edge.tracker5.example`
+/// (a blocked name) A 127.0.0.11, names compressed as servers send them.
+fn cname_answer(query: &[u8]) -> Vec<u8> {
+    let mut a = query.to_vec();
+    a[2] = 0x81; // QR, RD
+    a[3] = 0x80; // RA, no error
+    a[6..8].copy_from_slice(&2u16.to_be_bytes()); // two answers
+                                                  // CNAME: owner = the question (offset 12), target = edge.tracker5.example.
+    a.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60]);
+    let target = b"\x04edge\x08tracker5\x07example\x00";
+    a.extend_from_slice(&(target.len() as u16).to_be_bytes());
+    let target_at = a.len() as u8;
+    a.extend_from_slice(target);
+    // A: owner = the CNAME target.
+    a.extend_from_slice(&[
+        0xc0, target_at, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 11,
+    ]);
+    a
+}
+
+/// `n` DNS exchanges with a local server on 127.0.0.1:53 that answers with a CNAME chain
+/// ending in a blocked name, with blocking off and on: `bw_ingress`'s in-kernel time per
+/// packet (the kernel's statistics count a tail-called program in its caller), and
+/// whether the first connect after the last answer was denied.
+fn dns_walk(n: u32) -> (f64, f64, bool) {
+    let server = UdpSocket::bind("127.0.0.1:53").expect("port 53 on 127.0.0.1 must be free");
+    let responder = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..2 * n {
+            let Ok((len, from)) = server.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = server.send_to(&cname_answer(&buf[..len]), from);
+        }
+    });
+    let mut t = tables();
+    t.domains
+        .insert(domain_hash("tracker5.example").0, dest_hash("dest-5"));
+    let mut w = watching_me(false);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect("127.0.0.1:53").unwrap();
+    let mut query = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x03cdn\x07vendor5\x07example\x00\x00\x01\x00\x01");
+    let exchange = |w: &mut Watched| {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+        let before = prog_stat(w, "bw_ingress");
+        let mut buf = [0u8; 512];
+        for i in 0..n {
+            client.send(&query).unwrap();
+            let _ = client.recv(&mut buf);
+            if i % 1000 == 999 {
+                w.capture.drain(|_| {});
+            }
+        }
+        let after = prog_stat(w, "bw_ingress");
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+        w.capture.drain(|_| {});
+        (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64
+    };
+    let off = exchange(&mut w);
+    w.sensor.set_blocks(&t).unwrap();
+    let on = exchange(&mut w);
+    responder.join().unwrap();
+    let denied = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .connect("127.0.0.11:9")
+        .is_err();
+    (off, on, denied)
+}
+
+fn prog_stat(w: &Watched, name: &str) -> (u64, u64) {
     w.sensor
         .program_stats()
         .into_iter()
-        .find(|p| p.name == "bw_connect4")
+        .find(|p| p.name == name)
         .map(|p| (p.run_count, p.run_time_ns))
         .unwrap_or_default()
 }
@@ -180,6 +254,15 @@ fn main() {
         !denied[0] && !denied[1] && denied[2] && denied[3],
         "{denied:?}"
     );
+    let (ingress_off, ingress_on, first_denied) = dns_walk(5_000);
+    println!(
+        "DNS answers (CNAME chain to a blocked name), bw_ingress per packet: blocking off {ingress_off:.0} ns, on {ingress_on:.0} ns (the in-kernel walk: {:+.0} ns per packet, half of them answers); first connect after the answer denied: {first_denied}",
+        ingress_on - ingress_off
+    );
+    assert!(
+        first_denied,
+        "the first connect after the answer went through"
+    );
     let v = json!({
         "rounds": ROUNDS,
         "calls_per_round": CALLS,
@@ -190,6 +273,7 @@ fn main() {
             "denied": denied[i],
         })).collect::<Vec<_>>(),
         "added_ns": {"allowed": added(1), "blocked_range": added(2), "blocked_learned": added(3)},
+        "dns_answers": {"bw_ingress_ns_blocking_off": ingress_off, "bw_ingress_ns_blocking_on": ingress_on, "first_connect_denied": first_denied},
     });
     let out = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/block.json".into());
     let _ = std::fs::create_dir_all(std::path::Path::new(&out).parent().unwrap());

@@ -297,7 +297,7 @@ impl Sensor {
         let names = SOCK_PROGRAMS
             .iter()
             .copied()
-            .chain([INGRESS, EGRESS])
+            .chain([INGRESS, EGRESS, DNS_BLOCK])
             .chain(TRACEPOINTS.iter().map(|(n, _)| *n));
         names
             .filter_map(|name| {
@@ -467,15 +467,18 @@ fn block_map_err(e: SensorError) -> BlockError {
     BlockError::Unavailable(e.to_string())
 }
 
+/// The DNS reader blocking needs (tail-called by `bw_ingress`, never attached).
+const DNS_BLOCK: &str = "bw_dns_block";
+
 /// Loads `bw_dns_block` and puts it where `bw_ingress` tail-calls it. The error says why
 /// blocking cannot work here (monitoring does not need it).
 fn load_dns_block(ebpf: &mut Ebpf) -> Result<(), String> {
     let load = |ebpf: &mut Ebpf| -> Result<aya::programs::ProgramFd, SensorError> {
-        let prog = load_program!(ebpf, "bw_dns_block", CgroupSkb);
+        let prog = load_program!(ebpf, DNS_BLOCK, CgroupSkb);
         prog.fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
             .map_err(|source| SensorError::Program {
-                program: "bw_dns_block",
+                program: DNS_BLOCK,
                 source,
             })
     };
