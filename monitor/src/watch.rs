@@ -26,10 +26,12 @@ use crate::{
 /// The kernel's block tables for `plan`, made for `tags` (the watch tag of each app the
 /// plan was made for, in the same order).
 pub fn block_tables(plan: &BlockPlan, tags: &[u32]) -> BlockTables {
-    use monitor_common::{dest_hash, domain_hash, BLOCK_EVERY_USER};
+    use monitor_common::{dest_hash, BLOCK_EVERY_USER};
     let mut t = BlockTables::default();
+    let mut hashed: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for (domain, id) in &plan.domains {
-        t.domains.insert(domain_hash(domain).0, dest_hash(id));
+        let dest = *hashed.entry(&**id).or_insert_with(|| dest_hash(id));
+        t.domains.insert(*domain, dest);
     }
     t.cidrs = plan
         .cidrs

@@ -3,7 +3,10 @@
 //! address ranges. Built once per policy load, and only from the rules that block, so a
 //! policy without them costs nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ipnet::IpNet;
 
@@ -18,10 +21,11 @@ pub const EVERY_USER: Option<u32> = None;
 /// The blocked destinations and who may not reach them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BlockPlan {
-    /// Blocked domain -> destination id.
-    pub domains: HashMap<String, String>,
+    /// Blocked domains, by `monitor_common::domain_hash` (as the kernel matches them) ->
+    /// destination id. Hashes, not names: a plan may hold a million.
+    pub domains: HashMap<u64, Arc<str>>,
     /// Blocked ranges -> destination id.
-    pub cidrs: Vec<(IpNet, String)>,
+    pub cidrs: Vec<(IpNet, Arc<str>)>,
     /// (destination id, index into the apps given, user or every user).
     pub pairs: HashSet<(String, usize, Option<u32>)>,
     /// Domains too deep for the kernel to check (blocked after the first connection only).
@@ -42,7 +46,7 @@ impl BlockPlan {
         let name = super::matcher::normalize_domain(name).ok()?;
         let mut rest = name.as_str();
         loop {
-            if let Some(id) = self.domains.get(rest) {
+            if let Some(id) = self.domains.get(&monitor_common::domain_hash(rest).0) {
                 return Some(id);
             }
             rest = &rest[rest.find('.')? + 1..];
@@ -106,21 +110,24 @@ impl Policy {
         if blocked_entries.is_empty() {
             return plan;
         }
+        let ids: HashMap<u32, Arc<str>> = blocked_entries
+            .iter()
+            .map(|&e| (e, Arc::from(self.entries[e as usize].id.as_str())))
+            .collect();
         for (domain, entry) in self.matcher.domains() {
-            if !blocked_entries.contains(&entry) {
+            let Some(id) = ids.get(&entry) else {
                 continue;
-            }
-            if domain.split('.').count() > MAX_LABELS {
+            };
+            let (hash, labels) = monitor_common::domain_hash(domain);
+            if labels > MAX_LABELS {
                 plan.too_deep += 1;
                 continue;
             }
-            let id = self.entries[entry as usize].id.clone();
-            plan.domains.insert(domain.to_owned(), id);
+            plan.domains.insert(hash, id.clone());
         }
         for (net, entry) in self.matcher.cidrs() {
-            if blocked_entries.contains(&entry) {
-                let id = self.entries[entry as usize].id.clone();
-                plan.cidrs.push((net, id));
+            if let Some(id) = ids.get(&entry) {
+                plan.cidrs.push((net, id.clone()));
             }
         }
         plan.patterns = self
