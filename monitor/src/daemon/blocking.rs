@@ -129,6 +129,12 @@ impl Blocking {
                         plan.cidrs.len()
                     );
                 }
+                if plan.first_party > 0 {
+                    log::info!(
+                        "{} blocked domain(s) are a blocked app's own (first_party): not denied by name",
+                        plan.first_party
+                    );
+                }
                 if plan.too_deep + plan.patterns > 0 {
                     log::warn!(
                         "{} blocked domain(s) have more than {} labels and {} are patterns: the kernel cannot match them by name, so they are blocked from their second connection on",

@@ -33,6 +33,10 @@ pub struct BlockPlan {
     /// Patterns of blocked destinations (Exodus signatures): the kernel cannot match them,
     /// so they are blocked after the first connection only.
     pub patterns: usize,
+    /// Blocked domains left out of the kernel's name table because a blocked app calls
+    /// them its own (`first_party`): the policy never flags an app's first-party names, so
+    /// the kernel must not deny them by name either.
+    pub first_party: usize,
 }
 
 impl BlockPlan {
@@ -110,6 +114,26 @@ impl Policy {
         if blocked_entries.is_empty() {
             return plan;
         }
+        // First-party domains of the apps that block anything.
+        let blocking_apps: HashSet<usize> = plan.pairs.iter().map(|(_, i, _)| *i).collect();
+        let own: HashSet<String> = blocking_apps
+            .iter()
+            .filter_map(|&i| apps.get(i).copied().flatten())
+            .flat_map(|a| a.first_party.iter())
+            .filter_map(|d| super::matcher::normalize_domain(d).ok())
+            .collect();
+        let is_own = |domain: &str| {
+            let mut rest = domain;
+            loop {
+                if own.contains(rest) {
+                    return true;
+                }
+                match rest.find('.') {
+                    Some(dot) => rest = &rest[dot + 1..],
+                    None => return false,
+                }
+            }
+        };
         let ids: HashMap<u32, Arc<str>> = blocked_entries
             .iter()
             .map(|&e| (e, Arc::from(self.entries[e as usize].id.as_str())))
@@ -118,6 +142,10 @@ impl Policy {
             let Some(id) = ids.get(&entry) else {
                 continue;
             };
+            if !own.is_empty() && is_own(domain) {
+                plan.first_party += 1;
+                continue;
+            }
             let (hash, labels) = monitor_common::domain_hash(domain);
             if labels > MAX_LABELS {
                 plan.too_deep += 1;

@@ -433,3 +433,31 @@ fn kernel_and_userspace_hash_names_alike() {
     );
     assert_ne!(domain_hash("a.bc").0, domain_hash("ab.c").0);
 }
+
+#[test]
+fn block_plan_never_denies_a_blocked_apps_first_party_names_by_name() {
+    // A list that counts Zoom's own domain as analytics, blocked for meeting apps.
+    let p = policy_with(
+        r#"
+[[destination]]
+id = "overbroad"
+company = "Overbroad Lists Inc."
+category = "product-analytics"
+domains = ["zoom.us", "tracker.example"]
+source = "test fixture"
+
+[[rule]]
+id = "block-analytics"
+apps = "meeting"
+category = "product-analytics"
+severity = "low"
+action = "block"
+"#,
+    );
+    let plan = p.block_plan(&[Some(zoom(&p))], true);
+    assert_eq!(plan.destination_of("tracker.example"), Some("overbroad"));
+    assert_eq!(plan.destination_of("zoom.us"), None, "{plan:?}");
+    assert_eq!(plan.first_party, 1);
+    // As the policy itself: Zoom's own name is not flagged.
+    assert!(p.classify(Some(zoom(&p)), &["api.zoom.us"], None).is_none());
+}
