@@ -199,6 +199,51 @@ fn block_is_lifted_when_the_tables_empty_and_when_the_sensor_goes() {
 }
 
 #[test]
+fn block_denies_ipv6_ranges_and_v4_mapped_destinations() {
+    let lab = Lab::new("bl6");
+    let mut h = Harness::new();
+    let mut t = lab_tables();
+    t.cidrs
+        .push(("::1/128".parse().unwrap(), dest_hash("lab-v6")));
+    t.pairs
+        .insert((dest_hash("lab-v6"), WATCH_TAG_CGROUP, BLOCK_EVERY_USER));
+    set(&mut h.sensor, &t);
+    let seen = run_watched_in_lab(
+        &mut h,
+        &lab,
+        &[
+            "tcp:[::1]:4433",
+            "tcp:[::ffff:127.0.0.9]:4433",
+            "tcp:[::ffff:127.0.0.1]:4433",
+            "resolve:broker.test:4433",
+            "tcp:[::ffff:127.0.0.2]:4433",
+        ],
+    );
+    assert_eq!(
+        seen.get("[::1]:4433").map(String::as_str),
+        Some("denied"),
+        "{seen:?}"
+    );
+    // An IPv4 destination written as IPv6 is still the blocked IPv4 range.
+    assert_eq!(
+        seen.get("[::ffff:127.0.0.9]:4433").map(String::as_str),
+        Some("denied"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("[::ffff:127.0.0.1]:4433").map(String::as_str),
+        Some("ok"),
+        "{seen:?}"
+    );
+    // And an address a DNS answer gave for a blocked name (learned as IPv4).
+    assert_eq!(
+        seen.get("[::ffff:127.0.0.2]:4433").map(String::as_str),
+        Some("denied"),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn block_denies_udp_sends_to_a_blocked_range() {
     let lab = Lab::new("blq");
     let mut h = Harness::new();
