@@ -156,7 +156,7 @@ fn write_alert(out: &mut dyn Write, a: &Alert) -> io::Result<()> {
     let f = &a.finding;
     writeln!(
         out,
-        "{}  {}[{}] -> {} ({}:{})  {} {}: {}",
+        "{}  {}[{}] -> {} ({}:{})  {} {}: {}{}",
         f.ts,
         f.who(),
         f.pid,
@@ -166,6 +166,7 @@ fn write_alert(out: &mut dyn Write, a: &Alert) -> io::Result<()> {
         f.severity.as_deref().unwrap_or("?").to_uppercase(),
         f.category.as_deref().unwrap_or("?"),
         f.company.as_deref().unwrap_or("?"),
+        crate::report::text::block_mark(f),
     )
 }
 

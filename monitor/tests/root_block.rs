@@ -403,6 +403,8 @@ source = "test fixture"
         );
         let (_, text) = client(&dir, None, &["status"]);
         assert!(text.contains("Blocking: on (2 connects"), "{text}");
+        let (_, text) = client(&dir, None, &["history", "--since", "1h"]);
+        assert!(text.contains("Lab Broker  BLOCKED"), "{text}");
         // So does the report built from the store.
         let blocked_in_report = || {
             let (_, text) = client(&dir, None, &["report", "--json", "--since", "1h"]);

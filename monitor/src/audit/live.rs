@@ -38,7 +38,7 @@ impl Live {
         self.flagged += 1;
         let _ = writeln!(
             std::io::stderr(),
-            "\r\x1b[K\x1b[1;31m{} {}\x1b[0m {}[{}] -> {} ({}, {})",
+            "\r\x1b[K\x1b[1;31m{} {}\x1b[0m {}[{}] -> {} ({}, {}){}",
             f.ts.get(11..19).unwrap_or(""),
             f.severity.as_deref().unwrap_or("").to_uppercase(),
             f.who(),
@@ -46,6 +46,7 @@ impl Live {
             f.destination(),
             f.company.as_deref().unwrap_or("?"),
             f.category.as_deref().unwrap_or("?"),
+            crate::report::text::block_mark(f),
         );
     }
 

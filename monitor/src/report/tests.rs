@@ -153,3 +153,17 @@ fn report_counts_blocked_calls_per_company_and_says_so() {
     assert!(text.contains("(3 connections, 2 blocked)"), "{text}");
     assert!(html::render(&r, "t").contains("(blocked 2x)"));
 }
+
+#[test]
+fn block_mark_says_blocked_or_why_not() {
+    use crate::finding::Finding;
+    let mut f = Finding::default();
+    assert_eq!(text::block_mark(&f), "");
+    f.block_note = Some("not blockable before connect: nothing named it".into());
+    assert_eq!(
+        text::block_mark(&f),
+        "  NOT BLOCKED (not blockable before connect)"
+    );
+    f.blocked = 2;
+    assert_eq!(text::block_mark(&f), "  BLOCKED");
+}

@@ -101,3 +101,16 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `  BLOCKED` for a contact the kernel denied, `  NOT BLOCKED (...)` for one a block rule
+/// covers that went through; nothing otherwise.
+pub fn block_mark(f: &crate::finding::Finding) -> String {
+    if f.blocked > 0 {
+        "  BLOCKED".to_owned()
+    } else if let Some(note) = &f.block_note {
+        let why = note.split(':').next().unwrap_or(note);
+        format!("  NOT BLOCKED ({why})")
+    } else {
+        String::new()
+    }
+}
