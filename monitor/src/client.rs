@@ -39,6 +39,31 @@ pub async fn block(
     Ok(out.flush()?)
 }
 
+/// `brokerwatch blocks`: the asking user's blocks, a line each (or JSON).
+pub async fn blocks(
+    socket: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), ClientCommandError> {
+    let reply = protocol::request(socket, &Request::Blocks).await?;
+    let Reply::Blocks { blocks } = reply else {
+        return Err(ClientCommandError::Unexpected("blocks"));
+    };
+    if json {
+        out.write_all(protocol::encode(&Reply::Blocks { blocks }).as_bytes())?;
+    } else if blocks.is_empty() {
+        writeln!(
+            out,
+            "No blocks (`brokerwatch block APP COMPANY` makes one)."
+        )?;
+    } else {
+        for b in &blocks {
+            writeln!(out, "{} -> {}  (uid {})", b.app, b.company, b.uid)?;
+        }
+    }
+    Ok(out.flush()?)
+}
+
 /// `brokerwatch status`.
 pub async fn status(
     socket: &Path,

@@ -94,6 +94,7 @@ fn run() -> anyhow::Result<u8> {
         Command::Block(a) => done(block_on(client::block(
             &a.socket, &a.app, &a.company, false, &mut out,
         ))?),
+        Command::Blocks(a) => done(block_on(client::blocks(&a.socket, a.json, &mut out))?),
         Command::Unblock(a) => done(block_on(client::block(
             &a.socket, &a.app, &a.company, true, &mut out,
         ))?),

@@ -34,6 +34,8 @@ pub enum Request {
         #[serde(default)]
         unblock: bool,
     },
+    /// The asking user's own blocks (every user's for root and admins).
+    Blocks,
 }
 
 /// The JSON shape version every reply, audit line and report carries.
@@ -70,6 +72,10 @@ pub enum Reply {
     /// A request that changed something was carried out.
     Done {
         message: String,
+    },
+    /// Users' blocks (`Request::Blocks`).
+    Blocks {
+        blocks: Vec<crate::policy::UserBlock>,
     },
     Error {
         message: String,

@@ -537,6 +537,11 @@ source = "test fixture"
             "ok",
             "root is not bound by nobody's block"
         );
+        // The user sees their block; another user does not.
+        let (_, mine) = client(&dir, Some(65534), &["blocks"]);
+        assert!(mine.contains("zoom -> Lab Broker  (uid 65534)"), "{mine}");
+        let (_, theirs) = client(&dir, Some(65533), &["blocks"]);
+        assert!(theirs.starts_with("No blocks"), "{theirs}");
         // It survives a restart of the daemon (kept in the state directory)...
         drop(_d);
         let _d = Daemon::start(&dir);

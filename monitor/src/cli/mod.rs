@@ -71,6 +71,8 @@ pub enum Command {
     Block(BlockArgs),
     /// Lift a block you made with `block`.
     Unblock(BlockArgs),
+    /// The blocks you made with `block` (everyone's for root and the admin group).
+    Blocks(ClientArgs),
     /// The desktop agent: shows the daemon's alerts about your processes as notifications.
     Notify(NotifyArgs),
     /// Print the daemon's alerts about your processes as JSON lines as they happen.

@@ -316,6 +316,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         standing: Mutex::new(Vec::new()),
         admin_gid: users::group_gid(&opts.admin_group),
         commands,
+        user_blocks_path: opts.state_dir.join(blocking::USER_BLOCKS_FILE),
     });
     let journal = journal::Journal::open();
     let clock = Clock::now();

@@ -47,6 +47,8 @@ pub struct Shared {
     pub admin_gid: Option<u32>,
     /// Requests that change the daemon's state, for the main loop.
     pub commands: tokio::sync::mpsc::Sender<Command>,
+    /// Users' blocks, as the main loop keeps them on disk.
+    pub user_blocks_path: std::path::PathBuf,
 }
 
 /// A request only the main loop can carry out (it owns the policy and the kernel tables).
@@ -267,6 +269,20 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
             Request::Subscribe => {
                 subscribe(&mut w, &shared, peer).await;
                 return;
+            }
+            Request::Blocks => {
+                let blocks = match crate::host::files::read_text(&shared.user_blocks_path, 4 << 20)
+                {
+                    Ok(text) => serde_json::from_str::<Vec<crate::policy::UserBlock>>(&text)
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                Reply::Blocks {
+                    blocks: blocks
+                        .into_iter()
+                        .filter(|b| peer.admin || b.uid == peer.uid)
+                        .collect(),
+                }
             }
             Request::Block {
                 app,
