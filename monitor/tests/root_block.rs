@@ -75,6 +75,16 @@ fn run_unwatched_in_lab(lab: &Lab, args: &[&str]) -> HashMap<String, String> {
     outcomes(&out)
 }
 
+/// Asserts that the probe's call to `addr` ended in `word` (`ok`, `denied`, ...).
+fn expect(seen: &HashMap<String, String>, addr: impl AsRef<str>, word: &str) {
+    let addr = addr.as_ref();
+    assert_eq!(
+        seen.get(addr).map(String::as_str),
+        Some(word),
+        "{addr}: {seen:?}"
+    );
+}
+
 fn addr(ip: &str) -> String {
     format!("{ip}:{TLS_PORT}")
 }
@@ -101,26 +111,10 @@ fn block_denies_the_first_connection_after_the_answer_and_only_to_blocked_destin
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS);
     // The broker's first connection, right after its answer, fails with EPERM; so does the
     // first-party name that CNAMEs to a tracker, and the blocked range. The rest goes.
-    assert_eq!(
-        seen.get(&addr("127.0.0.2")).map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.get(&addr("127.0.0.3")).map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.get(&addr("127.0.0.9")).map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.get(&addr("127.0.0.1")).map(String::as_str),
-        Some("ok"),
-        "{seen:?}"
-    );
+    expect(&seen, addr("127.0.0.2"), "denied");
+    expect(&seen, addr("127.0.0.3"), "denied");
+    expect(&seen, addr("127.0.0.9"), "denied");
+    expect(&seen, addr("127.0.0.1"), "ok");
     let after = h.counters();
     assert_eq!(after.blocked - before.blocked, 3, "{after:?}");
     assert!(after.block_learned - before.block_learned >= 2, "{after:?}");
@@ -144,18 +138,11 @@ fn block_leaves_unwatched_processes_alone() {
     set(&mut h.sensor, &lab_tables());
     let seen = run_unwatched_in_lab(&lab, &ACTIONS);
     for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"] {
-        assert_eq!(
-            seen.get(&addr(ip)).map(String::as_str),
-            Some("ok"),
-            "{ip}: {seen:?}"
-        );
+        expect(&seen, addr(ip), "ok");
     }
     // And the watched command, after it, is still denied.
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS[..1]);
-    assert_eq!(
-        seen.get(&addr("127.0.0.2")).map(String::as_str),
-        Some("denied")
-    );
+    expect(&seen, addr("127.0.0.2"), "denied");
 }
 
 #[test]
@@ -164,37 +151,23 @@ fn block_is_lifted_when_the_tables_empty_and_when_the_sensor_goes() {
     let mut h = Harness::new();
     set(&mut h.sensor, &lab_tables());
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS[..1]);
-    assert_eq!(
-        seen.get(&addr("127.0.0.2")).map(String::as_str),
-        Some("denied")
-    );
+    expect(&seen, addr("127.0.0.2"), "denied");
     // A reload without block rules: the address learned earlier no longer denies.
     set(&mut h.sensor, &BlockTables::default());
     assert!(!h.sensor.blocking());
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS);
     for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"] {
-        assert_eq!(
-            seen.get(&addr(ip)).map(String::as_str),
-            Some("ok"),
-            "{ip}: {seen:?}"
-        );
+        expect(&seen, addr(ip), "ok");
     }
     // Blocking again, then the sensor (the daemon) goes: its links die with it.
     set(&mut h.sensor, &lab_tables());
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS[..1]);
-    assert_eq!(
-        seen.get(&addr("127.0.0.2")).map(String::as_str),
-        Some("denied")
-    );
+    expect(&seen, addr("127.0.0.2"), "denied");
     drop(h);
     let mut h2 = Harness::new();
     let seen = run_watched_in_lab(&mut h2, &lab, &ACTIONS);
     for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"] {
-        assert_eq!(
-            seen.get(&addr(ip)).map(String::as_str),
-            Some("ok"),
-            "{ip}: {seen:?}"
-        );
+        expect(&seen, addr(ip), "ok");
     }
 }
 
@@ -219,28 +192,12 @@ fn block_denies_ipv6_ranges_and_v4_mapped_destinations() {
             "tcp:[::ffff:127.0.0.2]:4433",
         ],
     );
-    assert_eq!(
-        seen.get("[::1]:4433").map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
+    expect(&seen, "[::1]:4433", "denied");
     // An IPv4 destination written as IPv6 is still the blocked IPv4 range.
-    assert_eq!(
-        seen.get("[::ffff:127.0.0.9]:4433").map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.get("[::ffff:127.0.0.1]:4433").map(String::as_str),
-        Some("ok"),
-        "{seen:?}"
-    );
+    expect(&seen, "[::ffff:127.0.0.9]:4433", "denied");
+    expect(&seen, "[::ffff:127.0.0.1]:4433", "ok");
     // And an address a DNS answer gave for a blocked name (learned as IPv4).
-    assert_eq!(
-        seen.get("[::ffff:127.0.0.2]:4433").map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
+    expect(&seen, "[::ffff:127.0.0.2]:4433", "denied");
 }
 
 #[test]
@@ -249,16 +206,8 @@ fn block_denies_udp_sends_to_a_blocked_range() {
     let mut h = Harness::new();
     set(&mut h.sensor, &lab_tables());
     let seen = run_watched_in_lab(&mut h, &lab, &["udp:127.0.0.9:443", "udp:127.0.0.8:443"]);
-    assert_eq!(
-        seen.get("127.0.0.9:443").map(String::as_str),
-        Some("denied"),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.get("127.0.0.8:443").map(String::as_str),
-        Some("ok"),
-        "{seen:?}"
-    );
+    expect(&seen, "127.0.0.9:443", "denied");
+    expect(&seen, "127.0.0.8:443", "ok");
 }
 
 // The daemon: policy rules, reloads, users' own blocks, stopping.
@@ -574,7 +523,7 @@ mod audit_side {
 
     use serde_json::Value;
 
-    use super::{outcomes, Lab};
+    use super::{expect, outcomes, Lab};
     use crate::common::{daemon::BIN, PROBE};
 
     /// `brokerwatch audit --json [--enforce]` of the probe resolving the lab's broker:
@@ -619,7 +568,7 @@ mod audit_side {
     fn audit_reports_would_be_blocks_and_enforce_blocks_them() {
         let lab = Lab::new("bla");
         let (lines, seen) = audit(&lab, false);
-        assert_eq!(seen.get("127.0.0.2:4433").map(String::as_str), Some("ok"));
+        expect(&seen, "127.0.0.2:4433", "ok");
         let row = broker_row(&lines);
         assert_eq!(row["action"], "block");
         assert_eq!(row["blocked"], 0);
@@ -631,10 +580,7 @@ mod audit_side {
             "{row}"
         );
         let (lines, seen) = audit(&lab, true);
-        assert_eq!(
-            seen.get("127.0.0.2:4433").map(String::as_str),
-            Some("denied")
-        );
+        expect(&seen, "127.0.0.2:4433", "denied");
         let row = broker_row(&lines);
         assert_eq!(row["blocked"], 1, "{row}");
         assert!(row["block_note"].is_null(), "{row}");
