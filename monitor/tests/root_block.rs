@@ -64,9 +64,34 @@ fn run_watched_in_lab(h: &mut Harness, lab: &Lab, args: &[&str]) -> HashMap<Stri
 }
 
 fn run_unwatched_in_lab(lab: &Lab, args: &[&str]) -> HashMap<String, String> {
-    let out = lab.dir.join("outcomes-unwatched");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &lab.netns, PROBE, "--out"])
+    run_in_lab(lab, Path::new(PROBE), None, args)
+}
+
+/// Runs `program args` in the lab, unwatched by any harness (as `uid` when given), and
+/// returns its outcomes.
+fn run_in_lab(
+    lab: &Lab,
+    program: &Path,
+    uid: Option<u32>,
+    args: &[&str],
+) -> HashMap<String, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let out = lab.dir.join(format!("out-{}", uid.unwrap_or(0)));
+    std::fs::write(&out, "").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.netns]);
+    if let Some(uid) = uid {
+        cmd.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            "--regid=65534",
+            "--clear-groups",
+        ]);
+    }
+    let status = cmd
+        .arg(program)
+        .arg("--out")
         .arg(&out)
         .args(args)
         .status()
@@ -213,11 +238,11 @@ fn block_denies_udp_sends_to_a_blocked_range() {
 // The daemon: policy rules, reloads, users' own blocks, stopping.
 
 mod daemon_side {
-    use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command};
+    use std::path::PathBuf;
 
     use serde_json::Value;
 
-    use super::{addr, outcomes, Lab};
+    use super::{addr, Lab};
     use crate::common::{
         daemon::{client, history, lab_dir, wait_for, Daemon},
         PROBE,
@@ -255,36 +280,7 @@ source = "test fixture"
         zoom
     }
 
-    /// Runs `program args` in the lab (as `uid` when given) and returns its outcomes.
-    fn run(
-        lab: &Lab,
-        program: &std::path::Path,
-        uid: Option<u32>,
-        args: &[&str],
-    ) -> std::collections::HashMap<String, String> {
-        let out = lab.dir.join(format!("out-{}", uid.unwrap_or(0)));
-        std::fs::write(&out, "").unwrap();
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &lab.netns]);
-        if let Some(uid) = uid {
-            cmd.args([
-                "setpriv",
-                &format!("--reuid={uid}"),
-                "--regid=65534",
-                "--clear-groups",
-            ]);
-        }
-        let status = cmd
-            .arg(program)
-            .arg("--out")
-            .arg(&out)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        outcomes(&out)
-    }
+    use super::run_in_lab as run;
 
     fn word(seen: &std::collections::HashMap<String, String>, ip: &str) -> String {
         seen.get(&addr(ip))

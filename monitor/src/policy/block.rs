@@ -81,13 +81,7 @@ impl Policy {
         for (idx, entry) in self.entries.iter().enumerate() {
             let idx = idx as u32;
             // Only entries some block rule could cover are decided per app.
-            let maybe = block_rules.iter().any(|r| {
-                (r.category == "*" || r.category == entry.category)
-                    && r.company
-                        .as_ref()
-                        .is_none_or(|c| c.eq_ignore_ascii_case(&entry.company))
-                    && r.destination.as_ref().is_none_or(|d| *d == entry.id)
-            });
+            let maybe = block_rules.iter().any(|r| r.covers(entry).is_some());
             if maybe {
                 for (i, app) in apps.iter().enumerate() {
                     let hit = Hit::Pattern(String::new());

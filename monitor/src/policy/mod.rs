@@ -112,6 +112,29 @@ pub struct Rule {
     pub origin: String,
 }
 
+impl Rule {
+    /// Whether the rule covers `entry`, and how specifically: (destination 2, company 1 or
+    /// neither 0; a named category 1 or `*` 0). A rule for a company or a destination is
+    /// more specific than any category rule.
+    pub fn covers(&self, entry: &DestEntry) -> Option<(u8, u8)> {
+        let c = if self.category == "*" {
+            0
+        } else if self.category == entry.category {
+            1
+        } else {
+            return None;
+        };
+        let d = match (&self.destination, &self.company) {
+            (Some(d), _) if *d != entry.id => return None,
+            (Some(_), _) => 2,
+            (None, Some(co)) if !co.eq_ignore_ascii_case(&entry.company) => return None,
+            (None, Some(_)) => 1,
+            (None, None) => 0,
+        };
+        Some((d, c))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Allow {
     pub id: String,
@@ -521,22 +544,7 @@ impl Policy {
             .enumerate()
             .filter_map(|(i, r)| {
                 let a = app_selected(&r.apps, app)?;
-                let c = if r.category == "*" {
-                    0
-                } else if r.category == entry.category {
-                    1
-                } else {
-                    return None;
-                };
-                // A rule for a company or a destination is more specific than any
-                // category rule.
-                let d = match (&r.destination, &r.company) {
-                    (Some(d), _) if *d != entry.id => return None,
-                    (Some(_), _) => 2,
-                    (None, Some(co)) if !co.eq_ignore_ascii_case(&entry.company) => return None,
-                    (None, Some(_)) => 1,
-                    (None, None) => 0,
-                };
+                let (d, c) = r.covers(&entry)?;
                 Some(((a, d, c, i), r))
             })
             .max_by_key(|(k, _)| *k)
