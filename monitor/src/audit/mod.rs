@@ -70,6 +70,8 @@ pub struct AuditOptions {
     pub sensor: SensorOptions,
     /// Deny what `block` rules cover (else such contacts are reported as would-be blocks).
     pub enforce: bool,
+    /// Also write every kernel record, as received, to this file.
+    pub record: Option<PathBuf>,
 }
 
 impl AuditOptions {
@@ -232,6 +234,9 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     }
     let mut sensor = Sensor::load(&sensor_opts)?;
     let mut capture = Capture::new(sensor.take_ring()?)?;
+    if let Some(path) = &opts.record {
+        capture.record_to(std::fs::File::create(path)?);
+    }
     let mut engine = Engine::new();
     let mut summary = Summary::default();
 

@@ -51,6 +51,10 @@ pub struct AuditArgs {
     /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
     #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = parse_size)]
     pub ring_size: u32,
+    /// Also write every kernel record, as received, to FILE (for bug reports and replay
+    /// tests; it holds DNS answers and the first bytes of connections).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub record: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Command to launch and audit, with its arguments (after `--`).
@@ -95,6 +99,7 @@ impl From<&AuditArgs> for AuditOptions {
             live: !a.quiet,
             duration: a.duration,
             enforce: a.enforce,
+            record: a.record.clone(),
             sensor: SensorOptions {
                 ring_bytes: a.ring_size,
                 attach: a.attach.into(),

@@ -58,6 +58,11 @@ impl Clock {
         }
     }
 
+    /// A clock whose boot happened at `boot_epoch` (replaying a recording).
+    pub fn booted_at(boot_epoch: SystemTime) -> Self {
+        Self { boot_epoch }
+    }
+
     pub fn wall(&self, boot_ns: u64) -> SystemTime {
         self.boot_epoch + Duration::from_nanos(boot_ns)
     }

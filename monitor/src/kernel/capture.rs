@@ -25,10 +25,31 @@ pub struct Capture {
     pub first_decode_error: Option<DecodeError>,
     /// When to look again without a wakeup (after a pass that found records).
     again: Option<tokio::time::Instant>,
+    /// Where every record is also written as received (`audit --record`).
+    recorder: Option<io::BufWriter<std::fs::File>>,
 }
 
 /// How soon after a pass that found records the reader looks again.
 pub const TRAILING_PASS: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS / 2);
+
+/// The records of a recording made by [`Capture::record_to`], in order.
+pub fn read_recording(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or("a record's length is cut short")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(format!("a record of {len} bytes is cut short"));
+        }
+        let (record, tail) = tail.split_at(len);
+        out.push(record);
+        rest = tail;
+    }
+    Ok(out)
+}
 
 impl Capture {
     /// Must be called inside a tokio runtime with I/O enabled.
@@ -41,7 +62,15 @@ impl Capture {
             undecodable: 0,
             first_decode_error: None,
             again: None,
+            recorder: None,
         })
+    }
+
+    /// Also writes every record, as received, to `file` (a recording: each record as a
+    /// little-endian `u32` length and its bytes). It holds DNS answers and the first bytes
+    /// of connections, for bug reports and replay tests.
+    pub fn record_to(&mut self, file: std::fs::File) {
+        self.recorder = Some(io::BufWriter::new(file));
     }
 
     /// Takes every record available now; returns how many.
@@ -50,6 +79,14 @@ impl Capture {
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
+            if let Some(w) = &mut self.recorder {
+                let ok = io::Write::write_all(w, &(item.len() as u32).to_le_bytes())
+                    .and_then(|()| io::Write::write_all(w, &item));
+                if let Err(e) = ok {
+                    log::error!("cannot write the recording: {e}; recording stops");
+                    self.recorder = None;
+                }
+            }
             match wire::decode(&item) {
                 Ok(record) => sink(record),
                 Err(e) => {
@@ -59,6 +96,10 @@ impl Capture {
             }
         }
         self.delivered += n as u64;
+        if let Some(Err(e)) = self.recorder.as_mut().map(io::Write::flush) {
+            log::error!("cannot write the recording: {e}; recording stops");
+            self.recorder = None;
+        }
         n
     }
 
@@ -76,5 +117,26 @@ impl Capture {
         let n = self.drain(sink);
         self.again = (n > 0).then(|| tokio::time::Instant::now() + TRAILING_PASS);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recordings_read_back_record_by_record_and_cut_ones_are_errors() {
+        let mut bytes = Vec::new();
+        for r in [&b"abc"[..], b"", b"defgh"] {
+            bytes.extend((r.len() as u32).to_le_bytes());
+            bytes.extend(r);
+        }
+        assert_eq!(
+            read_recording(&bytes).unwrap(),
+            [&b"abc"[..], b"", b"defgh"]
+        );
+        assert!(read_recording(&bytes[..bytes.len() - 1]).is_err());
+        assert!(read_recording(&[1, 0]).is_err());
+        assert_eq!(read_recording(&[]).unwrap(), Vec::<&[u8]>::new());
     }
 }
