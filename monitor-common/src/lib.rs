@@ -10,6 +10,7 @@
 use core::mem::size_of;
 
 mod block;
+pub mod names;
 pub use block::*;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`), NUL included.

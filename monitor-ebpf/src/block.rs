@@ -24,7 +24,7 @@ use monitor_common::{
 };
 
 use crate::{
-    packet::{parse_l4, skb_socket},
+    skb::{parse_l4, skb_socket},
     state::{count, mode, sock_state},
 };
 

@@ -23,6 +23,7 @@ mod cgroup;
 mod emit;
 mod packet;
 mod process;
+mod skb;
 mod sock;
 mod state;
 

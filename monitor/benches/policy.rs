@@ -98,7 +98,7 @@ fn main() {
     let mut plans: Vec<(f64, usize, usize)> = (0..3)
         .map(|_| {
             let start = Instant::now();
-            let plan = blocking.block_plan(&apps, true);
+            let plan = blocking.block_plan(&apps, &[]);
             (
                 start.elapsed().as_secs_f64(),
                 plan.domains.len(),

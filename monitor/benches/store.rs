@@ -24,10 +24,16 @@ fn finding(i: u64) -> Finding {
         app: Some(["Zoom", "Teams", "Slack", "Webex"][(i % 4) as usize].into()),
         app_id: Some(["zoom", "teams", "slack", "webex"][(i % 4) as usize].into()),
         uid: 1000 + (i % 4) as u32,
-        dst_ip: format!("10.{}.{}.{}", i % 200, (i / 200) % 250, i % 250),
+        dst_ip: std::net::Ipv4Addr::new(
+            10,
+            (i % 200) as u8,
+            ((i / 200) % 250) as u8,
+            (i % 250) as u8,
+        )
+        .into(),
         dst_port: 443,
         domain: Some(format!("host{}.vendor{}.example", i % 1000, i % 37)),
-        domain_source: Some("sni".into()),
+        domain_source: Some(brokerwatch::naming::NameSource::Sni),
         company: i.is_multiple_of(10).then(|| "Bench Broker".into()),
         category: i.is_multiple_of(10).then(|| "data-broker".into()),
         flagged: i.is_multiple_of(10),

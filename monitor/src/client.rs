@@ -182,14 +182,14 @@ fn write_alert(out: &mut dyn Write, a: &Alert) -> io::Result<()> {
     writeln!(
         out,
         "{}  {}[{}] -> {} ({}:{})  {} {}: {}{}",
-        f.ts,
+        f.ts(),
         f.who(),
         f.pid,
         f.domain.as_deref().unwrap_or("-"),
         f.dst_ip,
         f.dst_port,
-        f.severity.as_deref().unwrap_or("?").to_uppercase(),
-        f.category.as_deref().unwrap_or("?"),
+        f.severity.map_or("?", |s| s.as_str()).to_uppercase(),
+        f.category.as_ref().map_or("?", |c| c.as_str()),
         f.company.as_deref().unwrap_or("?"),
         crate::report::text::block_mark(f),
     )
@@ -211,22 +211,13 @@ pub async fn events(socket: &Path, out: &mut dyn Write) -> Result<(), ClientComm
     Ok(())
 }
 
-/// How `brokerwatch report` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportFormat {
-    Text { color: bool },
-    Json,
-    Csv,
-    Html,
-}
-
 /// `brokerwatch report`: what apps talked to, from the daemon's store (your own processes',
 /// or everyone's for root and the admin group).
 pub async fn report(
     socket: &Path,
     since: Duration,
     apps: Vec<String>,
-    format: ReportFormat,
+    format: crate::report::Format,
     out: &mut dyn Write,
 ) -> Result<(), ClientCommandError> {
     let since_ms = crate::host::clock::now_ms().saturating_sub(since.as_millis() as u64);
@@ -234,58 +225,6 @@ pub async fn report(
     let Reply::Report(r) = reply else {
         return Err(ClientCommandError::Unexpected("report"));
     };
-    match format {
-        ReportFormat::Text { color } => crate::report::text::write(out, &r, color)?,
-        ReportFormat::Json => out.write_all(protocol::encode(&Reply::Report(r)).as_bytes())?,
-        ReportFormat::Html => {
-            let title = "brokerwatch: what apps talked to";
-            out.write_all(crate::report::html::render(&r, title).as_bytes())?
-        }
-        ReportFormat::Csv => write_report_csv(out, &r)?,
-    }
+    crate::report::write(out, &r, format, "brokerwatch: what apps talked to")?;
     Ok(out.flush()?)
-}
-
-fn write_report_csv(out: &mut dyn Write, r: &crate::report::Report) -> io::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "app",
-        "company",
-        "category",
-        "severity",
-        "flagged",
-        "destination",
-        "proto",
-        "count",
-        "first_ms",
-        "last_ms",
-        "named_by",
-        "source",
-    ])
-    .map_err(io::Error::other)?;
-    for a in &r.apps {
-        let listed = a
-            .companies
-            .iter()
-            .flat_map(|c| c.domains.iter().map(move |d| (Some(c), d)));
-        for (c, d) in listed.chain(a.other.iter().map(|d| (None, d))) {
-            let opt = |s: Option<&String>| s.cloned().unwrap_or_default();
-            w.write_record([
-                a.app.clone(),
-                c.map(|c| c.company.clone()).unwrap_or_default(),
-                c.map(|c| c.category.clone()).unwrap_or_default(),
-                opt(c.and_then(|c| c.severity.as_ref())),
-                c.is_some_and(|c| c.flagged).to_string(),
-                d.destination.clone(),
-                d.proto.clone(),
-                d.count.to_string(),
-                d.first_ms.to_string(),
-                d.last_ms.to_string(),
-                opt(d.named_by.as_ref()),
-                opt(c.and_then(|c| c.source.as_ref())),
-            ])
-            .map_err(io::Error::other)?;
-        }
-    }
-    w.flush()
 }

@@ -37,3 +37,25 @@ pub const SYSTEMD_RUNTIME: &str = "/run/systemd/system";
 pub const SYSTEM_UID_MAX: u32 = 999;
 /// Name the agent's notifications carry.
 pub const APP_NAME: &str = "brokerwatch";
+
+// The daemon's event loop.
+/// How often the daemon does its periodic work (store, status, policy files, watchdog).
+pub const DAEMON_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the daemon keeps connection rows in memory after they were last seen (the
+/// history is in the store; rows only feed alerts).
+pub const ROWS_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// Requests that change the daemon's state (users' blocks) waiting for its thread; a full
+/// queue tells the client to try again.
+pub const COMMAND_QUEUE: usize = 64;
+/// Events a subscriber may fall behind before it is told how many it missed (room for a
+/// burst; the agent fetches what it missed from the history).
+pub const SUBSCRIBER_BACKLOG: usize = 4096;
+/// Store queries (history, report) running at once; more wait their turn.
+pub const STORE_QUERIES: usize = 2;
+/// How long accepting clients pauses after an accept error (out of descriptors), instead
+/// of spinning.
+pub const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// Lost kernel records are told at most this often.
+pub const LOSS_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often an audit redraws its live status line and reads the session's health.
+pub const AUDIT_TICK: std::time::Duration = std::time::Duration::from_millis(500);

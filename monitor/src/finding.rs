@@ -2,25 +2,33 @@
 //! names it was meant for and the policy's verdict. This is the one place that decides it;
 //! audit reports, daemon alerts, the history and the desktop agent all carry [`Finding`]s.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
     engine::{ConnAgg, ConnKey, Engine, ProcSource, Via},
     host::{clock::Clock, users::UserNames},
     kernel::wire::Proto,
-    naming::{self, DNS_QUERY_PORTS},
-    policy::{Action, Policy, Seen},
+    naming::{self, NameSource, DNS_QUERY_PORTS},
+    policy::{Action, Category, Policy, Seen, Severity, UserBlock},
 };
 
 /// One connection row, flat so that JSON and CSV share it. Fields a later stage could not
-/// fill (no name, no policy entry) are `null`.
+/// fill (no name, no policy entry) are `null`. Facts are typed (severity, action, category,
+/// how the name was learnt, the address, times in milliseconds); the JSON keeps the shape
+/// of schema 1 (times as RFC 3339 text, addresses and enums as strings).
 /// Reading, a missing field takes its default: the store keeps findings without their
 /// empty fields.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Finding {
-    pub ts: String,
-    pub last_seen: String,
+    /// First sighting, epoch milliseconds (`ts` in JSON, RFC 3339).
+    #[serde(rename = "ts", with = "rfc3339_ms")]
+    pub first_ms: u64,
+    /// Last sighting, epoch milliseconds (`last_seen` in JSON, RFC 3339).
+    #[serde(rename = "last_seen", with = "rfc3339_ms")]
+    pub last_ms: u64,
     pub pid: u32,
     pub ppid: Option<u32>,
     pub comm: String,
@@ -35,11 +43,11 @@ pub struct Finding {
     pub user: Option<String>,
     pub proto: Proto,
     pub via: Via,
-    pub dst_ip: String,
+    pub dst_ip: IpAddr,
     pub dst_port: u16,
     pub domain: Option<String>,
-    /// `sni`, `quic`, `http` or `dns`.
-    pub domain_source: Option<String>,
+    /// How the name was learnt.
+    pub domain_source: Option<NameSource>,
     /// The DNS name asked for and every CNAME after it (empty when DNS named nothing).
     pub dns_chain: Vec<String>,
     /// The DNS name, when SNI/Host named something else.
@@ -53,11 +61,10 @@ pub struct Finding {
     /// Bytes left on the connection (a first payload was seen); a UDP `connect()` that
     /// sent nothing is an address probe, not traffic.
     pub sent: bool,
-    pub category: Option<String>,
+    pub category: Option<Category>,
     pub company: Option<String>,
-    pub severity: Option<String>,
-    /// `alert`, `log`, `ignore` or `block`.
-    pub action: Option<String>,
+    pub severity: Option<Severity>,
+    pub action: Option<Action>,
     /// Calls of this row the kernel denied (`EPERM` to the app).
     pub blocked: u64,
     /// Why a contact a block rule covers went through anyway (or, in an audit without
@@ -76,6 +83,85 @@ pub struct Finding {
     pub socket_cookie: u64,
     /// Parent chain, nearest first, `>`-separated pids.
     pub ancestry: String,
+}
+
+impl Default for Finding {
+    fn default() -> Self {
+        Self {
+            first_ms: 0,
+            last_ms: 0,
+            pid: 0,
+            ppid: None,
+            comm: String::new(),
+            thread_comm: String::new(),
+            exe: None,
+            cmdline: None,
+            app: None,
+            app_id: None,
+            watch: None,
+            uid: 0,
+            user: None,
+            proto: Proto::default(),
+            via: Via::default(),
+            dst_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst_port: 0,
+            domain: None,
+            domain_source: None,
+            dns_chain: Vec::new(),
+            dns_name: None,
+            dns_queries: Vec::new(),
+            name_note: None,
+            encrypted_dns: false,
+            sent: false,
+            category: None,
+            company: None,
+            severity: None,
+            action: None,
+            blocked: 0,
+            block_note: None,
+            destination_id: None,
+            matched: None,
+            rule: None,
+            source: None,
+            flagged: false,
+            count: 0,
+            socket_cookie: 0,
+            ancestry: String::new(),
+        }
+    }
+}
+
+/// Epoch milliseconds as RFC 3339 text with milliseconds (`2026-12-02T13:58:07.123Z`), as
+/// schema 1 writes times.
+pub mod rfc3339_ms {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// The text of `ms`.
+    pub fn format(ms: u64) -> String {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    }
+
+    /// The milliseconds of RFC 3339 text.
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = humantime::parse_rfc3339(text).ok()?;
+        Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+    }
+
+    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        // An empty time (a row written without one) is no time.
+        if text.is_empty() {
+            return Ok(0);
+        }
+        parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
+    }
 }
 
 impl Finding {
@@ -105,6 +191,8 @@ pub struct Context<'a> {
     /// The kernel denies what `block` rules cover (else they are reported as would-be
     /// blocks).
     pub enforcing: bool,
+    /// Blocks users asked for themselves (where the administrator lets them).
+    pub user_blocks: &'a [UserBlock],
 }
 
 const NO_NAME_NOTE: &str = "no DNS answer for this address was seen and the connection carried no SNI or Host: a literal IP, a name resolved over encrypted DNS, or resolved before brokerwatch started";
@@ -174,7 +262,7 @@ pub fn decide<P: ProcSource>(
     // What the user asked to block for themselves (where the administrator lets them).
     let verdict = verdict.map(|mut v| {
         if v.action != Action::Block {
-            if let Some(b) = policy.user_block(agg.uid, app, &v.entry.company) {
+            if let Some(b) = policy.user_block(cx.user_blocks, agg.uid, app, &v.entry.company) {
                 v.action = Action::Block;
                 v.rule = Some(format!("user-block:{}", b.app));
             }
@@ -216,8 +304,8 @@ pub fn decide<P: ProcSource>(
         .join(">");
     let v = verdict.as_ref();
     Finding {
-        ts: cx.clock.rfc3339(agg.first_ns),
-        last_seen: cx.clock.rfc3339(agg.last_ns),
+        first_ms: cx.clock.epoch_ms(agg.first_ns),
+        last_ms: cx.clock.epoch_ms(agg.last_ns),
         pid: k.pid,
         ppid: proc.map(|p| p.ppid).filter(|&p| p != 0),
         comm: comm.to_owned(),
@@ -233,20 +321,20 @@ pub fn decide<P: ProcSource>(
         user: cx.users.name(agg.uid),
         proto: k.proto,
         via: agg.via,
-        dst_ip: k.dst.to_string(),
+        dst_ip: k.dst,
         dst_port: k.port,
         domain,
-        domain_source: agg.domain_source.map(|s| s.as_str().to_owned()),
+        domain_source: agg.domain_source,
         dns_chain,
         dns_name,
         dns_queries: agg.dns_queries.clone(),
         name_note,
         encrypted_dns: encrypted.is_some(),
         sent: agg.sent,
-        category: v.map(|v| v.entry.category.clone()),
+        category: v.map(|v| Category::new(v.entry.category.clone())),
         company: v.map(|v| v.entry.company.clone()),
-        severity: v.map(|v| v.severity.as_str().to_owned()),
-        action: v.map(|v| v.action.as_str().to_owned()),
+        severity: v.map(|v| v.severity),
+        action: v.map(|v| v.action),
         blocked: agg.blocked,
         block_note,
         destination_id: v.map(|v| v.entry.id.clone()),
@@ -267,8 +355,15 @@ impl Finding {
     }
 
     /// The destination's name, else its address.
-    pub fn destination(&self) -> &str {
-        self.domain.as_deref().unwrap_or(&self.dst_ip)
+    pub fn destination(&self) -> String {
+        self.domain
+            .clone()
+            .unwrap_or_else(|| self.dst_ip.to_string())
+    }
+
+    /// The first sighting as RFC 3339 text.
+    pub fn ts(&self) -> String {
+        rfc3339_ms::format(self.first_ms)
     }
 }
 

@@ -10,10 +10,13 @@
 //! 5. [`engine`]: records to processes and aggregated connections.
 //! 6. [`policy`]: apps, destinations, rules.
 //! 7. [`finding`]: connection + names + verdict -> what a contact means.
-//! 8. [`watch`], [`protocol`]: which apps the kernel watches; the daemon's typed messages.
-//! 9. Sinks, which never import each other: [`audit`], [`daemon`], [`notify`], [`client`],
-//!    [`install`].
-//! 10. [`cli`]: argument definitions, converted into the sinks' options.
+//! 8. [`watch`], [`protocol`], [`report`]: which apps the kernel watches; the daemon's typed
+//!    messages; what apps talked to, as people read it.
+//! 9. [`session`]: the one pipeline every way in runs (sensor, ring, engine, watched apps,
+//!    blocking, findings).
+//! 10. Sinks, which never import each other: [`audit`], [`daemon`], [`notify`], [`client`],
+//!     [`install`].
+//! 11. [`cli`]: argument definitions, converted into the sinks' options.
 
 pub mod audit;
 pub mod bounded;
@@ -31,6 +34,7 @@ pub mod notify;
 pub mod policy;
 pub mod protocol;
 pub mod report;
+pub mod session;
 pub mod watch;
 
 #[cfg(test)]

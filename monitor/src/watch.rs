@@ -208,23 +208,21 @@ impl Watcher {
         Ok(watcher)
     }
 
-    /// What the policy blocks for the watched apps (with users' own blocks, or the
-    /// administrator's rules alone), and the kernel tables that say it.
-    pub fn block_plan(&self, policy: &Policy, users: bool) -> (BlockPlan, BlockTables) {
-        let apps: Vec<Option<&AppDef>> = self
+    /// The watched apps as the policy defines them now (a reload may have changed a
+    /// definition; `None` for a bare process name), with their watch tags: what block
+    /// plans are made for.
+    pub fn block_targets<'p>(&self, policy: &'p Policy) -> (Vec<Option<&'p AppDef>>, Vec<u32>) {
+        let apps = self
             .watches
             .iter()
             .map(|w| {
-                // The policy's own definition (a reload may have changed it).
                 w.app
                     .as_ref()
                     .and_then(|a| policy.apps.apps.iter().find(|p| p.id == a.id))
             })
             .collect();
-        let tags: Vec<u32> = self.watches.iter().map(|w| w.tag).collect();
-        let plan = policy.block_plan(&apps, users);
-        let tables = block_tables(&plan, &tags);
-        (plan, tables)
+        let tags = self.watches.iter().map(|w| w.tag).collect();
+        (apps, tags)
     }
 
     pub fn labels(&self) -> Vec<String> {
@@ -268,7 +266,7 @@ impl Watcher {
                     let path = path.or_else(|| {
                         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
                             .ok()
-                            .and_then(|t| cgroup::parse_proc_cgroup(&t))
+                            .and_then(|t| procinfo::parse_proc_cgroup(&t))
                     });
                     if let Some(path) = path {
                         self.cover(sensor, &path)?;

@@ -59,6 +59,7 @@ fn replay() -> (Vec<Finding>, Summary) {
         users: &mut users,
         policy: &policy,
         enforcing: false,
+        user_blocks: &[],
     };
     let rows = finding::all(&engine, &mut cx);
     let summary = Summary {

@@ -131,7 +131,7 @@ const ACTIONS: [&str; 4] = [
 fn block_denies_the_first_connection_after_the_answer_and_only_to_blocked_destinations() {
     let lab = Lab::new("blk");
     let mut h = Harness::new();
-    set(&mut h.sensor, &lab_tables());
+    set(&mut h.session.sensor, &lab_tables());
     let before = h.counters();
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS);
     // The broker's first connection, right after its answer, fails with EPERM; so does the
@@ -160,7 +160,7 @@ fn block_denies_the_first_connection_after_the_answer_and_only_to_blocked_destin
 fn block_leaves_unwatched_processes_alone() {
     let lab = Lab::new("blu");
     let mut h = Harness::new();
-    set(&mut h.sensor, &lab_tables());
+    set(&mut h.session.sensor, &lab_tables());
     let seen = run_unwatched_in_lab(&lab, &ACTIONS);
     for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"] {
         expect(&seen, addr(ip), "ok");
@@ -174,18 +174,18 @@ fn block_leaves_unwatched_processes_alone() {
 fn block_is_lifted_when_the_tables_empty_and_when_the_sensor_goes() {
     let lab = Lab::new("bll");
     let mut h = Harness::new();
-    set(&mut h.sensor, &lab_tables());
+    set(&mut h.session.sensor, &lab_tables());
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS[..1]);
     expect(&seen, addr("127.0.0.2"), "denied");
     // A reload without block rules: the address learned earlier no longer denies.
-    set(&mut h.sensor, &BlockTables::default());
-    assert!(!h.sensor.blocking());
+    set(&mut h.session.sensor, &BlockTables::default());
+    assert!(!h.session.sensor.blocking());
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS);
     for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"] {
         expect(&seen, addr(ip), "ok");
     }
     // Blocking again, then the sensor (the daemon) goes: its links die with it.
-    set(&mut h.sensor, &lab_tables());
+    set(&mut h.session.sensor, &lab_tables());
     let seen = run_watched_in_lab(&mut h, &lab, &ACTIONS[..1]);
     expect(&seen, addr("127.0.0.2"), "denied");
     drop(h);
@@ -205,7 +205,7 @@ fn block_denies_ipv6_ranges_and_v4_mapped_destinations() {
         .push(("::1/128".parse().unwrap(), dest_hash("lab-v6")));
     t.pairs
         .insert((dest_hash("lab-v6"), WATCH_TAG_CGROUP, BLOCK_EVERY_USER));
-    set(&mut h.sensor, &t);
+    set(&mut h.session.sensor, &t);
     let seen = run_watched_in_lab(
         &mut h,
         &lab,
@@ -229,7 +229,7 @@ fn block_denies_ipv6_ranges_and_v4_mapped_destinations() {
 fn block_denies_udp_sends_to_a_blocked_range() {
     let lab = Lab::new("blq");
     let mut h = Harness::new();
-    set(&mut h.sensor, &lab_tables());
+    set(&mut h.session.sensor, &lab_tables());
     let seen = run_watched_in_lab(&mut h, &lab, &["udp:127.0.0.9:443", "udp:127.0.0.8:443"]);
     expect(&seen, "127.0.0.9:443", "denied");
     expect(&seen, "127.0.0.8:443", "ok");

@@ -197,8 +197,8 @@ fn capture_500_short_lived_processes_each_attributed_with_exe_and_parent() {
 #[test]
 fn capture_unwatched_process_produces_nothing() {
     let mut h = Harness::new();
-    h.sensor.watch_name("bw-nothing-here", 99).unwrap();
-    h.sensor.set_mode(MODE_NAMES).unwrap();
+    h.session.sensor.watch_name("bw-nothing-here", 99).unwrap();
+    h.session.sensor.set_mode(MODE_NAMES).unwrap();
     let l = tcp_listener("127.0.0.1:0");
     let port = l.local_addr().unwrap().port();
     let before = h.counters();
@@ -229,8 +229,8 @@ fn capture_watch_by_name_starts_at_exec() {
     let dir = tempdir();
     let zoom = dir.join("zoom");
     std::fs::copy(PROBE, &zoom).unwrap();
-    h.sensor.watch_name("zoom", 77).unwrap();
-    h.sensor.set_mode(MODE_NAMES).unwrap();
+    h.session.sensor.watch_name("zoom", 77).unwrap();
+    h.session.sensor.set_mode(MODE_NAMES).unwrap();
     let l = tcp_listener("127.0.0.1:0");
     let port = l.local_addr().unwrap().port();
     let status = std::process::Command::new(&zoom)
@@ -279,14 +279,14 @@ fn capture_loss_invariant_holds_under_a_flood() {
     });
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = u.local_addr().unwrap().port();
-    let sensor = &mut h.sensor;
+    let sensor = &mut h.session.sensor;
     let args = vec![
         "--repeat".to_owned(),
         "20000".to_owned(),
         format!("udpconnect:127.0.0.1:{port}"),
     ];
     let mut child =
-        brokerwatch::audit::launch::spawn_gated(&PathBuf::from(PROBE), &args, None, |pid| {
+        brokerwatch::session::launch::spawn_gated(&PathBuf::from(PROBE), &args, None, |pid| {
             sensor.watch_tgid(pid, 1)
         })
         .unwrap()
@@ -296,10 +296,10 @@ fn capture_loss_invariant_holds_under_a_flood() {
     h.settle();
     let k = h.counters();
     assert!(k.lost > 0, "the flood overflowed the ring: {k:?}");
-    assert!(h.capture.delivered > 0);
+    assert!(h.session.capture.delivered > 0);
     assert_eq!(
         k.generated,
-        h.capture.delivered + k.lost,
+        h.session.capture.delivered + k.lost,
         "generated = delivered + lost"
     );
     assert!(k.generated >= 20_000);

@@ -64,29 +64,7 @@ pub fn write(
             }
             json_line(out, "summary", summary)?;
         }
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record(CSV_HEADER).map_err(io::Error::other)?;
-            for row in rows {
-                let v = serde_json::to_value(row).map_err(io::Error::other)?;
-                let fields = CSV_HEADER.iter().map(|c| match &v[*c] {
-                    serde_json::Value::Null => String::new(),
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Array(a) => a
-                        .iter()
-                        .map(|x| {
-                            x.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| x.to_string())
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" > "),
-                    other => other.to_string(),
-                });
-                w.write_record(fields).map_err(io::Error::other)?;
-            }
-            w.flush()?;
-        }
+        Format::Csv => crate::report::csv::write_rows(out, rows)?,
         Format::Table => {
             let d = Destinations {
                 all: summary.connection_rows,
@@ -97,45 +75,6 @@ pub fn write(
     }
     Ok(())
 }
-
-const CSV_HEADER: &[&str] = &[
-    "ts",
-    "last_seen",
-    "pid",
-    "ppid",
-    "comm",
-    "thread_comm",
-    "exe",
-    "cmdline",
-    "app",
-    "app_id",
-    "watch",
-    "uid",
-    "user",
-    "proto",
-    "via",
-    "dst_ip",
-    "dst_port",
-    "domain",
-    "domain_source",
-    "dns_chain",
-    "dns_name",
-    "dns_queries",
-    "name_note",
-    "encrypted_dns",
-    "sent",
-    "category",
-    "company",
-    "severity",
-    "action",
-    "matched",
-    "rule",
-    "source",
-    "flagged",
-    "count",
-    "socket_cookie",
-    "ancestry",
-];
 
 /// The table format: the report grouped per app, company and destination (flagged first,
 /// in colour on a terminal), or what was watched when nothing was seen; then the summary.

@@ -36,16 +36,17 @@ impl Live {
             return;
         }
         self.flagged += 1;
+        let ts = f.ts();
         let _ = writeln!(
             std::io::stderr(),
             "\r\x1b[K\x1b[1;31m{} {}\x1b[0m {}[{}] -> {} ({}, {}){}",
-            f.ts.get(11..19).unwrap_or(""),
-            f.severity.as_deref().unwrap_or("").to_uppercase(),
+            ts.get(11..19).unwrap_or(""),
+            f.severity.map_or("", |s| s.as_str()).to_uppercase(),
             f.who(),
             f.pid,
             f.destination(),
             f.company.as_deref().unwrap_or("?"),
-            f.category.as_deref().unwrap_or("?"),
+            f.category.as_ref().map_or("?", |c| c.as_str()),
             crate::report::text::block_mark(f),
         );
     }

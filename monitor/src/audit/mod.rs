@@ -1,64 +1,42 @@
 //! `brokerwatch audit`: watch running apps, or one launched command and its descendants,
 //! for a while, then report every connection they made.
 //!
-//! [`launch`] starts the audited command held at a gate; [`format`] writes the report.
+//! The session ([`crate::session`]) does the watching; this module decides when the audit
+//! ends and what it reports. [`format`] writes the report; `live` the terminal's status
+//! line.
 
 pub mod format;
-pub mod launch;
 mod live;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_ALL, WATCH_TAG_CGROUP};
-
 use serde::Serialize;
 
-use self::{
-    format::Format,
-    launch::{LaunchError, RunAs},
-};
+use self::format::Format;
+pub use crate::session::Target;
 use crate::{
-    defaults,
-    engine::Engine,
-    finding::{self, Finding},
-    host::{
-        cgroup::{self, CgroupError, OwnedCgroup},
-        clock::Clock,
-        users::UserNames,
+    finding::Finding,
+    kernel::{KernelCounters, SensorOptions},
+    policy::Policy,
+    session::{
+        launch::LaunchError, Blocking, HostEnv, Patience, Plan, Session, SessionError, Step, Watch,
     },
-    kernel::{AttachScope, Capture, KernelCounters, Sensor, SensorError, SensorOptions},
-    policy::{Policy, PolicyError},
-    watch::{self, Watcher},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(transparent)]
-    Sensor(#[from] SensorError),
+    Session(#[from] SessionError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
-    #[error("reading kernel records: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("--enforce: {0}")]
-    Block(#[from] crate::kernel::BlockError),
-}
-
-/// What to watch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Every process.
-    All,
-    /// Apps by policy id / group, or bare process names.
-    Apps(Vec<String>),
-    /// Launch this command and watch its process tree.
-    Command(Vec<String>),
+    #[error("cannot write the recording to {path}: {source}")]
+    Record {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -165,17 +143,10 @@ impl AuditOutcome {
 
     /// The audit as a report (app -> company -> destination) with the audit's facts.
     pub fn report(&self) -> crate::report::Report {
-        let ms = |s: &str| {
-            humantime::parse_rfc3339(s)
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0)
-        };
         let contacts = self
             .rows
             .iter()
-            .map(|f| crate::report::Contact::of(f, ms(&f.ts), ms(&f.last_seen)));
+            .map(|f| crate::report::Contact::of(f, f.first_ms, f.last_ms));
         let mut r = crate::report::build(contacts, "audit", 0, 0);
         let s = &self.summary;
         let mut facts = vec![("Watched".to_owned(), s.watched.join(", "))];
@@ -212,104 +183,46 @@ impl AuditOutcome {
 /// Runs an audit to completion (command exit, duration, or Ctrl-C).
 pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, AuditError> {
     let started = Instant::now();
-    let clock = Clock::now();
-    // An audited command gets a cgroup of its own (unless systemd makes a scope for it),
-    // which tells what still runs at the end. The socket programs sit on the cgroup root:
-    // the command's processes stay watched wherever they move (`flatpak run` and
-    // `systemd-run --scope` move them), and everyone else pays one map look-up per connect
-    // while the audit runs.
-    let mut owned_cgroup: Option<OwnedCgroup> = None;
-    if let Target::Command(_) = &opts.target {
-        if !systemd_manages_cgroups() {
-            let mount = cgroup::cgroup2_mount()?;
-            let cg = OwnedCgroup::create(&mount, &crate::host::cgroup::audit_cgroup_name())?;
-            owned_cgroup = Some(cg);
-        }
-    }
-    // Only an app watch may run its programs where the apps live; `--all` and a launched
-    // command need them everywhere.
-    let mut sensor_opts = opts.sensor.clone();
-    if !matches!(opts.target, Target::Apps(_)) {
-        sensor_opts.attach = AttachScope::Root;
-    }
-    let mut sensor = Sensor::load(&sensor_opts)?;
-    let mut capture = Capture::new(sensor.take_ring()?)?;
+    let plan = Plan::resolve(
+        &opts.target,
+        opts.sensor.clone(),
+        opts.enforce,
+        &HostEnv::current(),
+    )?;
+    let mut session = Session::start(&plan, policy, Blocking::new())?;
     if let Some(path) = &opts.record {
-        capture.record_to(std::fs::File::create(path)?);
+        let file = std::fs::File::create(path).map_err(|source| AuditError::Record {
+            path: path.clone(),
+            source,
+        })?;
+        session.capture.record_to(file);
     }
-    let mut engine = Engine::new();
-    let mut summary = Summary::default();
-
-    let mut gated = None;
-    let mut watcher = None;
-    match &opts.target {
-        Target::All => {
-            if opts.enforce {
-                let plan = policy.block_plan(&[None], false);
-                sensor.set_blocks(&watch::block_tables(&plan, &[WATCH_TAG_ALL]))?;
-            }
-            sensor.set_mode(MODE_ALL)?;
-            summary.watched = vec!["every process".into()];
-        }
-        Target::Apps(names) => {
-            let w = Watcher::start(&mut sensor, &mut engine, &policy.apps, names)?;
-            if opts.enforce {
-                sensor.set_blocks(&w.block_plan(policy, false).1)?;
-            }
-            eprintln!("brokerwatch: watching {}", w.labels().join(", "));
-            summary.watched = w.labels();
-            watcher = Some(w);
-        }
-        Target::Command(argv) => {
-            let (program, args) = argv.split_first().expect("clap requires a command");
-            let path_var = std::env::var_os("PATH");
-            let resolved = launch::resolve_command(program, path_var.as_ref())?;
-            let run_as: Option<RunAs> = launch::sudo_user(
-                std::env::var("SUDO_UID").ok().as_deref(),
-                std::env::var("SUDO_GID").ok().as_deref(),
-            )?
-            .map(|(uid, gid)| launch::run_as(uid, gid));
-            let label = Path::new(program)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or(program)
-                .to_owned();
-            if opts.enforce {
-                // The command's app, if the policy defines it; else only `apps = "*"`
-                // rules apply to it.
-                let exe = resolved.display().to_string();
-                let app = policy.apps.apps.iter().find(|a| {
-                    a.matches(&crate::policy::Seen {
-                        comm: &label,
-                        exe: Some(&exe),
-                        ..Default::default()
-                    })
-                });
-                let plan = policy.block_plan(&[app], false);
-                sensor.set_blocks(&watch::block_tables(&plan, &[WATCH_TAG_CGROUP]))?;
-            }
-            engine.name_watch_tag(WATCH_TAG_CGROUP, label);
-            let (exec_path, exec_args, run_as) = systemd_scope_wrapper(&resolved, args, run_as);
-            if let Some(cg) = &owned_cgroup {
-                sensor.watch_cgroup(cg.id, WATCH_TAG_CGROUP)?;
-                sensor.set_mode(MODE_CGROUPS)?;
-            }
-            // Registered before the command runs a single instruction of its own.
-            let child = launch::spawn_gated(&exec_path, &exec_args, run_as.as_ref(), |pid| {
-                sensor.watch_tgid(pid, WATCH_TAG_CGROUP)?;
-                if let Some(cg) = &owned_cgroup {
-                    cg.add_pid(pid)?;
-                }
-                Ok::<(), AuditError>(())
-            })??;
-            summary.command = Some(argv.join(" "));
-            summary.watched = vec![format!("the command {} and its descendants", argv[0])];
-            summary.command_pid = Some(child.id());
-            let mut child = child;
-            gated = Some(tokio::task::spawn_blocking(move || child.wait()));
-        }
+    if let Watch::Apps(_) = &plan.watch {
+        eprintln!("brokerwatch: watching {}", session.watched().join(", "));
     }
+    let mut summary = Summary {
+        watched: session.watched().to_vec(),
+        command: opts.target.command().map(|argv| argv.join(" ")),
+        command_pid: session.command_pid(),
+        enforced: opts.enforce,
+        ..Summary::default()
+    };
+    watch_until_done(&mut session, &opts, policy, &mut summary).await?;
+    // Everything the kernel produced before we stopped: drain until the books balance.
+    session.settle(Patience::REPORT, |_| {}).await?;
+    let rows = finish(session, policy, &mut summary)?;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(AuditOutcome { rows, summary })
+}
 
+/// Watches until the command exits, the duration passes or Ctrl-C; on a terminal, shows
+/// the live view meanwhile.
+async fn watch_until_done(
+    session: &mut Session,
+    opts: &AuditOptions,
+    policy: &Policy,
+    summary: &mut Summary,
+) -> Result<(), AuditError> {
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep_until = async {
         match deadline {
@@ -320,78 +233,54 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     tokio::pin!(sleep_until);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut child_done = gated.is_none();
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval(crate::defaults::AUDIT_TICK);
     let mut live = live::Live::new(opts.live);
-    let mut live_users = UserNames::default();
-    let mut lost_seen = 0u64;
     loop {
         tokio::select! {
-            res = capture.next_batch(|r| {
-                if let Some(w) = &mut watcher {
-                    w.observe(&r);
-                }
-                engine.handle(&r);
-            }) => {
-                res?;
-                if let Some(w) = &mut watcher {
-                    w.apply(&mut sensor)?;
-                }
-                if live.on() {
-                    for (key, agg) in engine.take_changes() {
-                        let mut cx = finding::Context { clock: &clock, users: &mut live_users, policy, enforcing: opts.enforce };
-                        live.contact(&finding::decide(&engine, &key, &agg, &mut cx));
+            step = session.next() => match step? {
+                Step::Records(_) => {
+                    // Deciding costs: only for the live view, and for blocks that follow
+                    // contacts nothing named before their connect.
+                    if live.on() || session.blocking.enforcing {
+                        for d in session.changes(policy) {
+                            live.contact(&d.finding);
+                        }
                     }
                 }
-            }
-            status = async { gated.as_mut().expect("guarded").await }, if !child_done => {
-                child_done = true;
-                match status.map_err(std::io::Error::other).and_then(|s| s) {
-                    Ok(st) => {
-                        summary.command_exit_code = st.code();
-                        summary.command_status = Some(describe_status(st));
-                    }
-                    Err(e) => summary.command_status = Some(format!("unknown ({e})")),
-                }
-                if gated.is_some() {
+                Step::Exited(status) => {
+                    summary.command_exit(status);
                     break;
                 }
-            }
+            },
             _ = &mut sleep_until => break,
             _ = &mut ctrl_c => {
                 log::info!("interrupted; writing the report");
                 break;
             }
             _ = ticker.tick() => {
-                if let Some(w) = &mut watcher {
-                    w.prune(&mut sensor)?;
-                }
-                let k = sensor.counters()?;
-                live.status(engine.stats.processes_seen, engine.stats.sock_records);
-                if k.lost > lost_seen {
-                    log::warn!("{} kernel records lost so far: the ring buffer was full (raise --ring-size)", k.lost);
-                    lost_seen = k.lost;
+                let health = session.tick();
+                let stats = session.engine.stats;
+                live.status(stats.processes_seen, stats.sock_records);
+                if let Some(notice) = health.loss {
+                    log::warn!("{}", notice.message);
                 }
             }
         }
     }
-
     live.finish();
-    // Everything the kernel produced before we stopped: drain until the books balance.
-    let settle = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        capture.drain(|r| engine.handle(&r));
-        let k = sensor.counters()?;
-        if k.generated == capture.delivered + k.lost
-            || settle.elapsed() > Duration::from_millis(500)
-        {
-            break;
-        }
-    }
-    let counters = sensor.counters()?;
-    summary.kernel = sensor.kernel.release.clone();
-    summary.hooks = sensor.hooks();
+    Ok(())
+}
+
+/// The audit's rows, and the summary's figures from the session.
+fn finish(
+    mut session: Session,
+    policy: &Policy,
+    summary: &mut Summary,
+) -> Result<Vec<Finding>, AuditError> {
+    let counters = session.counters()?;
+    summary.kernel = session.sensor.kernel.release.clone();
+    summary.hooks = session.sensor.hooks();
+    let capture = &session.capture;
     summary.fill_counters(&counters, capture.delivered, capture.undecodable);
     if let Some(e) = &capture.first_decode_error {
         log::warn!(
@@ -399,64 +288,29 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
             capture.undecodable
         );
     }
-    if let Some(cg) = &owned_cgroup {
-        summary.still_running = cg.pids();
-    }
-    drop(owned_cgroup);
-
-    let mut users = UserNames::default();
-    let rows = finding::all(
-        &engine,
-        &mut finding::Context {
-            clock: &clock,
-            users: &mut users,
-            policy,
-            enforcing: opts.enforce,
-        },
-    );
-    summary.enforced = opts.enforce;
+    let rows = session.findings(policy);
+    let stats = session.engine.stats;
+    summary.processes_seen = stats.processes_seen;
+    summary.rows_dropped = stats.rows_dropped;
     summary.not_blocked = rows.iter().filter(|r| r.block_note.is_some()).count();
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.processes_seen = engine.stats.processes_seen;
     summary.connection_rows = rows.len();
     summary.connections = rows.iter().map(|r| r.count).sum();
-    summary.rows_dropped = engine.stats.rows_dropped;
     summary.flagged = rows.iter().filter(|r| r.flagged).count();
-    Ok(AuditOutcome { rows, summary })
+    summary.still_running = session.finish();
+    Ok(rows)
 }
 
-/// Where systemd manages cgroups, the command runs in a transient scope of its own
-/// (`systemd-run --scope`, which execs the command in place, keeping the watched pid);
-/// elsewhere brokerwatch makes a child of the cgroup v2 root.
-fn systemd_scope_wrapper(
-    program: &Path,
-    args: &[String],
-    run_as: Option<RunAs>,
-) -> (PathBuf, Vec<String>, Option<RunAs>) {
-    let systemd_run = launch::resolve_command("systemd-run", std::env::var_os("PATH").as_ref());
-    match (systemd_manages_cgroups(), systemd_run) {
-        (true, Ok(systemd_run)) => {
-            let mut a = vec![
-                "--scope".to_owned(),
-                "--quiet".to_owned(),
-                "--collect".to_owned(),
-                format!("--unit=brokerwatch-audit-{}", std::process::id()),
-            ];
-            // systemd-run needs root to create the scope; it drops to the user itself.
-            if let Some(r) = &run_as {
-                a.push(format!("--uid={}", r.uid));
-                a.push(format!("--gid={}", r.gid));
+impl Summary {
+    /// The launched command ended with `status`.
+    fn command_exit(&mut self, status: std::io::Result<std::process::ExitStatus>) {
+        match status {
+            Ok(st) => {
+                self.command_exit_code = st.code();
+                self.command_status = Some(describe_status(st));
             }
-            a.extend(["--".to_owned(), program.display().to_string()]);
-            a.extend(args.iter().cloned());
-            (systemd_run, a, None)
+            Err(e) => self.command_status = Some(format!("unknown ({e})")),
         }
-        _ => (program.to_owned(), args.to_vec(), run_as),
     }
-}
-
-fn systemd_manages_cgroups() -> bool {
-    Path::new(defaults::SYSTEMD_RUNTIME).is_dir()
 }
 
 fn describe_status(st: std::process::ExitStatus) -> String {

@@ -196,13 +196,13 @@ impl From<&UninstallArgs> for crate::install::Layout {
 }
 
 impl ReportArgs {
-    pub fn format(&self) -> crate::client::ReportFormat {
-        use crate::client::ReportFormat;
+    pub fn format(&self) -> crate::report::Format {
+        use crate::report::Format;
         match (self.json, self.csv, &self.html) {
-            (true, _, _) => ReportFormat::Json,
-            (_, true, _) => ReportFormat::Csv,
-            (_, _, Some(_)) => ReportFormat::Html,
-            _ => ReportFormat::Text {
+            (true, _, _) => Format::Json,
+            (_, true, _) => Format::Csv,
+            (_, _, Some(_)) => Format::Html,
+            _ => Format::Text {
                 color: self.output.is_none() && crate::report::text::color_for_stdout(),
             },
         }

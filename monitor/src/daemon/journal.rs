@@ -6,7 +6,7 @@
 use log::{kv::Value, Level, Record};
 use systemd_journal_logger::JournalLog;
 
-use crate::{defaults, finding::Finding};
+use crate::{defaults, finding::Finding, policy::Severity};
 
 /// `MESSAGE_ID` of an alert (a watched app contacted a listed company).
 pub const ALERT_ID: &str = "806cbbec17284d22a0d15f53c69e089b";
@@ -22,14 +22,13 @@ pub struct Journal {
     log: Option<JournalLog>,
 }
 
-/// The log level whose journal priority matches an alert's severity: critical -> err (3),
-/// high -> warning (4), medium -> notice (5), low and info -> info (6).
-pub fn level_of(severity: Option<&str>) -> Level {
+/// The log level whose journal priority matches an alert's severity: high -> warning (4),
+/// medium -> notice (5), low and info -> info (6).
+pub fn level_of(severity: Option<Severity>) -> Level {
     match severity {
-        Some("critical") => Level::Error,
-        Some("high") => Level::Warn,
-        Some("medium") => Level::Info,
-        _ => Level::Debug,
+        Some(Severity::High) => Level::Warn,
+        Some(Severity::Medium) => Level::Info,
+        Some(Severity::Low | Severity::Info) | None => Level::Debug,
     }
 }
 
@@ -55,8 +54,8 @@ impl Journal {
             f.pid,
             f.destination(),
             f.company.as_deref().unwrap_or("?"),
-            f.category.as_deref().unwrap_or("?"),
-            f.severity.as_deref().unwrap_or("?"),
+            f.category.as_ref().map_or("?", |c| c.as_str()),
+            f.severity.map_or("?", |s| s.as_str()),
         );
         let Some(journal) = &self.log else {
             log::warn!("alert: {message}");
@@ -66,12 +65,9 @@ impl Journal {
         let uid = f.uid.to_string();
         let dst = format!("{}:{}", f.dst_ip, f.dst_port);
         let opt = |s: &Option<String>| s.clone().unwrap_or_default();
-        let (company, domain, category, severity) = (
-            opt(&f.company),
-            opt(&f.domain),
-            opt(&f.category),
-            opt(&f.severity),
-        );
+        let (company, domain) = (opt(&f.company), opt(&f.domain));
+        let category = f.category.as_ref().map_or("", |c| c.as_str());
+        let severity = f.severity.map_or("", |s| s.as_str());
         let app_id = opt(&f.app_id);
         let fields: [(&str, Value); 10] = [
             ("MESSAGE_ID", Value::from(ALERT_ID)),
@@ -79,15 +75,15 @@ impl Journal {
             ("BROKERWATCH_APP_ID", Value::from(app_id.as_str())),
             ("BROKERWATCH_COMPANY", Value::from(company.as_str())),
             ("BROKERWATCH_DOMAIN", Value::from(domain.as_str())),
-            ("BROKERWATCH_CATEGORY", Value::from(category.as_str())),
-            ("BROKERWATCH_SEVERITY", Value::from(severity.as_str())),
+            ("BROKERWATCH_CATEGORY", Value::from(category)),
+            ("BROKERWATCH_SEVERITY", Value::from(severity)),
             ("BROKERWATCH_PID", Value::from(pid.as_str())),
             ("BROKERWATCH_UID", Value::from(uid.as_str())),
             ("BROKERWATCH_DESTINATION", Value::from(dst.as_str())),
         ];
         let sent = journal.journal_send(
             &Record::builder()
-                .level(level_of(f.severity.as_deref()))
+                .level(level_of(f.severity))
                 .target(defaults::APP_NAME)
                 .args(format_args!("{message}"))
                 .key_values(&fields)

@@ -1,10 +1,15 @@
-//! `brokerwatch daemon`: the always-on service. Loads the policies, attaches the programs,
+//! `brokerwatch daemon`: the always-on service. Loads the policies, runs a session that
 //! watches the chosen apps, records every connection they make in the store, turns flagged
-//! contacts into alerts (in the store, and on the socket for desktop agents), and tells
-//! systemd when it is ready.
+//! contacts into alerts (in the store, the journal, and on the socket for desktop agents),
+//! and tells systemd when it is ready.
+//!
+//! [`Daemon`] is a state machine with one method per event: records from the kernel
+//! ([`Daemon::on_records`]), the periodic tick ([`Daemon::on_tick`]), a reload and its
+//! reason ([`Daemon::reload`]), a client's command ([`Daemon::on_command`]) and a client
+//! connecting ([`Daemon::on_accept`]). [`run`] only dispatches.
 
-mod blocking;
 pub mod journal;
+mod policy;
 pub mod server;
 pub mod store;
 pub mod systemd;
@@ -12,28 +17,32 @@ pub mod systemd;
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
+use self::policy::{PolicyState, Reload};
 use crate::{
-    engine::Engine,
-    finding,
+    defaults,
     host::{
-        clock::{boot_ns, now_ms, Clock},
-        users::{self, UserNames},
+        clock::{boot_ns, now_ms},
+        users,
     },
-    kernel::{Capture, KernelCounters, Sensor, SensorError, SensorOptions},
-    policy::{last_good, LoadError, Policy, PolicySources},
-    protocol::{Alert, Event, Notice, NoticeKind, PolicySource, Status},
-    watch::Watcher,
+    kernel::{KernelCounters, SensorError, SensorOptions},
+    policy::{LoadError, PolicySources},
+    protocol::{Alert, Event, Notice, NoticeKind, Status},
+    session::{Blocking, Decided, Enforce, Plan, Session, SessionError, Step, Watch},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Sensor(#[from] SensorError),
+    Session(#[from] SessionError),
     #[error(transparent)]
     Policy(#[from] LoadError),
     #[error("socket {path}: {source}")]
@@ -46,8 +55,14 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("reading kernel records: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+impl From<SensorError> for DaemonError {
+    fn from(e: SensorError) -> Self {
+        Self::Session(e.into())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,165 +80,310 @@ pub struct DaemonOptions {
     pub sensor: SensorOptions,
 }
 
-/// Replaces the policy if the files load (and saves it as the last good one); a broken
-/// file is logged with its position and the policy in force stays. Alerts in flight are
-/// unaffected. Returns what is wrong, if anything.
-fn reload(
-    policy: &mut Policy,
-    sources: &PolicySources,
-    last_good_dir: &std::path::Path,
-    why: &str,
-) -> Option<String> {
-    match Policy::load(sources) {
-        Ok(p) => {
-            // Users' own blocks are not in the files: they carry over.
-            let blocks = policy.user_blocks().to_vec();
-            *policy = p;
-            policy.set_user_blocks(blocks);
-            log::info!("policies reloaded ({why})");
-            save_last_good(last_good_dir, sources);
-            None
-        }
-        Err(e) => {
-            let message = format!("policy reload failed ({why}); the policy in force stays:\n{e}");
-            log::error!(message_id = journal::POLICY_ERROR_ID; "{message}");
-            Some(message)
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    let (mut d, listener, mut commands) = Daemon::start(opts)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut tick = tokio::time::interval(defaults::DAEMON_TICK);
+    loop {
+        let resume = d.accept_paused_until;
+        tokio::select! {
+            step = d.session.next() => d.on_records(step?),
+            conn = listener.accept(), if resume.is_none() => d.on_accept(conn),
+            _ = sleep_until(resume), if resume.is_some() => d.accept_paused_until = None,
+            _ = hup.recv() => d.reload(Reload::Signal),
+            Some(cmd) = commands.recv() => d.on_command(cmd),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => d.on_tick(),
         }
     }
+    d.stop();
+    Ok(())
 }
 
-fn save_last_good(dir: &std::path::Path, sources: &PolicySources) {
-    if let Err(e) = last_good::save(dir, sources) {
-        log::warn!("cannot keep a copy of the policy for restarts: {e}");
-    }
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    tokio::time::sleep_until(t.unwrap_or_else(tokio::time::Instant::now)).await
 }
 
-/// The configured policy, or when it does not load the last good copy, with the reason.
-fn initial_policy(
-    sources: &PolicySources,
-    last_good_dir: &std::path::Path,
-) -> Result<(Policy, Option<String>), DaemonError> {
-    let e = match Policy::load(sources) {
-        Ok(p) => {
-            save_last_good(last_good_dir, sources);
-            return Ok((p, None));
-        }
-        Err(e) => e,
-    };
-    match last_good::load(last_good_dir) {
-        Ok(lg) => {
-            let saved = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + Duration::from_millis(lg.saved_ms),
-            );
-            let message = format!(
-                "the policy does not load, so the daemon runs on the last good policy (saved {saved}); fix the files and reload:\n{e}"
-            );
-            log::error!(message_id = journal::POLICY_ERROR_ID; "{message}");
-            Ok((lg.policy, Some(message)))
-        }
-        Err(last_good::LastGoodError::Missing(_)) => Err(e.into()),
-        Err(lg) => {
-            log::error!("the last good policy cannot be used either: {lg}");
-            Err(e.into())
-        }
-    }
+/// The daemon's state between events.
+pub struct Daemon {
+    opts: DaemonOptions,
+    started: Instant,
+    pub session: Session,
+    policy: PolicyState,
+    store: store::Store,
+    shared: Arc<server::Shared>,
+    journal: journal::Journal,
+    /// This boot's id: connection rows are keyed by it (socket cookies are per boot).
+    boot_id: String,
+    alerts_total: u64,
+    /// The store's last write error, to tell when it changes.
+    store_error: Option<String>,
+    watchdog: Option<std::time::Duration>,
+    last_watchdog: Instant,
+    /// After an accept error (out of descriptors), accepting pauses until then instead of
+    /// spinning; the ring keeps being read meanwhile.
+    accept_paused_until: Option<tokio::time::Instant>,
+    accept_errors: u64,
 }
 
-fn policy_notice(message: &str) -> Notice {
-    Notice {
-        kind: NoticeKind::PolicyError,
-        message: message.to_owned(),
-        ts_ms: now_ms(),
-    }
-}
-
-fn policy_summary(p: &Policy) -> Vec<PolicySource> {
-    p.sources
-        .iter()
-        .map(|s| PolicySource {
-            name: s.name.clone(),
-            apps: s.apps,
-            destinations: s.destinations,
-            domains: s.domains,
-            rules: s.rules,
-        })
-        .collect()
-}
-
-/// What the policy files look like on disk (paths, sizes, modification times): a change
-/// means a reload.
-fn policy_fingerprint(
-    sources: &PolicySources,
-) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut paths: Vec<PathBuf> = sources.files.clone();
-    if let Some(dir) = &sources.system_dir {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            paths.extend(rd.flatten().map(|e| e.path()));
-        }
-    }
-    paths.extend(sources.imports.iter().map(|i| i.path.clone()));
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::metadata(&p).ok();
-            let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = m.and_then(|m| m.modified().ok());
-            (p, len, mtime)
-        })
-        .collect()
-}
-
-/// Says when kernel records were lost, at most once per [`LossReporter::EVERY`], with the
-/// number lost since it last spoke.
-#[derive(Debug, Default)]
-pub struct LossReporter {
-    reported: u64,
-    last: Option<Instant>,
-}
-
-impl LossReporter {
-    pub const EVERY: Duration = Duration::from_secs(10);
-
-    /// A notice if `lost` (the kernel's running total) grew and the last one is old enough.
-    pub fn check(&mut self, lost: u64) -> Option<Notice> {
-        if lost <= self.reported || self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            return None;
-        }
-        let new = lost - self.reported;
-        self.reported = lost;
-        self.last = Some(Instant::now());
-        Some(Notice {
-            kind: NoticeKind::RecordsLost,
-            message: format!(
-                "{new} kernel records lost ({lost} since start): some connections of watched apps were not seen; the ring buffer is too small for this load (--ring-size)"
-            ),
-            ts_ms: now_ms(),
-        })
-    }
-}
-
-/// Hands the engine rows that changed since the last call to the store, decided as alerts
-/// are (so the store knows which were flagged), and forgets rows a rename merged away.
-fn store_touched(
-    engine: &mut Engine,
-    store: &store::Store,
-    boot_id: &str,
-    cx: &mut finding::Context<'_>,
-) {
-    let crate::engine::Touched { rows, merged } = engine.take_touched();
-    for (key, agg) in rows {
-        let finding = finding::decide(engine, &key, &agg, cx);
-        store.record_connection(store::ConnRow {
-            key: row_key(boot_id, &key, agg.first_cookie),
-            first_ms: cx.clock.epoch_ms(agg.first_ns),
-            last_ms: cx.clock.epoch_ms(agg.last_ns),
-            finding,
+impl Daemon {
+    /// Opens the store, loads the policy (or the last good one), starts the session and
+    /// binds the socket. Returns the daemon, its listener and the queue of commands that
+    /// clients send for the main loop.
+    pub fn start(
+        opts: DaemonOptions,
+    ) -> Result<(Self, UnixListener, mpsc::Receiver<server::Command>), DaemonError> {
+        let state_err = |source| DaemonError::State {
+            path: opts.state_dir.clone(),
+            source,
+        };
+        let store = store::Store::open(&opts.state_dir, opts.retention).map_err(state_err)?;
+        let policy =
+            PolicyState::load(&opts.policy, &opts.state_dir.join(store::LAST_GOOD_POLICY))?;
+        let plan = Plan {
+            watch: Watch::Apps(opts.apps.clone()),
+            sensor: opts.sensor.clone(),
+            enforce: Enforce::Try,
+        };
+        let session = Session::start(&plan, &policy.policy, Blocking::open(&opts.state_dir))?;
+        let (commands, command_rx) = mpsc::channel(defaults::COMMAND_QUEUE);
+        let listener = bind(&opts)?;
+        let shared = Arc::new(server::Shared {
+            status: Mutex::new(None),
+            connections: Mutex::new(Default::default()),
+            store_path: store.path().to_owned(),
+            queries: tokio::sync::Semaphore::new(defaults::STORE_QUERIES),
+            alerts: tokio::sync::broadcast::channel(defaults::SUBSCRIBER_BACKLOG).0,
+            standing: Mutex::new(Vec::new()),
+            admin_gid: users::group_gid(&opts.admin_group),
+            commands,
         });
+        let d = Self {
+            started: Instant::now(),
+            session,
+            policy,
+            store,
+            shared,
+            journal: journal::Journal::open(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            alerts_total: 0,
+            store_error: None,
+            watchdog: systemd::watchdog_interval(),
+            last_watchdog: Instant::now(),
+            accept_paused_until: None,
+            accept_errors: 0,
+            opts,
+        };
+        d.update_status(d.session.counters().ok());
+        systemd::notify("READY=1\nSTATUS=watching");
+        log::info!(
+            "ready: watching {} app(s), socket {}",
+            d.session.watched().len(),
+            d.opts.socket.display()
+        );
+        Ok((d, listener, command_rx))
     }
-    for (key, first_cookie) in merged {
-        store.forget_connection(row_key(boot_id, &key, first_cookie));
+
+    /// A batch of records was handled: every changed row that is flagged becomes an alert.
+    pub fn on_records(&mut self, _step: Step) {
+        let before = self.alerts_total;
+        for decided in self.session.changes(&self.policy.policy) {
+            if decided.finding.flagged {
+                self.alert(decided);
+            }
+        }
+        if self.alerts_total != before {
+            self.update_status(self.session.counters().ok());
+        }
     }
+
+    /// A flagged contact: to the journal, the store and every subscriber who may see it.
+    fn alert(&mut self, d: Decided) {
+        self.journal.alert(&d.finding);
+        let alert = Arc::new(Alert {
+            finding: d.finding,
+            ts_ms: now_ms(),
+            connect_boot_ns: d.first_ns,
+            decided_boot_ns: boot_ns(),
+        });
+        self.store.record_alert(alert.clone());
+        self.alerts_total += 1;
+        let _ = self.shared.alerts.send(Event::Alert(alert));
+    }
+
+    /// A client connected: it is served on a task of its own.
+    pub fn on_accept(&mut self, conn: std::io::Result<(UnixStream, tokio::net::unix::SocketAddr)>) {
+        match conn {
+            Ok((stream, _)) => {
+                tokio::spawn(server::serve(stream, self.shared.clone()));
+            }
+            Err(e) => {
+                self.accept_errors += 1;
+                if self.accept_errors.is_power_of_two() {
+                    log::error!(
+                        "cannot accept clients: {e} ({} times so far); pausing {} ms (raise LimitNOFILE if this is EMFILE)",
+                        self.accept_errors,
+                        defaults::ACCEPT_PAUSE.as_millis()
+                    );
+                }
+                self.accept_paused_until =
+                    Some(tokio::time::Instant::now() + defaults::ACCEPT_PAUSE);
+            }
+        }
+    }
+
+    /// Reloads the policy (a broken file keeps the one in force, and admins are told) and
+    /// makes the kernel block what the policy in force blocks.
+    pub fn reload(&mut self, why: Reload) {
+        if let Some(notice) = self.policy.reload(why) {
+            let _ = self.shared.alerts.send(Event::Notice(notice));
+        }
+        // A failure is kept for `status` by the session's blocking.
+        let _ = self.session.apply_blocks(&self.policy.policy);
+    }
+
+    /// A request only the main loop can carry out.
+    pub fn on_command(&mut self, cmd: server::Command) {
+        match cmd {
+            server::Command::Block {
+                peer,
+                app,
+                company,
+                unblock,
+                reply,
+            } => {
+                let policy = &self.policy.policy;
+                let outcome = self
+                    .session
+                    .blocking
+                    .user_request(policy, peer, &app, &company, unblock);
+                // Only a request that added or removed a block needs new tables.
+                if outcome.as_ref().is_ok_and(|o| o.changed) {
+                    let _ = self.session.apply_blocks(policy);
+                }
+                let verb = if unblock { "unblock" } else { "block" };
+                log::info!(
+                    "uid {} asked to {verb} {app} -> {company}: {outcome:?}",
+                    peer.uid
+                );
+                let _ = reply.send(outcome.map(|o| o.message));
+            }
+            server::Command::Blocks { peer, reply } => {
+                let _ = reply.send(self.session.blocking.visible_to(peer));
+            }
+        }
+    }
+
+    /// The periodic work: policy files, the session's health, the store, status, standing
+    /// faults, old rows, the watchdog.
+    pub fn on_tick(&mut self) {
+        if self.policy.files_changed() {
+            self.reload(Reload::FileChanged);
+        }
+        let health = self.session.tick();
+        self.store_touched();
+        self.update_status(health.counters);
+        if let Some(notice) = health.loss {
+            log::warn!(message_id = journal::LOSS_ID; "{}", notice.message);
+            let _ = self.shared.alerts.send(Event::Notice(notice));
+        }
+        if let Some(notice) = store_notice(&mut self.store_error, self.store.status()) {
+            let _ = self.shared.alerts.send(Event::Notice(notice));
+        }
+        self.update_standing();
+        self.session.forget_older_than(defaults::ROWS_KEPT_FOR);
+        if let Some(every) = self.watchdog {
+            if self.last_watchdog.elapsed() >= every {
+                systemd::notify("WATCHDOG=1");
+                self.last_watchdog = Instant::now();
+            }
+        }
+    }
+
+    /// What holds now, for admins who subscribe later.
+    fn update_standing(&self) {
+        let store = self.store_error.iter().map(|e| Notice {
+            kind: NoticeKind::StoreError,
+            message: e.clone(),
+            ts_ms: now_ms(),
+        });
+        let standing: Vec<Notice> = self.policy.notice().into_iter().chain(store).collect();
+        if let Ok(mut s) = self.shared.standing.lock() {
+            *s = standing;
+        }
+    }
+
+    /// Hands the rows that changed since the last call to the store, decided as alerts
+    /// are (so the store knows which were flagged), and forgets rows a rename merged away.
+    fn store_touched(&mut self) {
+        let touched = self.session.touched(&self.policy.policy);
+        for (key, agg, finding) in touched.rows {
+            let clock = &self.session.clock;
+            self.store.record_connection(store::ConnRow {
+                key: row_key(&self.boot_id, &key, agg.first_cookie),
+                first_ms: clock.epoch_ms(agg.first_ns),
+                last_ms: clock.epoch_ms(agg.last_ns),
+                finding,
+            });
+        }
+        for (key, first_cookie) in touched.merged {
+            self.store
+                .forget_connection(row_key(&self.boot_id, &key, first_cookie));
+        }
+    }
+
+    fn update_status(&self, counters: Option<KernelCounters>) {
+        let s = &self.session;
+        let status = Status {
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            kernel: s.sensor.kernel.release.clone(),
+            attach: s.sensor.scope,
+            attached: s.sensor.hooks(),
+            watched_apps: s.watched().to_vec(),
+            counters,
+            records_delivered: s.capture.delivered,
+            alerts: self.alerts_total,
+            policy_sources: self.policy.summary(),
+            socket: self.opts.socket.clone(),
+            store: self.store.status(),
+            policy_error: self.policy.error.clone(),
+            blocking: s.blocking.enforcing,
+            block_error: s.blocking.error.clone(),
+        };
+        if let Ok(mut st) = self.shared.status.lock() {
+            *st = Some(status);
+        }
+    }
+
+    /// Stops: the last rows go to the store, the socket file goes.
+    pub fn stop(mut self) {
+        systemd::notify("STOPPING=1");
+        self.store_touched();
+        self.store.close();
+        let _ = std::fs::remove_file(&self.opts.socket);
+    }
+}
+
+/// The socket, for root and the socket group (root alone when the group is missing).
+fn bind(opts: &DaemonOptions) -> Result<UnixListener, DaemonError> {
+    let gid = users::group_gid(&opts.group);
+    if gid.is_none() {
+        log::warn!(
+            "group {:?} does not exist: only root can use the socket (create it with `groupadd --system {}`)",
+            opts.group,
+            opts.group
+        );
+    }
+    server::bind(&opts.socket, gid).map_err(|source| DaemonError::Socket {
+        path: opts.socket.clone(),
+        source,
+    })
 }
 
 /// A connection row's identity in the store: socket cookies are unique within a boot, and
@@ -269,249 +429,4 @@ fn store_notice(last: &mut Option<String>, status: crate::protocol::StoreStatus)
     };
     *last = status.error;
     Some(notice)
-}
-
-/// Runs until SIGTERM or Ctrl-C.
-pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
-    let started = Instant::now();
-    let mut store = store::Store::open(&opts.state_dir, opts.retention).map_err(|source| {
-        DaemonError::State {
-            path: opts.state_dir.clone(),
-            source,
-        }
-    })?;
-    let last_good_dir = opts.state_dir.join(store::LAST_GOOD_POLICY);
-    let (mut policy, mut policy_error) = initial_policy(&opts.policy, &last_good_dir)?;
-    let mut sensor = Sensor::load(&opts.sensor)?;
-    let mut capture = Capture::new(sensor.take_ring()?)?;
-    let mut engine = Engine::new();
-    let mut watcher = Watcher::start(&mut sensor, &mut engine, &policy.apps, &opts.apps)?;
-    let mut blocking = blocking::Blocking::open(&opts.state_dir, &mut policy);
-    blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
-    let (commands, mut command_rx) = tokio::sync::mpsc::channel::<server::Command>(64);
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let gid = users::group_gid(&opts.group);
-    if gid.is_none() {
-        log::warn!(
-            "group {:?} does not exist: only root can use the socket (create it with `groupadd --system {}`)",
-            opts.group,
-            opts.group
-        );
-    }
-    let listener = server::bind(&opts.socket, gid).map_err(|source| DaemonError::Socket {
-        path: opts.socket.clone(),
-        source,
-    })?;
-    // Room for a burst; a subscriber that still falls behind is told how many it missed
-    // (and the agent fetches them from the history).
-    let (tx, _) = tokio::sync::broadcast::channel(4096);
-    let shared = Arc::new(server::Shared {
-        status: Mutex::new(None),
-        connections: Mutex::new(Default::default()),
-        store_path: store.path().to_owned(),
-        queries: tokio::sync::Semaphore::new(2),
-        alerts: tx,
-        standing: Mutex::new(Vec::new()),
-        admin_gid: users::group_gid(&opts.admin_group),
-        commands,
-        user_blocks_path: opts.state_dir.join(blocking::USER_BLOCKS_FILE),
-    });
-    let journal = journal::Journal::open();
-    let clock = Clock::now();
-    let mut users = UserNames::default();
-    let mut alerts_total = 0u64;
-    let watched = watcher.labels();
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let watchdog = systemd::watchdog_interval();
-    let mut last_watchdog = Instant::now();
-    // After an accept error (out of descriptors), accepting pauses briefly instead of
-    // spinning; the ring keeps being read meanwhile.
-    let mut accept_paused_until: Option<tokio::time::Instant> = None;
-    let mut accept_errors = 0u64;
-    let mut loss = LossReporter::default();
-    let mut store_error: Option<String> = None;
-    let update_status = |sensor: &Sensor,
-                         store: &store::Store,
-                         counters: Option<KernelCounters>,
-                         capture: &Capture,
-                         policy: &Policy,
-                         policy_error: &Option<String>,
-                         blocking: &blocking::Blocking,
-                         alerts: u64| {
-        let status = Status {
-            pid: std::process::id(),
-            uptime_s: started.elapsed().as_secs(),
-            kernel: sensor.kernel.release.clone(),
-            attach: sensor.scope,
-            attached: sensor.hooks(),
-            watched_apps: watched.clone(),
-            counters,
-            records_delivered: capture.delivered,
-            alerts,
-            policy_sources: policy_summary(policy),
-            socket: opts.socket.clone(),
-            store: store.status(),
-            policy_error: policy_error.clone(),
-            blocking: blocking.enforcing,
-            block_error: blocking.error.clone(),
-        };
-        if let Ok(mut s) = shared.status.lock() {
-            *s = Some(status);
-        }
-    };
-    update_status(
-        &sensor,
-        &store,
-        sensor.counters().ok(),
-        &capture,
-        &policy,
-        &policy_error,
-        &blocking,
-        0,
-    );
-    let mut fingerprint = policy_fingerprint(&opts.policy);
-    systemd::notify("READY=1\nSTATUS=watching");
-    log::info!(
-        "ready: watching {} app(s), socket {}",
-        watched.len(),
-        opts.socket.display()
-    );
-    loop {
-        tokio::select! {
-            res = capture.next_batch(|r| {
-                watcher.observe(&r);
-                engine.handle(&r);
-            }) => {
-                res?;
-                if let Err(e) = watcher.apply(&mut sensor) {
-                    log::error!("cannot follow the watched apps: {e}");
-                }
-                let before = alerts_total;
-                for (key, agg) in engine.take_changes() {
-                    let mut cx = finding::Context { clock: &clock, users: &mut users, policy: &policy, enforcing: blocking.enforcing };
-                    let finding = finding::decide(&engine, &key, &agg, &mut cx);
-                    if !finding.flagged {
-                        continue;
-                    }
-                    blocking.after_finding(&mut sensor, &finding, agg.netns);
-                    journal.alert(&finding);
-                    let alert = Alert {
-                        finding,
-                        ts_ms: now_ms(),
-                        connect_boot_ns: agg.first_ns,
-                        decided_boot_ns: boot_ns(),
-                    };
-                    let alert = Arc::new(alert);
-                    store.record_alert(alert.clone());
-                    alerts_total += 1;
-                    let _ = shared.alerts.send(Event::Alert(alert));
-                }
-                if alerts_total != before {
-                    update_status(&sensor, &store, sensor.counters().ok(), &capture, &policy, &policy_error, &blocking, alerts_total);
-                }
-            }
-            conn = listener.accept(), if accept_paused_until.is_none() => match conn {
-                Ok((stream, _)) => {
-                    tokio::spawn(server::serve(stream, shared.clone()));
-                }
-                Err(e) => {
-                    accept_errors += 1;
-                    if accept_errors.is_power_of_two() {
-                        log::error!(
-                            "cannot accept clients: {e} ({accept_errors} times so far); pausing 100 ms (raise LimitNOFILE if this is EMFILE)"
-                        );
-                    }
-                    accept_paused_until =
-                        Some(tokio::time::Instant::now() + Duration::from_millis(100));
-                }
-            },
-            _ = async { tokio::time::sleep_until(accept_paused_until.unwrap_or_else(tokio::time::Instant::now)).await }, if accept_paused_until.is_some() => {
-                accept_paused_until = None;
-            }
-            _ = hup.recv() => {
-                policy_error = reload(&mut policy, &opts.policy, &last_good_dir, "SIGHUP");
-                if let Some(m) = &policy_error {
-                    let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
-                }
-                blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
-            }
-            Some(cmd) = command_rx.recv() => {
-                let before = policy.user_blocks().len();
-                let outcome = blocking.user_request(&mut policy, cmd.peer, &cmd.app, &cmd.company, cmd.unblock);
-                // Only a request that added or removed a block needs new tables.
-                if policy.user_blocks().len() != before {
-                    blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
-                }
-                log::info!("uid {} asked to {} {} -> {}: {outcome:?}", cmd.peer.uid, if cmd.unblock { "unblock" } else { "block" }, cmd.app, cmd.company);
-                let _ = cmd.reply.send(outcome);
-            }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = tick.tick() => {
-                let now = policy_fingerprint(&opts.policy);
-                if now != fingerprint {
-                    fingerprint = now;
-                    policy_error = reload(&mut policy, &opts.policy, &last_good_dir, "a policy file changed");
-                    if let Some(m) = &policy_error {
-                        let _ = shared.alerts.send(Event::Notice(policy_notice(m)));
-                    }
-                    blocking.apply(&mut sensor, &watcher, &policy, &engine.namer.dns);
-                }
-                if let Err(e) = watcher.prune(&mut sensor) {
-                    log::error!("cannot detach from ended apps: {e}");
-                }
-                // One read of the kernel counters a tick, for the status and the loss notice.
-                let counters = sensor.counters().ok();
-                store_touched(&mut engine, &store, &boot_id, &mut finding::Context { clock: &clock, users: &mut users, policy: &policy, enforcing: blocking.enforcing });
-                update_status(&sensor, &store, counters, &capture, &policy, &policy_error, &blocking, alerts_total);
-                // What holds now, for admins who subscribe later.
-                let standing: Vec<Notice> = policy_error
-                    .iter()
-                    .map(|m| policy_notice(m))
-                    .chain(store_error.iter().map(|e| Notice {
-                        kind: NoticeKind::StoreError,
-                        message: e.clone(),
-                        ts_ms: now_ms(),
-                    }))
-                    .collect();
-                if let Ok(mut s) = shared.standing.lock() {
-                    *s = standing;
-                }
-                if let Some(notice) = counters.and_then(|c| loss.check(c.lost)) {
-                    log::warn!(message_id = journal::LOSS_ID; "{}", notice.message);
-                    let _ = shared.alerts.send(Event::Notice(notice));
-                }
-                if let Some(notice) = store_notice(&mut store_error, store.status()) {
-                    let _ = shared.alerts.send(Event::Notice(notice));
-                }
-                // Rows only feed alerts; history is on disk.
-                engine.prune(boot_ns().saturating_sub(600 * 1_000_000_000));
-                if let Some(every) = watchdog {
-                    if last_watchdog.elapsed() >= every {
-                        systemd::notify("WATCHDOG=1");
-                        last_watchdog = Instant::now();
-                    }
-                }
-            }
-        }
-    }
-    systemd::notify("STOPPING=1");
-    store_touched(
-        &mut engine,
-        &store,
-        &boot_id,
-        &mut finding::Context {
-            clock: &clock,
-            users: &mut users,
-            policy: &policy,
-            enforcing: blocking.enforcing,
-        },
-    );
-    store.close();
-    let _ = std::fs::remove_file(&opts.socket);
-    Ok(())
 }

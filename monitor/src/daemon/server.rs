@@ -45,20 +45,27 @@ pub struct Shared {
     /// Queries reading the store at once (more wait their turn).
     pub queries: tokio::sync::Semaphore,
     pub admin_gid: Option<u32>,
-    /// Requests that change the daemon's state, for the main loop.
+    /// Requests only the main loop can answer.
     pub commands: tokio::sync::mpsc::Sender<Command>,
-    /// Users' blocks, as the main loop keeps them on disk.
-    pub user_blocks_path: std::path::PathBuf,
 }
 
-/// A request only the main loop can carry out (it owns the policy and the kernel tables).
-pub struct Command {
-    pub peer: Peer,
-    pub app: String,
-    pub company: String,
-    pub unblock: bool,
-    /// What to tell the client.
-    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+/// A request only the main loop can carry out: it owns the policy, users' blocks and the
+/// kernel tables.
+pub enum Command {
+    /// `brokerwatch block|unblock`.
+    Block {
+        peer: Peer,
+        app: String,
+        company: String,
+        unblock: bool,
+        /// What to tell the client.
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    /// `brokerwatch blocks`: the blocks `peer` may see.
+    Blocks {
+        peer: Peer,
+        reply: tokio::sync::oneshot::Sender<Vec<crate::policy::UserBlock>>,
+    },
 }
 
 /// Binds the socket: a stale socket file is replaced, anything else at the path is an
@@ -271,17 +278,10 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 return;
             }
             Request::Blocks => {
-                let blocks = match crate::host::files::read_text(&shared.user_blocks_path, 4 << 20)
-                {
-                    Ok(text) => serde_json::from_str::<Vec<crate::policy::UserBlock>>(&text)
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                };
-                Reply::Blocks {
-                    blocks: blocks
-                        .into_iter()
-                        .filter(|b| peer.admin || b.uid == peer.uid)
-                        .collect(),
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                match ask(&shared, Command::Blocks { peer, reply }, rx).await {
+                    Ok(blocks) => Reply::Blocks { blocks },
+                    Err(message) => Reply::Error { message },
                 }
             }
             Request::Block {
@@ -289,22 +289,15 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 company,
                 unblock,
             } => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let cmd = Command {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                let cmd = Command::Block {
                     peer,
                     app,
                     company,
                     unblock,
-                    reply: tx,
+                    reply,
                 };
-                // A full queue is a flood: the client is told to retry.
-                let outcome = match shared.commands.try_send(cmd) {
-                    Ok(()) => rx
-                        .await
-                        .unwrap_or_else(|_| Err("the daemon is stopping".into())),
-                    Err(_) => Err("the daemon is busy; try again".into()),
-                };
-                match outcome {
+                match ask(&shared, cmd, rx).await.and_then(|r| r) {
                     Ok(message) => Reply::Done { message },
                     Err(message) => Reply::Error { message },
                 }
@@ -313,6 +306,19 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
         if send(&mut w, &reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// Hands `cmd` to the main loop and waits for its answer. A full queue is a flood: the
+/// client is told to retry.
+async fn ask<T>(
+    shared: &Shared,
+    cmd: Command,
+    answer: tokio::sync::oneshot::Receiver<T>,
+) -> Result<T, String> {
+    match shared.commands.try_send(cmd) {
+        Ok(()) => answer.await.map_err(|_| "the daemon is stopping".into()),
+        Err(_) => Err("the daemon is busy; try again".into()),
     }
 }
 

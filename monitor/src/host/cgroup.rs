@@ -77,13 +77,6 @@ pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     parse_cgroup2_mount(&text).ok_or(CgroupError::NoCgroup2)
 }
 
-/// The v2 path of a process's cgroup from the text of `/proc/PID/cgroup` (`0::/path`).
-pub fn parse_proc_cgroup(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim_end().to_owned())
-}
-
 /// cgroup id of a cgroup directory (what `bpf_get_current_cgroup_id()` returns).
 pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
     fs::metadata(dir)
@@ -220,16 +213,5 @@ mod tests {
             None
         );
         assert_eq!(parse_cgroup2_mount(""), None);
-    }
-
-    #[test]
-    fn parses_proc_pid_cgroup() {
-        let text = "12:pids:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-1234.scope\n";
-        assert_eq!(
-            parse_proc_cgroup(text).as_deref(),
-            Some("/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-1234.scope")
-        );
-        assert_eq!(parse_proc_cgroup("0::/\n").as_deref(), Some("/"));
-        assert_eq!(parse_proc_cgroup("5:cpu:/x\n"), None);
     }
 }

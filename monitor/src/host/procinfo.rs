@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use procfs::process::Process;
 
-use super::cgroup::parse_proc_cgroup;
+/// The v2 path of a process's cgroup from the text of `/proc/PID/cgroup` (`0::/path`).
+pub fn parse_proc_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_end().to_owned())
+}
 
 /// A live process as procfs shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +99,17 @@ pub fn start_time(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_proc_pid_cgroup() {
+        let text = "12:pids:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-1234.scope\n";
+        assert_eq!(
+            parse_proc_cgroup(text).as_deref(),
+            Some("/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-us.zoom.Zoom-1234.scope")
+        );
+        assert_eq!(parse_proc_cgroup("0::/\n").as_deref(), Some("/"));
+        assert_eq!(parse_proc_cgroup("5:cpu:/x\n"), None);
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_the_name() {

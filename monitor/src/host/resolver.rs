@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use super::cgroup::parse_proc_cgroup;
+use super::procinfo::parse_proc_cgroup;
 
 /// Loopback nameservers of a `resolv.conf` text.
 pub fn loopback_nameservers(resolv_conf: &str) -> Vec<IpAddr> {

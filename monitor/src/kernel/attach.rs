@@ -11,19 +11,16 @@ use std::{
 
 use aya::{
     programs::{
-        cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink, CgroupSkb,
-        CgroupSkbAttachType, CgroupSockAddr,
+        cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink, CgroupSkb, CgroupSockAddr,
     },
     Ebpf,
 };
 
-use super::sensor::{cgroup_attach_mode, SensorError};
+use super::{
+    error::SensorError,
+    programs::{self, cgroup_attach_mode, Direction, Kind},
+};
 use crate::host::cgroup::CgroupError;
-
-/// The cgroup programs: the four socket hooks, then the two packet hooks.
-pub const SOCK_PROGRAMS: [&str; 4] = ["bw_connect4", "bw_connect6", "bw_sendmsg4", "bw_sendmsg6"];
-pub const INGRESS: &str = "bw_ingress";
-pub const EGRESS: &str = "bw_egress";
 
 /// Which programs a cgroup gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,6 +29,24 @@ pub enum Hooks {
     DnsAnswers,
     /// Everything: connects, sends, DNS answers, first payloads (a watched app's cgroup).
     All,
+}
+
+impl Hooks {
+    /// Whether `kind` is one of these hooks' programs.
+    pub fn runs(self, kind: Kind) -> bool {
+        match (self, kind) {
+            (Self::All, Kind::SockAddr | Kind::Skb(_)) => true,
+            (Self::DnsAnswers, Kind::Skb(Direction::Ingress)) => true,
+            _ => false,
+        }
+    }
+
+    /// The names of these hooks' programs.
+    pub fn programs(self) -> impl Iterator<Item = &'static str> {
+        programs::cgroup_programs()
+            .filter(move |p| self.runs(p.kind))
+            .map(|p| p.name)
+    }
 }
 
 struct Links {
@@ -85,23 +100,22 @@ impl Attachments {
             sock: Vec::new(),
             skb: Vec::new(),
         };
-        if hooks == Hooks::All {
-            for name in SOCK_PROGRAMS {
-                let prog: &mut CgroupSockAddr = program(ebpf, name)?;
-                let id = prog.attach(&fd, cgroup_attach_mode()).map_err(err(name))?;
-                links.sock.push(prog.take_link(id).map_err(err(name))?);
+        for p in programs::cgroup_programs().filter(|p| hooks.runs(p.kind)) {
+            let name = p.name;
+            match p.kind {
+                Kind::Skb(direction) => {
+                    let prog: &mut CgroupSkb = programs::get(ebpf, name)?;
+                    let id = prog
+                        .attach(&fd, direction.into(), cgroup_attach_mode())
+                        .map_err(err(name))?;
+                    links.skb.push(prog.take_link(id).map_err(err(name))?);
+                }
+                _ => {
+                    let prog: &mut CgroupSockAddr = programs::get(ebpf, name)?;
+                    let id = prog.attach(&fd, cgroup_attach_mode()).map_err(err(name))?;
+                    links.sock.push(prog.take_link(id).map_err(err(name))?);
+                }
             }
-        }
-        let mut skb = vec![(INGRESS, CgroupSkbAttachType::Ingress)];
-        if hooks == Hooks::All {
-            skb.push((EGRESS, CgroupSkbAttachType::Egress));
-        }
-        for (name, kind) in skb {
-            let prog: &mut CgroupSkb = program(ebpf, name)?;
-            let id = prog
-                .attach(&fd, kind, cgroup_attach_mode())
-                .map_err(err(name))?;
-            links.skb.push(prog.take_link(id).map_err(err(name))?);
         }
         // Now covered from above: their own links go.
         self.at
@@ -119,17 +133,4 @@ impl Attachments {
     pub fn points(&self) -> Vec<(PathBuf, Hooks)> {
         self.at.iter().map(|(p, l)| (p.clone(), l.hooks)).collect()
     }
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, SensorError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(SensorError::Missing(name))?
-        .try_into()
-        .map_err(|source| SensorError::Program {
-            program: name,
-            source,
-        })
 }

@@ -1,15 +1,19 @@
 //! The kernel side, as seen from userspace: the only modules that talk to aya.
 //!
-//! [`preflight`] checks privileges and kernel support before anything is loaded;
-//! [`btf`] reads structure offsets from the running kernel; [`sensor`] loads, attaches and
-//! steers the programs ([`block`]: the tables of what they deny); [`capture`] drains their ring buffer; [`wire`] decodes its records
-//! into typed events.
+//! [`programs`] declares the kernel object's programs and maps; [`preflight`] checks
+//! privileges and kernel support before anything is loaded; [`btf`] reads structure
+//! offsets from the running kernel; [`sensor`] loads and steers the programs, [`attach`]
+//! decides where the cgroup programs run ([`block`]: the tables of what they deny);
+//! [`capture`] drains their ring buffer; [`wire`] decodes its records into typed events;
+//! [`error`] says what went wrong.
 
 pub mod attach;
 pub mod block;
 pub mod btf;
 pub mod capture;
+pub mod error;
 pub mod preflight;
+pub mod programs;
 pub mod sensor;
 pub mod wire;
 

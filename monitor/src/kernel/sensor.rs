@@ -3,104 +3,26 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr, ProgramError, RawTracePoint},
-    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{CgroupSkb, CgroupSockAddr, RawTracePoint},
+    Ebpf, EbpfLoader,
 };
-use monitor_common::{BlockPair, CommKey, Config, Counter, KernelOffsets, LearnedKey, MODE_BLOCK};
+use monitor_common::{
+    names::{global, map, program},
+    BlockPair, CommKey, Config, Counter, KernelOffsets, LearnedKey, MODE_BLOCK,
+};
 
+pub use super::error::SensorError;
 use super::{
-    attach::{Attachments, Hooks, EGRESS, INGRESS, SOCK_PROGRAMS},
+    attach::{Attachments, Hooks},
     block::{self, BlockError, BlockTables},
-    btf::{Btf, BtfError},
+    btf::Btf,
+    error::map_err,
     preflight,
+    programs::{self, Kind, OBJECT, PROGRAMS},
     wire::comm_key,
 };
-use crate::{
-    defaults,
-    host::cgroup::{self, CgroupError},
-};
-
-/// The kernel object, built by `build.rs` from `monitor-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
-
-const TRACEPOINTS: [(&str, &str); 5] = [
-    ("bw_fork", "sched_process_fork"),
-    ("bw_exec", "sched_process_exec"),
-    ("bw_exit", "sched_process_exit"),
-    ("bw_cgroup_mkdir", "cgroup_mkdir"),
-    ("bw_cgroup_attach", "cgroup_attach_task"),
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum SensorError {
-    #[error(transparent)]
-    Privileges(#[from] preflight::PrivilegeError),
-    #[error(transparent)]
-    Kernel(#[from] preflight::KernelError),
-    #[error(transparent)]
-    Btf(#[from] BtfError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
-    #[error("cannot load brokerwatch's kernel object: {0}")]
-    Load(#[source] EbpfError),
-    #[error("the kernel rejected program {program}: {source}")]
-    Program {
-        program: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("cannot attach {program} to {target}: {source}")]
-    Attach {
-        program: &'static str,
-        target: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("kernel map {name}: {source}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: MapError,
-    },
-    #[error("kernel object lacks {0}; it was built from different sources than this binary")]
-    Missing(&'static str),
-}
-
-/// The program `$name` of type `$ty`, loaded into the kernel (the verifier's verdict, with
-/// its log, is the error).
-macro_rules! load_program {
-    ($ebpf:expr, $name:expr, $ty:ty) => {{
-        let prog: &mut $ty = $ebpf
-            .program_mut($name)
-            .ok_or(SensorError::Missing($name))?
-            .try_into()
-            .map_err(|source| SensorError::Program {
-                program: $name,
-                source,
-            })?;
-        prog.load().map_err(|source| SensorError::Program {
-            program: $name,
-            source,
-        })?;
-        prog
-    }};
-}
-
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SensorError {
-    move |source| SensorError::Map { name, source }
-}
-
-/// How to attach to the cgroup root so that systemd's and other tools' programs keep
-/// working beside ours. From 5.7 aya attaches through a BPF link, which the kernel always
-/// adds in multi mode (and which rejects an explicit BPF_F_ALLOW_MULTI); before that the
-/// legacy attach needs BPF_F_ALLOW_MULTI spelled out.
-pub(super) fn cgroup_attach_mode() -> CgroupAttachMode {
-    match aya::util::KernelVersion::current() {
-        Ok(v) if v >= aya::util::KernelVersion::new(5, 7, 0) => CgroupAttachMode::Single,
-        _ => CgroupAttachMode::AllowMultiple,
-    }
-}
+use crate::{defaults, host::cgroup};
 
 /// Where the socket and packet programs start out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -205,27 +127,12 @@ impl Sensor {
         preflight::raise_memlock_limit();
 
         let mut ebpf = EbpfLoader::new()
-            .override_global("KOFFS", &offsets, true)
-            .override_global("RING_BYTES", &(opts.ring_bytes as u64), true)
-            .map_max_entries("EVENTS", opts.ring_bytes)
+            .override_global(global::KOFFS, &offsets, true)
+            .override_global(global::RING_BYTES, &(opts.ring_bytes as u64), true)
+            .map_max_entries(map::EVENTS, opts.ring_bytes)
             .load(OBJECT)
             .map_err(SensorError::Load)?;
-
-        for name in SOCK_PROGRAMS {
-            load_program!(ebpf, name, CgroupSockAddr);
-        }
-        for name in [INGRESS, EGRESS] {
-            load_program!(ebpf, name, CgroupSkb);
-        }
-        let block_unavailable = load_dns_block(&mut ebpf).err();
-        for (name, tp) in TRACEPOINTS {
-            let prog = load_program!(ebpf, name, RawTracePoint);
-            prog.attach(tp).map_err(|source| SensorError::Attach {
-                program: name,
-                target: tp.to_owned(),
-                source,
-            })?;
-        }
+        let block_unavailable = load_programs(&mut ebpf)?;
         // Parsing the kernel's BTF and the object takes tens of megabytes for a moment;
         // hand them back so that an idle daemon stays small.
         #[cfg(target_env = "gnu")]
@@ -275,18 +182,13 @@ impl Sensor {
     pub fn hooks(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (dir, hooks) in self.attachments.points() {
-            let progs: Vec<&str> = match hooks {
-                Hooks::All => SOCK_PROGRAMS
-                    .iter()
-                    .copied()
-                    .chain([INGRESS, EGRESS])
-                    .collect(),
-                Hooks::DnsAnswers => vec![INGRESS],
-            };
+            let progs: Vec<&str> = hooks.programs().collect();
             out.push(format!("{} (cgroup {})", progs.join(", "), dir.display()));
         }
-        for (name, tp) in TRACEPOINTS {
-            out.push(format!("{name} (raw tracepoint {tp})"));
+        for p in PROGRAMS {
+            if let Kind::RawTracepoint(tp) = p.kind {
+                out.push(format!("{} (raw tracepoint {tp})", p.name));
+            }
         }
         out
     }
@@ -294,12 +196,9 @@ impl Sensor {
     /// Run counts and in-kernel time of every program (zero unless
     /// `kernel.bpf_stats_enabled` is on).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        let names = SOCK_PROGRAMS
+        PROGRAMS
             .iter()
-            .copied()
-            .chain([INGRESS, EGRESS, DNS_BLOCK])
-            .chain(TRACEPOINTS.iter().map(|(n, _)| *n));
-        names
+            .map(|p| p.name)
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
                 Some(ProgramStats {
@@ -321,12 +220,12 @@ impl Sensor {
         let mode = self.mode | if self.blocking { MODE_BLOCK } else { 0 };
         let mut cfg: Array<_, Config> = self
             .ebpf
-            .map_mut("CONFIG")
-            .ok_or(SensorError::Missing("CONFIG"))?
+            .map_mut(map::CONFIG)
+            .ok_or(SensorError::Missing(map::CONFIG))?
             .try_into()
-            .map_err(map_err("CONFIG"))?;
+            .map_err(map_err(map::CONFIG))?;
         cfg.set(0, Config { mode, _pad: 0 }, 0)
-            .map_err(map_err("CONFIG"))
+            .map_err(map_err(map::CONFIG))
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(
@@ -341,9 +240,9 @@ impl Sensor {
     }
 
     pub fn watch_tgid(&mut self, tgid: u32, tag: u32) -> Result<(), SensorError> {
-        self.hash::<u32, u32>("WATCH_TGIDS")?
+        self.hash::<u32, u32>(map::WATCH_TGIDS)?
             .insert(tgid, tag, 0)
-            .map_err(map_err("WATCH_TGIDS"))
+            .map_err(map_err(map::WATCH_TGIDS))
     }
 
     /// Watches processes that exec a file whose basename starts with `name`'s first 15
@@ -352,28 +251,28 @@ impl Sensor {
         let key = CommKey {
             comm: comm_key(name),
         };
-        self.hash::<CommKey, u32>("WATCH_NAMES")?
+        self.hash::<CommKey, u32>(map::WATCH_NAMES)?
             .insert(key, tag, 0)
-            .map_err(map_err("WATCH_NAMES"))
+            .map_err(map_err(map::WATCH_NAMES))
     }
 
     pub fn watch_cgroup(&mut self, id: u64, tag: u32) -> Result<(), SensorError> {
-        self.hash::<u64, u32>("WATCH_CGROUPS")?
+        self.hash::<u64, u32>(map::WATCH_CGROUPS)?
             .insert(id, tag, 0)
-            .map_err(map_err("WATCH_CGROUPS"))
+            .map_err(map_err(map::WATCH_CGROUPS))
     }
 
     pub fn counters(&self) -> Result<KernelCounters, SensorError> {
         let map: PerCpuArray<_, u64> = self
             .ebpf
-            .map("COUNTERS")
-            .ok_or(SensorError::Missing("COUNTERS"))?
+            .map(map::COUNTERS)
+            .ok_or(SensorError::Missing(map::COUNTERS))?
             .try_into()
-            .map_err(map_err("COUNTERS"))?;
+            .map_err(map_err(map::COUNTERS))?;
         let sum = |c: Counter| -> Result<u64, SensorError> {
             Ok(map
                 .get(&(c as u32), 0)
-                .map_err(map_err("COUNTERS"))?
+                .map_err(map_err(map::COUNTERS))?
                 .iter()
                 .sum())
         };
@@ -416,21 +315,21 @@ impl Sensor {
             self.write_config().map_err(block_map_err)?;
         }
         let mut domains: HashMap<_, u64, u64> =
-            self.hash("BLOCK_DOMAINS").map_err(block_map_err)?;
-        block::sync_hash(&mut domains, "BLOCK_DOMAINS", &tables.domains)?;
+            self.hash(map::BLOCK_DOMAINS).map_err(block_map_err)?;
+        block::sync_hash(&mut domains, map::BLOCK_DOMAINS, &tables.domains)?;
         let mut cidrs: LpmTrie<_, [u8; 16], u64> = self
             .ebpf
-            .map_mut("BLOCK_CIDRS")
-            .ok_or(SensorError::Missing("BLOCK_CIDRS"))
+            .map_mut(map::BLOCK_CIDRS)
+            .ok_or(SensorError::Missing(map::BLOCK_CIDRS))
             .map_err(block_map_err)?
             .try_into()
             .map_err(|source| BlockError::Map {
-                name: "BLOCK_CIDRS",
+                name: map::BLOCK_CIDRS,
                 source,
             })?;
         block::sync_cidrs(&mut cidrs, &tables.cidrs)?;
         let mut pairs: HashMap<_, BlockPair, u32> =
-            self.hash("BLOCK_PAIRS").map_err(block_map_err)?;
+            self.hash(map::BLOCK_PAIRS).map_err(block_map_err)?;
         block::sync_pairs(&mut pairs, &tables.pairs)?;
         if !tables.is_empty() && !self.blocking {
             self.blocking = true;
@@ -449,7 +348,7 @@ impl Sensor {
         dest: u64,
     ) -> Result<(), BlockError> {
         let mut learned: HashMap<_, LearnedKey, u64> =
-            self.hash("BLOCK_LEARNED").map_err(block_map_err)?;
+            self.hash(map::BLOCK_LEARNED).map_err(block_map_err)?;
         block::learn(&mut learned, netns, uid, addr, dest)
     }
 
@@ -457,9 +356,9 @@ impl Sensor {
     pub fn take_ring(&mut self) -> Result<RingBuf<aya::maps::MapData>, SensorError> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or(SensorError::Missing("EVENTS"))?;
-        RingBuf::try_from(map).map_err(map_err("EVENTS"))
+            .take_map(map::EVENTS)
+            .ok_or(SensorError::Missing(map::EVENTS))?;
+        RingBuf::try_from(map).map_err(map_err(map::EVENTS))
     }
 }
 
@@ -467,18 +366,59 @@ fn block_map_err(e: SensorError) -> BlockError {
     BlockError::Unavailable(e.to_string())
 }
 
-/// The DNS reader blocking needs (tail-called by `bw_ingress`, never attached).
-const DNS_BLOCK: &str = "bw_dns_block";
+/// Loads every program of the table and attaches the raw tracepoints (cgroup programs are
+/// attached where the session asks). Returns why blocking cannot work here, if it cannot:
+/// the DNS reader it needs may be refused (no `bpf_loop` before Linux 5.17), and
+/// monitoring does not need it.
+fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, SensorError> {
+    let mut block_unavailable = None;
+    for p in PROGRAMS {
+        let name = p.name;
+        match p.kind {
+            Kind::SockAddr => programs::get::<CgroupSockAddr>(ebpf, name)?
+                .load()
+                .map_err(|source| SensorError::Program {
+                    program: name,
+                    source,
+                })?,
+            Kind::Skb(_) => programs::get::<CgroupSkb>(ebpf, name)?
+                .load()
+                .map_err(|source| SensorError::Program {
+                    program: name,
+                    source,
+                })?,
+            Kind::TailCall => block_unavailable = load_dns_block(ebpf).err(),
+            Kind::RawTracepoint(tp) => {
+                let prog = programs::get::<RawTracePoint>(ebpf, name)?;
+                prog.load().map_err(|source| SensorError::Program {
+                    program: name,
+                    source,
+                })?;
+                prog.attach(tp).map_err(|source| SensorError::Attach {
+                    program: name,
+                    target: tp.to_owned(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(block_unavailable)
+}
 
 /// Loads `bw_dns_block` and puts it where `bw_ingress` tail-calls it. The error says why
-/// blocking cannot work here (monitoring does not need it).
+/// blocking cannot work here.
 fn load_dns_block(ebpf: &mut Ebpf) -> Result<(), String> {
     let load = |ebpf: &mut Ebpf| -> Result<aya::programs::ProgramFd, SensorError> {
-        let prog = load_program!(ebpf, DNS_BLOCK, CgroupSkb);
+        let name = program::DNS_BLOCK;
+        let prog = programs::get::<CgroupSkb>(ebpf, name)?;
+        prog.load().map_err(|source| SensorError::Program {
+            program: name,
+            source,
+        })?;
         prog.fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
             .map_err(|source| SensorError::Program {
-                program: DNS_BLOCK,
+                program: name,
                 source,
             })
     };
@@ -489,10 +429,10 @@ fn load_dns_block(ebpf: &mut Ebpf) -> Result<(), String> {
         tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
     })?;
     let mut slots: ProgramArray<_> = ebpf
-        .map_mut("DNS_BLOCK_PROG")
+        .map_mut(map::DNS_BLOCK_PROG)
         .ok_or("kernel object lacks DNS_BLOCK_PROG")?
         .try_into()
-        .map_err(|e: MapError| e.to_string())?;
+        .map_err(|e: aya::maps::MapError| e.to_string())?;
     slots.set(0, &fd, 0).map_err(|e| e.to_string())
 }
 

@@ -30,7 +30,10 @@ use crate::{
 pub const DNS_QUERY_PORTS: [u16; 2] = [53, 5353];
 
 /// Where a name came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum NameSource {
     Sni,
     Quic,
@@ -39,6 +42,13 @@ pub enum NameSource {
 }
 
 impl NameSource {
+    /// The source `as_str` names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Sni, Self::Quic, Self::Http, Self::Dns]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NameSource::Sni => "sni",

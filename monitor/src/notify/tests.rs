@@ -7,14 +7,14 @@ fn alert(app: &str, company: &str, category: &str, sev: &str, domain: &str) -> A
         finding: Finding {
             app: some(app),
             company: some(company),
-            category: some(category),
-            severity: some(sev),
+            category: some(category).map(Into::into),
+            severity: crate::policy::Severity::parse(sev),
             domain: some(domain),
             pid: 7,
-            dst_ip: "192.0.2.1".into(),
+            dst_ip: "192.0.2.1".parse().unwrap(),
             dst_port: 443,
             dns_chain: vec!["api.vendor.test".into(), domain.into()],
-            domain_source: some("sni"),
+            domain_source: Some(crate::naming::NameSource::Sni),
             source: some("x"),
             ..Finding::default()
         },
@@ -93,7 +93,7 @@ fn the_named_alert_speaks_for_a_burst() {
     let mut t = Throttle::new(Policy::default(), HashSet::new());
     let now = Instant::now();
     let mut unnamed = alert("Zoom", "Test Broker", "data-broker", "high", "");
-    unnamed.finding.dst_ip = "127.0.0.2".into();
+    unnamed.finding.dst_ip = "127.0.0.2".parse().unwrap();
     assert!(t.push(unnamed, now).is_some());
     assert_eq!(
         t.push(

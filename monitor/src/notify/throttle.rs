@@ -6,7 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{host::clock::local_hm_of_ms, protocol::Alert};
+use crate::{
+    host::clock::local_hm_of_ms,
+    policy::{Category, Severity},
+    protocol::Alert,
+};
 
 /// How alerts become notifications.
 #[derive(Debug, Clone)]
@@ -46,18 +50,6 @@ pub struct Note {
     pub details: String,
 }
 
-fn what(category: &str) -> &'static str {
-    match category {
-        "data-broker" => "a data broker",
-        "social-sdk" => "a social-media SDK",
-        "ad-attribution" => "an ad tracker",
-        "product-analytics" => "an analytics service",
-        "session-replay" => "a session-replay service",
-        "crash-reporting" => "a crash reporter",
-        _ => "a tracker",
-    }
-}
-
 fn app_name(a: &Alert) -> String {
     a.finding.who().to_owned()
 }
@@ -72,23 +64,19 @@ fn company(a: &Alert) -> &str {
     a.finding.company.as_deref().unwrap_or("")
 }
 
-fn category(a: &Alert) -> &str {
-    a.finding.category.as_deref().unwrap_or("")
-}
-
-fn severity(a: &Alert) -> &str {
-    a.finding.severity.as_deref().unwrap_or("")
+fn category(a: &Alert) -> Category {
+    a.finding.category.clone().unwrap_or_default()
 }
 
 fn named_domain(a: &Alert) -> Option<&str> {
     a.finding.domain.as_deref().filter(|d| !d.is_empty())
 }
 
-fn urgency(sev: &str) -> &'static str {
+fn urgency(sev: Option<Severity>) -> &'static str {
     match sev {
-        "high" => "critical",
-        "medium" => "normal",
-        _ => "low",
+        Some(Severity::High) => "critical",
+        Some(Severity::Medium) => "normal",
+        Some(Severity::Low | Severity::Info) | None => "low",
     }
 }
 
@@ -108,7 +96,7 @@ fn details(a: &Alert) -> String {
         d.push_str(&format!("\nDNS: {}", f.dns_chain.join(" -> ")));
     }
     if let Some(src) = &f.domain_source {
-        d.push_str(&format!("\nName from: {src}"));
+        d.push_str(&format!("\nName from: {}", src.as_str()));
     }
     if !f.ancestry.is_empty() {
         d.push_str(&format!("\nParents: {}", f.ancestry));
@@ -254,7 +242,7 @@ impl Throttle {
             .flatten()
             .map(|a| {
                 let f = &a.finding;
-                (f.pid, f.dst_ip.as_str(), f.dst_port, f.proto)
+                (f.pid, f.dst_ip, f.dst_port, f.proto)
             })
             .collect::<HashSet<_>>()
             .len();
@@ -264,14 +252,8 @@ impl Throttle {
         let worst = fresh
             .values()
             .flatten()
-            .map(|a| severity(a))
-            .max_by_key(|sev| match *sev {
-                "high" => 3,
-                "medium" => 2,
-                "low" => 1,
-                _ => 0,
-            })
-            .unwrap_or("low");
+            .filter_map(|a| a.finding.severity)
+            .max();
         let apps: Vec<&str> = {
             let mut v: Vec<&str> = fresh.keys().map(|(a, _, _)| a.as_str()).collect();
             v.dedup();
@@ -286,7 +268,7 @@ impl Throttle {
         let any_blocked = fresh.keys().any(|(_, _, b)| *b);
         let summary = match (pairs.len(), any_blocked, all_blocked) {
             (1, true, _) => format!("Blocked: {} -> {}", apps[0], company(first)),
-            (1, false, _) => format!("{} contacted {}", apps[0], what(category(first))),
+            (1, false, _) => format!("{} contacted {}", apps[0], category(first).phrase()),
             (n, _, true) => format!("Blocked: {} -> {n} companies", apps.join(", ")),
             (n, _, false) => format!("{} contacted {n} companies", apps.join(", ")),
         };
@@ -296,10 +278,12 @@ impl Throttle {
             .take(5)
             .map(|((_, company, blocked), v)| {
                 let a = named(v).unwrap_or(v[0]);
-                let dest = named_domain(a).unwrap_or(&a.finding.dst_ip);
+                let dest = named_domain(a)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| a.finding.dst_ip.to_string());
                 format!(
                     "{dest} ({company}, {}) {}at {time}",
-                    category(a).replace('-', " "),
+                    category(a).words(),
                     if *blocked { "blocked " } else { "" }
                 )
             })

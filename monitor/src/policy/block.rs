@@ -59,17 +59,18 @@ impl BlockPlan {
 }
 
 impl Policy {
-    /// Whether any rule blocks, or users may block (and some did).
-    pub fn blocks_anything(&self) -> bool {
+    /// Whether any rule blocks, or users may block and some of `users` did.
+    pub fn blocks_anything(&self, users: &[UserBlock]) -> bool {
         self.rules.iter().any(|r| r.action == Action::Block)
-            || (self.allow_user_blocks && !self.user_blocks.is_empty())
+            || (self.allow_user_blocks && !users.is_empty())
     }
 
     /// What to block for each of `apps` (the watched apps; `None` for a watch that is no
-    /// known app, which only `apps = "*"` rules cover); users' own blocks too when `users`.
-    pub fn block_plan(&self, apps: &[Option<&AppDef>], users: bool) -> BlockPlan {
+    /// known app, which only `apps = "*"` rules cover), with `users`' own blocks where the
+    /// administrator lets users block.
+    pub fn block_plan(&self, apps: &[Option<&AppDef>], users: &[UserBlock]) -> BlockPlan {
         let mut plan = BlockPlan::default();
-        if !self.blocks_anything() {
+        if !self.blocks_anything(users) {
             return plan;
         }
         let block_rules: Vec<_> = self
@@ -91,8 +92,8 @@ impl Policy {
                     }
                 }
             }
-            if users && self.allow_user_blocks {
-                for b in &self.user_blocks {
+            if self.allow_user_blocks {
+                for b in users {
                     if !b.company.eq_ignore_ascii_case(&entry.company) {
                         continue;
                     }
@@ -160,23 +161,20 @@ impl Policy {
         plan
     }
 
-    /// Sets the blocks users asked for (they apply while `allow_user_blocks` is on).
-    pub fn set_user_blocks(&mut self, blocks: Vec<UserBlock>) {
-        self.user_blocks = blocks;
-    }
-
-    pub fn user_blocks(&self) -> &[UserBlock] {
-        &self.user_blocks
-    }
-
-    /// The user block of `uid` that covers a contact of `app` with `company`, if the
-    /// administrator lets users block.
-    pub fn user_block(&self, uid: u32, app: Option<&AppDef>, company: &str) -> Option<&UserBlock> {
+    /// The block among `users` of `uid` that covers a contact of `app` with `company`, if
+    /// the administrator lets users block.
+    pub fn user_block<'u>(
+        &self,
+        users: &'u [UserBlock],
+        uid: u32,
+        app: Option<&AppDef>,
+        company: &str,
+    ) -> Option<&'u UserBlock> {
         if !self.allow_user_blocks {
             return None;
         }
         let app = app?;
-        self.user_blocks
+        users
             .iter()
             .find(|b| b.uid == uid && b.app == app.id && b.company.eq_ignore_ascii_case(company))
     }

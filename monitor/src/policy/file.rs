@@ -8,16 +8,6 @@ use toml::Spanned;
 
 use super::apps::AppDef;
 
-/// Categories brokerwatch knows; policies may add their own (lower-case, `-` separated).
-pub const KNOWN_CATEGORIES: &[&str] = &[
-    "data-broker",
-    "social-sdk",
-    "ad-attribution",
-    "product-analytics",
-    "session-replay",
-    "crash-reporting",
-];
-
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -81,6 +71,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -88,6 +85,17 @@ impl Severity {
             Severity::Medium => "medium",
             Severity::High => "high",
         }
+    }
+
+    /// The severity `as_str` names.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -369,7 +377,7 @@ impl Checker<'_> {
                 format!("category {v:?} is not valid"),
                 Some(&format!(
                     "use one of {} or your own lower-case-with-dashes name",
-                    KNOWN_CATEGORIES.join(", ")
+                    super::category::known_ids().collect::<Vec<_>>().join(", ")
                 )),
             );
         }

@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod block;
+pub mod category;
 pub mod file;
 pub mod import;
 pub mod last_good;
@@ -24,6 +25,7 @@ use std::{
 
 pub use apps::{AppDef, AppSet, PolicyError, Seen};
 pub use block::BlockPlan;
+pub use category::Category;
 pub use file::{Action, Diagnostic, ImportFormat, PolicyFile, Severity};
 pub use matcher::Hit;
 use matcher::Matcher;
@@ -199,8 +201,6 @@ pub struct Policy {
     pub sources: Vec<SourceInfo>,
     /// `[settings] allow_user_blocks`: users may block contacts for themselves.
     pub allow_user_blocks: bool,
-    /// Blocks users asked for (used only when `allow_user_blocks`).
-    user_blocks: Vec<UserBlock>,
 }
 
 /// A block a user asked for: their own processes of `app` may not reach `company`.

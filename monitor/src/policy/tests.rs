@@ -22,7 +22,7 @@ fn builtin_policy_is_valid_and_large_enough() {
             e.source
         );
     }
-    for cat in file::KNOWN_CATEGORIES {
+    for cat in super::category::known_ids() {
         assert!(
             p.entries().iter().any(|e| e.category == *cat),
             "no built-in {cat}"
@@ -347,7 +347,7 @@ fn block_rule_by_company_is_more_specific_than_category_rules_and_flags() {
 fn block_plan_covers_the_rules_apps_and_destinations_only() {
     let p = policy_with(BLOCK_LINKEDIN_FOR_MEETINGS);
     let z = zoom(&p);
-    let plan = p.block_plan(&[Some(z), None], true);
+    let plan = p.block_plan(&[Some(z), None], &[]);
     // Zoom (index 0) may not reach LinkedIn; the unknown watch (index 1) may.
     assert!(
         plan.pairs.contains(&("linkedin".to_owned(), 0, None)),
@@ -367,7 +367,7 @@ fn block_plan_covers_the_rules_apps_and_destinations_only() {
     assert_eq!(plan.destination_of("evillinkedin.com"), None);
     assert_eq!(plan.destination_of("com"), None);
     // No block rule: nothing to do, at no cost.
-    assert!(Policy::builtin().block_plan(&[Some(z)], true).is_empty());
+    assert!(Policy::builtin().block_plan(&[Some(z)], &[]).is_empty());
 }
 
 #[test]
@@ -375,7 +375,7 @@ fn block_plan_leaves_out_what_an_allow_exempts() {
     let p = policy_with(&format!(
         "{BLOCK_LINKEDIN_FOR_MEETINGS}\n[[allow]]\nid = \"zoom-linkedin\"\napp = \"zoom\"\ncompany = \"LinkedIn (Microsoft)\"\n"
     ));
-    assert!(p.block_plan(&[Some(zoom(&p))], true).is_empty());
+    assert!(p.block_plan(&[Some(zoom(&p))], &[]).is_empty());
 }
 
 #[test]
@@ -385,23 +385,22 @@ fn user_blocks_apply_only_where_the_administrator_allows_and_only_to_their_user(
         app: "zoom".into(),
         company: "LinkedIn (Microsoft)".into(),
     };
-    let mut p = policy_with("");
-    p.set_user_blocks(vec![block.clone()]);
+    let users = [block];
+    let p = policy_with("");
     assert!(p
-        .user_block(1000, Some(zoom(&p)), "linkedin (microsoft)")
+        .user_block(&users, 1000, Some(zoom(&p)), "linkedin (microsoft)")
         .is_none());
-    assert!(p.block_plan(&[Some(zoom(&p))], true).is_empty());
-    let mut p = policy_with("[settings]\nallow_user_blocks = true\n");
-    p.set_user_blocks(vec![block]);
+    assert!(p.block_plan(&[Some(zoom(&p))], &users).is_empty());
+    let p = policy_with("[settings]\nallow_user_blocks = true\n");
     assert!(p
-        .user_block(1000, Some(zoom(&p)), "linkedin (microsoft)")
+        .user_block(&users, 1000, Some(zoom(&p)), "linkedin (microsoft)")
         .is_some());
     assert!(p
-        .user_block(1001, Some(zoom(&p)), "LinkedIn (Microsoft)")
+        .user_block(&users, 1001, Some(zoom(&p)), "LinkedIn (Microsoft)")
         .is_none());
     // The administrator's rules alone (when users' blocks do not fit the kernel) hold none.
-    assert!(p.block_plan(&[Some(zoom(&p))], false).is_empty());
-    let plan = p.block_plan(&[Some(zoom(&p))], true);
+    assert!(p.block_plan(&[Some(zoom(&p))], &[]).is_empty());
+    let plan = p.block_plan(&[Some(zoom(&p))], &users);
     assert_eq!(
         plan.pairs,
         HashSet::from([("linkedin".to_owned(), 0, Some(1000))])
@@ -454,7 +453,7 @@ severity = "low"
 action = "block"
 "#,
     );
-    let plan = p.block_plan(&[Some(zoom(&p))], true);
+    let plan = p.block_plan(&[Some(zoom(&p))], &[]);
     assert_eq!(plan.destination_of("tracker.example"), Some("overbroad"));
     assert_eq!(plan.destination_of("zoom.us"), None, "{plan:?}");
     assert_eq!(plan.first_party, 1);

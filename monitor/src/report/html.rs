@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::{text::when, Report};
+use crate::policy::Category;
 
 /// Flagged contacts.
 const ALERT: &str = "#d7263d";
@@ -29,17 +30,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn category_color(category: &str) -> &'static str {
-    match category {
-        "data-broker" => "#d7263d",
-        "social-sdk" => "#7b2cbf",
-        "ad-attribution" | "advertising" => "#f77f00",
-        "product-analytics" | "analytics" => "#1b98e0",
-        "session-replay" => "#2a9d8f",
-        _ => "#6c757d",
-    }
 }
 
 const STYLE: &str = "
@@ -119,7 +109,7 @@ pub fn render(r: &Report, title: &str) -> String {
 /// Apps on the left, companies on the right, one curve per (app, company), as thick as the
 /// number of connections, red when the policy flags it.
 fn graph(h: &mut String, r: &Report) {
-    let mut companies: Vec<(&str, &str, bool)> = Vec::new();
+    let mut companies: Vec<(&str, &Category, bool)> = Vec::new();
     for a in &r.apps {
         for c in &a.companies {
             match companies.iter_mut().find(|x| x.0 == c.company) {
@@ -185,11 +175,11 @@ fn graph(h: &mut String, r: &Report) {
             if *flagged { ALERT } else { "#c5cad1" },
             if *flagged { 2.5 } else { 1.0 },
             y - 14.0,
-            category_color(category),
+            category.colour(),
             co_x + 16.0,
             y + 5.0,
             escape(name),
-            escape(category)
+            escape(category.as_str())
         );
     }
     h.push_str("</svg>");
@@ -255,11 +245,11 @@ fn table(h: &mut String, r: &Report, long: bool) {
                     if c.blocked > 0 {
                         format!(
                             "{} (blocked {}x)",
-                            c.severity.as_deref().unwrap_or(""),
+                            c.severity.map_or("", |s| s.as_str()),
                             c.blocked
                         )
                     } else {
-                        c.severity.clone().unwrap_or_default()
+                        c.severity.map_or("", |s| s.as_str()).to_owned()
                     },
                     c.flagged,
                     c.source.as_deref().unwrap_or(""),
@@ -280,7 +270,7 @@ fn table(h: &mut String, r: &Report, long: bool) {
                 d.count,
                 escape(&when(d.first_ms, long)),
                 escape(&when(d.last_ms, long)),
-                escape(d.named_by.as_deref().unwrap_or("-"))
+                escape(d.named_by.map_or("-", |n| n.as_str()))
             );
         }
     }

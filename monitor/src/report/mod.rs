@@ -1,8 +1,10 @@
 //! What apps talked to, as people read it: per app -> company (category, severity, the
 //! source of the fact) -> destination (count, first and last seen, how it was named). Built
-//! from one audit's findings or from the daemon's store; written as text, JSON, CSV or one
-//! self-contained HTML file (`html`).
+//! from one audit's findings or from the daemon's store; the writers live here together:
+//! [`text`] for terminals, JSON, [`csv`] (also the audit's rows), and [`html`] one
+//! self-contained page. [`write`] picks one.
 
+pub mod csv;
 pub mod html;
 pub mod text;
 
@@ -10,7 +12,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::finding::Finding;
+use crate::{
+    finding::Finding,
+    naming::NameSource,
+    policy::{Category, Severity},
+};
 
 /// Version of the report's JSON shape (bumped on incompatible changes).
 pub const SCHEMA: u32 = 1;
@@ -44,8 +50,8 @@ pub struct AppReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompanyReport {
     pub company: String,
-    pub category: String,
-    pub severity: Option<String>,
+    pub category: Category,
+    pub severity: Option<Severity>,
     /// Where the fact that this destination is the company's comes from.
     pub source: Option<String>,
     pub flagged: bool,
@@ -65,7 +71,7 @@ pub struct DomainRow {
     pub first_ms: u64,
     pub last_ms: u64,
     /// `sni`, `quic`, `http` or `dns`.
-    pub named_by: Option<String>,
+    pub named_by: Option<NameSource>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,13 +86,13 @@ pub struct Bucket {
 pub struct Contact {
     pub app: String,
     pub company: Option<String>,
-    pub category: Option<String>,
-    pub severity: Option<String>,
+    pub category: Option<Category>,
+    pub severity: Option<Severity>,
     pub source: Option<String>,
     pub flagged: bool,
     pub destination: String,
     pub proto: String,
-    pub named_by: Option<String>,
+    pub named_by: Option<NameSource>,
     pub count: u64,
     pub first_ms: u64,
     pub last_ms: u64,
@@ -100,17 +106,50 @@ impl Contact {
             app: f.app.clone().unwrap_or_else(|| f.who().to_owned()),
             company: f.company.clone(),
             category: f.category.clone(),
-            severity: f.severity.clone(),
+            severity: f.severity,
             source: f.source.clone(),
             flagged: f.flagged,
-            destination: f.domain.clone().unwrap_or_else(|| f.dst_ip.clone()),
+            destination: f.destination(),
             proto: f.proto.as_str().to_owned(),
-            named_by: f.domain_source.clone(),
+            named_by: f.domain_source,
             count: f.count,
             first_ms,
             last_ms,
             blocked: f.blocked,
         }
+    }
+}
+
+/// How a report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text { color: bool },
+    Json,
+    Csv,
+    Html,
+}
+
+/// Writes `r` as `format` (`title` heads the HTML page).
+pub fn write(
+    out: &mut dyn std::io::Write,
+    r: &Report,
+    format: Format,
+    title: &str,
+) -> std::io::Result<()> {
+    match format {
+        Format::Text { color } => text::write(out, r, color),
+        Format::Json => {
+            // The daemon's reply shape (`"type":"report"` first), as tools already read it.
+            #[derive(Serialize)]
+            #[serde(tag = "type", rename_all = "lowercase")]
+            enum Tagged<'a> {
+                Report(&'a Report),
+            }
+            serde_json::to_writer(&mut *out, &Tagged::Report(r)).map_err(std::io::Error::other)?;
+            writeln!(out)
+        }
+        Format::Csv => csv::write_report(out, r),
+        Format::Html => out.write_all(html::render(r, title).as_bytes()),
     }
 }
 
@@ -130,8 +169,8 @@ pub fn build(
     type DomKey = (String, String);
     #[derive(Default)]
     struct Co {
-        category: String,
-        severity: Option<String>,
+        category: Category,
+        severity: Option<Severity>,
         source: Option<String>,
         flagged: bool,
         blocked: u64,
@@ -153,13 +192,13 @@ pub fn build(
                 count: 0,
                 first_ms: c.first_ms,
                 last_ms: c.last_ms,
-                named_by: c.named_by.clone(),
+                named_by: c.named_by,
             });
         row.count += c.count;
         row.first_ms = row.first_ms.min(c.first_ms);
         row.last_ms = row.last_ms.max(c.last_ms);
         if row.named_by.is_none() {
-            row.named_by = c.named_by.clone();
+            row.named_by = c.named_by;
         }
     };
     for c in contacts {
@@ -172,7 +211,7 @@ pub fn build(
                 co.flagged |= c.flagged;
                 co.blocked += c.blocked;
                 if co.severity.is_none() || c.flagged {
-                    co.severity = c.severity.clone();
+                    co.severity = c.severity;
                 }
                 if co.source.is_none() {
                     co.source = c.source.clone();
@@ -277,43 +316,18 @@ pub fn build(
     }
 }
 
-/// "a data broker", "3 analytics companies": how people count a category.
-pub fn category_count(category: &str, n: usize) -> String {
-    let (one, many) = match category {
-        "data-broker" => ("data broker", "data brokers"),
-        "social-sdk" => ("social-media SDK", "social-media SDKs"),
-        "ad-attribution" | "advertising" => ("ad company", "ad companies"),
-        "product-analytics" | "analytics" => ("analytics company", "analytics companies"),
-        "session-replay" => ("session-replay company", "session-replay companies"),
-        "crash-reporting" => ("crash-reporting service", "crash-reporting services"),
-        other => return format!("{n} {other}"),
-    };
-    match n {
-        1 => format!("1 {one}"),
-        n => format!("{n} {many}"),
-    }
-}
-
 impl AppReport {
     /// "Zoom contacted 3 data brokers and 5 analytics companies" (or that it contacted no
     /// listed company).
     pub fn headline(&self) -> String {
-        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut per: BTreeMap<&Category, usize> = BTreeMap::new();
         for c in &self.companies {
-            *per.entry(c.category.as_str()).or_default() += 1;
+            *per.entry(&c.category).or_default() += 1;
         }
         // Data brokers and social SDKs first: they are why brokerwatch exists.
-        let order = |c: &str| match c {
-            "data-broker" => 0,
-            "social-sdk" => 1,
-            _ => 2,
-        };
-        let mut parts: Vec<(&str, usize)> = per.into_iter().collect();
-        parts.sort_by_key(|(c, n)| (order(c), usize::MAX - n));
-        let parts: Vec<String> = parts
-            .into_iter()
-            .map(|(c, n)| category_count(c, n))
-            .collect();
+        let mut parts: Vec<(&Category, usize)> = per.into_iter().collect();
+        parts.sort_by_key(|(c, n)| (c.rank(), usize::MAX - n));
+        let parts: Vec<String> = parts.into_iter().map(|(c, n)| c.count(n)).collect();
         match parts.len() {
             0 => format!("{} contacted no listed company", self.app),
             1 => format!("{} contacted {}", self.app, parts[0]),

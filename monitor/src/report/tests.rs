@@ -12,12 +12,18 @@ fn contact(
         app: app.into(),
         company: company.map(|c| c.0.into()),
         category: company.map(|c| c.1.into()),
-        severity: company.map(|_| if flagged { "high" } else { "low" }.into()),
+        severity: company.map(|_| {
+            if flagged {
+                Severity::High
+            } else {
+                Severity::Low
+            }
+        }),
         source: company.map(|_| "https://example.org/fact".into()),
         flagged,
         destination: dest.into(),
         proto: "tcp".into(),
-        named_by: Some("sni".into()),
+        named_by: Some(NameSource::Sni),
         count,
         first_ms: t,
         last_ms: t + 1000,

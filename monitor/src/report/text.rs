@@ -48,8 +48,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             d.count,
             span,
             d.named_by
-                .as_deref()
-                .map(|n| format!("  (named by {n})"))
+                .map(|n| format!("  (named by {})", n.as_str()))
                 .unwrap_or_default()
         )
     };
@@ -62,7 +61,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             app.headline()
         )?;
         for c in &app.companies {
-            let sev = c.severity.as_deref().unwrap_or("-");
+            let sev = c.severity.map_or("-", |s| s.as_str());
             let sev = if c.flagged {
                 sev.to_uppercase()
             } else {

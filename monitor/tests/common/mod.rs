@@ -2,17 +2,15 @@
 //! These tests never skip: without root or BPF they fail, saying why.
 #![allow(dead_code)]
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 use brokerwatch::{
-    audit::launch,
     kernel::{
         wire::{Record, SockRecord},
-        Capture, KernelCounters, Sensor, SensorOptions,
+        KernelCounters, SensorOptions,
     },
+    policy::Policy,
+    session::{launch, Blocking, Patience, Plan, Session},
 };
 use monitor_common::WATCH_TAG_CGROUP;
 
@@ -22,11 +20,12 @@ pub mod lab;
 
 pub const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");
 
+/// A session that watches nothing by itself (the test names what to watch), with every
+/// record it took kept for the test to look at.
 pub struct Harness {
-    pub sensor: Sensor,
-    pub capture: Capture,
+    pub session: Session,
     pub records: Vec<Record>,
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
 }
 
 /// A listener on `addr` that accepts (and drops) every connection, so that its backlog never
@@ -64,16 +63,13 @@ impl Harness {
             .build()
             .expect("runtime");
         let _guard = rt.enter();
-        let mut sensor =
-            Sensor::load(&opts).unwrap_or_else(|e| panic!("loading the sensor: {e:#}"));
-        let ring = sensor.take_ring().expect("ring");
-        let capture = Capture::new(ring).expect("capture");
+        let session = Session::start(&Plan::bare(opts), &Policy::default(), Blocking::new())
+            .unwrap_or_else(|e| panic!("loading the sensor: {e:#}"));
         drop(_guard);
         Self {
-            sensor,
-            capture,
+            session,
             records: Vec::new(),
-            _rt: rt,
+            rt,
         }
     }
 
@@ -85,7 +81,7 @@ impl Harness {
 
     pub fn run_watched_program(&mut self, program: PathBuf, args: &[&str]) -> u32 {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let sensor = &mut self.sensor;
+        let sensor = &mut self.session.sensor;
         let mut child = launch::spawn_gated(&program, &args, None, |pid| {
             sensor.watch_tgid(pid, WATCH_TAG_CGROUP)
         })
@@ -100,27 +96,22 @@ impl Harness {
 
     /// Drains until generated == delivered + lost (or 5 s).
     pub fn settle(&mut self) {
-        let start = Instant::now();
-        loop {
-            let records = &mut self.records;
-            self.capture.drain(|r| records.push(r));
-            let k = self.counters();
-            if k.generated == self.capture.delivered + k.lost {
-                // One more short wait: a record reserved but not yet committed is counted
-                // as generated already, so balance means everything is in.
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "records never balanced: {k:?}, delivered {}",
-                self.capture.delivered
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let records = &mut self.records;
+        let session = &mut self.session;
+        let balanced = self
+            .rt
+            .block_on(session.settle(Patience::TEST, |r| records.push(r.clone())))
+            .expect("settling");
+        assert!(
+            balanced,
+            "records never balanced: {:?}, delivered {}",
+            self.counters(),
+            self.session.capture.delivered
+        );
     }
 
     pub fn counters(&self) -> KernelCounters {
-        self.sensor.counters().expect("counters")
+        self.session.counters().expect("counters")
     }
 
     pub fn socks(&self) -> Vec<&SockRecord> {

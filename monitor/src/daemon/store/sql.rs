@@ -130,12 +130,12 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
         f.count as i64,
         f.to_compact_json(),
         f.app.as_deref().unwrap_or(f.who()),
-        f.category,
-        f.severity,
+        f.category.as_ref().map(|c| c.as_str()),
+        f.severity.map(|s| s.as_str()),
         f.source,
-        f.dst_ip,
+        f.dst_ip.to_string(),
         f.proto.as_str(),
-        f.domain_source,
+        f.domain_source.map(|s| s.as_str()),
     ])?;
     Ok(())
 }
@@ -258,16 +258,17 @@ pub fn report_contacts(
     sql.push_str(" GROUP BY 1, 2, 7, 8, flagged");
     let mut st = db.prepare(&sql)?;
     let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+        let text = |i: usize| r.get::<_, Option<String>>(i);
         Ok(crate::report::Contact {
             app: r.get(0)?,
             company: r.get(1)?,
-            category: r.get(2)?,
-            severity: r.get(3)?,
+            category: text(2)?.map(crate::policy::Category::from),
+            severity: text(3)?.and_then(|s| crate::policy::Severity::parse(&s)),
             source: r.get(4)?,
             flagged: r.get::<_, i64>(5)? != 0,
             destination: r.get(6)?,
             proto: r.get(7)?,
-            named_by: r.get(8)?,
+            named_by: text(8)?.and_then(|s| crate::naming::NameSource::parse(&s)),
             count: r.get::<_, i64>(9)?.max(0) as u64,
             first_ms: r.get::<_, i64>(10)?.max(0) as u64,
             last_ms: r.get::<_, i64>(11)?.max(0) as u64,

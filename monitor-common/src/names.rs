@@ -1,0 +1,52 @@
+//! The kernel object's programs and maps by name, declared once. Userspace finds them by
+//! these names; the kernel side defines them under the same identifiers (the `#[map]` and
+//! program attributes take no constants), and a test holds the built object to exactly
+//! this list, so the two cannot drift apart.
+
+/// Programs (their function names in `monitor-ebpf`).
+pub mod program {
+    pub const CONNECT4: &str = "bw_connect4";
+    pub const CONNECT6: &str = "bw_connect6";
+    pub const SENDMSG4: &str = "bw_sendmsg4";
+    pub const SENDMSG6: &str = "bw_sendmsg6";
+    pub const INGRESS: &str = "bw_ingress";
+    pub const EGRESS: &str = "bw_egress";
+    pub const DNS_BLOCK: &str = "bw_dns_block";
+    pub const FORK: &str = "bw_fork";
+    pub const EXEC: &str = "bw_exec";
+    pub const EXIT: &str = "bw_exit";
+    pub const CGROUP_MKDIR: &str = "bw_cgroup_mkdir";
+    pub const CGROUP_ATTACH: &str = "bw_cgroup_attach";
+}
+
+/// Maps (their static's names in `monitor-ebpf`).
+pub mod map {
+    /// The ring buffer of records.
+    pub const EVENTS: &str = "EVENTS";
+    /// [`crate::Counter`] slots, per CPU.
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const LAST_WAKEUP: &str = "LAST_WAKEUP";
+    /// [`crate::Config`].
+    pub const CONFIG: &str = "CONFIG";
+    pub const WATCH_TGIDS: &str = "WATCH_TGIDS";
+    pub const WATCH_NAMES: &str = "WATCH_NAMES";
+    pub const WATCH_CGROUPS: &str = "WATCH_CGROUPS";
+    pub const SOCK_WATCH: &str = "SOCK_WATCH";
+    pub const SOCK_STATE: &str = "SOCK_STATE";
+    pub const UDP_SEEN: &str = "UDP_SEEN";
+    pub const BLOCK_DOMAINS: &str = "BLOCK_DOMAINS";
+    pub const BLOCK_PAIRS: &str = "BLOCK_PAIRS";
+    pub const BLOCK_CIDRS: &str = "BLOCK_CIDRS";
+    pub const BLOCK_LEARNED: &str = "BLOCK_LEARNED";
+    /// Slot 0: [`super::program::DNS_BLOCK`], tail-called by the ingress program.
+    pub const DNS_BLOCK_PROG: &str = "DNS_BLOCK_PROG";
+    pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
+}
+
+/// Globals userspace sets before loading.
+pub mod global {
+    /// [`crate::KernelOffsets`] from the running kernel's BTF.
+    pub const KOFFS: &str = "KOFFS";
+    /// The ring buffer's size in bytes.
+    pub const RING_BYTES: &str = "RING_BYTES";
+}
