@@ -259,7 +259,7 @@ pub struct SockState {
     /// Payloads captured so far (watched sockets).
     pub captured: u32,
     pub watch_tag: u32,
-    /// [`SOCK_WATCHED`], [`SOCK_DNS`].
+    /// [`SOCK_DNS`].
     pub flags: u32,
     pub _pad: u32,
 }

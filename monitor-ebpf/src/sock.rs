@@ -68,6 +68,48 @@ fn mark_dns_socket(ctx: &SockAddrContext, netns: u64) {
     }
 }
 
+/// The destination address of the call, as 16 bytes (IPv4 in the first four).
+#[inline(always)]
+fn user_addr(sa: &aya_ebpf::bindings::bpf_sock_addr, family: u16) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    if family == AF_INET {
+        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else {
+        let words = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
+        addr[0..4].copy_from_slice(&words[0].to_ne_bytes());
+        addr[4..8].copy_from_slice(&words[1].to_ne_bytes());
+        addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
+        addr[12..16].copy_from_slice(&words[3].to_ne_bytes());
+    }
+    addr
+}
+
+/// Whether this socket already sent to this destination (then the send is folded into a
+/// count instead of a record); the first send is remembered.
+#[inline(always)]
+fn repeated(cookie: u64, addr: [u8; 16], port: u16, family: u16) -> bool {
+    let key = UdpKey {
+        cookie,
+        addr,
+        port,
+        family,
+        _pad: 0,
+    };
+    if let Some(seen) = UDP_SEEN.get_ptr_mut(key) {
+        // SAFETY: LRU value slot; a racing update can only lose an increment.
+        unsafe { *seen += 1 };
+        count(Counter::UdpRepeat);
+        return true;
+    }
+    let _ = UDP_SEEN.insert(key, 0, 0);
+    false
+}
+
 /// Reports the call of a watched process and decides it (allowed unless the block tables
 /// deny this process's app the destination).
 #[inline(always)]
@@ -92,22 +134,7 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
         return ALLOW;
     };
     let origin = Origin::of(pid_tgid);
-
-    let mut addr = [0u8; 16];
-    if family == AF_INET {
-        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    } else {
-        let words = [
-            sa.user_ip6[0],
-            sa.user_ip6[1],
-            sa.user_ip6[2],
-            sa.user_ip6[3],
-        ];
-        addr[0..4].copy_from_slice(&words[0].to_ne_bytes());
-        addr[4..8].copy_from_slice(&words[1].to_ne_bytes());
-        addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
-        addr[12..16].copy_from_slice(&words[3].to_ne_bytes());
-    }
+    let addr = user_addr(sa, family);
     // DNS itself is never blocked: names are how blocking knows what to deny.
     let uid_gid = bpf_get_current_uid_gid();
     let uid = uid_gid as u32;
@@ -138,24 +165,10 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
             BPF_NOEXIST,
         );
     }
-    if kind == EventKind::UdpSend {
-        if sock_type != SOCK_DGRAM {
-            return verdict;
-        }
-        let key = UdpKey {
-            cookie,
-            addr,
-            port,
-            family,
-            _pad: 0,
-        };
-        if let Some(seen) = UDP_SEEN.get_ptr_mut(key) {
-            // SAFETY: LRU value slot; a racing update can only lose an increment.
-            unsafe { *seen += 1 };
-            count(Counter::UdpRepeat);
-            return verdict;
-        }
-        let _ = UDP_SEEN.insert(key, 0, 0);
+    if kind == EventKind::UdpSend
+        && (sock_type != SOCK_DGRAM || repeated(cookie, addr, port, family))
+    {
+        return verdict;
     }
 
     let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);

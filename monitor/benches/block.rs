@@ -11,7 +11,11 @@
 
 use std::{net::UdpSocket, time::Instant};
 
-use brokerwatch::kernel::{wire::Record, BlockTables, Capture, Sensor, SensorOptions};
+use brokerwatch::{
+    kernel::{wire::Record, BlockTables, SensorOptions},
+    policy::Policy,
+    session::{Blocking, Plan, Session},
+};
 use monitor_common::{dest_hash, domain_hash, BLOCK_EVERY_USER, MODE_NAMES, WATCH_TAG_APP_BASE};
 use serde_json::json;
 
@@ -46,35 +50,34 @@ fn tables() -> BlockTables {
     t
 }
 
-struct Watched {
-    sensor: Sensor,
-    capture: Capture,
-    netns: u64,
-}
-
-/// The programs on the root, this process watched; blocking per `block`.
-fn watching_me(block: bool) -> Watched {
-    let mut sensor = Sensor::load(&SensorOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
-    let mut capture = Capture::new(sensor.take_ring().unwrap()).unwrap();
-    sensor.watch_tgid(std::process::id(), TAG).unwrap();
-    sensor.set_mode(MODE_NAMES).unwrap();
+/// A session with the programs on the root, this process watched; blocking per `block`
+/// (needs the runtime `main` entered: the ring's reader registers with it).
+fn watching_me(block: bool) -> Session {
+    let mut w = Session::start(
+        &Plan::bare(SensorOptions::default()),
+        &Policy::default(),
+        Blocking::new(),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    w.sensor.watch_tgid(std::process::id(), TAG).unwrap();
+    w.sensor.set_mode(MODE_NAMES).unwrap();
     // This process's network namespace, as the kernel names it.
     let _ = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .connect("127.0.0.1:9");
     let mut netns = 0;
-    capture.drain(|r| {
+    w.capture.drain(|r| {
         if let Record::Sock(s) = r {
             netns = s.netns;
         }
     });
     if block {
-        sensor
+        w.sensor
             .set_blocks(&tables())
             .unwrap_or_else(|e| panic!("{e}"));
         // SAFETY: no arguments.
         let uid = unsafe { libc::getuid() };
-        sensor
+        w.sensor
             .learn_block(
                 netns,
                 uid,
@@ -83,15 +86,11 @@ fn watching_me(block: bool) -> Watched {
             )
             .unwrap();
     }
-    Watched {
-        sensor,
-        capture,
-        netns,
-    }
+    w
 }
 
 /// `CALLS` UDP connects to `ip`; ns per call, and whether they were denied.
-fn connects(w: &mut Watched, ip: &str) -> (f64, bool) {
+fn connects(w: &mut Session, ip: &str) -> (f64, bool) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dst = format!("{ip}:9");
     let mut denied = false;
@@ -105,7 +104,7 @@ fn connects(w: &mut Watched, ip: &str) -> (f64, bool) {
 }
 
 /// ns per run of `bw_connect4` over `CALLS` connects to `ip`.
-fn kernel_ns(w: &mut Watched, ip: &str) -> f64 {
+fn kernel_ns(w: &mut Session, ip: &str) -> f64 {
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let before = stat(w);
     let _ = connects(w, ip);
@@ -115,7 +114,7 @@ fn kernel_ns(w: &mut Watched, ip: &str) -> f64 {
     (after.1 - before.1) as f64 / runs as f64
 }
 
-fn stat(w: &Watched) -> (u64, u64) {
+fn stat(w: &Session) -> (u64, u64) {
     prog_stat(w, "bw_connect4")
 }
 
@@ -162,7 +161,7 @@ fn dns_walk(n: u32) -> (f64, f64, bool) {
     client.connect("127.0.0.1:53").unwrap();
     let mut query = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     query.extend_from_slice(b"\x03cdn\x07vendor5\x07example\x00\x00\x01\x00\x01");
-    let exchange = |w: &mut Watched| {
+    let exchange = |w: &mut Session| {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
         let before = prog_stat(w, "bw_ingress");
         let mut buf = [0u8; 512];
@@ -189,7 +188,7 @@ fn dns_walk(n: u32) -> (f64, f64, bool) {
     (off, on, denied)
 }
 
-fn prog_stat(w: &Watched, name: &str) -> (u64, u64) {
+fn prog_stat(w: &Session, name: &str) -> (u64, u64) {
     w.sensor
         .program_stats()
         .into_iter()
@@ -230,7 +229,6 @@ fn main() {
         let mut w = watching_me(*block);
         let _ = connects(&mut w, ip);
         kernel.push(kernel_ns(&mut w, ip));
-        let _ = w.netns;
     }
     let wall: Vec<f64> = wall.into_iter().map(median).collect();
     println!(

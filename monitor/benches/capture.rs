@@ -14,20 +14,42 @@ use std::{
 };
 
 use brokerwatch::{
-    engine::Engine,
     host::cgroup,
-    kernel::{AttachScope, Capture, Hooks, ProgramStats, Sensor, SensorOptions},
+    kernel::{AttachScope, Hooks, ProgramStats, SensorOptions},
     policy::{Policy, PolicySources},
+    session::{Blocking, Plan, Session},
 };
 use monitor_common::{MODE_NAMES, WATCH_TAG_APP_BASE};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const ROUNDS: usize = 7;
 
+/// Off/on rounds of one scenario (ns/op), each sorted, and their medians.
+struct Rounds {
+    off: Vec<f64>,
+    on: Vec<f64>,
+    /// The medians, off and on.
+    median: (f64, f64),
+}
+
+impl Rounds {
+    fn new(mut off: Vec<f64>, mut on: Vec<f64>) -> Self {
+        let median = (median(&mut off), median(&mut on));
+        Self { off, on, median }
+    }
+
+    fn json(&self) -> Value {
+        let (off, on) = self.median;
+        json!({"off_ns": off, "on_ns": on, "ratio": on / off,
+            "off_rounds": self.off, "on_rounds": self.on, "target_ratio": 1.01})
+    }
+}
+
 /// One off/on line of the table: medians, [min-max] of the rounds, ratio.
-fn print_row(label: &str, (off, on): (f64, f64), off_rounds: &[f64], on_rounds: &[f64]) {
-    let (off_lo, off_hi) = spread(off_rounds);
-    let (on_lo, on_hi) = spread(on_rounds);
+fn print_row(label: &str, r: &Rounds) {
+    let (off, on) = r.median;
+    let (off_lo, off_hi) = spread(&r.off);
+    let (on_lo, on_hi) = spread(&r.on);
     println!(
         "{label:<36}{off:>8.1} [{off_lo:.0}-{off_hi:.0}]  {on:>8.1} [{on_lo:.0}-{on_hi:.0}]  {:.3}",
         on / off
@@ -45,9 +67,16 @@ fn spread(v: &[f64]) -> (f64, f64) {
     (min, max)
 }
 
+/// A session with the programs loaded per `opts`, watching nothing yet (needs the runtime
+/// `main` entered: the ring's reader registers with it).
+fn session(opts: SensorOptions) -> Session {
+    Session::start(&Plan::bare(opts), &Policy::default(), Blocking::new())
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// The monitor as the daemon would run it: meeting apps watched by name, nothing else.
-fn monitor_on() -> Sensor {
-    let mut s = Sensor::load(&SensorOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+fn monitor_on() -> Session {
+    let mut s = session(SensorOptions::default());
     for (i, name) in [
         "zoom",
         "ZoomWebviewHost",
@@ -58,9 +87,11 @@ fn monitor_on() -> Sensor {
     .iter()
     .enumerate()
     {
-        s.watch_name(name, WATCH_TAG_APP_BASE + i as u32).unwrap();
+        s.sensor
+            .watch_name(name, WATCH_TAG_APP_BASE + i as u32)
+            .unwrap();
     }
-    s.set_mode(MODE_NAMES).unwrap();
+    s.sensor.set_mode(MODE_NAMES).unwrap();
     s
 }
 
@@ -107,34 +138,32 @@ fn getpid_loop(n: u32) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// Off/on rounds of `f`, alternating; returns (off ns/op, on ns/op) per round.
-fn side_by_side(f: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
+/// Off/on rounds of `f`, alternating, with the monitor [`monitor_on`] builds.
+fn side_by_side(f: impl FnMut() -> f64) -> Rounds {
     side_by_side_with(monitor_on, f)
 }
 
 /// The same with the monitor `on()` builds.
-fn side_by_side_with<S>(
-    mut on: impl FnMut() -> S,
-    mut f: impl FnMut() -> f64,
-) -> (Vec<f64>, Vec<f64>) {
+fn side_by_side_with<S>(mut on: impl FnMut() -> S, mut f: impl FnMut() -> f64) -> Rounds {
     let (mut offs, mut ons) = (Vec::new(), Vec::new());
     f(); // warm-up
     for _ in 0..ROUNDS {
         offs.push(f());
-        let sensor = on();
+        let monitor = on();
         ons.push(f());
-        drop(sensor);
+        drop(monitor);
     }
-    (offs, ons)
+    Rounds::new(offs, ons)
 }
 
 /// The monitor watching this very process (its connects are watched ones), programs on
 /// the root.
-fn monitor_watching_me() -> Sensor {
-    let mut s = Sensor::load(&SensorOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
-    s.watch_tgid(std::process::id(), WATCH_TAG_APP_BASE)
+fn monitor_watching_me() -> Session {
+    let mut s = session(SensorOptions::default());
+    s.sensor
+        .watch_tgid(std::process::id(), WATCH_TAG_APP_BASE)
         .unwrap();
-    s.set_mode(MODE_NAMES).unwrap();
+    s.sensor.set_mode(MODE_NAMES).unwrap();
     s
 }
 
@@ -155,6 +184,17 @@ fn p50(mut v: Vec<f64>) -> f64 {
     median(&mut v)
 }
 
+/// Scenario 9's results.
+struct Watched {
+    /// Per-connect p50, monitor off and on (ns).
+    off: f64,
+    on: f64,
+    /// Every program's statistics, with its in-kernel time per connect (ns).
+    programs: Vec<(ProgramStats, f64)>,
+    /// The in-kernel time per connect of all programs (ns).
+    total: f64,
+}
+
 /// Scenario 9: watched TCP connects: per-connect p50 off and on (alternating rounds), and
 /// the in-kernel time of every program per connect from the kernel's own statistics.
 fn watched_tcp(port: u16) -> Watched {
@@ -167,43 +207,44 @@ fn watched_tcp(port: u16) -> Watched {
         drop(s);
     }
     // In-kernel cost: statistics on, a fresh monitor, N connects, the books per program.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _g = rt.enter();
     let n = 5_000;
     let mut s = monitor_watching_me();
-    let mut capture = Capture::new(s.take_ring().unwrap()).unwrap();
+    let (sensor, capture) = (&s.sensor, &mut s.capture);
     bpf_stats(true);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let drainer = std::thread::spawn(move || {
-        while !stop2.load(Ordering::Relaxed) {
+    let stop = AtomicBool::new(false);
+    let stats = std::thread::scope(|scope| {
+        let drainer = scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                capture.drain(|_| {});
+                std::thread::sleep(Duration::from_micros(200));
+            }
             capture.drain(|_| {});
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        capture.drain(|_| {});
+        });
+        let _ = tcp_connect_samples(n, port);
+        let stats = sensor.program_stats();
+        bpf_stats(false);
+        stop.store(true, Ordering::Relaxed);
+        drainer.join().unwrap();
+        stats
     });
-    let _ = tcp_connect_samples(n, port);
-    let stats = s.program_stats();
-    bpf_stats(false);
-    stop.store(true, Ordering::Relaxed);
-    drainer.join().unwrap();
-    let per_connect: Vec<(ProgramStats, f64)> = stats
+    let programs: Vec<(ProgramStats, f64)> = stats
         .into_iter()
         .map(|p| {
             let per = p.run_time_ns as f64 / n as f64;
             (p, per)
         })
         .collect();
-    let total = per_connect.iter().map(|(_, per)| per).sum::<f64>();
-    (p50(off), p50(on), per_connect, total)
+    let total = programs.iter().map(|(_, per)| per).sum::<f64>();
+    Watched {
+        off: p50(off),
+        on: p50(on),
+        programs,
+        total,
+    }
 }
 
-type Watched = (f64, f64, Vec<(ProgramStats, f64)>, f64);
-
-fn print_watched((off, on, stats, total): &Watched) {
+fn print_watched(w: &Watched) {
+    let (off, on, total) = (w.off, w.on, w.total);
     println!(
         "watched TCP connect p50: off {:.1} us, on {:.1} us: {:.3}x",
         off / 1e3,
@@ -211,7 +252,7 @@ fn print_watched((off, on, stats, total): &Watched) {
         on / off
     );
     println!("in-kernel time per watched TCP connect (bpf_stats), all programs: {total:.0} ns");
-    for (p, per) in stats {
+    for (p, per) in &w.programs {
         if p.run_count > 0 {
             println!(
                 "  {:<18} {:>8} runs  {:>7.0} ns/run  {:>7.0} ns per connect",
@@ -224,11 +265,21 @@ fn print_watched((off, on, stats, total): &Watched) {
     }
 }
 
+impl Watched {
+    fn json(&self) -> Value {
+        let (off, on) = (self.off, self.on);
+        json!({"off_p50_ns": off, "on_p50_ns": on, "ratio": on / off,
+            "target_ratio": 1.10, "in_kernel_ns_per_connect": self.total, "target_in_kernel_ns": 1000.0,
+            "programs": self.programs.iter().map(|(p, per)| json!({"name": p.name, "runs": p.run_count,
+                "run_time_ns": p.run_time_ns, "ns_per_connect": per})).collect::<Vec<_>>()})
+    }
+}
+
 /// A watched "app" (a sleeping child of this benchmark) in a cgroup of its own, the
 /// programs attached only there, as the daemon runs on a desktop; this process, in another
 /// cgroup, is the unwatched rest of the machine.
 struct AppInItsCgroup {
-    sensor: Sensor,
+    session: Session,
     child: std::process::Child,
     dir: std::path::PathBuf,
 }
@@ -243,15 +294,19 @@ impl AppInItsCgroup {
             .spawn()
             .unwrap();
         std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
-        let mut sensor = Sensor::load(&SensorOptions {
+        let mut session = session(SensorOptions {
             attach: AttachScope::Cgroups,
             ..SensorOptions::default()
-        })
-        .unwrap();
+        });
+        let sensor = &mut session.sensor;
         sensor.watch_tgid(child.id(), WATCH_TAG_APP_BASE).unwrap();
         sensor.set_mode(MODE_NAMES).unwrap();
         sensor.attach_cgroup(&dir, Hooks::All).unwrap();
-        Self { sensor, child, dir }
+        Self {
+            session,
+            child,
+            dir,
+        }
     }
 }
 
@@ -260,27 +315,65 @@ impl Drop for AppInItsCgroup {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir(&self.dir);
-        let _ = &self.sensor;
+        let _ = &self.session;
     }
+}
+
+/// A side-by-side scenario: its line in the table, its key in the JSON and its rounds.
+struct Scenario {
+    label: &'static str,
+    key: &'static str,
+    rounds: Rounds,
+}
+
+/// The six scenarios where this process is not watched, in the table's order.
+fn unwatched(port: u16, tcp_port: u16) -> Vec<Scenario> {
+    let c = side_by_side(|| connect_loop(200_000, port));
+    let t = side_by_side(|| tcp_connect_loop(5_000, tcp_port));
+    let g = side_by_side(|| getpid_loop(2_000_000));
+    // The daemon on a desktop: programs only in the watched app's cgroup.
+    let ac = side_by_side_with(AppInItsCgroup::start, || connect_loop(200_000, port));
+    let at = side_by_side_with(AppInItsCgroup::start, || tcp_connect_loop(5_000, tcp_port));
+    let ag = side_by_side_with(AppInItsCgroup::start, || getpid_loop(2_000_000));
+    [
+        ("UDP connect(), unwatched", "connect_unwatched", c),
+        ("TCP connect+accept, unwatched", "tcp_connect_unwatched", t),
+        ("getpid() whole-machine tax", "getpid_tax", g),
+        (
+            "UDP connect(), app in own cgroup",
+            "app_cgroup_connect_unwatched",
+            ac,
+        ),
+        (
+            "TCP connect+accept, app in own cg",
+            "app_cgroup_tcp_connect_unwatched",
+            at,
+        ),
+        ("getpid(), app in own cgroup", "app_cgroup_getpid", ag),
+    ]
+    .into_iter()
+    .map(|(label, key, rounds)| Scenario { label, key, rounds })
+    .collect()
+}
+
+/// Scenario 4's results.
+struct ShortLived {
+    /// Children whose connection was seen.
+    children: usize,
+    /// Of them, attributed to the right executable and parent.
+    attributed: usize,
+    secs: f64,
 }
 
 /// Scenario 4: `n` short-lived processes (this benchmark re-executed as a client), each
 /// connecting once and exiting; share attributed to the right executable and parent.
-fn short_lived(n: usize, port: u16) -> (usize, usize, f64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _g = rt.enter();
-    let mut sensor = Sensor::load(&SensorOptions {
+fn short_lived(n: usize, port: u16) -> ShortLived {
+    let mut s = session(SensorOptions {
         ring_bytes: 16 * 1024 * 1024,
         ..SensorOptions::default()
-    })
-    .unwrap();
+    });
     let me = std::process::id();
-    sensor.watch_tgid(me, 1).unwrap();
-    let mut capture = Capture::new(sensor.take_ring().unwrap()).unwrap();
-    let mut engine = Engine::new();
+    s.sensor.watch_tgid(me, 1).unwrap();
     let exe = std::env::current_exe().unwrap();
     let start = Instant::now();
     for _ in 0..n {
@@ -289,19 +382,19 @@ fn short_lived(n: usize, port: u16) -> (usize, usize, f64) {
             .status()
             .unwrap();
         assert!(status.success());
-        capture.drain(|r| engine.handle(&r));
+        s.capture.drain(|r| s.engine.handle(&r));
     }
     let secs = start.elapsed().as_secs_f64();
     for _ in 0..100 {
-        capture.drain(|r| engine.handle(&r));
-        let k = sensor.counters().unwrap();
-        if k.generated == capture.delivered + k.lost {
+        s.capture.drain(|r| s.engine.handle(&r));
+        let k = s.sensor.counters().unwrap();
+        if k.generated == s.capture.delivered + k.lost {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     let exe = exe.display().to_string();
-    let rows = engine.connections();
+    let rows = s.engine.connections();
     let children: Vec<u32> = rows
         .iter()
         .map(|(k, _)| k.pid)
@@ -310,23 +403,40 @@ fn short_lived(n: usize, port: u16) -> (usize, usize, f64) {
     let attributed = children
         .iter()
         .filter(|pid| {
-            engine
+            s.engine
                 .process(**pid)
                 .is_some_and(|p| p.exe.as_deref() == Some(exe.as_str()) && p.ppid == me)
         })
         .count();
-    (children.len(), attributed, secs)
+    ShortLived {
+        children: children.len(),
+        attributed,
+        secs,
+    }
+}
+
+/// Scenario 7's results, in seconds from the start.
+struct Startup {
+    /// The built-in policies loaded.
+    policies: f64,
+    /// And the programs loaded and attached (a session started).
+    total: f64,
 }
 
 /// Scenario 7: loading the built-in policies and the kernel programs, attached.
-fn startup() -> (f64, f64) {
+fn startup() -> Startup {
     let start = Instant::now();
     let policy = Policy::load(&PolicySources::default()).unwrap();
     let policies = start.elapsed().as_secs_f64();
-    let sensor = Sensor::load(&SensorOptions::default()).unwrap();
+    let session = Session::start(
+        &Plan::bare(SensorOptions::default()),
+        &policy,
+        Blocking::new(),
+    )
+    .unwrap();
     let total = start.elapsed().as_secs_f64();
-    drop((policy, sensor));
-    (policies, total)
+    drop((policy, session));
+    Startup { policies, total }
 }
 
 struct Flood {
@@ -336,17 +446,28 @@ struct Flood {
     lost: u64,
 }
 
+impl Flood {
+    /// Everything generated was delivered or counted lost.
+    fn exact(&self) -> bool {
+        self.generated == self.delivered + self.lost
+    }
+
+    fn records_per_s(&self) -> f64 {
+        self.delivered as f64 / self.seconds
+    }
+
+    fn json(&self) -> Value {
+        json!({"seconds": self.seconds, "records_per_s": self.records_per_s(),
+            "generated": self.generated, "delivered": self.delivered, "lost": self.lost,
+            "invariant_exact": self.exact()})
+    }
+}
+
 /// A watched process (this one) connecting as fast as it can for `dur`, consumer on the
 /// other core.
 fn flood(dur: Duration, port: u16, producers: usize) -> Flood {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _g = rt.enter();
-    let mut sensor = Sensor::load(&SensorOptions::default()).unwrap();
-    sensor.watch_tgid(std::process::id(), 1).unwrap();
-    let mut capture = Capture::new(sensor.take_ring().unwrap()).unwrap();
+    let mut s = session(SensorOptions::default());
+    s.sensor.watch_tgid(std::process::id(), 1).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let workers: Vec<_> = (0..producers)
@@ -364,7 +485,7 @@ fn flood(dur: Duration, port: u16, producers: usize) -> Flood {
         })
         .collect();
     while start.elapsed() < dur {
-        if capture.drain(|_| {}) == 0 {
+        if s.capture.drain(|_| {}) == 0 {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -375,20 +496,104 @@ fn flood(dur: Duration, port: u16, producers: usize) -> Flood {
     let seconds = start.elapsed().as_secs_f64();
     // Settle: everything generated is either delivered or counted lost.
     for _ in 0..200 {
-        capture.drain(|_| {});
-        let k = sensor.counters().unwrap();
-        if k.generated == capture.delivered + k.lost {
+        s.capture.drain(|_| {});
+        let k = s.sensor.counters().unwrap();
+        if k.generated == s.capture.delivered + k.lost {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let k = sensor.counters().unwrap();
+    let k = s.sensor.counters().unwrap();
     Flood {
         seconds,
         generated: k.generated,
-        delivered: capture.delivered,
+        delivered: s.capture.delivered,
         lost: k.lost,
     }
+}
+
+/// Everything measured.
+struct Results {
+    unwatched: Vec<Scenario>,
+    watched: Watched,
+    /// One producer, then two.
+    floods: [Flood; 2],
+    short: ShortLived,
+    startup: Startup,
+}
+
+/// Prints the table and the other scenarios' lines.
+fn print_results(r: &Results) {
+    println!("scenario                               off (ns/op)        on (ns/op)        on/off");
+    for s in &r.unwatched {
+        print_row(s.label, &s.rounds);
+    }
+    print_watched(&r.watched);
+    let [fl, fl2] = &r.floods;
+    println!(
+        "watched flood: {:.0} records/s delivered over {:.1}s; generated {} = delivered {} + lost {}: {}",
+        fl.records_per_s(),
+        fl.seconds,
+        fl.generated,
+        fl.delivered,
+        fl.lost,
+        if fl.exact() { "exact" } else { "MISMATCH" }
+    );
+    println!(
+        "watched flood, 2 producers: {:.0} records/s delivered; generated {} = delivered {} + lost {}: {}",
+        fl2.records_per_s(),
+        fl2.generated,
+        fl2.delivered,
+        fl2.lost,
+        if fl2.exact() { "exact" } else { "MISMATCH" }
+    );
+    let ShortLived {
+        children,
+        attributed,
+        secs: short_secs,
+    } = r.short;
+    println!(
+        "1,000 short-lived processes: {children} connected, {attributed} attributed with exe and parent ({:.1}%) in {short_secs:.1}s",
+        100.0 * attributed as f64 / 1000.0
+    );
+    println!(
+        "start-up: built-in policies {:.1} ms, + programs loaded and attached = {:.1} ms",
+        r.startup.policies * 1e3,
+        r.startup.total * 1e3
+    );
+}
+
+/// Writes the results as JSON to `$BW_BENCH_OUT`; returns where.
+fn write_json(r: &Results) -> String {
+    let mut out = serde_json::Map::new();
+    for s in &r.unwatched {
+        out.insert(s.key.into(), s.rounds.json());
+    }
+    let [fl, fl2] = &r.floods;
+    let ShortLived {
+        children,
+        attributed,
+        secs,
+    } = r.short;
+    out.insert("watched_tcp_connect".into(), r.watched.json());
+    out.insert("watched_flood".into(), fl.json());
+    out.insert("watched_flood_2_producers".into(), fl2.json());
+    out.insert(
+        "short_lived_1000".into(),
+        json!({"connected": children, "attributed": attributed,
+            "share": attributed as f64 / 1000.0, "seconds": secs, "target_share": 1.0}),
+    );
+    out.insert(
+        "startup".into(),
+        json!({"policies_ms": r.startup.policies * 1e3, "total_ms": r.startup.total * 1e3, "target_ms": 300.0}),
+    );
+    let path =
+        std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/capture.json".into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    path
 }
 
 fn main() {
@@ -417,105 +622,32 @@ fn main() {
             drop(conn);
         }
     });
+    // Sessions' ring readers register with an event loop (drained by hand here).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
 
     // `BW_BENCH_ONLY=watched`: the watched-connect scenario alone (quick iterations).
     if std::env::var("BW_BENCH_ONLY").as_deref() == Ok("watched") {
-        let w = watched_tcp(tcp_port);
-        print_watched(&w);
+        print_watched(&watched_tcp(tcp_port));
         return;
     }
-    let (mut c_off, mut c_on) = side_by_side(|| connect_loop(200_000, port));
-    let (mut t_off, mut t_on) = side_by_side(|| tcp_connect_loop(5_000, tcp_port));
-    let (mut g_off, mut g_on) = side_by_side(|| getpid_loop(2_000_000));
-    // The daemon on a desktop: programs only in the watched app's cgroup.
-    let (mut ac_off, mut ac_on) =
-        side_by_side_with(AppInItsCgroup::start, || connect_loop(200_000, port));
-    let (mut at_off, mut at_on) =
-        side_by_side_with(AppInItsCgroup::start, || tcp_connect_loop(5_000, tcp_port));
-    let (mut ag_off, mut ag_on) =
-        side_by_side_with(AppInItsCgroup::start, || getpid_loop(2_000_000));
-    let (w_off, w_on, w_stats, w_total) = watched_tcp(tcp_port);
-    let fl = flood(Duration::from_secs(3), port, 1);
-    let fl2 = flood(Duration::from_secs(3), port, 2);
-    let (children, attributed, short_secs) = short_lived(1000, tcp_port);
-    let (startup_policies, startup_total) = startup();
-
-    let c = (median(&mut c_off), median(&mut c_on));
-    let g = (median(&mut g_off), median(&mut g_on));
-    let t = (median(&mut t_off), median(&mut t_on));
-    let ac = (median(&mut ac_off), median(&mut ac_on));
-    let at = (median(&mut at_off), median(&mut at_on));
-    let ag = (median(&mut ag_off), median(&mut ag_on));
-    let rate = fl.delivered as f64 / fl.seconds;
-    println!("scenario                               off (ns/op)        on (ns/op)        on/off");
-    print_row("UDP connect(), unwatched", c, &c_off, &c_on);
-    print_row("TCP connect+accept, unwatched", t, &t_off, &t_on);
-    print_row("getpid() whole-machine tax", g, &g_off, &g_on);
-    print_row("UDP connect(), app in own cgroup", ac, &ac_off, &ac_on);
-    print_row("TCP connect+accept, app in own cg", at, &at_off, &at_on);
-    print_row("getpid(), app in own cgroup", ag, &ag_off, &ag_on);
-    print_watched(&(w_off, w_on, w_stats.clone(), w_total));
-    println!(
-        "watched flood: {:.0} records/s delivered over {:.1}s; generated {} = delivered {} + lost {}: {}",
-        rate,
-        fl.seconds,
-        fl.generated,
-        fl.delivered,
-        fl.lost,
-        if fl.generated == fl.delivered + fl.lost { "exact" } else { "MISMATCH" }
-    );
-    println!(
-        "watched flood, 2 producers: {:.0} records/s delivered; generated {} = delivered {} + lost {}: {}",
-        fl2.delivered as f64 / fl2.seconds,
-        fl2.generated,
-        fl2.delivered,
-        fl2.lost,
-        if fl2.generated == fl2.delivered + fl2.lost { "exact" } else { "MISMATCH" }
-    );
-    println!(
-        "1,000 short-lived processes: {children} connected, {attributed} attributed with exe and parent ({:.1}%) in {short_secs:.1}s",
-        100.0 * attributed as f64 / 1000.0
-    );
-    println!(
-        "start-up: built-in policies {:.1} ms, + programs loaded and attached = {:.1} ms",
-        startup_policies * 1e3,
-        startup_total * 1e3
-    );
-    let out = json!({
-        "connect_unwatched": {"off_ns": c.0, "on_ns": c.1, "ratio": c.1 / c.0,
-            "off_rounds": c_off, "on_rounds": c_on, "target_ratio": 1.01},
-        "tcp_connect_unwatched": {"off_ns": t.0, "on_ns": t.1, "ratio": t.1 / t.0,
-            "off_rounds": t_off, "on_rounds": t_on, "target_ratio": 1.01},
-        "getpid_tax": {"off_ns": g.0, "on_ns": g.1, "ratio": g.1 / g.0,
-            "off_rounds": g_off, "on_rounds": g_on, "target_ratio": 1.01},
-        "app_cgroup_connect_unwatched": {"off_ns": ac.0, "on_ns": ac.1, "ratio": ac.1 / ac.0,
-            "off_rounds": ac_off, "on_rounds": ac_on, "target_ratio": 1.01},
-        "app_cgroup_tcp_connect_unwatched": {"off_ns": at.0, "on_ns": at.1, "ratio": at.1 / at.0,
-            "off_rounds": at_off, "on_rounds": at_on, "target_ratio": 1.01},
-        "app_cgroup_getpid": {"off_ns": ag.0, "on_ns": ag.1, "ratio": ag.1 / ag.0,
-            "off_rounds": ag_off, "on_rounds": ag_on, "target_ratio": 1.01},
-        "watched_tcp_connect": {"off_p50_ns": w_off, "on_p50_ns": w_on, "ratio": w_on / w_off,
-            "target_ratio": 1.10, "in_kernel_ns_per_connect": w_total, "target_in_kernel_ns": 1000.0,
-            "programs": w_stats.iter().map(|(p, per)| json!({"name": p.name, "runs": p.run_count,
-                "run_time_ns": p.run_time_ns, "ns_per_connect": per})).collect::<Vec<_>>()},
-        "watched_flood": {"seconds": fl.seconds, "records_per_s": rate, "generated": fl.generated,
-            "delivered": fl.delivered, "lost": fl.lost,
-            "invariant_exact": fl.generated == fl.delivered + fl.lost},
-        "watched_flood_2_producers": {"seconds": fl2.seconds, "records_per_s": fl2.delivered as f64 / fl2.seconds,
-            "generated": fl2.generated, "delivered": fl2.delivered, "lost": fl2.lost,
-            "invariant_exact": fl2.generated == fl2.delivered + fl2.lost},
-        "short_lived_1000": {"connected": children, "attributed": attributed,
-            "share": attributed as f64 / 1000.0, "seconds": short_secs, "target_share": 1.0},
-        "startup": {"policies_ms": startup_policies * 1e3, "total_ms": startup_total * 1e3, "target_ms": 300.0},
-    });
-    let path =
-        std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/capture.json".into());
-    if let Some(dir) = std::path::Path::new(&path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    let r = Results {
+        unwatched: unwatched(port, tcp_port),
+        watched: watched_tcp(tcp_port),
+        floods: [
+            flood(Duration::from_secs(3), port, 1),
+            flood(Duration::from_secs(3), port, 2),
+        ],
+        short: short_lived(1000, tcp_port),
+        startup: startup(),
+    };
+    print_results(&r);
+    let path = write_json(&r);
     println!("wrote {path}");
-    if fl.generated != fl.delivered + fl.lost || fl2.generated != fl2.delivered + fl2.lost {
+    if r.floods.iter().any(|f| !f.exact()) {
         std::process::exit(1);
     }
 }

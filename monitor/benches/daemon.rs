@@ -82,32 +82,28 @@ impl Drop for Kill {
     }
 }
 
-/// Starts a desktop session and the agent; returns connect-to-Notify latencies in ms.
-fn notification_latency(
-    dir: &Path,
-    zoom: &Path,
-    port: u16,
-    alerts: &std::sync::mpsc::Receiver<(u64, String)>,
-) -> Vec<f64> {
-    let bus = dir.join("bus");
-    let env = [
-        ("DISPLAY", ":95".to_owned()),
-        (
+/// A command run in the benchmark's desktop session: display :95 and the session bus at
+/// `bus`.
+fn spawn_in(bus: &Path, argv: &[&str], out: Stdio) -> std::io::Result<Child> {
+    let mut c = Command::new(argv[0]);
+    c.args(&argv[1..])
+        .stdout(out)
+        .stderr(Stdio::null())
+        .env("DISPLAY", ":95")
+        .env(
             "DBUS_SESSION_BUS_ADDRESS",
             format!("unix:path={}", bus.display()),
-        ),
-    ];
-    let spawn = |argv: &[&str], out: Stdio| {
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..]).stdout(out).stderr(Stdio::null());
-        for (k, v) in &env {
-            c.env(k, v);
-        }
-        c.spawn()
-    };
-    let mut procs = Kill(Vec::new());
+        );
+    c.spawn()
+}
+
+/// Starts a desktop session (Xvfb, a session D-Bus at `bus`, dunst) into `procs`, and a
+/// `dbus-monitor` whose every Notify call is stamped (boot clock) on the channel returned.
+/// `None` (and says why) when the tools are missing.
+fn start_desktop(bus: &Path, procs: &mut Kill) -> Option<std::sync::mpsc::Receiver<u64>> {
     let (Ok(x), Ok(b)) = (
-        spawn(
+        spawn_in(
+            bus,
             &[
                 "Xvfb",
                 ":95",
@@ -119,7 +115,8 @@ fn notification_latency(
             ],
             Stdio::null(),
         ),
-        spawn(
+        spawn_in(
+            bus,
             &[
                 "dbus-daemon",
                 "--session",
@@ -131,13 +128,14 @@ fn notification_latency(
         ),
     ) else {
         eprintln!("no Xvfb/dbus-daemon: notification latency not measured (cargo xtask setup installs them)");
-        return Vec::new();
+        return None;
     };
     procs.0.extend([x, b]);
     std::thread::sleep(Duration::from_secs(1));
     let (Ok(dunst), Ok(mut monitor)) = (
-        spawn(&["dunst"], Stdio::null()),
-        spawn(
+        spawn_in(bus, &["dunst"], Stdio::null()),
+        spawn_in(
+            bus,
             &[
                 "dbus-monitor",
                 "--session",
@@ -147,7 +145,7 @@ fn notification_latency(
         ),
     ) else {
         eprintln!("no dunst/dbus-monitor: notification latency not measured");
-        return Vec::new();
+        return None;
     };
     let (ntx, nrx) = std::sync::mpsc::channel::<u64>();
     let out = monitor.stdout.take().unwrap();
@@ -162,8 +160,15 @@ fn notification_latency(
             }
         }
     });
+    Some(nrx)
+}
+
+/// Starts `brokerwatch notify` in the desktop session at `bus` into `procs` (no dedup, no
+/// rate limit), for the daemon whose socket is in `dir`. False if it cannot start.
+fn start_agent(bus: &Path, dir: &Path, procs: &mut Kill) -> bool {
     let socket = dir.join("s.sock");
-    let Ok(agent) = spawn(
+    let Ok(agent) = spawn_in(
+        bus,
         &[
             BIN,
             "notify",
@@ -176,12 +181,22 @@ fn notification_latency(
         ],
         Stdio::null(),
     ) else {
-        return Vec::new();
+        return false;
     };
     procs.0.push(agent);
-    std::thread::sleep(Duration::from_secs(2));
+    true
+}
+
+/// 30 broker contacts by `zoom`, each followed by its alert (on `alerts`) and the
+/// notification server's Notify call (on `notified`); the connect-to-Notify latencies in ms.
+fn notify_samples(
+    zoom: &Path,
+    port: u16,
+    alerts: &std::sync::mpsc::Receiver<(u64, String)>,
+    notified: &std::sync::mpsc::Receiver<u64>,
+) -> Vec<f64> {
     while alerts.try_recv().is_ok() {}
-    while nrx.try_recv().is_ok() {}
+    while notified.try_recv().is_ok() {}
     let mut out = Vec::new();
     for _ in 0..30 {
         let st = Command::new(zoom)
@@ -194,14 +209,33 @@ fn notification_latency(
         };
         let v: Value = serde_json::from_str(&line).unwrap();
         let connect = v["alert"]["connect_boot_ns"].as_u64().unwrap_or(0);
-        if let Ok(at) = nrx.recv_timeout(Duration::from_secs(5)) {
+        if let Ok(at) = notified.recv_timeout(Duration::from_secs(5)) {
             out.push((at.saturating_sub(connect)) as f64 / 1e6);
         }
         // Past the agent's burst window: the next alert is a new notification.
         std::thread::sleep(Duration::from_millis(1700));
-        while nrx.try_recv().is_ok() {}
+        while notified.try_recv().is_ok() {}
     }
     out
+}
+
+/// Starts a desktop session and the agent; returns connect-to-Notify latencies in ms.
+fn notification_latency(
+    dir: &Path,
+    zoom: &Path,
+    port: u16,
+    alerts: &std::sync::mpsc::Receiver<(u64, String)>,
+) -> Vec<f64> {
+    let bus = dir.join("bus");
+    let mut procs = Kill(Vec::new());
+    let Some(notified) = start_desktop(&bus, &mut procs) else {
+        return Vec::new();
+    };
+    if !start_agent(&bus, dir, &mut procs) {
+        return Vec::new();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    notify_samples(zoom, port, alerts, &notified)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -209,17 +243,16 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the daemon benchmarks load eBPF programs: run them as root");
-        std::process::exit(2);
-    }
-    let dir = std::env::temp_dir().join(format!("bw-daemon-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// Seconds the idle daemon is watched for.
+const IDLE_SECS: u64 = 60;
+
+/// Alerts timed in the latency scenario.
+const SAMPLES: usize = 200;
+
+/// Writes the daemon's policy (127.0.0.2 is a broker) in `dir`, listens there (accepting
+/// and dropping every connection so that the backlog never fills) and copies the probe to
+/// `dir/zoom`; returns the broker's port and the probe.
+fn prepare(dir: &Path) -> (u16, PathBuf) {
     std::fs::create_dir_all(dir.join("policies.d")).unwrap();
     std::fs::write(
         dir.join("policies.d/b.toml"),
@@ -228,22 +261,21 @@ fn main() {
     .unwrap();
     let l = TcpListener::bind("127.0.0.2:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    // Accept (and drop) every connection so that the backlog never fills.
-    let acceptor = l.try_clone().unwrap();
     std::thread::spawn(move || {
-        for c in acceptor.incoming() {
+        for c in l.incoming() {
             drop(c);
         }
     });
     let zoom = dir.join("zoom");
     std::fs::copy(PROBE, &zoom).unwrap();
+    (port, zoom)
+}
 
-    // Scenario 7 (daemon form) and 5: latency.
-    let (d, ready_s) = start(&dir, &[]);
-    let pid = d.0.id();
+/// Subscribes to the daemon's alerts at `dir/s.sock`; a reader thread stamps every alert
+/// (boot clock) as it arrives, while the probes run.
+fn subscribe(dir: &Path) -> (UnixStream, std::sync::mpsc::Receiver<(u64, String)>) {
     let mut sub = UnixStream::connect(dir.join("s.sock")).unwrap();
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
-    // A reader thread stamps every alert as it arrives, while the probes run.
     let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
     let reader = BufReader::new(sub.try_clone().unwrap());
     std::thread::spawn(move || {
@@ -253,48 +285,76 @@ fn main() {
             }
         }
     });
-    let samples = 200;
+    (sub, rx)
+}
+
+/// Per-alert latencies in ms.
+struct AlertLatency {
+    /// Connect to the daemon's decision.
+    decide: Vec<f64>,
+    /// Connect to the alert's arrival at a client.
+    deliver: Vec<f64>,
+}
+
+/// Scenario 5: [`SAMPLES`] broker contacts by `zoom`, each awaited as an alert on `alerts`.
+fn alert_latency(
+    zoom: &Path,
+    port: u16,
+    alerts: &std::sync::mpsc::Receiver<(u64, String)>,
+) -> AlertLatency {
     let (mut decide, mut deliver) = (Vec::new(), Vec::new());
-    for _ in 0..samples {
-        let st = Command::new(&zoom)
+    for _ in 0..SAMPLES {
+        let st = Command::new(zoom)
             .arg(format!("tcp:127.0.0.2:{port}"))
             .status()
             .unwrap();
         assert!(st.success());
-        let (got, line) = rx.recv_timeout(Duration::from_secs(10)).expect("an alert");
+        let (got, line) = alerts
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an alert");
         let v: Value = serde_json::from_str(&line).unwrap();
         let a = &v["alert"];
         let c = a["connect_boot_ns"].as_u64().unwrap();
         decide.push((a["decided_boot_ns"].as_u64().unwrap() - c) as f64 / 1e6);
         deliver.push((got - c) as f64 / 1e6);
     }
-    // Scenario 5, second half: connect -> the notification server receiving the Notify
-    // call (a real session: Xvfb, a session D-Bus, dunst, and `brokerwatch notify`).
-    let notify_ms = notification_latency(&dir, &zoom, port, &rx);
+    AlertLatency { decide, deliver }
+}
 
-    // Scenario 6: idle.
+/// What an idle daemon costs.
+struct Idle {
+    rss_kb: u64,
+    /// CPU over [`IDLE_SECS`], in % of a core.
+    cpu_pct: f64,
+    /// Context switches per second.
+    wakeups: f64,
+}
+
+/// Context switches of `pid` so far, voluntary or not.
+fn switches(pid: u32) -> u64 {
+    status_field(pid, "voluntary_ctxt_switches:") + status_field(pid, "nonvoluntary_ctxt_switches:")
+}
+
+/// Scenario 6: the daemon `pid` idle: its RSS after 2 s, then its CPU and wakeups over
+/// [`IDLE_SECS`].
+fn idle(pid: u32) -> Idle {
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle_kb = status_field(pid, "VmRSS:");
-    let (t0, c0) = (
-        cpu_ticks(pid),
-        status_field(pid, "voluntary_ctxt_switches:")
-            + status_field(pid, "nonvoluntary_ctxt_switches:"),
-    );
-    let idle_secs = 60;
-    std::thread::sleep(Duration::from_secs(idle_secs));
-    let (t1, c1) = (
-        cpu_ticks(pid),
-        status_field(pid, "voluntary_ctxt_switches:")
-            + status_field(pid, "nonvoluntary_ctxt_switches:"),
-    );
+    let rss_kb = status_field(pid, "VmRSS:");
+    let (t0, c0) = (cpu_ticks(pid), switches(pid));
+    std::thread::sleep(Duration::from_secs(IDLE_SECS));
+    let (t1, c1) = (cpu_ticks(pid), switches(pid));
     // SAFETY: plain sysconf.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu_pct = (t1 - t0) as f64 / hz / idle_secs as f64 * 100.0;
-    let wakeups = (c1 - c0) as f64 / idle_secs as f64;
-    drop(d);
-    drop(sub);
+    Idle {
+        rss_kb,
+        cpu_pct: (t1 - t0) as f64 / hz / IDLE_SECS as f64 * 100.0,
+        wakeups: (c1 - c0) as f64 / IDLE_SECS as f64,
+    }
+}
 
-    // Scenario 6: with a 1,000,000-domain list.
+/// Scenario 6 with a 1,000,000-domain list imported: the daemon's start to socket ready
+/// in seconds, and its RSS in KiB 2 s later.
+fn with_million(dir: &Path) -> (f64, u64) {
     let list = dir.join("million.txt");
     let mut text = String::with_capacity(28_000_000);
     for i in 0..1_000_000 {
@@ -303,20 +363,38 @@ fn main() {
     std::fs::write(&list, &text).unwrap();
     drop(text);
     let spec = format!("adblock:{}:ad-attribution", list.display());
-    let (d, ready_list_s) = start(&dir, &["--import", &spec]);
+    let (d, ready_list_s) = start(dir, &["--import", &spec]);
     std::thread::sleep(Duration::from_secs(2));
     let rss_list_kb = status_field(d.0.id(), "VmRSS:");
-    drop(d);
-    std::fs::remove_dir_all(&dir).ok();
+    (ready_list_s, rss_list_kb)
+}
 
-    let mut notify_ms = notify_ms;
+/// Everything measured.
+struct Results {
+    ready_s: f64,
+    ready_list_s: f64,
+    alerts: AlertLatency,
+    /// Connect to the notification server's Notify call, in ms (none without a desktop).
+    notify_ms: Vec<f64>,
+    idle: Idle,
+    rss_list_kb: u64,
+}
+
+/// Prints the results and writes them as JSON to `$BW_BENCH_OUT`.
+fn report(mut r: Results) {
+    let notify_ms = &mut r.notify_ms;
     let (s50, s99) = if notify_ms.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
-        (pct(&mut notify_ms, 0.5), pct(&mut notify_ms, 0.99))
+        (pct(notify_ms, 0.5), pct(notify_ms, 0.99))
     };
-    let (d50, d99) = (pct(&mut decide, 0.5), pct(&mut decide, 0.99));
-    let (n50, n99) = (pct(&mut deliver, 0.5), pct(&mut deliver, 0.99));
+    let (decide, deliver) = (&mut r.alerts.decide, &mut r.alerts.deliver);
+    let (d50, d99) = (pct(decide, 0.5), pct(decide, 0.99));
+    let (n50, n99) = (pct(deliver, 0.5), pct(deliver, 0.99));
+    let (ready_s, ready_list_s) = (r.ready_s, r.ready_list_s);
+    let (rss_idle_kb, rss_list_kb) = (r.idle.rss_kb, r.rss_list_kb);
+    let (cpu_pct, wakeups, idle_secs, samples) =
+        (r.idle.cpu_pct, r.idle.wakeups, IDLE_SECS, SAMPLES);
     println!("daemon start to socket ready: {:.0} ms (built-in policies), {:.0} ms (with 1,000,000 domains)", ready_s * 1e3, ready_list_s * 1e3);
     println!("connect -> alert decision: p50 {d50:.2} ms, p99 {d99:.2} ms ({samples} samples)");
     println!("connect -> alert at a client: p50 {n50:.2} ms, p99 {n99:.2} ms");
@@ -349,4 +427,39 @@ fn main() {
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
     println!("wrote {path}");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the daemon benchmarks load eBPF programs: run them as root");
+        std::process::exit(2);
+    }
+    let dir = std::env::temp_dir().join(format!("bw-daemon-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (port, zoom) = prepare(&dir);
+
+    // Scenario 7 (daemon form) and 5: latency.
+    let (d, ready_s) = start(&dir, &[]);
+    let (sub, rx) = subscribe(&dir);
+    let alerts = alert_latency(&zoom, port, &rx);
+    // Scenario 5, second half: connect -> the notification server receiving the Notify
+    // call (a real session: Xvfb, a session D-Bus, dunst, and `brokerwatch notify`).
+    let notify_ms = notification_latency(&dir, &zoom, port, &rx);
+    let idle = idle(d.0.id());
+    drop(d);
+    drop(sub);
+    let (ready_list_s, rss_list_kb) = with_million(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    report(Results {
+        ready_s,
+        ready_list_s,
+        alerts,
+        notify_ms,
+        idle,
+        rss_list_kb,
+    });
 }

@@ -15,7 +15,8 @@ use std::{
     net::TcpListener,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
 
@@ -103,34 +104,18 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    if let Some(i) = args.iter().position(|a| a == "--hostile") {
-        hostile(&args[i + 1], Path::new(&args[i + 2]));
-        return;
-    }
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the soak loads eBPF programs and runs attackers as other users: run it as root");
-        std::process::exit(2);
-    }
-    let secs: u64 = std::env::var("BW_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    let dir = std::env::temp_dir().join(format!("bw-soak-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// Writes the daemon's policy (127.0.0.2 is a broker) in `dir` and listens on 127.0.0.2
+/// (the broker) and 127.0.0.3 (a first party), accepting and dropping every connection;
+/// returns the listeners and their ports.
+fn prepare(dir: &Path) -> Vec<(TcpListener, u16)> {
     std::fs::create_dir_all(dir.join("policies.d")).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(
         dir.join("policies.d/b.toml"),
         "[[destination]]\nid = \"b\"\ncompany = \"Soak Broker\"\ncategory = \"data-broker\"\ncidrs = [\"127.0.0.2/32\"]\nsource = \"bench\"\n",
     )
     .unwrap();
-    let listeners: Vec<(TcpListener, u16)> = ["127.0.0.2:0", "127.0.0.3:0"]
+    ["127.0.0.2:0", "127.0.0.3:0"]
         .iter()
         .map(|a| {
             let l = TcpListener::bind(a).unwrap();
@@ -143,15 +128,18 @@ fn main() {
             });
             (l, port)
         })
-        .collect();
-    let (broker, first_party) = (listeners[0].1, listeners[1].1);
-    let socket = dir.join("run/s.sock");
+        .collect()
+}
+
+/// Starts the daemon with its state in `dir` (its log in `dir/daemon.log`) and waits for
+/// its `socket`.
+fn start_daemon(dir: &Path, socket: &Path) -> Child {
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let mut daemon = Command::new(BIN)
+    let daemon = Command::new(BIN)
         .args(["daemon", "--group", "nogroup", "--policy-dir"])
         .arg(dir.join("policies.d"))
         .arg("--socket")
-        .arg(&socket)
+        .arg(socket)
         .arg("--state-dir")
         .arg(dir.join("state"))
         .stdout(Stdio::null())
@@ -159,19 +147,22 @@ fn main() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while UnixStream::connect(&socket).is_err() {
+    while UnixStream::connect(socket).is_err() {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "daemon did not start"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pid = daemon.id();
-    let rss_start = rss_kib(pid);
-    // The attackers, each as a user of its own (the socket's group lets them in).
+    daemon
+}
+
+/// The attackers, each as a user of its own (the socket's group lets them in): this
+/// binary, copied to `dir`, re-run with `--hostile`.
+fn attack(dir: &Path, socket: &Path) -> Kill {
     let me = dir.join("soak");
     std::fs::copy(std::env::current_exe().unwrap(), &me).unwrap();
-    let attackers = Kill(
+    Kill(
         ["flood", "slowloris", "hugeline", "fdhog"]
             .iter()
             .enumerate()
@@ -181,16 +172,19 @@ fn main() {
                     .args(["--regid=65534", "--clear-groups"])
                     .arg(&me)
                     .args(["--hostile", kind])
-                    .arg(&socket)
+                    .arg(socket)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
                     .unwrap()
             })
             .collect(),
-    );
-    // Root's own subscription stamps every alert as it arrives.
-    let mut sub = UnixStream::connect(&socket).unwrap();
+    )
+}
+
+/// Root's own subscription: a reader thread stamps every alert as it arrives.
+fn subscribe(socket: &Path) -> (UnixStream, Receiver<(u64, String)>) {
+    let mut sub = UnixStream::connect(socket).unwrap();
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
     let reader = BufReader::new(sub.try_clone().unwrap());
@@ -201,32 +195,58 @@ fn main() {
             }
         }
     });
-    let zoom = dir.join("zoom");
-    std::fs::copy(PROBE, &zoom).unwrap();
+    (sub, rx)
+}
+
+/// Adds the connect-to-decision latency (ms) of every alert received so far to `decide`.
+fn take_decisions(rx: &Receiver<(u64, String)>, decide: &mut Vec<f64>) {
+    while let Ok((_, line)) = rx.try_recv() {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let a = &v["alert"];
+        if let (Some(c), Some(d)) = (a["connect_boot_ns"].as_u64(), a["decided_boot_ns"].as_u64()) {
+            decide.push((d - c) as f64 / 1e6);
+        }
+    }
+}
+
+/// What the watched app saw during the attack.
+struct Traffic {
+    /// Connect-to-decision latencies of the alerts, in ms.
+    decide: Vec<f64>,
+    /// The daemon's RSS in KiB, every 5 s.
+    rss: Vec<u64>,
+    /// Connections made to each destination.
+    made: u64,
+    /// Descriptors the daemon held at most: the attack's weight (held connections).
+    max_fds: usize,
+}
+
+/// For `secs`, the watched app (the probe at `zoom`) contacts the broker and the first
+/// party every 50 ms, while the alerts on `rx` are timed and the daemon `pid` sampled
+/// every 5 s; then 2 s more for the last alerts.
+fn run_app(
+    zoom: &Path,
+    ports: (u16, u16),
+    pid: u32,
+    rx: &Receiver<(u64, String)>,
+    secs: u64,
+) -> Traffic {
+    let (broker, first_party) = ports;
     let mut decide = Vec::new();
     let mut rss = Vec::new();
     let mut made = 0u64;
-    // Descriptors the daemon holds: the attack's weight (held connections).
     let mut max_fds = 0usize;
     let mut last_rss = Instant::now();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(secs) {
-        let st = Command::new(&zoom)
+        let st = Command::new(zoom)
             .arg(format!("tcp:127.0.0.2:{broker}"))
             .arg(format!("tcp:127.0.0.3:{first_party}"))
             .status()
             .unwrap();
         assert!(st.success());
         made += 1;
-        while let Ok((_, line)) = rx.try_recv() {
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            let a = &v["alert"];
-            if let (Some(c), Some(d)) =
-                (a["connect_boot_ns"].as_u64(), a["decided_boot_ns"].as_u64())
-            {
-                decide.push((d - c) as f64 / 1e6);
-            }
-        }
+        take_decisions(rx, &mut decide);
         if last_rss.elapsed() >= Duration::from_secs(5) {
             rss.push(rss_kib(pid));
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -238,17 +258,30 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
-    while let Ok((_, line)) = rx.try_recv() {
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        let a = &v["alert"];
-        if let (Some(c), Some(d)) = (a["connect_boot_ns"].as_u64(), a["decided_boot_ns"].as_u64()) {
-            decide.push((d - c) as f64 / 1e6);
-        }
+    take_decisions(rx, &mut decide);
+    Traffic {
+        decide,
+        rss,
+        made,
+        max_fds,
     }
-    drop(attackers);
-    // A clean stop writes what is pending; then count what the store holds.
+}
+
+/// What the daemon kept.
+struct Stored {
+    exit: ExitStatus,
+    /// Contacts of the broker's and of the first party's port in the store.
+    broker: u64,
+    first_party: u64,
+    /// "cannot accept clients" lines in its log.
+    accept_errors: usize,
+}
+
+/// Stops the daemon cleanly (it writes what is pending), then counts what its store in
+/// `dir` holds for `zoom` on each of `ports`, and its log's accept errors.
+fn stop(mut daemon: Child, dir: &Path, ports: (u16, u16)) -> Stored {
     let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", &daemon.id().to_string()])
         .status();
     let exit = daemon.wait().unwrap();
     let rows = store::read_connections(&dir.join("state").join(store::FILE_NAME), 0).unwrap();
@@ -258,9 +291,29 @@ fn main() {
             .map(|r| r.finding.count)
             .sum()
     };
-    let (stored_broker, stored_first) = (stored(broker), stored(first_party));
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
-    let accept_errors = log.matches("cannot accept clients").count();
+    Stored {
+        exit,
+        broker: stored(ports.0),
+        first_party: stored(ports.1),
+        accept_errors: log.matches("cannot accept clients").count(),
+    }
+}
+
+/// Prints the results and writes them as JSON to `$BW_BENCH_OUT`; returns where.
+fn report(secs: u64, rss_start: u64, traffic: Traffic, stored: &Stored) -> String {
+    let Traffic {
+        mut decide,
+        rss,
+        made,
+        max_fds,
+    } = traffic;
+    let (exit, stored_broker, stored_first, accept_errors) = (
+        stored.exit,
+        stored.broker,
+        stored.first_party,
+        stored.accept_errors,
+    );
     let rss_max = rss.iter().copied().max().unwrap_or(0);
     let rss_end = rss.last().copied().unwrap_or(0);
     let alerts = decide.len();
@@ -292,6 +345,43 @@ fn main() {
         let _ = std::fs::create_dir_all(p);
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    path
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--hostile") {
+        hostile(&args[i + 1], Path::new(&args[i + 2]));
+        return;
+    }
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the soak loads eBPF programs and runs attackers as other users: run it as root");
+        std::process::exit(2);
+    }
+    let secs: u64 = std::env::var("BW_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let dir = std::env::temp_dir().join(format!("bw-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let listeners = prepare(&dir);
+    let ports = (listeners[0].1, listeners[1].1);
+    let socket = dir.join("run/s.sock");
+    let daemon = start_daemon(&dir, &socket);
+    let pid = daemon.id();
+    let rss_start = rss_kib(pid);
+    let attackers = attack(&dir, &socket);
+    let (_sub, rx) = subscribe(&socket);
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    let traffic = run_app(&zoom, ports, pid, &rx, secs);
+    drop(attackers);
+    let stored = stop(daemon, &dir, ports);
+    let path = report(secs, rss_start, traffic, &stored);
     std::fs::remove_dir_all(&dir).ok();
     println!("wrote {path}");
 }

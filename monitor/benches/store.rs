@@ -4,7 +4,7 @@
 //! JSON at `$BW_BENCH_OUT` (default bench-results/store.json).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -44,6 +44,9 @@ fn finding(i: u64) -> Finding {
     }
 }
 
+/// Rows in the full store.
+const ROWS: u64 = 1_000_000;
+
 fn wait_written(s: &Store) -> Duration {
     let t = Instant::now();
     while s.status().pending > 0 {
@@ -52,34 +55,43 @@ fn wait_written(s: &Store) -> Duration {
     t.elapsed()
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
+/// Hands over as fast as the writer takes them (the channel is bounded; beyond it rows
+/// would be counted as dropped, which this benchmark must not do).
+fn keep_pace(s: &Store, i: u64) {
+    if i.is_multiple_of(1024) {
+        while s.status().pending > 20_000 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
-    let dir = std::env::temp_dir().join(format!("bw-store-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let now = now_ms();
-    let rows = 1_000_000u64;
-    let mut s = Store::open(&dir, Retention::default()).unwrap();
+}
+
+/// The store filled: how long the million connection rows took, and its size on disk.
+struct Filled {
+    /// From the first row handed over to the last one written.
+    write_s: f64,
+    /// Time spent handing the rows over, on the caller's thread.
+    handover: Duration,
+    /// The database and its write-ahead log, with the 100,000 alerts too.
+    bytes: u64,
+}
+
+/// Writes [`ROWS`] connection rows to a fresh store in `dir` (timed), then 100,000 alerts
+/// (not timed), and measures the file.
+fn fill(dir: &Path, now: u64) -> Filled {
+    let mut s = Store::open(dir, Retention::default()).unwrap();
     let t0 = Instant::now();
     let mut handover = Duration::ZERO;
-    for i in 0..rows {
+    for i in 0..ROWS {
         let row = ConnRow {
             key: format!("bench/{i}"),
-            first_ms: now - (rows - i),
-            last_ms: now - (rows - i),
+            first_ms: now - (ROWS - i),
+            last_ms: now - (ROWS - i),
             finding: finding(i),
         };
         let t = Instant::now();
         s.record_connection(row);
         handover += t.elapsed();
-        // Hand over as fast as the writer takes them (the channel is bounded; beyond it
-        // rows would be counted as dropped, which this benchmark must not do).
-        if i.is_multiple_of(1024) {
-            while s.status().pending > 20_000 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        keep_pace(&s, i);
     }
     wait_written(&s);
     let write_s = t0.elapsed().as_secs_f64();
@@ -92,22 +104,31 @@ fn main() {
             connect_boot_ns: 0,
             decided_boot_ns: 0,
         }));
-        if i.is_multiple_of(1024) {
-            while s.status().pending > 20_000 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        keep_pace(&s, i);
     }
     wait_written(&s);
     s.close();
     let path = dir.join(FILE_NAME);
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let bytes = size(&path) + size(&path.with_extension("db-wal"));
-    assert_eq!(store::count_rows(&path, Table::Connections).unwrap(), rows);
+    assert_eq!(store::count_rows(&path, Table::Connections).unwrap(), ROWS);
+    Filled {
+        write_s,
+        handover,
+        bytes,
+    }
+}
 
-    // Opening a full store (what a restart costs the daemon: nothing is read).
+/// What a restart costs the daemon with a full store.
+struct Reopened {
+    open_ms: f64,
+    first_write_ms: f64,
+}
+
+/// Opens the full store (nothing is read) and times it and the first write after it.
+fn reopen(dir: &Path, now: u64) -> Reopened {
     let t = Instant::now();
-    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    let mut s = Store::open(dir, Retention::default()).unwrap();
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
     s.record_alert(Arc::new(Alert {
         finding: finding(1),
@@ -117,47 +138,116 @@ fn main() {
     }));
     let first_write_ms = wait_written(&s).as_secs_f64() * 1e3;
     s.close();
+    Reopened {
+        open_ms,
+        first_write_ms,
+    }
+}
 
-    // One user's history (a quarter of the 100,000 alerts), and an admin's (all).
+/// History queries: how many alerts each returned and how long it took.
+struct History {
+    mine: usize,
+    user_query_ms: f64,
+    all: usize,
+    admin_query_ms: f64,
+}
+
+/// One user's history (a quarter of the 100,000 alerts), and an admin's (all).
+fn history(path: &Path) -> History {
     let t = Instant::now();
-    let mine = store::read_alerts(&path, 0, Some(1000)).unwrap().len();
+    let mine = store::read_alerts(path, 0, Some(1000)).unwrap().len();
     let user_query_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let all = store::read_alerts(&path, 0, None).unwrap().len();
+    let all = store::read_alerts(path, 0, None).unwrap().len();
     let admin_query_ms = t.elapsed().as_secs_f64() * 1e3;
+    History {
+        mine,
+        user_query_ms,
+        all,
+        admin_query_ms,
+    }
+}
 
-    // `brokerwatch report --since 7d --app zoom` over the million rows (a quarter are
-    // Zoom's), and for every app.
+/// Report queries over the last seven days.
+struct Reports {
+    one_app_ms: f64,
+    all_apps_ms: f64,
+}
+
+/// `brokerwatch report --since 7d --app zoom` over the million rows (a quarter are
+/// Zoom's), and for every app.
+fn reports(path: &Path, now: u64) -> Reports {
     let week = now.saturating_sub(7 * 24 * 3600 * 1000);
     let t = Instant::now();
-    let r = store::read_report(&path, week, None, &["zoom".to_owned()]).unwrap();
-    let report_app_ms = t.elapsed().as_secs_f64() * 1e3;
+    let r = store::read_report(path, week, None, &["zoom".to_owned()]).unwrap();
+    let one_app_ms = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(r.apps.len(), 1);
     let t = Instant::now();
-    let r = store::read_report(&path, week, None, &[]).unwrap();
-    let report_all_ms = t.elapsed().as_secs_f64() * 1e3;
+    let r = store::read_report(path, week, None, &[]).unwrap();
+    let all_apps_ms = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(r.apps.len(), 4);
+    Reports {
+        one_app_ms,
+        all_apps_ms,
+    }
+}
 
-    // Retention: keep the newest half.
+/// A retention trim: how long it took and the rows left.
+struct Trimmed {
+    trim_s: f64,
+    left: u64,
+}
+
+/// Retention: opens the store keeping the newest half, and times it until closed.
+fn trim(dir: &Path) -> Trimmed {
     let t = Instant::now();
     let mut s = Store::open(
-        &dir,
+        dir,
         Retention {
             max_age: Duration::from_secs(30 * 24 * 3600),
-            max_rows: rows / 2,
+            max_rows: ROWS / 2,
         },
     )
     .unwrap();
     s.close();
     let trim_s = t.elapsed().as_secs_f64();
-    let left = store::count_rows(&path, Table::Connections).unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    let left = store::count_rows(&dir.join(FILE_NAME), Table::Connections).unwrap();
+    Trimmed { trim_s, left }
+}
 
+/// Everything measured.
+struct Results {
+    filled: Filled,
+    reopened: Reopened,
+    history: History,
+    reports: Reports,
+    trimmed: Trimmed,
+}
+
+/// Prints the results and writes them as JSON to `$BW_BENCH_OUT`.
+fn report(r: &Results) {
+    let Filled {
+        write_s,
+        handover,
+        bytes,
+    } = r.filled;
+    let Reopened {
+        open_ms,
+        first_write_ms,
+    } = r.reopened;
+    let History {
+        mine,
+        user_query_ms,
+        all,
+        admin_query_ms,
+    } = r.history;
+    let (report_app_ms, report_all_ms) = (r.reports.one_app_ms, r.reports.all_apps_ms);
+    let Trimmed { trim_s, left } = r.trimmed;
     let mib = bytes as f64 / 1048576.0;
     println!(
         "store: 1,000,000 connection rows written in {write_s:.2} s ({:.0} rows/s); handing them over took {:.0} ns each on the caller's thread",
-        rows as f64 / write_s,
-        handover.as_nanos() as f64 / rows as f64
+        ROWS as f64 / write_s,
+        handover.as_nanos() as f64 / ROWS as f64
     );
     println!("store size: {mib:.0} MiB for 1,000,000 connection rows + 100,000 alerts");
     println!(
@@ -168,10 +258,10 @@ fn main() {
         "retention trim of 500,000 rows (on the writer's thread): {trim_s:.2} s ({left} rows left)"
     );
     let out = json!({
-        "rows": rows,
+        "rows": ROWS,
         "write_s": write_s,
-        "rows_per_s": rows as f64 / write_s,
-        "handover_ns_per_row": handover.as_nanos() as f64 / rows as f64,
+        "rows_per_s": ROWS as f64 / write_s,
+        "handover_ns_per_row": handover.as_nanos() as f64 / ROWS as f64,
         "size_mib_per_million_rows_with_100k_alerts": mib,
         "open_full_ms": open_ms,
         "first_write_after_open_ms": first_write_ms,
@@ -191,4 +281,27 @@ fn main() {
         "report over 1,000,000 stored connections, 7 days: one app {report_app_ms:.0} ms, all four apps {report_all_ms:.0} ms (target for one app < 1 s)"
     );
     println!("wrote {path}");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("bw-store-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let now = now_ms();
+    let filled = fill(&dir, now);
+    let reopened = reopen(&dir, now);
+    let path = dir.join(FILE_NAME);
+    let history = history(&path);
+    let reports = reports(&path, now);
+    let trimmed = trim(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    report(&Results {
+        filled,
+        reopened,
+        history,
+        reports,
+        trimmed,
+    });
 }

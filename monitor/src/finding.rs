@@ -232,78 +232,14 @@ pub fn decide<P: ProcSource>(
             identity: proc.and_then(|p| p.app.as_ref()),
         },
     );
-    let domain = k.domain.as_deref().map(str::to_owned);
-    let dns_chain: Vec<String> = agg
-        .dns
-        .as_ref()
-        .map(|d| d.chain.clone())
-        .unwrap_or_default();
-    // The DNS name, when the connection's own bytes named something else.
-    let dns_name = agg
-        .dns
-        .as_ref()
-        .map(|d| d.qname.clone())
-        .filter(|q| Some(q) != domain.as_ref());
-    // The DNS chain speaks for the connection only when its own bytes did not name
-    // something else: an address can serve many names (CDNs), and the cache may hold
-    // another process's answer.
-    let mut names: Vec<&str> = Vec::new();
-    names.extend(domain.as_deref());
-    if dns_name.is_none() {
-        names.extend(dns_chain.iter().map(String::as_str));
-    }
+    let names = Names::of(k, agg);
+    let verdict = judge(cx, app, k, agg, &names);
     let dns_traffic = DNS_QUERY_PORTS.contains(&k.port);
-    // A resolver is not the names it was asked about: DNS rows are judged by address only.
-    let verdict = if dns_traffic {
-        policy.classify(app, &[], Some(k.dst))
-    } else {
-        policy.classify(app, &names, Some(k.dst))
-    };
-    // What the user asked to block for themselves (where the administrator lets them).
-    let verdict = verdict.map(|mut v| {
-        if v.action != Action::Block {
-            if let Some(b) = policy.user_block(cx.user_blocks, agg.uid, app, &v.entry.company) {
-                v.action = Action::Block;
-                v.rule = Some(format!("user-block:{}", b.app));
-            }
-        }
-        v
-    });
-    let block_note = match &verdict {
-        Some(v) if v.action == Action::Block && agg.blocked == 0 => Some(
-            if cx.enforcing {
-                NOT_BEFORE_CONNECT_NOTE
-            } else {
-                WOULD_BLOCK_NOTE
-            }
-            .to_owned(),
-        ),
-        _ => None,
-    };
     // Encrypted DNS only once bytes went to the resolver: a probe that never connected
     // (a browser trying a public resolver) is not.
-    let encrypted = naming::encrypted_dns(k.dst, k.port, domain.as_deref()).filter(|_| agg.sent);
-    let name_note = if agg.ech {
-        Some(ECH_NOTE.to_owned())
-    } else if agg.name_partial {
-        Some(PARTIAL_NOTE.to_owned())
-    } else if dns_traffic {
-        None
-    } else if domain.is_none() && k.proto == Proto::Udp && agg.via == Via::Connect && !agg.sent {
-        Some(PROBE_NOTE.to_owned())
-    } else if domain.is_none() {
-        Some(encrypted.unwrap_or(NO_NAME_NOTE).to_owned())
-    } else {
-        encrypted.map(str::to_owned)
-    };
-    let ancestry = engine
-        .ancestry(k.pid)
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(">");
-    let v = verdict.as_ref();
-    Finding {
+    let encrypted =
+        naming::encrypted_dns(k.dst, k.port, names.domain.as_deref()).filter(|_| agg.sent);
+    let mut f = Finding {
         first_ms: cx.clock.epoch_ms(agg.first_ns),
         last_ms: cx.clock.epoch_ms(agg.last_ns),
         pid: k.pid,
@@ -323,28 +259,145 @@ pub fn decide<P: ProcSource>(
         via: agg.via,
         dst_ip: k.dst,
         dst_port: k.port,
-        domain,
+        name_note: name_note(k, agg, names.domain.is_none(), dns_traffic, encrypted),
+        domain: names.domain,
         domain_source: agg.domain_source,
-        dns_chain,
-        dns_name,
+        dns_chain: names.dns_chain,
+        dns_name: names.dns_name,
         dns_queries: agg.dns_queries.clone(),
-        name_note,
         encrypted_dns: encrypted.is_some(),
         sent: agg.sent,
-        category: v.map(|v| Category::new(v.entry.category.clone())),
-        company: v.map(|v| v.entry.company.clone()),
-        severity: v.map(|v| v.severity),
-        action: v.map(|v| v.action),
         blocked: agg.blocked,
-        block_note,
-        destination_id: v.map(|v| v.entry.id.clone()),
-        matched: v.map(|v| v.matched.clone()),
-        rule: v.and_then(|v| v.rule.clone()),
-        source: v.map(|v| v.entry.source.clone()),
-        flagged: v.is_some_and(|v| v.flagged()),
         count: agg.count,
         socket_cookie: agg.first_cookie,
-        ancestry,
+        ancestry: engine
+            .ancestry(k.pid)
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(">"),
+        ..Finding::default()
+    };
+    if let Some(v) = verdict {
+        f.set_verdict(v, cx.enforcing);
+    }
+    f
+}
+
+/// The names a connection row carries.
+struct Names {
+    /// From its own bytes (SNI, Host), else DNS.
+    domain: Option<String>,
+    /// The DNS name asked for and every CNAME after it.
+    dns_chain: Vec<String>,
+    /// The DNS name, when the connection's own bytes named something else.
+    dns_name: Option<String>,
+}
+
+impl Names {
+    fn of(k: &ConnKey, agg: &ConnAgg) -> Self {
+        let domain = k.domain.as_deref().map(str::to_owned);
+        let dns_chain = agg
+            .dns
+            .as_ref()
+            .map(|d| d.chain.clone())
+            .unwrap_or_default();
+        let dns_name = agg
+            .dns
+            .as_ref()
+            .map(|d| d.qname.clone())
+            .filter(|q| Some(q) != domain.as_ref());
+        Self {
+            domain,
+            dns_chain,
+            dns_name,
+        }
+    }
+
+    /// The names the policy judges. The DNS chain speaks for the connection only when its
+    /// own bytes did not name something else: an address can serve many names (CDNs), and
+    /// the cache may hold another process's answer.
+    fn judged(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.domain.iter().map(String::as_str).collect();
+        if self.dns_name.is_none() {
+            names.extend(self.dns_chain.iter().map(String::as_str));
+        }
+        names
+    }
+}
+
+/// The policy's verdict on a row, with the user's own blocks (where the administrator
+/// lets users block).
+fn judge(
+    cx: &Context<'_>,
+    app: Option<&crate::policy::AppDef>,
+    k: &ConnKey,
+    agg: &ConnAgg,
+    names: &Names,
+) -> Option<crate::policy::Verdict> {
+    let policy = cx.policy;
+    // A resolver is not the names it was asked about: DNS rows are judged by address only.
+    let verdict = if DNS_QUERY_PORTS.contains(&k.port) {
+        policy.classify(app, &[], Some(k.dst))
+    } else {
+        policy.classify(app, &names.judged(), Some(k.dst))
+    };
+    verdict.map(|mut v| {
+        if v.action != Action::Block {
+            if let Some(b) = policy.user_block(cx.user_blocks, agg.uid, app, &v.entry.company) {
+                v.action = Action::Block;
+                v.rule = Some(format!("user-block:{}", b.app));
+            }
+        }
+        v
+    })
+}
+
+/// Why a row's name is missing, partial, or not to be trusted.
+fn name_note(
+    k: &ConnKey,
+    agg: &ConnAgg,
+    unnamed: bool,
+    dns_traffic: bool,
+    encrypted: Option<&'static str>,
+) -> Option<String> {
+    let note = if agg.ech {
+        ECH_NOTE
+    } else if agg.name_partial {
+        PARTIAL_NOTE
+    } else if dns_traffic {
+        return None;
+    } else if unnamed && k.proto == Proto::Udp && agg.via == Via::Connect && !agg.sent {
+        PROBE_NOTE
+    } else if unnamed {
+        encrypted.unwrap_or(NO_NAME_NOTE)
+    } else {
+        encrypted?
+    };
+    Some(note.to_owned())
+}
+
+impl Finding {
+    /// Fills in the policy's verdict; a contact a block covers that went through says why
+    /// (`enforcing`: nothing named it before the connect; else it would have been blocked).
+    fn set_verdict(&mut self, v: crate::policy::Verdict, enforcing: bool) {
+        if v.action == Action::Block && self.blocked == 0 {
+            let note = if enforcing {
+                NOT_BEFORE_CONNECT_NOTE
+            } else {
+                WOULD_BLOCK_NOTE
+            };
+            self.block_note = Some(note.to_owned());
+        }
+        self.flagged = v.flagged();
+        self.category = Some(Category::new(v.entry.category));
+        self.company = Some(v.entry.company);
+        self.severity = Some(v.severity);
+        self.action = Some(v.action);
+        self.destination_id = Some(v.entry.id);
+        self.matched = Some(v.matched);
+        self.rule = v.rule;
+        self.source = Some(v.entry.source);
     }
 }
 

@@ -127,8 +127,7 @@ fn install_binary(from: &Path, to: &Path) -> Result<(), InstallError> {
 
 /// Installs everything; returns what the user should do next.
 pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
-    // SAFETY: no arguments.
-    if layout.live() && unsafe { libc::geteuid() } != 0 {
+    if layout.live() && crate::host::users::euid() != 0 {
         return Err(InstallError::NotRoot);
     }
     let mut next = Vec::new();
@@ -197,8 +196,7 @@ pub fn install(layout: &Layout) -> Result<Vec<String>, InstallError> {
 
 /// Removes what `install` put in place; the alert history stays unless `purge`.
 pub fn uninstall(layout: &Layout, purge: bool) -> Result<Vec<String>, InstallError> {
-    // SAFETY: no arguments.
-    if layout.live() && unsafe { libc::geteuid() } != 0 {
+    if layout.live() && crate::host::users::euid() != 0 {
         return Err(InstallError::NotRoot);
     }
     if layout.live() && systemd_running() {

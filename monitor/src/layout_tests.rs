@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 const STAGES: &[(&str, u8)] = &[
     ("defaults", 1),
     ("bounded", 1),
+    ("display", 1),
     ("host", 2),
     ("kernel", 3),
     ("naming", 4),

@@ -64,9 +64,13 @@ fn run() -> anyhow::Result<u8> {
             Ok([EXIT_ERROR, EXIT_OK][usize::from(cli::policy::run(cmd, &mut out)?)])
         }
         Command::Daemon(args) => done(block_on(daemon::run(args.into()))?),
-        Command::Status(args) => done(block_on(client::status(&args.socket, args.json, &mut out))?),
+        Command::Status(args) => done(block_on(client::status(
+            &args.socket.path,
+            args.json,
+            &mut out,
+        ))?),
         Command::History(a) => done(block_on(client::history(
-            &a.client.socket,
+            &a.client.socket.path,
             a.since,
             a.client.json,
             &mut out,
@@ -74,7 +78,7 @@ fn run() -> anyhow::Result<u8> {
         Command::Events(args) => {
             block_on(async {
                 tokio::select! {
-                    r = client::events(&args.socket, &mut out) => r,
+                    r = client::events(&args.socket.path, &mut out) => r,
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             })??;
@@ -84,7 +88,7 @@ fn run() -> anyhow::Result<u8> {
             let mut out = audit::format::open_report(args.output().as_deref())?;
             let (since, apps, format) = (args.since, args.apps.clone(), args.format());
             done(block_on(client::report(
-                &args.socket,
+                &args.socket.path,
                 since,
                 apps,
                 format,
@@ -92,13 +96,21 @@ fn run() -> anyhow::Result<u8> {
             ))?)
         }
         Command::Block(a) => done(block_on(client::block(
-            &a.socket, &a.app, &a.company, false, &mut out,
+            &a.socket.path,
+            &a.app,
+            &a.company,
+            false,
+            &mut out,
         ))?),
-        Command::Blocks(a) => done(block_on(client::blocks(&a.socket, a.json, &mut out))?),
+        Command::Blocks(a) => done(block_on(client::blocks(&a.socket.path, a.json, &mut out))?),
         Command::Unblock(a) => done(block_on(client::block(
-            &a.socket, &a.app, &a.company, true, &mut out,
+            &a.socket.path,
+            &a.app,
+            &a.company,
+            true,
+            &mut out,
         ))?),
-        Command::Notify(args) => done(block_on(notify::run(&args.socket, (&args).into()))?),
+        Command::Notify(args) => done(block_on(notify::run(&args.socket.path, (&args).into()))?),
         Command::Install(args) => {
             // Root is checked first: an ordinary user gets that message, not EACCES.
             let mut lines = install::install(&(&args).into())?;

@@ -1,9 +1,12 @@
 //! The daemon's socket protocol: one JSON object per line each way, typed on both ends.
 //!
-//! Requests ([`Request`]): `{"op":"subscribe"}` (alerts as they happen), `{"op":"status"}`,
-//! `{"op":"history","since_ms":N}`. Replies ([`Reply`]) carry a `type`: `subscribed`,
-//! `alert`, `lagged` (a slow subscriber missed alerts), `status`, `history`, `error`.
-//! Who may see an alert is decided on its typed `uid` field ([`Peer::may_see`]).
+//! Requests ([`Request`]) carry an `op`: `subscribe` (alerts and notices as they happen),
+//! `status`, `history` (`since_ms`), `report` (`since_ms`, `apps`), `block`
+//! (`app`, `company`, `unblock`) and `blocks`. Replies ([`Reply`]) carry a `type`:
+//! `subscribed`, `alert`, `lagged` (a slow subscriber missed alerts), `notice` (about
+//! monitoring itself), `status`, `history`, `report`, `done` (a change was made), `blocks`
+//! and `error`. Who may see an alert is decided on its typed `uid` field
+//! ([`Peer::may_see`]).
 
 use std::path::{Path, PathBuf};
 

@@ -91,149 +91,188 @@ pub fn run() -> Result<()> {
 /// Builds the release binary and the package.
 pub fn build(env: &setup::Env) -> Result<()> {
     let built = crate::build_release_brokerwatch(env)?;
-    let stage = root().join("target/debian/stage");
-    let _ = std::fs::remove_dir_all(&stage);
-    let put = |rel: &str, bytes: &[u8], mode: u32| -> Result<PathBuf> {
-        let p = stage.join(rel);
+    let stage = Stage(root().join("target/debian/stage"));
+    let _ = std::fs::remove_dir_all(&stage.0);
+    let bin_path = stage.binary(&built)?;
+    stage.system_files()?;
+    stage.docs()?;
+    stage.assets(&bin_path)?;
+    stage.maintainer_files(&bin_path)?;
+    stage.directories_0755()?;
+    run_cmd(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&stage.0)
+            .arg(path()),
+    )?;
+    Ok(())
+}
+
+/// The package's tree as it is staged.
+struct Stage(PathBuf);
+
+impl Stage {
+    /// Writes `bytes` to `rel` in the stage with `mode`.
+    fn put(&self, rel: &str, bytes: &[u8], mode: u32) -> Result<PathBuf> {
+        let p = self.0.join(rel);
         std::fs::create_dir_all(p.parent().expect("relative paths have parents"))?;
         std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
         Ok(p)
-    };
-    let bin = std::fs::read(&built)?;
-    let bin_path = put("usr/bin/brokerwatch", &bin, 0o755)?;
-    run_cmd(
-        Command::new("strip")
-            .args([
-                "--strip-unneeded",
-                "--remove-section=.comment",
-                "--remove-section=.note",
-            ])
-            .arg(&bin_path),
-    )?;
-    let dist = root().join("dist");
-    for (from, to) in [
-        (
-            "systemd/brokerwatch.service",
-            "usr/lib/systemd/system/brokerwatch.service",
-        ),
-        (
-            "systemd/brokerwatch-notify.service",
-            "usr/lib/systemd/user/brokerwatch-notify.service",
-        ),
-        (
-            "autostart/brokerwatch-notify.desktop",
-            "etc/xdg/autostart/brokerwatch-notify.desktop",
-        ),
-    ] {
-        put(to, &std::fs::read(dist.join(from))?, 0o644)?;
     }
-    put(
-        "usr/lib/sysusers.d/brokerwatch.conf",
-        SYSUSERS.as_bytes(),
-        0o644,
-    )?;
-    put(
-        "usr/lib/tmpfiles.d/brokerwatch.conf",
-        TMPFILES.as_bytes(),
-        0o644,
-    )?;
-    let doc = "usr/share/doc/brokerwatch";
-    put(
-        &format!("{doc}/policies.md"),
-        &std::fs::read(root().join("policies/README.md"))?,
-        0o644,
-    )?;
-    // The built-in policies (compiled in) as reference for administrators' own files.
-    for e in std::fs::read_dir(root().join("policies"))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "toml") {
-            let name = p
-                .file_name()
-                .expect("a file")
-                .to_string_lossy()
-                .into_owned();
-            put(
-                &format!("{doc}/policies/{name}"),
-                &std::fs::read(&p)?,
-                0o644,
-            )?;
+
+    /// The stripped binary.
+    fn binary(&self, built: &Path) -> Result<PathBuf> {
+        let bin_path = self.put("usr/bin/brokerwatch", &std::fs::read(built)?, 0o755)?;
+        run_cmd(
+            Command::new("strip")
+                .args([
+                    "--strip-unneeded",
+                    "--remove-section=.comment",
+                    "--remove-section=.note",
+                ])
+                .arg(&bin_path),
+        )?;
+        Ok(bin_path)
+    }
+
+    /// Unit files, the autostart entry, sysusers.d and tmpfiles.d.
+    fn system_files(&self) -> Result<()> {
+        let dist = root().join("dist");
+        for (from, to) in [
+            (
+                "systemd/brokerwatch.service",
+                "usr/lib/systemd/system/brokerwatch.service",
+            ),
+            (
+                "systemd/brokerwatch-notify.service",
+                "usr/lib/systemd/user/brokerwatch-notify.service",
+            ),
+            (
+                "autostart/brokerwatch-notify.desktop",
+                "etc/xdg/autostart/brokerwatch-notify.desktop",
+            ),
+        ] {
+            self.put(to, &std::fs::read(dist.join(from))?, 0o644)?;
         }
+        self.put(
+            "usr/lib/sysusers.d/brokerwatch.conf",
+            SYSUSERS.as_bytes(),
+            0o644,
+        )?;
+        self.put(
+            "usr/lib/tmpfiles.d/brokerwatch.conf",
+            TMPFILES.as_bytes(),
+            0o644,
+        )?;
+        Ok(())
     }
-    put(&format!("{doc}/copyright"), copyright().as_bytes(), 0o644)?;
-    put(
-        &format!("{doc}/examples/60-brokerwatch-forward.conf"),
-        &std::fs::read(dist.join("rsyslog/60-brokerwatch-forward.conf"))?,
-        0o644,
-    )?;
-    let changelog = format!(
-        "brokerwatch ({v}) unstable; urgency=medium\n\n  * Built by `cargo xtask deb`; see brokerwatch(1).\n\n -- {MAINTAINER}  {date}\n",
-        v = version(),
-        date = text_of(Command::new("date").args(["-u", "-R"]))?
-    );
-    put(
-        &format!("{doc}/changelog.gz"),
-        &gzip(changelog.as_bytes())?,
-        0o644,
-    )?;
-    // Man pages and completions from the binary's own argument definitions.
-    let assets = root().join("target/debian/assets");
-    let _ = std::fs::remove_dir_all(&assets);
-    run_cmd(Command::new(&bin_path).arg("generate-assets").arg(&assets))?;
-    for e in std::fs::read_dir(assets.join("man1"))? {
-        let e = e?;
-        let name = format!("usr/share/man/man1/{}.gz", e.file_name().to_string_lossy());
-        put(&name, &gzip(&std::fs::read(e.path())?)?, 0o644)?;
-    }
-    for (from, to) in [
-        (
-            "bash/brokerwatch",
-            "usr/share/bash-completion/completions/brokerwatch",
-        ),
-        (
-            "zsh/_brokerwatch",
-            "usr/share/zsh/vendor-completions/_brokerwatch",
-        ),
-        (
-            "fish/brokerwatch.fish",
-            "usr/share/fish/vendor_completions.d/brokerwatch.fish",
-        ),
-    ] {
-        put(to, &std::fs::read(assets.join(from))?, 0o644)?;
-    }
-    put("DEBIAN/postinst", POSTINST.as_bytes(), 0o755)?;
-    put("DEBIAN/prerm", PRERM.as_bytes(), 0o755)?;
-    put("DEBIAN/postrm", POSTRM.as_bytes(), 0o755)?;
-    put(
-        "DEBIAN/conffiles",
-        b"/etc/xdg/autostart/brokerwatch-notify.desktop\n",
-        0o644,
-    )?;
-    put("DEBIAN/md5sums", md5sums(&stage)?.as_bytes(), 0o644)?;
-    put(
-        "DEBIAN/control",
-        control(&stage, &bin_path)?.as_bytes(),
-        0o644,
-    )?;
-    // Directories 0755 whatever the umask.
-    let mut dirs = vec![stage.clone()];
-    while let Some(d) = dirs.pop() {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
-        for e in std::fs::read_dir(&d)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                dirs.push(e.path());
+
+    /// The policy documentation and the built-in policies (compiled in) as reference for
+    /// administrators' own files, the copyright, the rsyslog example, the changelog.
+    fn docs(&self) -> Result<()> {
+        let doc = "usr/share/doc/brokerwatch";
+        self.put(
+            &format!("{doc}/policies.md"),
+            &std::fs::read(root().join("policies/README.md"))?,
+            0o644,
+        )?;
+        for e in std::fs::read_dir(root().join("policies"))? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let name = p
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy()
+                    .into_owned();
+                self.put(
+                    &format!("{doc}/policies/{name}"),
+                    &std::fs::read(&p)?,
+                    0o644,
+                )?;
             }
         }
+        self.put(&format!("{doc}/copyright"), copyright().as_bytes(), 0o644)?;
+        self.put(
+            &format!("{doc}/examples/60-brokerwatch-forward.conf"),
+            &std::fs::read(root().join("dist/rsyslog/60-brokerwatch-forward.conf"))?,
+            0o644,
+        )?;
+        let changelog = format!(
+            "brokerwatch ({v}) unstable; urgency=medium\n\n  * Built by `cargo xtask deb`; see brokerwatch(1).\n\n -- {MAINTAINER}  {date}\n",
+            v = version(),
+            date = text_of(Command::new("date").args(["-u", "-R"]))?
+        );
+        self.put(
+            &format!("{doc}/changelog.gz"),
+            &gzip(changelog.as_bytes())?,
+            0o644,
+        )?;
+        Ok(())
     }
-    let out = path();
-    run_cmd(
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
-            .arg(&stage)
-            .arg(&out),
-    )?;
-    Ok(())
+
+    /// Man pages and completions from the binary's own argument definitions.
+    fn assets(&self, bin_path: &Path) -> Result<()> {
+        let assets = root().join("target/debian/assets");
+        let _ = std::fs::remove_dir_all(&assets);
+        run_cmd(Command::new(bin_path).arg("generate-assets").arg(&assets))?;
+        for e in std::fs::read_dir(assets.join("man1"))? {
+            let e = e?;
+            let name = format!("usr/share/man/man1/{}.gz", e.file_name().to_string_lossy());
+            self.put(&name, &gzip(&std::fs::read(e.path())?)?, 0o644)?;
+        }
+        for (from, to) in [
+            (
+                "bash/brokerwatch",
+                "usr/share/bash-completion/completions/brokerwatch",
+            ),
+            (
+                "zsh/_brokerwatch",
+                "usr/share/zsh/vendor-completions/_brokerwatch",
+            ),
+            (
+                "fish/brokerwatch.fish",
+                "usr/share/fish/vendor_completions.d/brokerwatch.fish",
+            ),
+        ] {
+            self.put(to, &std::fs::read(assets.join(from))?, 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// Maintainer scripts, conffiles, md5sums and control (last: they cover the rest).
+    fn maintainer_files(&self, bin_path: &Path) -> Result<()> {
+        self.put("DEBIAN/postinst", POSTINST.as_bytes(), 0o755)?;
+        self.put("DEBIAN/prerm", PRERM.as_bytes(), 0o755)?;
+        self.put("DEBIAN/postrm", POSTRM.as_bytes(), 0o755)?;
+        self.put(
+            "DEBIAN/conffiles",
+            b"/etc/xdg/autostart/brokerwatch-notify.desktop\n",
+            0o644,
+        )?;
+        self.put("DEBIAN/md5sums", md5sums(&self.0)?.as_bytes(), 0o644)?;
+        self.put(
+            "DEBIAN/control",
+            control(&self.0, bin_path)?.as_bytes(),
+            0o644,
+        )?;
+        Ok(())
+    }
+
+    /// Directories 0755 whatever the umask.
+    fn directories_0755(&self) -> Result<()> {
+        let mut dirs = vec![self.0.clone()];
+        while let Some(d) = dirs.pop() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+            for e in std::fs::read_dir(&d)? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn text_of(cmd: &mut Command) -> Result<String> {

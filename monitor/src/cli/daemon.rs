@@ -12,8 +12,8 @@ pub struct DaemonArgs {
     /// App id, group or process name to watch (repeatable). Default: the `meeting` group.
     #[arg(long = "app", value_name = "NAME")]
     pub apps: Vec<String>,
-    #[arg(long, default_value = defaults::SOCKET)]
-    pub socket: PathBuf,
+    #[command(flatten)]
+    pub socket: super::SocketArg,
     /// Where the store of connections and alerts lives.
     #[arg(long, default_value = defaults::STATE_DIR)]
     pub state_dir: PathBuf,
@@ -42,7 +42,7 @@ impl From<DaemonArgs> for DaemonOptions {
     fn from(a: DaemonArgs) -> Self {
         Self {
             policy: (&a.policy).into(),
-            socket: a.socket,
+            socket: a.socket.path,
             state_dir: a.state_dir,
             apps: if a.apps.is_empty() {
                 vec![defaults::APP_GROUP.into()]

@@ -1,5 +1,8 @@
 //! The command line: argument definitions ([`Cli`]) and their conversion into the library's
-//! option types (`From<...Args>`). Parsing only: nothing here touches the system.
+//! option types (`From<...Args>`). Stage one (clap) parses without touching the system;
+//! the sinks resolve what was parsed against it (the audit's plan, the daemon's sources).
+//! Besides: [`load_policy`] and [`init_logging`] for `main`, and [`assets`] (man pages and
+//! completions rendered from these definitions).
 
 pub mod assets;
 mod audit;
@@ -89,10 +92,19 @@ pub enum Command {
     },
 }
 
+/// `--socket`, declared once for every command that talks to the daemon (and the daemon
+/// itself, which listens there).
+#[derive(Args)]
+pub struct SocketArg {
+    /// The daemon's socket.
+    #[arg(id = "socket", long = "socket", value_name = "PATH", default_value = defaults::SOCKET)]
+    pub path: PathBuf,
+}
+
 #[derive(Args)]
 pub struct ClientArgs {
-    #[arg(long, default_value = defaults::SOCKET)]
-    pub socket: PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -104,8 +116,8 @@ pub struct BlockArgs {
     pub app: String,
     /// Company, as the policy names it (e.g. "LinkedIn").
     pub company: String,
-    #[arg(long, default_value = defaults::SOCKET)]
-    pub socket: PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 #[derive(Args)]
@@ -137,14 +149,14 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    #[arg(long, default_value = defaults::SOCKET)]
-    pub socket: PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 #[derive(Args)]
 pub struct NotifyArgs {
-    #[arg(long, default_value = defaults::SOCKET)]
-    pub socket: PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
     /// Show an (app, company) pair at most once in this window.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub dedup: Duration,
@@ -153,7 +165,7 @@ pub struct NotifyArgs {
     pub per_minute: usize,
 }
 
-impl From<&NotifyArgs> for crate::notify::Policy {
+impl From<&NotifyArgs> for crate::notify::ThrottleSettings {
     fn from(a: &NotifyArgs) -> Self {
         Self {
             dedup_window: a.dedup,

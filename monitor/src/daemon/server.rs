@@ -200,112 +200,123 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
     let mut reader = BufReader::new(r);
     let mut buf = Vec::new();
     loop {
-        match read_request(&mut reader, &mut buf).await {
-            Ok(Some(())) => {}
+        let req = match read_request(&mut reader, &mut buf).await.and_then(|got| {
+            got.map(|()| serde_json::from_slice::<Request>(&buf))
+                .transpose()
+                .map_err(|e| format!("bad request: {e}"))
+        }) {
+            Ok(Some(req)) => req,
             Ok(None) => return,
             Err(message) => {
                 let _ = send(&mut w, &Reply::Error { message }).await;
                 return;
             }
-        }
-        let req: Request = match serde_json::from_slice(&buf) {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("bad request: {e}");
-                let _ = send(&mut w, &Reply::Error { message }).await;
-                return;
-            }
         };
         let reply = match req {
-            Request::Status => match shared.status.lock().ok().and_then(|s| s.clone()) {
-                Some(status) => Reply::Status(Box::new(status)),
-                None => Reply::Error {
-                    message: "the daemon is starting".into(),
-                },
-            },
-            Request::History { since_ms } => {
-                // Read, filtered and encoded on a blocking thread, a few at a time: the
-                // thread that drains the kernel ring and decides alerts never waits for it.
-                let Ok(_permit) = shared.queries.acquire().await else {
-                    return;
-                };
-                let path = shared.store_path.clone();
-                let encoded = tokio::task::spawn_blocking(move || {
-                    let only = (!peer.admin).then_some(peer.uid);
-                    match super::store::read_alerts(&path, since_ms, only) {
-                        Ok(alerts) => {
-                            let alerts: Vec<Alert> =
-                                alerts.into_iter().filter(|a| peer.may_see(a)).collect();
-                            protocol::encode(&Reply::History {
-                                schema: crate::report::SCHEMA,
-                                alerts,
-                            })
-                        }
-                        Err(e) => protocol::encode(&Reply::Error {
-                            message: format!("cannot read the store: {e}"),
-                        }),
+            Request::Subscribe => return subscribe(&mut w, &shared, peer).await,
+            // Sent as encoded, without a copy through a reply value.
+            Request::History { since_ms } => match history(&shared, peer, since_ms).await {
+                Some(encoded) => {
+                    let write = w.write_all(encoded.as_bytes());
+                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => continue,
+                        _ => return,
                     }
-                })
-                .await;
-                let Ok(encoded) = encoded else { return };
-                let write = w.write_all(encoded.as_bytes());
-                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                    Ok(Ok(())) => continue,
-                    _ => return,
                 }
-            }
-            Request::Report { since_ms, apps } => {
-                // Like history: per user, on a blocking thread, a few at a time.
-                let Ok(_permit) = shared.queries.acquire().await else {
-                    return;
-                };
-                let path = shared.store_path.clone();
-                let only = (!peer.admin).then_some(peer.uid);
-                let built = tokio::task::spawn_blocking(move || {
-                    super::store::read_report(&path, since_ms, only, &apps)
-                })
-                .await;
-                match built {
-                    Ok(Ok(r)) => Reply::Report(Box::new(r)),
-                    Ok(Err(e)) => Reply::Error {
-                        message: format!("cannot read the store: {e}"),
-                    },
-                    Err(_) => return,
-                }
-            }
-            Request::Subscribe => {
-                subscribe(&mut w, &shared, peer).await;
-                return;
-            }
-            Request::Blocks => {
-                let (reply, rx) = tokio::sync::oneshot::channel();
-                match ask(&shared, Command::Blocks { peer, reply }, rx).await {
-                    Ok(blocks) => Reply::Blocks { blocks },
-                    Err(message) => Reply::Error { message },
-                }
-            }
+                None => return,
+            },
+            Request::Status => status(&shared),
+            Request::Report { since_ms, apps } => match report(&shared, peer, since_ms, apps).await
+            {
+                Some(reply) => reply,
+                None => return,
+            },
+            Request::Blocks => blocks(&shared, peer).await,
             Request::Block {
                 app,
                 company,
                 unblock,
-            } => {
-                let (reply, rx) = tokio::sync::oneshot::channel();
-                let cmd = Command::Block {
-                    peer,
-                    app,
-                    company,
-                    unblock,
-                    reply,
-                };
-                match ask(&shared, cmd, rx).await.and_then(|r| r) {
-                    Ok(message) => Reply::Done { message },
-                    Err(message) => Reply::Error { message },
-                }
-            }
+            } => block(&shared, peer, app, company, unblock).await,
         };
         if send(&mut w, &reply).await.is_err() {
             return;
         }
+    }
+}
+
+fn status(shared: &Shared) -> Reply {
+    match shared.status.lock().ok().and_then(|s| s.clone()) {
+        Some(status) => Reply::Status(Box::new(status)),
+        None => Reply::Error {
+            message: "the daemon is starting".into(),
+        },
+    }
+}
+
+/// `peer`'s alerts since `since_ms`, encoded. Read, filtered and encoded on a blocking
+/// thread, a few at a time: the thread that drains the kernel ring and decides alerts
+/// never waits for it. `None` when the daemon is stopping.
+async fn history(shared: &Shared, peer: Peer, since_ms: u64) -> Option<String> {
+    let _permit = shared.queries.acquire().await.ok()?;
+    let path = shared.store_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let only = (!peer.admin).then_some(peer.uid);
+        match super::store::read_alerts(&path, since_ms, only) {
+            Ok(alerts) => {
+                let alerts: Vec<Alert> = alerts.into_iter().filter(|a| peer.may_see(a)).collect();
+                protocol::encode(&Reply::History {
+                    schema: crate::report::SCHEMA,
+                    alerts,
+                })
+            }
+            Err(e) => protocol::encode(&Reply::Error {
+                message: format!("cannot read the store: {e}"),
+            }),
+        }
+    })
+    .await
+    .ok()
+}
+
+/// What `peer`'s apps talked to since `since_ms`: like history, per user, on a blocking
+/// thread, a few at a time. `None` when the daemon is stopping.
+async fn report(shared: &Shared, peer: Peer, since_ms: u64, apps: Vec<String>) -> Option<Reply> {
+    let _permit = shared.queries.acquire().await.ok()?;
+    let path = shared.store_path.clone();
+    let only = (!peer.admin).then_some(peer.uid);
+    let built = tokio::task::spawn_blocking(move || {
+        super::store::read_report(&path, since_ms, only, &apps)
+    })
+    .await
+    .ok()?;
+    Some(match built {
+        Ok(r) => Reply::Report(Box::new(r)),
+        Err(e) => Reply::Error {
+            message: format!("cannot read the store: {e}"),
+        },
+    })
+}
+
+async fn blocks(shared: &Shared, peer: Peer) -> Reply {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    match ask(shared, Command::Blocks { peer, reply }, rx).await {
+        Ok(blocks) => Reply::Blocks { blocks },
+        Err(message) => Reply::Error { message },
+    }
+}
+
+async fn block(shared: &Shared, peer: Peer, app: String, company: String, unblock: bool) -> Reply {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let cmd = Command::Block {
+        peer,
+        app,
+        company,
+        unblock,
+        reply,
+    };
+    match ask(shared, cmd, rx).await.and_then(|r| r) {
+        Ok(message) => Reply::Done { message },
+        Err(message) => Reply::Error { message },
     }
 }
 

@@ -101,8 +101,7 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, FileError> {
     if meta.len() > limit {
         return Err(FileError::TooLarge(limit));
     }
-    // SAFETY: no arguments, cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if super::users::euid() == 0 {
         if let Some(why) = writable_by_others(path, &meta) {
             log::warn!(
                 "{}: others than root can change this file ({why}); anyone who can may change what brokerwatch flags",
@@ -203,8 +202,7 @@ mod tests {
         let p = d.join("p.toml");
         std::fs::write(&p, "x").unwrap();
         let m = std::fs::metadata(&p).unwrap();
-        // SAFETY: no arguments.
-        let me = unsafe { libc::geteuid() };
+        let me = crate::host::users::euid();
         let why = writable_by_others(&p, &m);
         if me == 0 {
             // Root's own file in a root-owned temp dir: fine unless the mode says otherwise.

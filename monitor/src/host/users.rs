@@ -8,6 +8,18 @@ use std::{
     path::PathBuf,
 };
 
+/// The effective uid of this process (whose rights file checks and ownership use).
+pub fn euid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The real uid of this process (whose home and files the desktop agent uses).
+pub fn uid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getuid() }
+}
+
 /// One entry of the password database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passwd {

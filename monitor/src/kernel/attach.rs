@@ -34,11 +34,11 @@ pub enum Hooks {
 impl Hooks {
     /// Whether `kind` is one of these hooks' programs.
     pub fn runs(self, kind: Kind) -> bool {
-        match (self, kind) {
-            (Self::All, Kind::SockAddr | Kind::Skb(_)) => true,
-            (Self::DnsAnswers, Kind::Skb(Direction::Ingress)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, kind),
+            (Self::All, Kind::SockAddr | Kind::Skb(_))
+                | (Self::DnsAnswers, Kind::Skb(Direction::Ingress))
+        )
     }
 
     /// The names of these hooks' programs.

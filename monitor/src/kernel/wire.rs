@@ -221,53 +221,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: EventHeader = read(bytes);
     let payload = &bytes[std::mem::size_of::<EventHeader>()..];
     Ok(match kind {
-        EventKind::Connect | EventKind::UdpSend => {
-            let d: SockData = read(payload);
-            let proto = match d.protocol {
-                IPPROTO_TCP => Proto::Tcp,
-                IPPROTO_UDP => Proto::Udp,
-                _ => match d.sock_type {
-                    monitor_common::SOCK_STREAM => Proto::Tcp,
-                    monitor_common::SOCK_DGRAM => Proto::Udp,
-                    _ => Proto::Other,
-                },
-            };
-            Record::Sock(SockRecord {
-                header,
-                kind,
-                cookie: d.cookie,
-                dst: decode_addr(d.family, &d.addr)?,
-                port: d.port,
-                proto,
-                gid: d.gid,
-                watch_tag: d.watch_tag,
-                netns: d.netns,
-                blocked: (d.blocked != 0).then_some(d.blocked),
-                comm: cstr(&d.comm),
-                thread_comm: cstr(&d.thread_comm),
-            })
-        }
-        EventKind::DnsAnswer | EventKind::Payload => {
-            let d: PacketData = read(payload);
-            let n = (d.len as usize).min(d.data.len());
-            Record::Packet(PacketRecord {
-                header,
-                kind,
-                cookie: d.cookie,
-                proto: match d.protocol {
-                    IPPROTO_TCP => Proto::Tcp,
-                    IPPROTO_UDP => Proto::Udp,
-                    _ => Proto::Other,
-                },
-                src: decode_addr(d.family, &d.src_addr)?,
-                src_port: d.src_port,
-                dst_port: d.dst_port,
-                seq: d.seq,
-                orig_len: d.orig_len,
-                netns: d.netns,
-                data: d.data[..n].to_vec(),
-            })
-        }
+        EventKind::Connect | EventKind::UdpSend => Record::Sock(sock(header, kind, payload)?),
+        EventKind::DnsAnswer | EventKind::Payload => Record::Packet(packet(header, kind, payload)?),
         EventKind::Exec => {
             let d: ExecData = read(payload);
             let n = (d.filename_len as usize).min(d.filename.len());
@@ -309,6 +264,61 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 path: cstr(&d.path[..n]),
             })
         }
+    })
+}
+
+/// A connect or UDP send.
+fn sock(header: EventHeader, kind: EventKind, payload: &[u8]) -> Result<SockRecord, DecodeError> {
+    let d: SockData = read(payload);
+    let proto = match d.protocol {
+        IPPROTO_TCP => Proto::Tcp,
+        IPPROTO_UDP => Proto::Udp,
+        _ => match d.sock_type {
+            monitor_common::SOCK_STREAM => Proto::Tcp,
+            monitor_common::SOCK_DGRAM => Proto::Udp,
+            _ => Proto::Other,
+        },
+    };
+    Ok(SockRecord {
+        header,
+        kind,
+        cookie: d.cookie,
+        dst: decode_addr(d.family, &d.addr)?,
+        port: d.port,
+        proto,
+        gid: d.gid,
+        watch_tag: d.watch_tag,
+        netns: d.netns,
+        blocked: (d.blocked != 0).then_some(d.blocked),
+        comm: cstr(&d.comm),
+        thread_comm: cstr(&d.thread_comm),
+    })
+}
+
+/// A DNS answer or a socket's first payload.
+fn packet(
+    header: EventHeader,
+    kind: EventKind,
+    payload: &[u8],
+) -> Result<PacketRecord, DecodeError> {
+    let d: PacketData = read(payload);
+    let n = (d.len as usize).min(d.data.len());
+    Ok(PacketRecord {
+        header,
+        kind,
+        cookie: d.cookie,
+        proto: match d.protocol {
+            IPPROTO_TCP => Proto::Tcp,
+            IPPROTO_UDP => Proto::Udp,
+            _ => Proto::Other,
+        },
+        src: decode_addr(d.family, &d.src_addr)?,
+        src_port: d.src_port,
+        dst_port: d.dst_port,
+        seq: d.seq,
+        orig_len: d.orig_len,
+        netns: d.netns,
+        data: d.data[..n].to_vec(),
     })
 }
 

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use throttle::{Note, Policy, Throttle};
+pub use throttle::{Note, Throttle, ThrottleSettings};
 
 use crate::{
     defaults,
@@ -36,8 +36,7 @@ pub fn mute_file() -> Option<PathBuf> {
                 .map(|h| PathBuf::from(h).join(".config"))
         })
         .or_else(|| {
-            // SAFETY: no arguments.
-            let uid = unsafe { libc::getuid() };
+            let uid = crate::host::users::uid();
             crate::host::users::passwd(uid)
                 .map(|p| p.home)
                 .filter(|h| h.is_absolute() && h.is_dir())
@@ -53,8 +52,7 @@ pub fn load_muted(path: &Path) -> HashSet<(String, String)> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return HashSet::new();
     };
-    // SAFETY: no arguments.
-    let me = unsafe { libc::getuid() };
+    let me = crate::host::users::uid();
     if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
         log::warn!(
             "{}: ignored (not a regular file of uid {me} that only its owner can write)",
@@ -233,98 +231,28 @@ fn block_pairs(socket: &Path, pairs: &[(String, String)]) -> String {
         .join("\n")
 }
 
-/// Runs the agent until Ctrl-C; reconnects by itself when the daemon restarts.
-pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
+/// Shows the daemon's alerts as notifications until Ctrl-C, reconnecting (with backoff)
+/// whenever the daemon goes away.
+pub async fn run(socket: &Path, settings: ThrottleSettings) -> Result<(), ClientError> {
     let mute_path = mute_file();
     let muted = mute_path.as_deref().map(load_muted).unwrap_or_default();
-    let throttle = Arc::new(Mutex::new(Throttle::new(policy, muted)));
-    let last_id = Arc::new(AtomicU32::new(0));
+    let mut agent = Agent {
+        socket: socket.to_owned(),
+        throttle: Arc::new(Mutex::new(Throttle::new(settings, muted))),
+        mute_path,
+        last_id: Arc::new(AtomicU32::new(0)),
+        last_ts: 0,
+        seen_at_last: Vec::new(),
+        last_notice: None,
+    };
     let mut backoff = Duration::from_millis(250);
     loop {
         match Connection::open(socket, &Request::Subscribe).await {
-            Ok(mut conn) => {
+            Ok(conn) => {
                 backoff = Duration::from_millis(250);
                 log::info!("connected to {}", socket.display());
-                let mut last_ts = crate::host::clock::now_ms();
-                let mut seen_at_last: Vec<Alert> = Vec::new();
-                let mut last_notice: Option<Instant> = None;
-                let display = |note: Note| {
-                    let (t2, p2, id) = (throttle.clone(), mute_path.clone(), last_id.clone());
-                    let s2 = socket.to_owned();
-                    tokio::task::spawn_blocking(move || show(&note, &t2, p2.as_deref(), &id, &s2));
-                };
-                loop {
-                    let due = throttle.lock().ok().and_then(|t| t.due());
-                    let sleep = async {
-                        match due {
-                            Some(d) => tokio::time::sleep_until(d.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        reply = conn.next() => match reply {
-                            Ok(Some(Reply::Alert { alert, .. })) => {
-                                if alert.ts_ms > last_ts {
-                                    last_ts = alert.ts_ms;
-                                    seen_at_last.clear();
-                                }
-                                if alert.ts_ms == last_ts {
-                                    seen_at_last.push((*alert).clone());
-                                }
-                                let note = throttle
-                                    .lock()
-                                    .ok()
-                                    .and_then(|mut t| t.push(*alert, Instant::now()));
-                                if let Some(note) = note {
-                                    display(note);
-                                }
-                            }
-                            Ok(Some(Reply::Lagged { missed })) => {
-                                // A burst outran this agent: fetch what it missed from the
-                                // history instead of silently showing less.
-                                let req = Request::History { since_ms: last_ts };
-                                let recovered = match crate::protocol::request(socket, &req).await {
-                                    Ok(Reply::History { alerts, .. }) => {
-                                        missed_alerts(alerts, last_ts, &seen_at_last, missed)
-                                    }
-                                    _ => Vec::new(),
-                                };
-                                log::warn!(
-                                    "{missed} alerts arrived faster than this agent read them; {} recovered from the history",
-                                    recovered.len()
-                                );
-                                let now = Instant::now();
-                                let notes: Vec<Note> = throttle
-                                    .lock()
-                                    .map(|mut t| recovered.into_iter().filter_map(|a| t.push(a, now)).collect())
-                                    .unwrap_or_default();
-                                for note in notes {
-                                    display(note);
-                                }
-                            }
-                            Ok(Some(Reply::Notice(n))) => {
-                                log::warn!("{}", n.message);
-                                let due = last_notice.is_none_or(|t: Instant| t.elapsed() >= NOTICE_EVERY);
-                                if due {
-                                    last_notice = Some(Instant::now());
-                                    tokio::task::spawn_blocking(move || show_notice(&n));
-                                }
-                            }
-                            Ok(Some(_)) => {}
-                            Ok(None) => break,
-                            Err(e) => {
-                                log::warn!("{e}");
-                                break;
-                            }
-                        },
-                        _ = sleep => {
-                            let note = throttle.lock().ok().and_then(|mut t| t.flush(Instant::now()));
-                            if let Some(note) = note {
-                                display(note);
-                            }
-                        }
-                        _ = tokio::signal::ctrl_c() => return Ok(()),
-                    }
+                if agent.follow(conn).await == Ended::Interrupted {
+                    return Ok(());
                 }
                 log::warn!("the daemon went away; reconnecting");
             }
@@ -335,6 +263,138 @@ pub async fn run(socket: &Path, policy: Policy) -> Result<(), ClientError> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How following the daemon ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The daemon hung up (or the connection broke): reconnect.
+    Disconnected,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// The agent's state across connections.
+struct Agent {
+    socket: PathBuf,
+    throttle: Arc<Mutex<Throttle>>,
+    mute_path: Option<PathBuf>,
+    /// The last notification shown (Block and Mute answer it).
+    last_id: Arc<AtomicU32>,
+    /// The newest alert's time, and the alerts of that millisecond: what a lag recovers
+    /// from the history starts there.
+    last_ts: u64,
+    seen_at_last: Vec<Alert>,
+    last_notice: Option<Instant>,
+}
+
+impl Agent {
+    /// Shows what one connection brings until it ends.
+    async fn follow(&mut self, mut conn: Connection) -> Ended {
+        self.last_ts = crate::host::clock::now_ms();
+        self.seen_at_last.clear();
+        loop {
+            let due = self.throttle.lock().ok().and_then(|t| t.due());
+            let sleep = async {
+                match due {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                reply = conn.next() => match reply {
+                    Ok(Some(Reply::Alert { alert, .. })) => self.on_alert(*alert),
+                    Ok(Some(Reply::Lagged { missed })) => self.on_lagged(missed).await,
+                    Ok(Some(Reply::Notice(n))) => self.on_notice(n),
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ended::Disconnected,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        return Ended::Disconnected;
+                    }
+                },
+                _ = sleep => {
+                    let note = self.throttle.lock().ok().and_then(|mut t| t.flush(Instant::now()));
+                    self.display(note);
+                }
+                _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
+            }
+        }
+    }
+
+    fn on_alert(&mut self, alert: Alert) {
+        if alert.ts_ms > self.last_ts {
+            self.last_ts = alert.ts_ms;
+            self.seen_at_last.clear();
+        }
+        if alert.ts_ms == self.last_ts {
+            self.seen_at_last.push(alert.clone());
+        }
+        let note = self
+            .throttle
+            .lock()
+            .ok()
+            .and_then(|mut t| t.push(alert, Instant::now()));
+        self.display(note);
+    }
+
+    /// A burst outran this agent: fetch what it missed from the history instead of
+    /// silently showing less.
+    async fn on_lagged(&mut self, missed: u64) {
+        let req = Request::History {
+            since_ms: self.last_ts,
+        };
+        let recovered = match crate::protocol::request(&self.socket, &req).await {
+            Ok(Reply::History { alerts, .. }) => {
+                missed_alerts(alerts, self.last_ts, &self.seen_at_last, missed)
+            }
+            _ => Vec::new(),
+        };
+        log::warn!(
+            "{missed} alerts arrived faster than this agent read them; {} recovered from the history",
+            recovered.len()
+        );
+        let now = Instant::now();
+        let notes: Vec<Note> = self
+            .throttle
+            .lock()
+            .map(|mut t| {
+                recovered
+                    .into_iter()
+                    .filter_map(|a| t.push(a, now))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for note in notes {
+            self.display(Some(note));
+        }
+    }
+
+    /// Something about monitoring itself: logged, and shown at most every
+    /// [`NOTICE_EVERY`].
+    fn on_notice(&mut self, n: crate::protocol::Notice) {
+        log::warn!("{}", n.message);
+        if self
+            .last_notice
+            .is_none_or(|t: Instant| t.elapsed() >= NOTICE_EVERY)
+        {
+            self.last_notice = Some(Instant::now());
+            tokio::task::spawn_blocking(move || show_notice(&n));
+        }
+    }
+
+    /// Shows a note on a blocking thread (the notification server may be slow, and its
+    /// actions are waited for there).
+    fn display(&self, note: Option<Note>) {
+        let Some(note) = note else { return };
+        let (t, m, id) = (
+            self.throttle.clone(),
+            self.mute_path.clone(),
+            self.last_id.clone(),
+        );
+        let socket = self.socket.clone();
+        tokio::task::spawn_blocking(move || show(&note, &t, m.as_deref(), &id, &socket));
     }
 }
 

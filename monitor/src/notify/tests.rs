@@ -27,7 +27,7 @@ fn alert(app: &str, company: &str, category: &str, sev: &str, domain: &str) -> A
 
 #[test]
 fn one_alert_one_notification_with_company_domain_and_time() {
-    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let mut t = Throttle::new(ThrottleSettings::default(), HashSet::new());
     let now = Instant::now();
     let meta = alert(
         "Zoom",
@@ -55,7 +55,7 @@ fn one_alert_one_notification_with_company_domain_and_time() {
 
 #[test]
 fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
-    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let mut t = Throttle::new(ThrottleSettings::default(), HashSet::new());
     let now = Instant::now();
     let broker = |pid: u32| {
         let mut a = alert(
@@ -90,7 +90,7 @@ fn a_burst_of_200_is_one_notification_and_repeats_are_deduplicated() {
 
 #[test]
 fn the_named_alert_speaks_for_a_burst() {
-    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let mut t = Throttle::new(ThrottleSettings::default(), HashSet::new());
     let now = Instant::now();
     let mut unnamed = alert("Zoom", "Test Broker", "data-broker", "high", "");
     unnamed.finding.dst_ip = "127.0.0.2".parse().unwrap();
@@ -113,9 +113,9 @@ fn the_named_alert_speaks_for_a_burst() {
 #[test]
 fn several_companies_are_summarised_and_the_rate_is_limited() {
     let mut t = Throttle::new(
-        Policy {
+        ThrottleSettings {
             per_minute: 2,
-            ..Policy::default()
+            ..ThrottleSettings::default()
         },
         HashSet::new(),
     );
@@ -152,7 +152,7 @@ fn muted_pairs_stay_muted_across_restarts() {
     let mut muted = HashSet::new();
     muted.insert(("Zoom".to_owned(), "Sentry".to_owned()));
     save_muted(&path, &muted).unwrap();
-    let mut t = Throttle::new(Policy::default(), load_muted(&path));
+    let mut t = Throttle::new(ThrottleSettings::default(), load_muted(&path));
     let now = Instant::now();
     t.push(
         alert("Zoom", "Sentry", "crash-reporting", "info", "sentry.io"),
@@ -165,7 +165,7 @@ fn muted_pairs_stay_muted_across_restarts() {
 #[test]
 fn notification_body_escapes_names_chosen_by_whoever_answers_dns() {
     // Issue 16: DNS/SNI names reach the body, which notification servers read as markup.
-    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let mut t = Throttle::new(ThrottleSettings::default(), HashSet::new());
     let evil = "<a href=\"https://x.test\">click</a>&amp;.vendor.test";
     let note = t
         .push(
@@ -227,7 +227,7 @@ fn agent_recovers_alerts_a_lagged_subscription_dropped_from_the_history() {
 
 #[test]
 fn a_block_is_told_once_as_blocked_even_after_its_alert_and_offers_no_block_button() {
-    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let mut t = Throttle::new(ThrottleSettings::default(), HashSet::new());
     let now = Instant::now();
     let contact = || alert("Zoom", "LinkedIn", "social-sdk", "high", "ads.linkedin.com");
     // First it went through (only its SNI named it): an ordinary alert, with Block offered.
@@ -257,7 +257,7 @@ fn a_block_is_told_once_as_blocked_even_after_its_alert_and_offers_no_block_butt
 
 #[test]
 fn a_pair_allowed_then_blocked_in_one_burst_is_one_company() {
-    let mut t = Throttle::new(Policy::default(), HashSet::new());
+    let mut t = Throttle::new(ThrottleSettings::default(), HashSet::new());
     let now = Instant::now();
     let contact = || alert("Zoom", "LinkedIn", "social-sdk", "high", "ads.linkedin.com");
     assert!(t.push(contact(), now).is_some());

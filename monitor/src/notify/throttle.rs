@@ -12,9 +12,9 @@ use crate::{
     protocol::Alert,
 };
 
-/// How alerts become notifications.
+/// How alerts become notifications: the agent's throttle settings.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub struct ThrottleSettings {
     /// An (app, company) pair shown once per window.
     pub dedup_window: Duration,
     /// Alerts arriving within this time of the first of a burst are shown together.
@@ -23,7 +23,7 @@ pub struct Policy {
     pub per_minute: usize,
 }
 
-impl Default for Policy {
+impl Default for ThrottleSettings {
     fn default() -> Self {
         Self {
             dedup_window: Duration::from_secs(600),
@@ -116,7 +116,7 @@ fn named<'a>(v: &[&'a Alert]) -> Option<&'a Alert> {
 /// Dedup, burst folding and rate limit; pure, driven by the caller's clock.
 #[derive(Debug)]
 pub struct Throttle {
-    policy: Policy,
+    settings: ThrottleSettings,
     last_shown: HashMap<(String, String, bool), Instant>,
     pub(super) muted: HashSet<(String, String)>,
     pub(super) sent: VecDeque<Instant>,
@@ -128,9 +128,9 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(policy: Policy, muted: HashSet<(String, String)>) -> Self {
+    pub fn new(settings: ThrottleSettings, muted: HashSet<(String, String)>) -> Self {
         Self {
-            policy,
+            settings,
             last_shown: HashMap::new(),
             muted,
             sent: VecDeque::new(),
@@ -174,7 +174,7 @@ impl Throttle {
 
     /// When the current burst is due.
     pub fn due(&self) -> Option<Instant> {
-        self.pending_since.map(|t| t + self.policy.burst)
+        self.pending_since.map(|t| t + self.settings.burst)
     }
 
     /// Ends the burst: when more alerts came after its first notification, the summary
@@ -204,7 +204,7 @@ impl Throttle {
         for a in &alerts {
             let pair = dedup_key(a);
             let recent = self.last_shown.get(&pair).is_some_and(|t| {
-                (pair.2 || now.duration_since(*t) < self.policy.dedup_window)
+                (pair.2 || now.duration_since(*t) < self.settings.dedup_window)
                     && update_of.is_none_or(|start| *t < start)
             });
             if recent {
@@ -224,7 +224,7 @@ impl Throttle {
             self.sent.pop_front();
         }
         if update_of.is_none() {
-            if self.sent.len() >= self.policy.per_minute {
+            if self.sent.len() >= self.settings.per_minute {
                 self.suppressed += fresh.values().map(|v| v.len() as u64).sum::<u64>();
                 return None;
             }
@@ -236,79 +236,87 @@ impl Throttle {
                 self.last_shown.insert(pair.clone(), now);
             }
         }
-        // Connections, not alerts: a connection is alerted again when it learns its name.
-        let connections = fresh
-            .values()
-            .flatten()
-            .map(|a| {
-                let f = &a.finding;
-                (f.pid, f.dst_ip, f.dst_port, f.proto)
-            })
-            .collect::<HashSet<_>>()
-            .len();
-        // The alert that best names the destination speaks for its pair: an alert sent at
-        // connect time may precede the one that learnt the name (SNI, Host).
-        let first = fresh.values().next().and_then(|v| named(v))?;
-        let worst = fresh
-            .values()
-            .flatten()
-            .filter_map(|a| a.finding.severity)
-            .max();
-        let apps: Vec<&str> = {
-            let mut v: Vec<&str> = fresh.keys().map(|(a, _, _)| a.as_str()).collect();
-            v.dedup();
-            v
-        };
-        // A pair seen allowed and then blocked in one burst is one company.
-        let pairs: BTreeSet<(&str, &str)> = fresh
-            .keys()
-            .map(|(a, c, _)| (a.as_str(), c.as_str()))
-            .collect();
-        let all_blocked = fresh.keys().all(|(_, _, b)| *b);
-        let any_blocked = fresh.keys().any(|(_, _, b)| *b);
-        let summary = match (pairs.len(), any_blocked, all_blocked) {
-            (1, true, _) => format!("Blocked: {} -> {}", apps[0], company(first)),
-            (1, false, _) => format!("{} contacted {}", apps[0], category(first).phrase()),
-            (n, _, true) => format!("Blocked: {} -> {n} companies", apps.join(", ")),
-            (n, _, false) => format!("{} contacted {n} companies", apps.join(", ")),
-        };
-        let time = local_hm_of_ms(first.ts_ms);
-        let mut body: Vec<String> = fresh
-            .iter()
-            .take(5)
-            .map(|((_, company, blocked), v)| {
-                let a = named(v).unwrap_or(v[0]);
-                let dest = named_domain(a)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| a.finding.dst_ip.to_string());
-                format!(
-                    "{dest} ({company}, {}) {}at {time}",
-                    category(a).words(),
-                    if *blocked { "blocked " } else { "" }
-                )
-            })
-            .collect();
-        if fresh.len() > 5 {
-            body.push(format!("and {} more companies", fresh.len() - 5));
-        }
-        if connections > 1 {
-            body.push(format!("{connections} connections"));
-        }
-        Some(Note {
-            update: update_of.is_some(),
-            summary,
-            body: body.join("\n"),
-            urgency: urgency(worst),
-            pairs: {
-                let mut p: Vec<(String, String)> = fresh
-                    .keys()
-                    .map(|(a, c, _)| (a.clone(), c.clone()))
-                    .collect();
-                p.dedup();
-                p
-            },
-            blocked: all_blocked,
-            details: details(first),
-        })
+        compose(&fresh, update_of.is_some())
     }
+}
+
+/// Pending alerts of fresh (app, company, blocked) pairs.
+type Fresh<'a> = BTreeMap<(String, String, bool), Vec<&'a Alert>>;
+
+/// The note for `fresh` pairs (`update`: it replaces the burst's first one).
+fn compose(fresh: &Fresh<'_>, update: bool) -> Option<Note> {
+    // Connections, not alerts: a connection is alerted again when it learns its name.
+    let connections = fresh
+        .values()
+        .flatten()
+        .map(|a| {
+            let f = &a.finding;
+            (f.pid, f.dst_ip, f.dst_port, f.proto)
+        })
+        .collect::<HashSet<_>>()
+        .len();
+    // The alert that best names the destination speaks for its pair: an alert sent at
+    // connect time may precede the one that learnt the name (SNI, Host).
+    let first = fresh.values().next().and_then(|v| named(v))?;
+    let worst = fresh
+        .values()
+        .flatten()
+        .filter_map(|a| a.finding.severity)
+        .max();
+    let apps: Vec<&str> = {
+        let mut v: Vec<&str> = fresh.keys().map(|(a, _, _)| a.as_str()).collect();
+        v.dedup();
+        v
+    };
+    // A pair seen allowed and then blocked in one burst is one company.
+    let pairs: BTreeSet<(&str, &str)> = fresh
+        .keys()
+        .map(|(a, c, _)| (a.as_str(), c.as_str()))
+        .collect();
+    let all_blocked = fresh.keys().all(|(_, _, b)| *b);
+    let any_blocked = fresh.keys().any(|(_, _, b)| *b);
+    let summary = match (pairs.len(), any_blocked, all_blocked) {
+        (1, true, _) => format!("Blocked: {} -> {}", apps[0], company(first)),
+        (1, false, _) => format!("{} contacted {}", apps[0], category(first).phrase()),
+        (n, _, true) => format!("Blocked: {} -> {n} companies", apps.join(", ")),
+        (n, _, false) => format!("{} contacted {n} companies", apps.join(", ")),
+    };
+    let time = local_hm_of_ms(first.ts_ms);
+    let mut body: Vec<String> = fresh
+        .iter()
+        .take(5)
+        .map(|((_, company, blocked), v)| {
+            let a = named(v).unwrap_or(v[0]);
+            let dest = named_domain(a)
+                .map(str::to_owned)
+                .unwrap_or_else(|| a.finding.dst_ip.to_string());
+            format!(
+                "{dest} ({company}, {}) {}at {time}",
+                category(a).words(),
+                if *blocked { "blocked " } else { "" }
+            )
+        })
+        .collect();
+    if fresh.len() > 5 {
+        body.push(format!("and {} more companies", fresh.len() - 5));
+    }
+    if connections > 1 {
+        body.push(format!("{connections} connections"));
+    }
+    Some(Note {
+        update,
+        summary,
+        body: body.join("\n"),
+        urgency: urgency(worst),
+        pairs: {
+            let mut p: Vec<(String, String)> = fresh
+                .keys()
+                .map(|(a, c, _)| (a.clone(), c.clone()))
+                .collect();
+            p.dedup();
+            p
+        },
+        blocked: all_blocked,
+        details: details(first),
+    })
 }

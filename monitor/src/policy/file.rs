@@ -384,6 +384,87 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    fn destination(&mut self, d: &RawDestination) {
+        self.id(&d.id, "destination");
+        self.category(&d.category, false);
+        if d.domains.is_empty() && d.cidrs.is_empty() {
+            self.at(
+                d.id.span(),
+                format!("destination {:?} matches nothing", d.id.get_ref()),
+                Some("give domains = [...] or cidrs = [...]"),
+            );
+        }
+        for dom in &d.domains {
+            if let Err(why) = super::matcher::normalize_domain(dom.get_ref()) {
+                self.at(
+                    dom.span(),
+                    format!("domain {:?}: {why}", dom.get_ref()),
+                    None,
+                );
+            }
+        }
+        for cidr in &d.cidrs {
+            if cidr.get_ref().parse::<ipnet::IpNet>().is_err()
+                && cidr.get_ref().parse::<std::net::IpAddr>().is_err()
+            {
+                self.at(
+                    cidr.span(),
+                    format!("{:?} is not an address range", cidr.get_ref()),
+                    Some("write e.g. 192.0.2.0/24 or 2001:db8::/32"),
+                );
+            }
+        }
+        if d.source.get_ref().trim().is_empty() {
+            self.at(
+                d.source.span(),
+                "source is empty",
+                Some("say where the fact comes from (a URL or a document)"),
+            );
+        }
+    }
+
+    fn rule(&mut self, r: &RawRule) {
+        self.id(&r.id, "rule");
+        self.category(&r.category, true);
+        for (what, v) in [("company", &r.company), ("destination", &r.destination)] {
+            if let Some(v) = v.as_ref().filter(|v| v.get_ref().trim().is_empty()) {
+                self.at(
+                    v.span(),
+                    format!("rule {:?}: {what} is empty", r.id.get_ref()),
+                    Some("leave it out to cover every one"),
+                );
+            }
+        }
+    }
+
+    fn import(&mut self, i: &RawImport) {
+        self.id(&i.id, "import");
+        match ImportFormat::parse(i.format.get_ref()) {
+            None => self.at(
+                i.format.span(),
+                format!("unknown import format {:?}", i.format.get_ref()),
+                Some(&format!("use one of {}", ImportFormat::NAMES.join(", "))),
+            ),
+            Some(fmt) => {
+                if let Some(cat) = &i.category {
+                    self.category(cat, false);
+                } else if !fmt.has_categories() {
+                    self.at(
+                        i.id.span(),
+                        format!(
+                            "import {:?} needs a category: {} lists do not carry one",
+                            i.id.get_ref(),
+                            i.format.get_ref()
+                        ),
+                        Some("add category = \"product-analytics\" (or another)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Parses and validates one policy file's text (stage one).
 pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
     let raw: RawFile = match toml::from_str(text) {
@@ -416,83 +497,16 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, Vec<Diagnostic>> {
         diags: Vec::new(),
     };
     for d in &raw.destination {
-        c.id(&d.id, "destination");
-        c.category(&d.category, false);
-        if d.domains.is_empty() && d.cidrs.is_empty() {
-            c.at(
-                d.id.span(),
-                format!("destination {:?} matches nothing", d.id.get_ref()),
-                Some("give domains = [...] or cidrs = [...]"),
-            );
-        }
-        for dom in &d.domains {
-            if let Err(why) = super::matcher::normalize_domain(dom.get_ref()) {
-                c.at(
-                    dom.span(),
-                    format!("domain {:?}: {why}", dom.get_ref()),
-                    None,
-                );
-            }
-        }
-        for cidr in &d.cidrs {
-            if cidr.get_ref().parse::<ipnet::IpNet>().is_err()
-                && cidr.get_ref().parse::<std::net::IpAddr>().is_err()
-            {
-                c.at(
-                    cidr.span(),
-                    format!("{:?} is not an address range", cidr.get_ref()),
-                    Some("write e.g. 192.0.2.0/24 or 2001:db8::/32"),
-                );
-            }
-        }
-        if d.source.get_ref().trim().is_empty() {
-            c.at(
-                d.source.span(),
-                "source is empty",
-                Some("say where the fact comes from (a URL or a document)"),
-            );
-        }
+        c.destination(d);
     }
     for r in &raw.rule {
-        c.id(&r.id, "rule");
-        c.category(&r.category, true);
-        for (what, v) in [("company", &r.company), ("destination", &r.destination)] {
-            if let Some(v) = v.as_ref().filter(|v| v.get_ref().trim().is_empty()) {
-                c.at(
-                    v.span(),
-                    format!("rule {:?}: {what} is empty", r.id.get_ref()),
-                    Some("leave it out to cover every one"),
-                );
-            }
-        }
+        c.rule(r);
     }
     for a in &raw.allow {
         c.id(&a.id, "allow");
     }
     for i in &raw.import {
-        c.id(&i.id, "import");
-        match ImportFormat::parse(i.format.get_ref()) {
-            None => c.at(
-                i.format.span(),
-                format!("unknown import format {:?}", i.format.get_ref()),
-                Some(&format!("use one of {}", ImportFormat::NAMES.join(", "))),
-            ),
-            Some(fmt) => {
-                if let Some(cat) = &i.category {
-                    c.category(cat, false);
-                } else if !fmt.has_categories() {
-                    c.at(
-                        i.id.span(),
-                        format!(
-                            "import {:?} needs a category: {} lists do not carry one",
-                            i.id.get_ref(),
-                            i.format.get_ref()
-                        ),
-                        Some("add category = \"product-analytics\" (or another)"),
-                    );
-                }
-            }
-        }
+        c.import(i);
     }
     for app in &raw.app {
         if let Err(message) = super::apps::validate_app(app) {

@@ -14,11 +14,11 @@ pub mod file;
 pub mod import;
 pub mod last_good;
 pub mod matcher;
+mod merge;
 pub mod show;
 mod sources;
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -300,92 +300,12 @@ impl Policy {
 
     /// Stage two: merge by id (later wins), read imported lists, build the matcher.
     pub fn resolve(files: Vec<PolicyFile>, cli_imports: &[ImportSpec]) -> Result<Self, LoadError> {
-        let mut apps: Vec<AppDef> = Vec::new();
-        let mut dests: Vec<(file::RawDestination, String)> = Vec::new();
-        let mut rules: Vec<Rule> = Vec::new();
-        let mut allows: Vec<Allow> = Vec::new();
-        let mut imports: Vec<PendingImport> = Vec::new();
-        let mut sources = Vec::new();
-        let mut allow_user_blocks = false;
-        // Later files replace earlier entries of the same id, in place; one hash look-up
-        // per entry (a scan per entry made 100k destinations take 45 s).
-        fn upsert<T>(v: &mut Vec<T>, index: &mut HashMap<String, usize>, id: String, item: T) {
-            match index.get(&id) {
-                Some(&i) => v[i] = item,
-                None => {
-                    index.insert(id, v.len());
-                    v.push(item);
-                }
-            }
-        }
-        let (mut app_ix, mut dest_ix, mut rule_ix, mut allow_ix, mut import_ix) = (
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-        );
+        let mut merged = merge::Merged::default();
         for f in files {
-            let mut info = SourceInfo {
-                name: f.name.clone(),
-                apps: f.raw.app.len(),
-                destinations: f.raw.destination.len(),
-                rules: f.raw.rule.len(),
-                allows: f.raw.allow.len(),
-                ..SourceInfo::default()
-            };
-            for a in f.raw.app {
-                upsert(&mut apps, &mut app_ix, a.id.clone(), a);
-            }
-            for d in f.raw.destination {
-                info.domains += d.domains.len();
-                info.cidrs += d.cidrs.len();
-                let id = d.id.get_ref().clone();
-                upsert(&mut dests, &mut dest_ix, id, (d, f.name.clone()));
-            }
-            for r in f.raw.rule {
-                let rule = Rule {
-                    id: r.id.into_inner(),
-                    apps: r.apps.into_inner(),
-                    category: r.category.into_inner(),
-                    company: r.company.map(|c| c.into_inner()),
-                    destination: r.destination.map(|d| d.into_inner()),
-                    severity: r.severity,
-                    action: r.action,
-                    origin: f.name.clone(),
-                };
-                upsert(&mut rules, &mut rule_ix, rule.id.clone(), rule);
-            }
-            for a in f.raw.allow {
-                let allow = Allow {
-                    id: a.id.into_inner(),
-                    app: a.app.into_inner(),
-                    company: a.company.into_inner(),
-                    origin: f.name.clone(),
-                };
-                upsert(&mut allows, &mut allow_ix, allow.id.clone(), allow);
-            }
-            for i in f.raw.import {
-                let format =
-                    ImportFormat::parse(i.format.get_ref()).expect("validated in stage one");
-                let id = i.id.get_ref().clone();
-                let item = (
-                    id.clone(),
-                    PathBuf::from(i.path.get_ref()),
-                    format,
-                    i.category.map(|c| c.into_inner()),
-                    i.company,
-                    f.name.clone(),
-                );
-                upsert(&mut imports, &mut import_ix, id, item);
-            }
-            if let Some(v) = f.raw.settings.as_ref().and_then(|s| s.allow_user_blocks) {
-                allow_user_blocks = v;
-            }
-            sources.push(info);
+            merged.add_file(f);
         }
         for (n, spec) in cli_imports.iter().enumerate() {
-            imports.push((
+            merged.imports.push((
                 format!("cli-import-{}", n + 1),
                 spec.path.clone(),
                 spec.format,
@@ -394,62 +314,7 @@ impl Policy {
                 "--import".to_owned(),
             ));
         }
-
-        for app in &mut apps {
-            app.resolve_paths();
-        }
-        let mut policy = Policy {
-            apps: AppSet { apps },
-            rules,
-            allows,
-            allow_user_blocks,
-            ..Policy::default()
-        };
-        for (d, origin) in dests {
-            let idx = policy.entries.len() as u32;
-            policy.entries.push(DestEntry {
-                id: d.id.get_ref().clone(),
-                company: d.company.clone(),
-                category: d.category.get_ref().clone(),
-                source: d.source.get_ref().clone(),
-                origin,
-            });
-            for dom in &d.domains {
-                policy
-                    .matcher
-                    .add_domain(dom.get_ref(), idx)
-                    .expect("validated in stage one");
-            }
-            for c in &d.cidrs {
-                policy
-                    .matcher
-                    .add_cidr(c.get_ref(), idx)
-                    .expect("validated in stage one");
-            }
-        }
-        let mut patterns = Vec::new();
-        for (id, path, format, category, company, origin) in imports {
-            let info = policy.import(
-                &id,
-                &path,
-                format,
-                category,
-                company,
-                &origin,
-                &mut patterns,
-            )?;
-            sources.push(info);
-        }
-        policy
-            .matcher
-            .set_patterns(patterns)
-            .map_err(|e| LoadError::Import {
-                id: "patterns".into(),
-                path: String::new(),
-                message: e.to_string(),
-            })?;
-        policy.sources = sources;
-        Ok(policy)
+        merged.into_policy()
     }
 
     pub fn rules(&self) -> &[Rule] {

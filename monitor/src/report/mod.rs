@@ -166,47 +166,62 @@ pub fn build(
     since_ms: u64,
     until_ms: u64,
 ) -> Report {
-    type DomKey = (String, String);
-    #[derive(Default)]
-    struct Co {
-        category: Category,
-        severity: Option<Severity>,
-        source: Option<String>,
-        flagged: bool,
-        blocked: u64,
-        domains: BTreeMap<DomKey, DomainRow>,
-    }
-    #[derive(Default)]
-    struct App {
-        companies: BTreeMap<String, Co>,
-        other: BTreeMap<DomKey, DomainRow>,
-    }
-    let mut apps: BTreeMap<String, App> = BTreeMap::new();
+    let mut grouped: BTreeMap<String, AppGroup> = BTreeMap::new();
     let mut times = Vec::new();
-    let merge = |rows: &mut BTreeMap<DomKey, DomainRow>, c: &Contact| {
-        let row = rows
-            .entry((c.destination.clone(), c.proto.clone()))
-            .or_insert_with(|| DomainRow {
-                destination: c.destination.clone(),
-                proto: c.proto.clone(),
-                count: 0,
-                first_ms: c.first_ms,
-                last_ms: c.last_ms,
-                named_by: c.named_by,
-            });
-        row.count += c.count;
-        row.first_ms = row.first_ms.min(c.first_ms);
-        row.last_ms = row.last_ms.max(c.last_ms);
-        if row.named_by.is_none() {
-            row.named_by = c.named_by;
-        }
-    };
     for c in contacts {
         times.push((c.first_ms, c.count, c.flagged));
-        let app = apps.entry(c.app.clone()).or_default();
+        grouped.entry(c.app.clone()).or_default().add(&c);
+    }
+    let mut apps: Vec<AppReport> = grouped
+        .into_iter()
+        .map(|(app, g)| g.into_report(app))
+        .collect();
+    let flagged_count = |a: &AppReport| a.companies.iter().filter(|c| c.flagged).count();
+    apps.sort_by(|a, b| {
+        flagged_count(b)
+            .cmp(&flagged_count(a))
+            .then(b.connections.cmp(&a.connections))
+            .then(a.app.cmp(&b.app))
+    });
+    let (timeline, bucket_ms, lo, hi) = timeline(&times, since_ms, until_ms);
+    Report {
+        schema: SCHEMA,
+        scope: scope.to_owned(),
+        since_ms: lo,
+        until_ms: hi,
+        apps,
+        timeline,
+        bucket_ms,
+        facts: Vec::new(),
+    }
+}
+
+/// A destination row's key: (destination, protocol).
+type DomKey = (String, String);
+
+/// One company's contacts of one app, while grouping.
+#[derive(Default)]
+struct CompanyGroup {
+    category: Category,
+    severity: Option<Severity>,
+    source: Option<String>,
+    flagged: bool,
+    blocked: u64,
+    domains: BTreeMap<DomKey, DomainRow>,
+}
+
+/// One app's contacts, while grouping.
+#[derive(Default)]
+struct AppGroup {
+    companies: BTreeMap<String, CompanyGroup>,
+    other: BTreeMap<DomKey, DomainRow>,
+}
+
+impl AppGroup {
+    fn add(&mut self, c: &Contact) {
         match &c.company {
             Some(company) => {
-                let co = app.companies.entry(company.clone()).or_default();
+                let co = self.companies.entry(company.clone()).or_default();
                 co.category = c.category.clone().unwrap_or_default();
                 co.flagged |= c.flagged;
                 co.blocked += c.blocked;
@@ -216,63 +231,87 @@ pub fn build(
                 if co.source.is_none() {
                     co.source = c.source.clone();
                 }
-                merge(&mut co.domains, &c);
+                merge(&mut co.domains, c);
             }
-            None => merge(&mut app.other, &c),
+            None => merge(&mut self.other, c),
         }
     }
-    let by_count = |rows: BTreeMap<DomKey, DomainRow>| {
-        let mut v: Vec<DomainRow> = rows.into_values().collect();
-        v.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then(a.destination.cmp(&b.destination))
+
+    /// The app's report: listed companies flagged first, then by connections.
+    fn into_report(self, app: String) -> AppReport {
+        let mut companies: Vec<CompanyReport> = self
+            .companies
+            .into_iter()
+            .map(|(company, co)| {
+                let domains = by_count(co.domains);
+                CompanyReport {
+                    company,
+                    category: co.category,
+                    severity: co.severity,
+                    source: co.source,
+                    flagged: co.flagged,
+                    blocked: co.blocked,
+                    connections: domains.iter().map(|d| d.count).sum(),
+                    domains,
+                }
+            })
+            .collect();
+        companies.sort_by(|a, b| {
+            (b.flagged, b.connections)
+                .cmp(&(a.flagged, a.connections))
+                .then(a.company.cmp(&b.company))
         });
-        v
-    };
-    let mut out: Vec<AppReport> = apps
-        .into_iter()
-        .map(|(app, a)| {
-            let mut companies: Vec<CompanyReport> = a
-                .companies
-                .into_iter()
-                .map(|(company, co)| {
-                    let domains = by_count(co.domains);
-                    CompanyReport {
-                        company,
-                        category: co.category,
-                        severity: co.severity,
-                        source: co.source,
-                        flagged: co.flagged,
-                        blocked: co.blocked,
-                        connections: domains.iter().map(|d| d.count).sum(),
-                        domains,
-                    }
-                })
-                .collect();
-            companies.sort_by(|a, b| {
-                (b.flagged, b.connections)
-                    .cmp(&(a.flagged, a.connections))
-                    .then(a.company.cmp(&b.company))
-            });
-            let other = by_count(a.other);
-            let connections = companies.iter().map(|c| c.connections).sum::<u64>()
-                + other.iter().map(|d| d.count).sum::<u64>();
-            AppReport {
-                app,
-                connections,
-                companies,
-                other,
-            }
-        })
-        .collect();
-    let flagged_count = |a: &AppReport| a.companies.iter().filter(|c| c.flagged).count();
-    out.sort_by(|a, b| {
-        flagged_count(b)
-            .cmp(&flagged_count(a))
-            .then(b.connections.cmp(&a.connections))
-            .then(a.app.cmp(&b.app))
+        let other = by_count(self.other);
+        let connections = companies.iter().map(|c| c.connections).sum::<u64>()
+            + other.iter().map(|d| d.count).sum::<u64>();
+        AppReport {
+            app,
+            connections,
+            companies,
+            other,
+        }
+    }
+}
+
+/// Adds a contact to its destination row.
+fn merge(rows: &mut BTreeMap<DomKey, DomainRow>, c: &Contact) {
+    let row = rows
+        .entry((c.destination.clone(), c.proto.clone()))
+        .or_insert_with(|| DomainRow {
+            destination: c.destination.clone(),
+            proto: c.proto.clone(),
+            count: 0,
+            first_ms: c.first_ms,
+            last_ms: c.last_ms,
+            named_by: c.named_by,
+        });
+    row.count += c.count;
+    row.first_ms = row.first_ms.min(c.first_ms);
+    row.last_ms = row.last_ms.max(c.last_ms);
+    if row.named_by.is_none() {
+        row.named_by = c.named_by;
+    }
+}
+
+/// Destination rows, most connections first.
+fn by_count(rows: BTreeMap<DomKey, DomainRow>) -> Vec<DomainRow> {
+    let mut v: Vec<DomainRow> = rows.into_values().collect();
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.destination.cmp(&b.destination))
     });
+    v
+}
+
+/// Connections by first sighting (`times`: first sighting, count, flagged) in at most about
+/// 60 equal buckets between `since_ms` and `until_ms` (0: the contacts' own span). Returns
+/// the buckets, their size and the span.
+fn timeline(
+    times: &[(u64, u64, bool)],
+    since_ms: u64,
+    until_ms: u64,
+) -> (Vec<Bucket>, u64, u64, u64) {
     let lo = match since_ms {
         0 => times.iter().map(|t| t.0).min().unwrap_or(0),
         s => s,
@@ -289,31 +328,22 @@ pub fn build(
         .unwrap_or(&BUCKETS[BUCKETS.len() - 1]);
     let start = lo - lo % bucket_ms;
     let n = ((hi - start) / bucket_ms + 1) as usize;
-    let mut timeline: Vec<Bucket> = (0..n)
+    let mut buckets: Vec<Bucket> = (0..n)
         .map(|i| Bucket {
             start_ms: start + i as u64 * bucket_ms,
             connections: 0,
             flagged: 0,
         })
         .collect();
-    for (t, count, flagged) in times {
-        if let Some(b) = timeline.get_mut(((t.max(start) - start) / bucket_ms) as usize) {
+    for &(t, count, flagged) in times {
+        if let Some(b) = buckets.get_mut(((t.max(start) - start) / bucket_ms) as usize) {
             b.connections += count;
             if flagged {
                 b.flagged += count;
             }
         }
     }
-    Report {
-        schema: SCHEMA,
-        scope: scope.to_owned(),
-        since_ms: lo,
-        until_ms: hi,
-        apps: out,
-        timeline,
-        bucket_ms,
-        facts: Vec::new(),
-    }
+    (buckets, bucket_ms, lo, hi)
 }
 
 impl AppReport {

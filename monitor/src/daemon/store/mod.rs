@@ -472,8 +472,7 @@ fn create_private(path: &Path) -> io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     let meta = f.metadata()?;
-    // SAFETY: no arguments.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::host::users::euid();
     if !meta.is_file() || meta.uid() != me {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -493,8 +492,7 @@ fn private_dir(dir: &Path) -> io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
-    // SAFETY: no arguments.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::host::users::euid();
     if !meta.is_dir() || meta.uid() != me {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
