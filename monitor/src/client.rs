@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use crate::protocol::{self, Alert, ClientError, Reply, Request, Status};
+use crate::{
+    display::safe,
+    protocol::{self, Alert, ClientError, Reply, Request, Status},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientCommandError {
@@ -89,19 +92,28 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
         s.pid, s.uptime_s, s.kernel
     )?;
     writeln!(out, "Watched apps: {}", s.watched_apps.join(", "))?;
-    match &s.counters {
-        Some(k) => writeln!(
+    if !s.all_users {
+        // The machine's figures would tell when other users' apps make connections.
+        writeln!(
             out,
-            "Kernel records: {} generated, {} lost; {} processes not watched (table full); {} UDP repeats folded",
-            k.generated, k.lost, k.watch_table_full, k.udp_repeats
-        )?,
-        None => writeln!(out, "Kernel records: counters unreadable")?,
+            "Your alerts since the daemon started: {} (the machine's figures are for root and the brokerwatch-admin group)",
+            s.alerts
+        )?;
+    } else {
+        match &s.counters {
+            Some(k) => writeln!(
+                out,
+                "Kernel records: {} generated, {} lost; {} processes not watched (table full); {} UDP repeats folded",
+                k.generated, k.lost, k.watch_table_full, k.udp_repeats
+            )?,
+            None => writeln!(out, "Kernel records: counters unreadable")?,
+        }
+        writeln!(
+            out,
+            "Records delivered: {}; alerts: {}",
+            s.records_delivered, s.alerts
+        )?;
     }
-    writeln!(
-        out,
-        "Records delivered: {}; alerts: {}",
-        s.records_delivered, s.alerts
-    )?;
     writeln!(
         out,
         "Programs ({}):",
@@ -114,15 +126,19 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
         writeln!(out, "  {p}")?;
     }
     let st = &s.store;
-    writeln!(
-        out,
-        "Store: {}; {} connection updates and {} alerts written since start; {} waiting; {} dropped",
-        st.path.display(),
-        st.connections_written,
-        st.alerts_written,
-        st.pending,
-        st.dropped
-    )?;
+    if s.all_users {
+        writeln!(
+            out,
+            "Store: {}; {} connection updates and {} alerts written since start; {} waiting; {} dropped",
+            st.path.display(),
+            st.connections_written,
+            st.alerts_written,
+            st.pending,
+            st.dropped
+        )?;
+    } else {
+        writeln!(out, "Store: {}", st.path.display())?;
+    }
     if let Some(e) = &st.error {
         writeln!(out, "STORE ERROR: {e} (alerts are still shown; rows wait in memory until it can be written)")?;
     }
@@ -183,14 +199,14 @@ fn write_alert(out: &mut dyn Write, a: &Alert) -> io::Result<()> {
         out,
         "{}  {}[{}] -> {} ({}:{})  {} {}: {}{}",
         f.ts(),
-        f.who(),
+        safe(f.who()),
         f.pid,
-        f.domain.as_deref().unwrap_or("-"),
+        safe(f.domain.as_deref().unwrap_or("-")),
         f.dst_ip,
         f.dst_port,
         f.severity.map_or("?", |s| s.as_str()).to_uppercase(),
-        f.category.as_ref().map_or("?", |c| c.as_str()),
-        f.company.as_deref().unwrap_or("?"),
+        safe(f.category.as_ref().map_or("?", |c| c.as_str())),
+        safe(f.company.as_deref().unwrap_or("?")),
         crate::report::text::block_mark(f),
     )
 }
@@ -227,4 +243,34 @@ pub async fn report(
     };
     crate::report::write(out, &r, format, "brokerwatch: what apps talked to")?;
     Ok(out.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Finding;
+
+    // Issue 22, items 2 and 7: `history` printed a DNS name of terminal escapes raw.
+    #[test]
+    fn history_lines_show_hostile_names_written_out() {
+        let alert = Alert {
+            finding: Finding {
+                comm: "\u{1b}]0;owned\u{7}".into(),
+                domain: Some("a\u{1b}[2J\u{202e}b".into()),
+                company: Some("\u{9b}31mX".into()),
+                category: Some("data-broker".into()),
+                ..Finding::default()
+            },
+            ts_ms: 0,
+            connect_boot_ns: 0,
+            decided_boot_ns: 0,
+        };
+        let mut out = Vec::new();
+        write_alert(&mut out, &alert).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+            assert!(!line.contains(c), "{line:?}");
+        }
+        assert!(line.contains("\\u{202E}"), "{line}");
+    }
 }

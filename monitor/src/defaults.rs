@@ -59,3 +59,5 @@ pub const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1
 pub const LOSS_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often an audit redraws its live status line and reads the session's health.
 pub const AUDIT_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+/// uids whose alerts the daemon counts for their own `status` (more are not counted).
+pub const MAX_UIDS_TRACKED: usize = 65_536;

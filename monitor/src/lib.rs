@@ -3,7 +3,8 @@
 //!
 //! The modules follow the data, and none imports a stage after its own (a test checks it):
 //!
-//! 1. [`defaults`], [`bounded`]: settings defined once, bounded maps.
+//! 1. [`defaults`], [`bounded`], [`display`]: settings defined once, bounded maps, text
+//!    made safe to show.
 //! 2. [`host`]: what /proc, cgroups and the user database say.
 //! 3. [`kernel`]: the only code that talks to aya: load, attach, read records, decode them.
 //! 4. [`naming`]: DNS / TLS / QUIC / HTTP names for destinations.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod defaults;
+pub mod display;
 pub mod engine;
 pub mod finding;
 pub mod host;

@@ -174,6 +174,28 @@ pub struct Status {
     /// Why the policy's blocks are not in force, when they are not.
     #[serde(default)]
     pub block_error: Option<String>,
+    /// Whose figures these are: the whole machine's (root and admins), or only the asking
+    /// user's (`alerts` then counts their alerts; the machine's counters are left out).
+    #[serde(default)]
+    pub all_users: bool,
+}
+
+impl Status {
+    /// The status as `peer` may see it: an admin sees the machine's figures; anyone else
+    /// their own alerts (`own_alerts`) and none of the counters that tell when someone
+    /// else's app made a connection or contacted a listed company.
+    pub fn as_seen_by(&self, peer: Peer, own_alerts: u64) -> Self {
+        let mut s = self.clone();
+        s.all_users = peer.admin;
+        if !peer.admin {
+            s.alerts = own_alerts;
+            s.counters = None;
+            s.records_delivered = 0;
+            s.store.alerts_written = 0;
+            s.store.connections_written = 0;
+        }
+        s
+    }
 }
 
 /// What `status` shows of the store.
@@ -330,6 +352,60 @@ mod tests {
             decode_reply(r#"{"type":"alert"}"#),
             Err(ClientError::Protocol(_))
         ));
+    }
+
+    // Issue 22, item 6: any socket user saw everyone's alert and connection totals, and by
+    // polling them learnt when anyone's app contacted a flagged company.
+    #[test]
+    fn protocol_status_shows_non_admins_their_own_figures_only() {
+        let status = Status {
+            pid: 1,
+            uptime_s: 2,
+            kernel: "6.18".into(),
+            attach: crate::kernel::AttachScope::Root,
+            attached: Vec::new(),
+            watched_apps: vec!["zoom".into()],
+            counters: Some(KernelCounters {
+                generated: 100,
+                ..KernelCounters::default()
+            }),
+            records_delivered: 100,
+            alerts: 40,
+            policy_sources: Vec::new(),
+            socket: "/run/x".into(),
+            store: StoreStatus {
+                alerts_written: 40,
+                connections_written: 90,
+                ..StoreStatus::default()
+            },
+            policy_error: None,
+            blocking: false,
+            block_error: None,
+            all_users: false,
+        };
+        let user = Peer {
+            uid: 1000,
+            admin: false,
+        };
+        let mine = status.as_seen_by(user, 3);
+        assert_eq!(mine.alerts, 3);
+        assert!(!mine.all_users);
+        assert_eq!(mine.counters, None);
+        assert_eq!(
+            (
+                mine.records_delivered,
+                mine.store.alerts_written,
+                mine.store.connections_written
+            ),
+            (0, 0, 0)
+        );
+        let admin = Peer {
+            uid: 0,
+            admin: true,
+        };
+        let all = status.as_seen_by(admin, 3);
+        assert_eq!((all.alerts, all.all_users), (40, true));
+        assert_eq!(all.counters, status.counters);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use log::{kv::Value, Level, Record};
 use systemd_journal_logger::JournalLog;
 
-use crate::{defaults, finding::Finding, policy::Severity};
+use crate::{defaults, display::safe, finding::Finding, policy::Severity};
 
 /// `MESSAGE_ID` of an alert (a watched app contacted a listed company).
 pub const ALERT_ID: &str = "806cbbec17284d22a0d15f53c69e089b";
@@ -48,15 +48,7 @@ impl Journal {
 
     /// Writes one alert: to the journal with its fields, or (no journal) as a log line.
     pub fn alert(&self, f: &Finding) {
-        let message = format!(
-            "{} (pid {}) contacted {} ({}, {}) severity {}",
-            f.who(),
-            f.pid,
-            f.destination(),
-            f.company.as_deref().unwrap_or("?"),
-            f.category.as_ref().map_or("?", |c| c.as_str()),
-            f.severity.map_or("?", |s| s.as_str()),
-        );
+        let message = message(f);
         let Some(journal) = &self.log else {
             log::warn!("alert: {message}");
             return;
@@ -64,18 +56,19 @@ impl Journal {
         let pid = f.pid.to_string();
         let uid = f.uid.to_string();
         let dst = format!("{}:{}", f.dst_ip, f.dst_port);
-        let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+        // Fields are shown by log tools too: as safe as the message.
+        let opt = |s: &Option<String>| safe(s.as_deref().unwrap_or("")).into_owned();
         let (company, domain) = (opt(&f.company), opt(&f.domain));
-        let category = f.category.as_ref().map_or("", |c| c.as_str());
+        let category = safe(f.category.as_ref().map_or("", |c| c.as_str())).into_owned();
         let severity = f.severity.map_or("", |s| s.as_str());
-        let app_id = opt(&f.app_id);
+        let (app_id, app) = (opt(&f.app_id), safe(f.who()).into_owned());
         let fields: [(&str, Value); 10] = [
             ("MESSAGE_ID", Value::from(ALERT_ID)),
-            ("BROKERWATCH_APP", Value::from(f.who())),
+            ("BROKERWATCH_APP", Value::from(app.as_str())),
             ("BROKERWATCH_APP_ID", Value::from(app_id.as_str())),
             ("BROKERWATCH_COMPANY", Value::from(company.as_str())),
             ("BROKERWATCH_DOMAIN", Value::from(domain.as_str())),
-            ("BROKERWATCH_CATEGORY", Value::from(category)),
+            ("BROKERWATCH_CATEGORY", Value::from(category.as_str())),
             ("BROKERWATCH_SEVERITY", Value::from(severity)),
             ("BROKERWATCH_PID", Value::from(pid.as_str())),
             ("BROKERWATCH_UID", Value::from(uid.as_str())),
@@ -95,6 +88,19 @@ impl Journal {
     }
 }
 
+/// An alert's MESSAGE: names made safe to show (`journalctl` prints it to terminals).
+pub fn message(f: &Finding) -> String {
+    format!(
+        "{} (pid {}) contacted {} ({}, {}) severity {}",
+        safe(f.who()),
+        f.pid,
+        safe(&f.destination()),
+        safe(f.company.as_deref().unwrap_or("?")),
+        safe(f.category.as_ref().map_or("?", |c| c.as_str())),
+        f.severity.map_or("?", |s| s.as_str()),
+    )
+}
+
 /// Sends daemon logs to the journal when systemd connected stderr to it (`JOURNAL_STREAM`);
 /// `false` when the caller should log to stderr instead.
 pub fn install_logger(max: log::LevelFilter) -> bool {
@@ -112,4 +118,24 @@ pub fn install_logger(max: log::LevelFilter) -> bool {
     }
     log::set_max_level(max);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 22, items 2 and 7: `journalctl` prints MESSAGE to terminals.
+    #[test]
+    fn journal_messages_show_hostile_names_written_out() {
+        let f = Finding {
+            comm: "\u{1b}]0;owned\u{7}".into(),
+            domain: Some("\u{202e}moc.evil".into()),
+            ..Finding::default()
+        };
+        let m = message(&f);
+        for c in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(!m.contains(c), "{m:?}");
+        }
+        assert!(m.contains("\\u{202E}moc.evil"), "{m}");
+    }
 }

@@ -153,6 +153,7 @@ impl Daemon {
         let listener = bind(&opts)?;
         let shared = Arc::new(server::Shared {
             status: Mutex::new(None),
+            alerts_by_uid: Mutex::new(Default::default()),
             connections: Mutex::new(Default::default()),
             store_path: store.path().to_owned(),
             queries: tokio::sync::Semaphore::new(defaults::STORE_QUERIES),
@@ -213,6 +214,13 @@ impl Daemon {
         });
         self.store.record_alert(alert.clone());
         self.alerts_total += 1;
+        if let Ok(mut by_uid) = self.shared.alerts_by_uid.lock() {
+            // Bounded: a user with many subordinate uids cannot grow it without end.
+            let uid = alert.finding.uid;
+            if by_uid.len() < defaults::MAX_UIDS_TRACKED || by_uid.contains_key(&uid) {
+                *by_uid.entry(uid).or_default() += 1;
+            }
+        }
         let _ = self.shared.alerts.send(Event::Alert(alert));
     }
 
@@ -258,20 +266,25 @@ impl Daemon {
                 reply,
             } => {
                 let policy = &self.policy.policy;
+                let before = self.session.blocking.user_blocks().len();
                 let outcome = self
                     .session
-                    .blocking
-                    .user_request(policy, peer, &app, &company, unblock);
-                // Only a request that added or removed a block needs new tables.
-                if outcome.as_ref().is_ok_and(|o| o.changed) {
-                    let _ = self.session.apply_blocks(policy);
-                }
+                    .user_block_request(policy, peer, &app, &company, unblock);
                 let verb = if unblock { "unblock" } else { "block" };
-                log::info!(
-                    "uid {} asked to {verb} {app} -> {company}: {outcome:?}",
-                    peer.uid
+                // Requests that change nothing are logged at debug only: a user repeating
+                // one must not fill the log.
+                let level = match self.session.blocking.user_blocks().len() != before {
+                    true => log::Level::Info,
+                    false => log::Level::Debug,
+                };
+                log::log!(
+                    level,
+                    "uid {} asked to {verb} {} -> {}: {outcome:?}",
+                    peer.uid,
+                    crate::display::safe(&app),
+                    crate::display::safe(&company)
                 );
-                let _ = reply.send(outcome.map(|o| o.message));
+                let _ = reply.send(outcome);
             }
             server::Command::Blocks { peer, reply } => {
                 let _ = reply.send(self.session.blocking.visible_to(peer));
@@ -355,6 +368,7 @@ impl Daemon {
             policy_error: self.policy.error.clone(),
             blocking: s.blocking.enforcing,
             block_error: s.blocking.error.clone(),
+            all_users: true,
         };
         if let Ok(mut st) = self.shared.status.lock() {
             *st = Some(status);

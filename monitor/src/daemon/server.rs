@@ -34,6 +34,8 @@ use crate::{
 /// What client tasks share with the main loop.
 pub struct Shared {
     pub status: Mutex<Option<Status>>,
+    /// Alerts since start per uid of the process (what a user's `status` counts).
+    pub alerts_by_uid: Mutex<HashMap<u32, u64>>,
     /// Open connections per uid.
     pub connections: Mutex<HashMap<u32, usize>>,
     pub alerts: broadcast::Sender<Event>,
@@ -225,7 +227,7 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 }
                 None => return,
             },
-            Request::Status => status(&shared),
+            Request::Status => status(&shared, peer),
             Request::Report { since_ms, apps } => match report(&shared, peer, since_ms, apps).await
             {
                 Some(reply) => reply,
@@ -244,9 +246,16 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
-fn status(shared: &Shared) -> Reply {
+/// The status as `peer` may see it (their own figures unless an admin).
+fn status(shared: &Shared, peer: Peer) -> Reply {
+    let own = shared
+        .alerts_by_uid
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&peer.uid).copied())
+        .unwrap_or(0);
     match shared.status.lock().ok().and_then(|s| s.clone()) {
-        Some(status) => Reply::Status(Box::new(status)),
+        Some(status) => Reply::Status(Box::new(status.as_seen_by(peer, own))),
         None => Reply::Error {
             message: "the daemon is starting".into(),
         },

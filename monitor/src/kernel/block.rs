@@ -75,7 +75,8 @@ pub fn wire_addr(ip: IpAddr) -> [u8; 16] {
     out
 }
 
-pub(super) fn check_sizes(t: &BlockTables) -> Result<(), BlockError> {
+/// Whether `t` fits the kernel's tables (else which table overflows, by how much).
+pub fn check_sizes(t: &BlockTables) -> Result<(), BlockError> {
     for (what, need, max) in [
         ("domains", t.domains.len(), MAX_BLOCK_DOMAINS),
         ("(app, destination) pairs", t.pairs.len(), MAX_BLOCK_PAIRS),

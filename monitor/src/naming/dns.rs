@@ -86,7 +86,7 @@ fn parse_message(data: &[u8], facts: &mut Facts) {
     if !packet.has_flags(PacketFlag::RESPONSE) {
         for q in packet.questions.iter().take(8) {
             let name = lower(q.qname.to_string());
-            if !name.is_empty() && !facts.queries.contains(&name) {
+            if super::is_host_name(&name) && !facts.queries.contains(&name) {
                 facts.queries.push(name);
             }
         }
@@ -119,21 +119,38 @@ fn parse_message(data: &[u8], facts: &mut Facts) {
         }
     }
     let chain = chain_of(&qname, &cnames);
+    // Names that are not host names are never used, nor shown: anyone can make an app ask
+    // for one (a name of terminal escapes, CNAMEd to a listed domain). The chain keeps its
+    // valid names, so the listed domain still names the address.
+    let valid: Vec<String> = chain
+        .iter()
+        .filter(|n| super::is_host_name(n))
+        .cloned()
+        .collect();
+    let Some(asked) = valid.first().cloned() else {
+        return;
+    };
     for (owner, ttl) in ech_owners {
         if let Some(end) = chain.iter().position(|n| *n == owner) {
-            for name in &chain[..=end] {
+            for name in chain[..=end].iter().filter(|n| valid.contains(n)) {
                 facts.ech.push((name.clone(), ttl));
             }
         }
     }
+    let qname = if valid.contains(&qname) { qname } else { asked };
     facts
         .resolutions
         .extend(addrs.into_iter().filter_map(|(owner, addr, ttl)| {
             // The address belongs to the end of the chain (or to a name in it).
             let end = chain.iter().position(|n| *n == owner)?;
-            Some(Resolution {
+            let chain: Vec<String> = chain[..=end]
+                .iter()
+                .filter(|n| valid.contains(n))
+                .cloned()
+                .collect();
+            (!chain.is_empty()).then(|| Resolution {
                 qname: qname.clone(),
-                chain: chain[..=end].to_vec(),
+                chain,
                 addr,
                 ttl,
             })
@@ -292,6 +309,50 @@ pub(crate) mod tests {
             https(&[]).ech.is_empty(),
             "an HTTPS record without ech offers none"
         );
+    }
+
+    // Issue 22, item 2: a watched process asked its own DNS server for a name of terminal
+    // escapes (clear screen, an OSC title, hidden text) CNAMEd to a listed domain; the
+    // name reached `history` and `report` raw.
+    #[test]
+    fn names_that_are_not_host_names_are_dropped_and_the_chain_keeps_the_listed_one() {
+        let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{1b}[8m.evil.test";
+        let mut p = Packet::new_reply(7);
+        p.questions.push(Question::new(
+            Name::new_unchecked(evil),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked(evil),
+            CLASS::IN,
+            60,
+            RData::CNAME(CNAME(Name::new_unchecked("x.rlcdn.com"))),
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("x.rlcdn.com"),
+            CLASS::IN,
+            60,
+            RData::A(A {
+                address: u32::from(Ipv4Addr::new(127, 0, 0, 4)),
+            }),
+        ));
+        let r = parse_answer(&p.build_bytes_vec().unwrap(), false);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].qname, "x.rlcdn.com");
+        assert_eq!(r[0].chain, ["x.rlcdn.com"]);
+        // A query for such a name names nothing either.
+        let mut q = Packet::new_query(8);
+        q.questions.push(Question::new(
+            Name::new_unchecked(evil),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        assert!(parse(&q.build_bytes_vec().unwrap(), false)
+            .queries
+            .is_empty());
     }
 
     #[test]

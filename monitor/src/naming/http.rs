@@ -21,7 +21,9 @@ pub fn request_host(stream: &[u8]) -> Head {
                 .find(|h| h.name.eq_ignore_ascii_case("host"))
                 .and_then(|h| std::str::from_utf8(h.value).ok())
                 .map(|v| strip_port(v.trim()).to_ascii_lowercase())
-                .filter(|h| !h.is_empty());
+                // Only a host name or an address names the row; anything else (escapes,
+                // bidi overrides, a formula) is the sender's choice, not a destination.
+                .filter(|h| super::is_host_name(h) || h.parse::<std::net::IpAddr>().is_ok());
             if status.is_partial() && host.is_none() {
                 if stream.len() >= MAX_HEAD {
                     Head::NotHttp
@@ -49,6 +51,31 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 22, items 3 and 7: a Host header is the sender's text; only a host name or an
+    // address names a row.
+    #[test]
+    fn host_headers_that_are_not_host_names_name_nothing() {
+        for host in [
+            "=cmd|' /C calc'!A0",
+            "evil\u{202e}moc.test",
+            "a\u{9b}31m.test",
+            "x y",
+        ] {
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(
+                request_host(req.as_bytes()),
+                Head::Request { host: None },
+                "{host:?}"
+            );
+        }
+        assert_eq!(
+            request_host(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"),
+            Head::Request {
+                host: Some("127.0.0.1".into())
+            }
+        );
+    }
 
     #[test]
     fn host_header() {

@@ -29,6 +29,20 @@ use crate::{
 /// rows are named by what they asked.
 pub const DNS_QUERY_PORTS: [u16; 2] = [53, 5353];
 
+/// Whether `name` looks like a DNS host name: letters, digits, `-` and `_` in labels of 1
+/// to 63 bytes, dots between labels (one trailing dot allowed), at most 253 bytes. Names
+/// from DNS answers, SNI and Host headers that are not are never used: anyone can make a
+/// watched app ask for one, and they are shown to administrators.
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && name.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+}
+
 /// Where a name came from.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

@@ -97,18 +97,9 @@ fn parse_hello(handshake: &[u8]) -> Hello {
     Hello::ClientHello { sni, ech }
 }
 
-/// Whether `name` looks like a DNS host name (letters, digits, `-`, `_`, dots between
-/// labels).
+/// Whether `name` looks like a DNS host name (see [`super::is_host_name`]).
 fn hostname_like(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.first() != Some(&b'.')
-        && name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        && name
-            .split(|&b| b == b'.')
-            .all(|l| !l.is_empty() && l.len() <= 63)
+    std::str::from_utf8(name).is_ok_and(super::is_host_name)
 }
 
 /// A `server_name` extension found whole inside a fragment of a ClientHello that cannot be

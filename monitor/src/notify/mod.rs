@@ -19,9 +19,14 @@ pub use throttle::{Note, Throttle, ThrottleSettings};
 use crate::{
     defaults,
     protocol::{Alert, ClientError, Connection, Reply, Request},
-    // Notification bodies may be read as markup: the report's escaping covers it.
-    report::html::escape as markup_escape,
+    report::html::escape,
 };
+
+/// A notification body, as the spec's markup reads it: each line escaped (names made safe
+/// to show), the line breaks kept.
+pub fn markup_escape(text: &str) -> String {
+    text.lines().map(escape).collect::<Vec<_>>().join("\n")
+}
 
 /// Where a user's muted (app, company) pairs are kept: under `$XDG_CONFIG_HOME`, `$HOME`
 /// or the home directory the user database gives, never in a shared directory. `None` when

@@ -185,6 +185,15 @@ fn notification_body_escapes_names_chosen_by_whoever_answers_dns() {
         markup_escape("<b>&'\"</b>"),
         "&lt;b&gt;&amp;&apos;&quot;&lt;/b&gt;"
     );
+    // Issue 22, item 7: a bidi override or a terminal escape is shown, not obeyed; the
+    // body's own line breaks stay line breaks (issue 24, item 6: they were U+FFFD).
+    let body = markup_escape("a.test (X, data broker) at 14:02\n\u{202e}moc.evil\u{1b}[2J");
+    assert_eq!(body.lines().count(), 2, "{body:?}");
+    assert!(
+        !body.contains('\u{fffd}') && !body.contains('\u{202e}'),
+        "{body:?}"
+    );
+    assert!(body.contains("\\u{202E}moc.evil"), "{body}");
 }
 
 #[test]

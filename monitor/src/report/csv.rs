@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::Report;
-use crate::finding::Finding;
+use crate::{display::csv_cell, finding::Finding};
 
 /// The audit's columns: every field of a [`Finding`], in its JSON order.
 const ROW_HEADER: &[&str] = &[
@@ -71,7 +71,7 @@ pub fn write_rows(out: &mut dyn Write, rows: &[Finding]) -> io::Result<()> {
         let fields = row_fields(row)?;
         let cells = ROW_HEADER
             .iter()
-            .map(|c| fields.get(*c).cloned().unwrap_or_default());
+            .map(|c| csv_cell(fields.get(*c).map_or("", String::as_str)).into_owned());
         w.write_record(cells).map_err(io::Error::other)?;
     }
     w.flush()
@@ -109,7 +109,7 @@ pub fn write_report(out: &mut dyn Write, r: &Report) -> io::Result<()> {
             .iter()
             .flat_map(|c| c.domains.iter().map(move |d| (Some(c), d)));
         for (c, d) in listed.chain(a.other.iter().map(|d| (None, d))) {
-            w.write_record([
+            let cells = [
                 a.app.clone(),
                 c.map(|c| c.company.clone()).unwrap_or_default(),
                 c.map(|c| c.category.to_string()).unwrap_or_default(),
@@ -126,8 +126,9 @@ pub fn write_report(out: &mut dyn Write, r: &Report) -> io::Result<()> {
                     .map(|n| n.as_str().to_owned())
                     .unwrap_or_default(),
                 c.and_then(|c| c.source.clone()).unwrap_or_default(),
-            ])
-            .map_err(io::Error::other)?;
+            ];
+            w.write_record(cells.iter().map(|c| csv_cell(c).into_owned()))
+                .map_err(io::Error::other)?;
         }
     }
     w.flush()

@@ -15,7 +15,8 @@ const QUIET: &str = "#9aa0a8";
 
 /// Escapes text for HTML and for notification-body markup (the Desktop Notifications
 /// spec's subset): names come from DNS answers and TLS ClientHellos, which anyone can
-/// choose. Control characters become U+FFFD.
+/// choose. Controls, bidi overrides and invisible characters are written out
+/// (`\u{202E}`), never obeyed ([`crate::display`]).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -25,7 +26,10 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if c.is_control() => out.push('\u{fffd}'),
+            // Controls, bidi overrides and invisible characters are shown, not obeyed.
+            c if crate::display::is_unsafe(c) => {
+                out.push_str(&crate::display::safe(c.encode_utf8(&mut [0; 4])))
+            }
             c => out.push(c),
         }
     }

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use super::{DomainRow, Report};
+use crate::display::safe;
 
 const RED: &str = "\x1b[1;31m";
 const DIM: &str = "\x1b[2m";
@@ -43,7 +44,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
         writeln!(
             out,
             "      {:<40} {:<4} {:>6}x  {}{}",
-            d.destination,
+            safe(&d.destination),
             d.proto,
             d.count,
             span,
@@ -56,9 +57,9 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
         writeln!(
             out,
             "{}: {} connections. {}",
-            app.app,
+            safe(&app.app),
             app.connections,
-            app.headline()
+            safe(&app.headline())
         )?;
         for c in &app.companies {
             let sev = c.severity.map_or("-", |s| s.as_str());
@@ -73,7 +74,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
                 paint(c.flagged, RED),
                 sev,
                 c.category,
-                c.company,
+                safe(&c.company),
                 reset(c.flagged),
                 c.connections,
                 if c.blocked > 0 {
@@ -83,7 +84,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
                 },
                 c.source
                     .as_deref()
-                    .map(|s| format!("  {}source: {s}{}", paint(true, DIM), reset(true)))
+                    .map(|s| format!("  {}source: {}{}", paint(true, DIM), safe(s), reset(true)))
                     .unwrap_or_default()
             )?;
             for d in &c.domains {
@@ -102,7 +103,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
 }
 
 /// `  BLOCKED` for a contact the kernel denied, `  NOT BLOCKED (...)` for one a block rule
-/// covers that went through; nothing otherwise.
+/// covers that went through; nothing otherwise (the notes are brokerwatch's own text).
 pub fn block_mark(f: &crate::finding::Finding) -> String {
     if f.blocked > 0 {
         "  BLOCKED".to_owned()

@@ -189,7 +189,9 @@ impl Blocking {
     }
 
     /// `brokerwatch block|unblock APP COMPANY` from `peer`: the user's own block, for their
-    /// own processes, where the policy allows users to block. Says what to tell them, and
+    /// own processes, where the policy allows users to block. A new block is admitted only
+    /// if `fits` says the kernel's tables hold it with everyone's blocks: a block that does
+    /// not fit is refused, and no one else's changes. Says what to tell the user, and
     /// whether anything changed (then the caller applies the blocks again).
     pub fn user_request(
         &mut self,
@@ -198,6 +200,7 @@ impl Blocking {
         app: &str,
         company: &str,
         unblock: bool,
+        fits: impl FnOnce(&[UserBlock]) -> Result<(), BlockError>,
     ) -> Result<Outcome, String> {
         if !policy.allow_user_blocks {
             return Err("the administrator's policy does not let users block (it needs `[settings] allow_user_blocks = true` in /etc/brokerwatch/policies.d/)".into());
@@ -230,6 +233,11 @@ impl Blocking {
                 ));
             }
             blocks.push(block);
+            if let Err(e) = fits(&blocks) {
+                return Err(format!(
+                    "{name} -> {company} cannot be blocked: with the blocks in force it does not fit the kernel's tables ({e}); nothing changed"
+                ));
+            }
         }
         // Only requests that change something cost the daemon's thread (a new plan for
         // the kernel): those are limited per user.

@@ -420,6 +420,32 @@ impl Session {
             .map_err(SessionError::Block)
     }
 
+    /// `brokerwatch block|unblock` from `peer` (see [`Blocking::user_request`]): a new block
+    /// is admitted only when the kernel's tables hold it with everyone's; a change applies
+    /// the blocks again. Returns what to tell the user.
+    pub fn user_block_request(
+        &mut self,
+        policy: &Policy,
+        peer: crate::protocol::Peer,
+        app: &str,
+        company: &str,
+        unblock: bool,
+    ) -> Result<String, String> {
+        let (apps, tags) = self.block_targets(policy);
+        let fits = |users: &[crate::policy::UserBlock]| {
+            let plan = policy.block_plan(&apps, users);
+            crate::kernel::block::check_sizes(&crate::watch::block_tables(&plan, &tags))
+        };
+        let outcome = self
+            .blocking
+            .user_request(policy, peer, app, company, unblock, fits)?;
+        if outcome.changed {
+            // A failure is kept for `status`; the block is on disk for the next start.
+            let _ = self.apply_blocks(policy);
+        }
+        Ok(outcome.message)
+    }
+
     /// The apps block plans are made for, with their watch tags.
     fn block_targets<'p>(&self, policy: &'p Policy) -> (Vec<Option<&'p AppDef>>, Vec<u32>) {
         if let Some(w) = &self.watcher {
