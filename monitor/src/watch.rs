@@ -11,6 +11,7 @@ use std::{
 use monitor_common::{EventKind, MODE_CGROUPS, MODE_NAMES, WATCH_TAG_APP_BASE};
 
 use crate::{
+    display::safe,
     engine::Engine,
     host::{
         appid::{self, AppIdentity},
@@ -288,7 +289,10 @@ impl Watcher {
         };
         let dir = mount.join(path.trim_start_matches('/'));
         if sensor.attach_cgroup(&dir, Hooks::All)? {
-            log::info!("watched apps run in cgroup {path}: its processes now run the hooks");
+            log::info!(
+                "watched apps run in cgroup {}: its processes now run the hooks",
+                safe(path)
+            );
         }
         Ok(())
     }
@@ -317,7 +321,8 @@ impl Watcher {
             if !self.resolvers.contains(&dir) && cgroup::pids_in(&dir).is_empty() {
                 sensor.detach_cgroup(&dir);
                 self.covered.clear();
-                log::info!("no process left in cgroup {}: detached", dir.display());
+                let dir = dir.display().to_string();
+                log::info!("no process left in cgroup {}: detached", safe(&dir));
             }
         }
         if self.resolvers.is_empty() {
@@ -360,8 +365,9 @@ impl Watcher {
             }
         }
         log::info!(
-            "watching cgroup {path} ({}): its processes are {}",
-            identity.display_id(),
+            "watching cgroup {} ({}): its processes are {}",
+            safe(path),
+            safe(&identity.display_id()),
             w.label
         );
         Ok(Some(w.label.clone()))
