@@ -16,7 +16,9 @@ use brokerwatch::{
     policy::Policy,
     session::{Blocking, Plan, Session},
 };
-use monitor_common::{dest_hash, domain_hash, BLOCK_EVERY_USER, MODE_NAMES, WATCH_TAG_APP_BASE};
+use monitor_common::{
+    dest_hash, domain_hash, names::program, BLOCK_EVERY_USER, MODE_NAMES, WATCH_TAG_APP_BASE,
+};
 use serde_json::json;
 
 const ROUNDS: usize = 7;
@@ -115,7 +117,7 @@ fn kernel_ns(w: &mut Session, ip: &str) -> f64 {
 }
 
 fn stat(w: &Session) -> (u64, u64) {
-    prog_stat(w, "bw_connect4")
+    prog_stat(w, program::CONNECT4)
 }
 
 /// A DNS answer for `id`'s query: `cdn.vendor5.example` CNAME `edge.tracker5.example`
@@ -163,7 +165,7 @@ fn dns_walk(n: u32) -> (f64, f64, bool) {
     query.extend_from_slice(b"\x03cdn\x07vendor5\x07example\x00\x00\x01\x00\x01");
     let exchange = |w: &mut Session| {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-        let before = prog_stat(w, "bw_ingress");
+        let before = prog_stat(w, program::INGRESS);
         let mut buf = [0u8; 512];
         for i in 0..n {
             client.send(&query).unwrap();
@@ -172,7 +174,7 @@ fn dns_walk(n: u32) -> (f64, f64, bool) {
                 w.capture.drain(|_| {});
             }
         }
-        let after = prog_stat(w, "bw_ingress");
+        let after = prog_stat(w, program::INGRESS);
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
         w.capture.drain(|_| {});
         (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64

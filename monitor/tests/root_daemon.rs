@@ -50,12 +50,13 @@ fn daemon_alerts_reach_history_and_each_user_sees_only_their_own() {
     // No systemd here: apps share the root cgroup, so the hooks run there.
     assert_eq!(status["attach"], "root", "{status}");
     let attached = status["attached"].to_string();
+    use monitor_common::names::program;
     for prog in [
-        "bw_connect4",
-        "bw_egress",
-        "bw_ingress",
-        "bw_exec",
-        "bw_cgroup_mkdir",
+        program::CONNECT4,
+        program::EGRESS,
+        program::INGRESS,
+        program::EXEC,
+        program::CGROUP_MKDIR,
     ] {
         assert!(attached.contains(prog), "{prog} missing: {attached}");
     }

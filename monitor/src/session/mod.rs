@@ -286,8 +286,12 @@ impl Session {
         Ok(step)
     }
 
-    /// What a connection row means.
-    pub fn decide(&mut self, key: &ConnKey, agg: &ConnAgg, policy: &Policy) -> Finding {
+    /// Runs `f` with the engine and everything a decision reads besides the row.
+    fn judge<R>(
+        &mut self,
+        policy: &Policy,
+        f: impl FnOnce(&Engine, &mut finding::Context<'_>) -> R,
+    ) -> R {
         let mut cx = finding::Context {
             clock: &self.clock,
             users: &mut self.users,
@@ -295,7 +299,12 @@ impl Session {
             enforcing: self.blocking.enforcing,
             user_blocks: self.blocking.user_blocks(),
         };
-        finding::decide(&self.engine, key, agg, &mut cx)
+        f(&self.engine, &mut cx)
+    }
+
+    /// What a connection row means.
+    pub fn decide(&mut self, key: &ConnKey, agg: &ConnAgg, policy: &Policy) -> Finding {
+        self.judge(policy, |engine, cx| finding::decide(engine, key, agg, cx))
     }
 
     /// Rows created or renamed since the last call, decided. A flagged contact that a
@@ -338,14 +347,7 @@ impl Session {
 
     /// Every connection row, decided, ordered by first sighting.
     pub fn findings(&mut self, policy: &Policy) -> Vec<Finding> {
-        let mut cx = finding::Context {
-            clock: &self.clock,
-            users: &mut self.users,
-            policy,
-            enforcing: self.blocking.enforcing,
-            user_blocks: self.blocking.user_blocks(),
-        };
-        finding::all(&self.engine, &mut cx)
+        self.judge(policy, finding::all)
     }
 
     /// The periodic work: detach from apps that ended, read the kernel's counters, and say
