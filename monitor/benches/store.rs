@@ -206,6 +206,7 @@ fn trim(dir: &Path) -> Trimmed {
         Retention {
             max_age: Duration::from_secs(30 * 24 * 3600),
             max_rows: ROWS / 2,
+            ..Retention::default()
         },
     )
     .unwrap();

@@ -139,6 +139,19 @@ fn write_status(out: &mut dyn Write, s: &Status) -> io::Result<()> {
     } else {
         writeln!(out, "Store: {}", st.path.display())?;
     }
+    if st.quota_refused > 0 {
+        let who: Vec<String> = st
+            .over_quota
+            .iter()
+            .map(|q| format!("uid {} ({} rows)", q.uid, q.refused))
+            .collect();
+        writeln!(
+            out,
+            "Store quota: {} rows not stored because their user reached the quota: {}",
+            st.quota_refused,
+            who.join(", ")
+        )?;
+    }
     if let Some(e) = &st.error {
         writeln!(out, "STORE ERROR: {e} (alerts are still shown; rows wait in memory until it can be written)")?;
     }

@@ -193,6 +193,8 @@ impl Status {
             s.records_delivered = 0;
             s.store.alerts_written = 0;
             s.store.connections_written = 0;
+            s.store.quota_refused = 0;
+            s.store.over_quota.clear();
         }
         s
     }
@@ -211,6 +213,19 @@ pub struct StoreStatus {
     pub dropped: u64,
     /// Why the last write failed; `None` once writes succeed again.
     pub error: Option<String>,
+    /// Rows refused because their uid reached its store quota.
+    #[serde(default)]
+    pub quota_refused: u64,
+    /// The uids that reached their quota, the most refused first (admins only).
+    #[serde(default)]
+    pub over_quota: Vec<UidQuota>,
+}
+
+/// A uid that reached its store quota, and how many of its rows were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UidQuota {
+    pub uid: u32,
+    pub refused: u64,
 }
 
 /// Who is on the other end of a connection.

@@ -8,16 +8,16 @@
 //! drops), reports the fault in [`Store::status`] and tries again every second. Queries open
 //! their own read-only connection ([`read_alerts`]) and never wait for the writer.
 
+mod files;
+mod quota;
 mod sql;
 #[cfg(test)]
 mod tests;
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     io,
-    os::unix::fs::{
-        DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-    },
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -27,6 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use self::files::{create_private, private_dir};
 pub use sql::{decode_alert, decode_finding, Table, SCHEMA_VERSION};
 
 use crate::{
@@ -44,6 +45,8 @@ pub const LAST_GOOD_POLICY: &str = crate::defaults::LAST_GOOD_POLICY;
 pub const MAX_PENDING: usize = 50_000;
 /// Rows in flight from the daemon's thread to the writer.
 const CHANNEL: usize = 65_536;
+/// Connection rows one uid may have in flight (a quarter of the channel).
+const SHARE_PER_UID: usize = CHANNEL / 4;
 /// Rows per transaction.
 const BATCH: usize = 8_192;
 /// How often the writer trims by age and size.
@@ -77,6 +80,10 @@ pub struct Retention {
     pub max_age: Duration,
     /// Rows kept per table (alerts, connections).
     pub max_rows: u64,
+    /// Connection rows one uid may keep (its new rows are refused past it).
+    pub rows_per_uid: u64,
+    /// Alerts one uid may keep.
+    pub alerts_per_uid: u64,
 }
 
 impl Default for Retention {
@@ -84,6 +91,8 @@ impl Default for Retention {
         Self {
             max_age: Duration::from_secs(30 * 24 * 3600),
             max_rows: 5_000_000,
+            rows_per_uid: 1_000_000,
+            alerts_per_uid: 200_000,
         }
     }
 }
@@ -105,6 +114,17 @@ enum Op {
     Forget(String),
 }
 
+impl Op {
+    /// Whose row it is (`None` for a row removal, which names no one).
+    fn uid(&self) -> Option<u32> {
+        match self {
+            Op::Alert(a) => Some(a.finding.uid),
+            Op::Connection(row) => Some(row.finding.uid),
+            Op::Forget(_) => None,
+        }
+    }
+}
+
 /// What the writer has done, shared with the daemon's status.
 #[derive(Debug, Default)]
 struct Health {
@@ -114,6 +134,25 @@ struct Health {
     pending: AtomicU64,
     dropped: AtomicU64,
     error: Mutex<Option<String>>,
+    /// Rows refused because their uid reached its quota, and who.
+    refused: AtomicU64,
+    over_quota: Mutex<Vec<crate::protocol::UidQuota>>,
+    /// Connection rows handed over and not yet written (or dropped), per uid.
+    inflight: Mutex<HashMap<u32, usize>>,
+}
+
+impl Health {
+    /// A connection row of `uid` left the pipeline (written, refused or dropped).
+    fn landed(&self, uid: u32) {
+        if let Ok(mut inflight) = self.inflight.lock() {
+            if let Some(n) = inflight.get_mut(&uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    inflight.remove(&uid);
+                }
+            }
+        }
+    }
 }
 
 pub struct Store {
@@ -163,11 +202,28 @@ impl Store {
         self.send(Op::Forget(key));
     }
 
+    /// Hands `op` to the writer. A uid may have at most [`SHARE_PER_UID`] rows in flight
+    /// (alerts excepted): one user's flood fills its own share, never the whole channel.
     fn send(&self, op: Op) {
+        let uid = op.uid().filter(|_| !matches!(op, Op::Alert(_)));
+        if let Some(uid) = uid {
+            let Ok(mut inflight) = self.health.inflight.lock() else {
+                return;
+            };
+            let n = inflight.entry(uid).or_default();
+            if *n >= SHARE_PER_UID {
+                self.health.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            *n += 1;
+        }
         let sent = self.tx.as_ref().is_some_and(|tx| tx.try_send(op).is_ok());
         if sent {
             self.health.pending.fetch_add(1, Relaxed);
         } else {
+            if let Some(uid) = uid {
+                self.health.landed(uid);
+            }
             self.health.dropped.fetch_add(1, Relaxed);
         }
     }
@@ -181,6 +237,8 @@ impl Store {
             pending: h.pending.load(Relaxed),
             dropped: h.dropped.load(Relaxed),
             error: h.error.lock().ok().and_then(|e| e.clone()),
+            quota_refused: h.refused.load(Relaxed),
+            over_quota: h.over_quota.lock().map(|q| q.clone()).unwrap_or_default(),
         }
     }
 
@@ -241,6 +299,9 @@ struct Writer {
     health: Arc<Health>,
     db: Option<rusqlite::Connection>,
     queue: VecDeque<Op>,
+    /// Ops waiting per uid: when the queue is full, the uid with the most waiting loses.
+    queued: HashMap<Option<u32>, usize>,
+    usage: quota::Usage,
     retry_at: Option<Instant>,
     trim_at: Instant,
 }
@@ -253,6 +314,8 @@ impl Writer {
             health,
             db: None,
             queue: VecDeque::new(),
+            queued: HashMap::new(),
+            usage: quota::Usage::default(),
             retry_at: None,
             trim_at: Instant::now(),
         }
@@ -298,13 +361,43 @@ impl Writer {
         }
     }
 
-    /// Queues `op`; past [`MAX_PENDING`] the oldest waiting row is dropped and counted.
+    /// Queues `op`; past [`MAX_PENDING`] a row of the uid with the most rows waiting is
+    /// dropped and counted (its newest when `op` is its own, else its oldest): one user's
+    /// flood costs that user's rows, not everyone's.
     fn push(&mut self, op: Op) {
+        *self.queued.entry(op.uid()).or_default() += 1;
         self.queue.push_back(op);
-        if self.queue.len() > MAX_PENDING {
-            self.queue.pop_front();
-            self.health.pending.fetch_sub(1, Relaxed);
-            self.health.dropped.fetch_add(1, Relaxed);
+        if self.queue.len() <= MAX_PENDING {
+            return;
+        }
+        let top = self
+            .queued
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .and_then(|(uid, _)| *uid);
+        let last = self.queue.back().and_then(Op::uid);
+        let at = if last == top {
+            self.queue.len() - 1
+        } else {
+            self.queue.iter().position(|o| o.uid() == top).unwrap_or(0)
+        };
+        if let Some(dropped) = self.queue.remove(at) {
+            self.unqueue(&dropped);
+        }
+        self.health.pending.fetch_sub(1, Relaxed);
+        self.health.dropped.fetch_add(1, Relaxed);
+    }
+
+    fn unqueue(&mut self, op: &Op) {
+        if let (Op::Connection(_), Some(uid)) = (op, op.uid()) {
+            self.health.landed(uid);
+        }
+        let uid = op.uid();
+        if let Some(n) = self.queued.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.queued.remove(&uid);
+            }
         }
     }
 
@@ -328,6 +421,10 @@ impl Writer {
             .and_then(|()| sql::open_rw(&self.path))
         {
             Ok(db) => {
+                match quota::Usage::load(&db) {
+                    Ok(u) => self.usage = u,
+                    Err(e) => log::warn!("cannot count the store's rows per user: {e}"),
+                }
                 self.db = Some(db);
                 self.import_jsonl();
                 true
@@ -367,18 +464,26 @@ impl Writer {
             }
             let n = self.queue.len().min(BATCH);
             let db = self.db.as_mut().expect("connected above");
+            let (retention, usage) = (self.retention, &mut self.usage);
             let res = (|| -> Result<(u64, u64), StoreError> {
                 let tx = db.transaction()?;
                 let (mut alerts, mut conns) = (0, 0);
                 for op in self.queue.iter().take(n) {
                     match op {
                         Op::Alert(a) => {
-                            sql::insert_alert(&tx, a)?;
-                            alerts += 1;
+                            if usage.admit_alert(a.finding.uid, retention.alerts_per_uid) {
+                                sql::insert_alert(&tx, a)?;
+                                alerts += 1;
+                            }
                         }
                         Op::Connection(row) => {
-                            sql::upsert_connection(&tx, row)?;
-                            conns += 1;
+                            // Updates of a uid's rows go on; new rows within its quota.
+                            if sql::update_connection(&tx, row)? {
+                                conns += 1;
+                            } else if usage.admit_row(row.finding.uid, retention.rows_per_uid) {
+                                sql::upsert_connection(&tx, row)?;
+                                conns += 1;
+                            }
                         }
                         Op::Forget(key) => sql::forget_connection(&tx, key)?,
                     }
@@ -386,9 +491,13 @@ impl Writer {
                 tx.commit()?;
                 Ok((alerts, conns))
             })();
+            self.publish_quota();
             match res {
                 Ok((alerts, conns)) => {
-                    self.queue.drain(..n);
+                    let written: Vec<Op> = self.queue.drain(..n).collect();
+                    for op in &written {
+                        self.unqueue(op);
+                    }
                     let h = &self.health;
                     h.pending.fetch_sub(n as u64, Relaxed);
                     h.alerts.fetch_add(alerts, Relaxed);
@@ -407,11 +516,31 @@ impl Writer {
         }
     }
 
+    /// What the quota refused, for `status`.
+    fn publish_quota(&self) {
+        self.health
+            .refused
+            .store(self.usage.refused_total(), Relaxed);
+        if let Ok(mut q) = self.health.over_quota.lock() {
+            *q = self.usage.over_quota();
+        }
+    }
+
     fn trim(&mut self) {
         self.trim_at = Instant::now() + TRIM_EVERY;
         let Some(db) = &self.db else { return };
-        let oldest = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
-        match sql::trim(db, oldest, self.retention.max_rows) {
+        let r = self.retention;
+        let oldest = now_ms().saturating_sub(r.max_age.as_millis() as u64);
+        let res = (|| -> Result<usize, StoreError> {
+            let mut n = sql::trim(db, oldest, r.max_rows)?;
+            // A uid over its quota (the quota was lowered) keeps its newest rows.
+            for (table, uid, keep) in self.usage.over(r.rows_per_uid, r.alerts_per_uid) {
+                n += sql::trim_uid(db, table, uid, keep)?;
+            }
+            self.usage.reload(db)?;
+            Ok(n)
+        })();
+        match res {
             Ok(0) => {}
             Ok(n) => log::info!("store: {n} rows past the retention limits removed"),
             Err(e) => self.fail("cannot trim the store", e),
@@ -459,51 +588,4 @@ impl Writer {
             Err(e) => log::error!("cannot import {}: {e}", old.display()),
         }
     }
-}
-
-/// Creates the database file 0600 without following links, or checks that the existing
-/// one is a regular file of ours.
-fn create_private(path: &Path) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    let me = crate::host::users::euid();
-    if !meta.is_file() || meta.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("is not a regular file owned by uid {me}"),
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
-}
-
-/// Creates `dir` (0700) or checks that it belongs to us, and makes it 0700.
-fn private_dir(dir: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    let me = crate::host::users::euid();
-    if !meta.is_dir() || meta.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "is not a directory owned by uid {me} (owner uid {}); refusing to keep the store where another user can change it",
-                meta.uid()
-            ),
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }

@@ -140,6 +140,50 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Updates the row of `row.key` if there is one; `false` when the row is new.
+pub fn update_connection(db: &Connection, row: &ConnRow) -> Result<bool, StoreError> {
+    let f = &row.finding;
+    let n = db
+        .prepare_cached(
+            "UPDATE connections SET last_ms = ?2, app = ?3, domain = ?4, company = ?5,
+                 flagged = ?6, count = ?7, body = ?8, app_name = ?9, category = ?10,
+                 severity = ?11, source = ?12, named_by = ?13
+             WHERE key = ?1",
+        )?
+        .execute(params![
+            key_hash(&row.key),
+            row.last_ms as i64,
+            f.app_id.as_deref().or(f.app.as_deref()),
+            f.domain,
+            f.company,
+            f.flagged,
+            f.count as i64,
+            f.to_compact_json(),
+            f.app.as_deref().unwrap_or(f.who()),
+            f.category.as_ref().map(|c| c.as_str()),
+            f.severity.map(|s| s.as_str()),
+            f.source,
+            f.domain_source.map(|s| s.as_str()),
+        ])?;
+    Ok(n > 0)
+}
+
+/// Deletes `uid`'s oldest rows of `table` (`connections` or `alerts`) beyond the newest
+/// `keep`; returns how many went.
+pub fn trim_uid(db: &Connection, table: &str, uid: u32, keep: u64) -> Result<usize, StoreError> {
+    let table = match table {
+        "alerts" => "alerts",
+        _ => "connections",
+    };
+    Ok(db.execute(
+        &format!(
+            "DELETE FROM {table} WHERE uid = ?1 AND id <= (SELECT id FROM {table} WHERE uid = ?1
+                 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+        ),
+        params![uid, keep as i64],
+    )?)
+}
+
 pub fn forget_connection(db: &Connection, key: &str) -> Result<(), StoreError> {
     db.prepare_cached("DELETE FROM connections WHERE key = ?1")?
         .execute([key_hash(key)])?;

@@ -1,3 +1,5 @@
+use std::os::unix::fs::MetadataExt as _;
+
 use super::*;
 
 fn alert(ts_ms: u64, pid: u32, uid: u32) -> Alert {
@@ -72,6 +74,7 @@ fn store_keeps_alerts_and_connection_updates_across_reopen_and_trims_by_age_and_
         Retention {
             max_age: Duration::from_secs(24 * 3600),
             max_rows: 1,
+            ..Retention::default()
         },
     )
     .unwrap();
@@ -183,5 +186,124 @@ fn store_refuses_a_newer_schema_and_says_so() {
         1,
         "the alert is still waiting, not lost"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// Issue 22, item 5: one user's flood of connection rows pushed every other user's history
+// out of the store (newest 5 M rows of everyone) and grew it without a per-user bound.
+#[test]
+fn store_quota_bounds_each_uid_and_keeps_other_users_rows() {
+    let dir = scratch("quota");
+    let now = now_ms();
+    let retention = Retention {
+        rows_per_uid: 100,
+        alerts_per_uid: 10,
+        ..Retention::default()
+    };
+    let mut s = Store::open(&dir, retention).unwrap();
+    let row = |key: String, uid: u32, count: u64| {
+        let mut r = conn(&key, now, count);
+        r.finding.uid = uid;
+        r
+    };
+    // The victim's rows first, then a flood from another uid, then the victim again.
+    for i in 0..20 {
+        s.record_connection(row(format!("victim-{i}"), 1000, 1));
+    }
+    for i in 0..1_000 {
+        s.record_connection(row(format!("flood-{i}"), 1001, 1));
+        if i < 50 {
+            s.record_alert(Arc::new(alert(now, i, 1001)));
+        }
+    }
+    for i in 20..30 {
+        s.record_connection(row(format!("victim-{i}"), 1000, 1));
+    }
+    // A row of the flooding uid that is already stored is still updated.
+    s.record_connection(row("flood-0".into(), 1001, 9));
+    s.record_alert(Arc::new(alert(now, 1, 1000)));
+    s.close();
+    let st = s.status();
+    assert_eq!(st.quota_refused, 900 + 40, "{st:?}");
+    assert_eq!(st.over_quota.len(), 1, "{st:?}");
+    assert_eq!(
+        (st.over_quota[0].uid, st.over_quota[0].refused),
+        (1001, 940)
+    );
+    let path = dir.join(FILE_NAME);
+    let rows = read_connections(&path, 0).unwrap();
+    let of = |uid: u32| rows.iter().filter(|r| r.finding.uid == uid).count();
+    assert_eq!(of(1000), 30, "every victim row is kept");
+    assert_eq!(of(1001), 100, "the flood is bounded");
+    assert!(rows
+        .iter()
+        .any(|r| r.finding.uid == 1001 && r.finding.count == 9));
+    assert_eq!(read_alerts(&path, 0, Some(1000)).unwrap().len(), 1);
+    assert_eq!(read_alerts(&path, 0, Some(1001)).unwrap().len(), 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn store_trim_cuts_a_uid_over_a_lowered_quota_to_its_newest_rows() {
+    let dir = scratch("quota-trim");
+    let now = now_ms();
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    for i in 0..50 {
+        let mut r = conn(&format!("k{i}"), now, 1);
+        r.finding.uid = 1002;
+        s.record_connection(r);
+    }
+    s.close();
+    let lowered = Retention {
+        rows_per_uid: 20,
+        ..Retention::default()
+    };
+    Store::open(&dir, lowered).unwrap().close();
+    let rows = read_connections(&dir.join(FILE_NAME), 0).unwrap();
+    assert_eq!(rows.len(), 20);
+    assert!(rows
+        .iter()
+        .any(|r| r.finding.domain.as_deref() == Some("k49.example")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Issue 22, item 5: a flood dropped queued rows whoever they belonged to (1.1 M in 90 s).
+// A uid's connection rows may take a share of what waits; another user's rows still get
+// through while the disk is busy.
+#[test]
+fn store_a_floods_rows_wait_in_its_own_share_and_other_users_rows_get_through() {
+    let dir = scratch("share");
+    let retention = Retention {
+        rows_per_uid: 100,
+        ..Retention::default()
+    };
+    let mut s = Store::open(&dir, retention).unwrap();
+    s.record_alert(Arc::new(alert(now_ms(), 0, 0)));
+    wait_for("the first write", || s.status().alerts_written == 1);
+    let path = dir.join(FILE_NAME);
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let row = |key: String, uid: u32| {
+        let mut r = conn(&key, now_ms(), 1);
+        r.finding.uid = uid;
+        r
+    };
+    let flood = 30_000;
+    for i in 0..flood {
+        s.record_connection(row(format!("flood-{i}"), 1001));
+    }
+    for i in 0..10 {
+        s.record_connection(row(format!("victim-{i}"), 1000));
+    }
+    let dropped = s.status().dropped;
+    assert_eq!(dropped, (flood - SHARE_PER_UID) as u64, "{:?}", s.status());
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    wait_for("the waiting rows written", || s.status().pending == 0);
+    s.close();
+    let rows = read_connections(&path, 0).unwrap();
+    let of = |uid: u32| rows.iter().filter(|r| r.finding.uid == uid).count();
+    assert_eq!(of(1000), 10, "every victim row got through");
+    assert_eq!(of(1001), 100, "the flood is bounded by its quota");
     std::fs::remove_dir_all(&dir).ok();
 }
