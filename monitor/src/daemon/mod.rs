@@ -161,6 +161,7 @@ impl Daemon {
             standing: Mutex::new(Vec::new()),
             admin_gid: users::group_gid(&opts.admin_group),
             commands,
+            recent_commands: Mutex::new(Default::default()),
         });
         let d = Self {
             started: Instant::now(),

@@ -49,6 +49,35 @@ pub struct Shared {
     pub admin_gid: Option<u32>,
     /// Requests only the main loop can answer.
     pub commands: tokio::sync::mpsc::Sender<Command>,
+    /// When each uid's recent commands came (at most [`COMMANDS_PER_MINUTE`] a minute).
+    pub recent_commands: Mutex<HashMap<u32, std::collections::VecDeque<std::time::Instant>>>,
+}
+
+impl Shared {
+    /// Counts a command of `uid`; `false` past its allowance.
+    fn within_rate(&self, uid: u32) -> bool {
+        let Ok(mut recent) = self.recent_commands.lock() else {
+            return false;
+        };
+        if recent.len() > 10_000 {
+            recent.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+            });
+        }
+        let q = recent.entry(uid).or_default();
+        while q
+            .front()
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            q.pop_front();
+        }
+        if q.len() >= COMMANDS_PER_MINUTE {
+            return false;
+        }
+        q.push_back(std::time::Instant::now());
+        true
+    }
 }
 
 /// A request only the main loop can carry out: it owns the policy, users' blocks and the
@@ -329,13 +358,25 @@ async fn block(shared: &Shared, peer: Peer, app: String, company: String, unbloc
     }
 }
 
+/// Requests one uid may hand to the main loop per minute (blocks, block, unblock), whether
+/// they change anything or not.
+pub const COMMANDS_PER_MINUTE: usize = 120;
+
 /// Hands `cmd` to the main loop and waits for its answer. A full queue is a flood: the
-/// client is told to retry.
+/// client is told to retry; so is a uid past [`COMMANDS_PER_MINUTE`].
 async fn ask<T>(
     shared: &Shared,
     cmd: Command,
     answer: tokio::sync::oneshot::Receiver<T>,
 ) -> Result<T, String> {
+    let uid = match &cmd {
+        Command::Block { peer, .. } | Command::Blocks { peer, .. } => peer.uid,
+    };
+    if !shared.within_rate(uid) {
+        return Err(format!(
+            "too many requests (at most {COMMANDS_PER_MINUTE} a minute); try again in a minute"
+        ));
+    }
     match shared.commands.try_send(cmd) {
         Ok(()) => answer.await.map_err(|_| "the daemon is stopping".into()),
         Err(_) => Err("the daemon is busy; try again".into()),
@@ -379,5 +420,34 @@ async fn subscribe(w: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared, pe
         if send(w, &reply).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 22: requests that changed nothing were neither limited nor cheap to log
+    // (1.47 M lines in 20 s at -v).
+    #[test]
+    fn server_commands_are_limited_per_uid_whatever_they_change() {
+        let (commands, _rx) = tokio::sync::mpsc::channel(1);
+        let shared = Shared {
+            status: Mutex::new(None),
+            alerts_by_uid: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            alerts: broadcast::channel(1).0,
+            standing: Mutex::new(Vec::new()),
+            store_path: "/nonexistent".into(),
+            queries: tokio::sync::Semaphore::new(1),
+            admin_gid: None,
+            commands,
+            recent_commands: Mutex::new(HashMap::new()),
+        };
+        for _ in 0..COMMANDS_PER_MINUTE {
+            assert!(shared.within_rate(1001));
+        }
+        assert!(!shared.within_rate(1001), "past the allowance");
+        assert!(shared.within_rate(1002), "another uid is not affected");
     }
 }

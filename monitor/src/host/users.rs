@@ -66,6 +66,73 @@ pub fn passwd(uid: u32) -> Option<Passwd> {
     })
 }
 
+/// The uid of user `name`, if the database has one.
+pub fn uid_of(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwnam_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; nothing is read after buf goes.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
+/// Subordinate uid ranges (`/etc/subuid`, lines `user:first:count`): the uids a user may
+/// map into user namespaces of their own. Every per-user bound counts them as their
+/// owner's, so that one user cannot multiply a quota by 65,536.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SubUids {
+    /// (first, count, owner uid).
+    ranges: Vec<(u32, u32, u32)>,
+}
+
+/// The largest `/etc/subuid` read.
+const MAX_SUBUID_BYTES: u64 = 1 << 20;
+
+impl SubUids {
+    /// The machine's `/etc/subuid` (none when it is missing or unreadable).
+    pub fn load() -> Self {
+        let path = std::path::Path::new("/etc/subuid");
+        let small_file =
+            std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= MAX_SUBUID_BYTES);
+        match small_file.then(|| std::fs::read_to_string(path)) {
+            Some(Ok(text)) => Self::parse(&text, uid_of),
+            _ => Self::default(),
+        }
+    }
+
+    /// Parses `user:first:count` lines; `user` is a name (`resolve` gives its uid) or a uid.
+    pub fn parse(text: &str, resolve: impl Fn(&str) -> Option<u32>) -> Self {
+        let ranges = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.trim().split(':');
+                let (who, first, count) = (f.next()?, f.next()?, f.next()?);
+                let owner = who.parse().ok().or_else(|| resolve(who))?;
+                Some((first.parse().ok()?, count.parse().ok()?, owner))
+            })
+            .collect();
+        Self { ranges }
+    }
+
+    /// Whose `uid` is: the owner of the range it falls in, else itself.
+    pub fn owner(&self, uid: u32) -> u32 {
+        self.ranges
+            .iter()
+            .find(|(first, count, _)| uid >= *first && uid - first < *count)
+            .map_or(uid, |r| r.2)
+    }
+}
+
 /// Every group of user `name` whose primary group is `gid` (supplementary ones included).
 pub fn groups_of(name: &str, gid: u32) -> Vec<u32> {
     let Ok(cname) = CString::new(name) else {
@@ -129,6 +196,20 @@ impl UserNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 22: subordinate uids counted as users of their own for the per-user caps.
+    #[test]
+    fn users_subordinate_uids_belong_to_their_owner() {
+        let text = "alice:100000:65536\n1002:200000:10\nbroken line\nnobody-here:300000:5\n";
+        let subs = SubUids::parse(text, |n| (n == "alice").then_some(1001));
+        assert_eq!(subs.owner(100_000), 1001);
+        assert_eq!(subs.owner(165_535), 1001);
+        assert_eq!(subs.owner(165_536), 165_536);
+        assert_eq!(subs.owner(200_009), 1002);
+        assert_eq!(subs.owner(300_001), 300_001, "an unknown name owns nothing");
+        assert_eq!(subs.owner(1000), 1000);
+        assert_eq!(uid_of("root"), Some(0));
+    }
 
     #[test]
     fn users_root_has_a_name_home_and_group() {

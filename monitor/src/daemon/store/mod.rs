@@ -9,6 +9,7 @@
 //! their own read-only connection ([`read_alerts`]) and never wait for the writer.
 
 mod files;
+mod query;
 mod quota;
 mod sql;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use std::{
 };
 
 use self::files::{create_private, private_dir};
+pub use self::query::{count_rows, read_alerts, read_connections, read_report};
 pub use sql::{decode_alert, decode_finding, Table, SCHEMA_VERSION};
 
 use crate::{
@@ -139,11 +141,14 @@ struct Health {
     over_quota: Mutex<Vec<crate::protocol::UidQuota>>,
     /// Connection rows handed over and not yet written (or dropped), per uid.
     inflight: Mutex<HashMap<u32, usize>>,
+    /// Subordinate uids count as their owner's for every per-user bound.
+    subuids: crate::host::users::SubUids,
 }
 
 impl Health {
     /// A connection row of `uid` left the pipeline (written, refused or dropped).
     fn landed(&self, uid: u32) {
+        let uid = self.subuids.owner(uid);
         if let Ok(mut inflight) = self.inflight.lock() {
             if let Some(n) = inflight.get_mut(&uid) {
                 *n = n.saturating_sub(1);
@@ -170,7 +175,10 @@ impl Store {
         private_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health {
+            subuids: crate::host::users::SubUids::load(),
+            ..Health::default()
+        });
         let writer = {
             let (path, health) = (path.clone(), health.clone());
             std::thread::Builder::new()
@@ -205,7 +213,10 @@ impl Store {
     /// Hands `op` to the writer. A uid may have at most [`SHARE_PER_UID`] rows in flight
     /// (alerts excepted): one user's flood fills its own share, never the whole channel.
     fn send(&self, op: Op) {
-        let uid = op.uid().filter(|_| !matches!(op, Op::Alert(_)));
+        let uid = op
+            .uid()
+            .filter(|_| !matches!(op, Op::Alert(_)))
+            .map(|u| self.health.subuids.owner(u));
         if let Some(uid) = uid {
             let Ok(mut inflight) = self.health.inflight.lock() else {
                 return;
@@ -255,42 +266,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Alerts since `since_ms` from the store at `path`, oldest first: `uid`'s only, or
-/// everyone's with `None`. A store not yet created has none.
-pub fn read_alerts(path: &Path, since_ms: u64, uid: Option<u32>) -> Result<Vec<Alert>, StoreError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    sql::alerts_since(&sql::open_ro(path)?, since_ms, uid)
-}
-
-/// Connection rows last seen at or after `since_ms` (everyone's).
-pub fn read_connections(path: &Path, since_ms: u64) -> Result<Vec<ConnRow>, StoreError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    sql::connections_since(&sql::open_ro(path)?, since_ms)
-}
-
-/// A report of the connections last seen since `since_ms` (see [`sql::report_contacts`]).
-pub fn read_report(
-    path: &Path,
-    since_ms: u64,
-    uid: Option<u32>,
-    apps: &[String],
-) -> Result<crate::report::Report, StoreError> {
-    let contacts = match path.exists() {
-        true => sql::report_contacts(&sql::open_ro(path)?, since_ms, uid, apps)?,
-        false => Vec::new(),
-    };
-    Ok(crate::report::build(contacts, "store", since_ms, now_ms()))
-}
-
-/// Rows in one table of the store at `path`.
-pub fn count_rows(path: &Path, table: Table) -> Result<u64, StoreError> {
-    sql::count(&sql::open_ro(path)?, table)
 }
 
 struct Writer {
@@ -421,7 +396,8 @@ impl Writer {
             .and_then(|()| sql::open_rw(&self.path))
         {
             Ok(db) => {
-                match quota::Usage::load(&db) {
+                let subuids = &self.health.subuids;
+                match quota::Usage::load(&db, |u| subuids.owner(u)) {
                     Ok(u) => self.usage = u,
                     Err(e) => log::warn!("cannot count the store's rows per user: {e}"),
                 }
@@ -465,13 +441,14 @@ impl Writer {
             let n = self.queue.len().min(BATCH);
             let db = self.db.as_mut().expect("connected above");
             let (retention, usage) = (self.retention, &mut self.usage);
+            let owner = |uid: u32| self.health.subuids.owner(uid);
             let res = (|| -> Result<(u64, u64), StoreError> {
                 let tx = db.transaction()?;
                 let (mut alerts, mut conns) = (0, 0);
                 for op in self.queue.iter().take(n) {
                     match op {
                         Op::Alert(a) => {
-                            if usage.admit_alert(a.finding.uid, retention.alerts_per_uid) {
+                            if usage.admit_alert(owner(a.finding.uid), retention.alerts_per_uid) {
                                 sql::insert_alert(&tx, a)?;
                                 alerts += 1;
                             }
@@ -480,7 +457,9 @@ impl Writer {
                             // Updates of a uid's rows go on; new rows within its quota.
                             if sql::update_connection(&tx, row)? {
                                 conns += 1;
-                            } else if usage.admit_row(row.finding.uid, retention.rows_per_uid) {
+                            } else if usage
+                                .admit_row(owner(row.finding.uid), retention.rows_per_uid)
+                            {
                                 sql::upsert_connection(&tx, row)?;
                                 conns += 1;
                             }
@@ -537,7 +516,8 @@ impl Writer {
             for (table, uid, keep) in self.usage.over(r.rows_per_uid, r.alerts_per_uid) {
                 n += sql::trim_uid(db, table, uid, keep)?;
             }
-            self.usage.reload(db)?;
+            let subuids = &self.health.subuids;
+            self.usage.reload(db, |u| subuids.owner(u))?;
             Ok(n)
         })();
         match res {

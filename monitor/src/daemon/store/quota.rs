@@ -26,15 +26,16 @@ pub(super) struct Usage {
 }
 
 impl Usage {
-    /// The store's rows and alerts per uid, as they are on disk.
-    pub(super) fn load(db: &Connection) -> Result<Self, StoreError> {
+    /// The store's rows and alerts per uid, as they are on disk, each counted for its
+    /// `owner` (subordinate uids for the user they belong to).
+    pub(super) fn load(db: &Connection, owner: impl Fn(u32) -> u32) -> Result<Self, StoreError> {
         let per_uid = |table: &str| -> Result<HashMap<u32, u64>, StoreError> {
             let mut st = db.prepare(&format!("SELECT uid, count(*) FROM {table} GROUP BY uid"))?;
             let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?;
             let mut out = HashMap::new();
             for row in rows {
                 let (uid, n) = row?;
-                out.insert(uid, n.max(0) as u64);
+                *out.entry(owner(uid)).or_default() += n.max(0) as u64;
             }
             Ok(out)
         };
@@ -97,9 +98,13 @@ impl Usage {
     }
 
     /// Keeps what was refused when the counts are read again from disk.
-    pub(super) fn reload(&mut self, db: &Connection) -> Result<(), StoreError> {
+    pub(super) fn reload(
+        &mut self,
+        db: &Connection,
+        owner: impl Fn(u32) -> u32,
+    ) -> Result<(), StoreError> {
         let refused = std::mem::take(&mut self.refused);
-        *self = Self::load(db)?;
+        *self = Self::load(db, owner)?;
         self.refused = refused;
         Ok(())
     }

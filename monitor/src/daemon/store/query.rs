@@ -1,0 +1,43 @@
+//! Queries of the store, each on a read-only connection of its own: they never wait for
+//! the writer, nor the writer for them.
+
+use std::path::Path;
+
+use super::{sql, ConnRow, StoreError, Table};
+use crate::{host::clock::now_ms, protocol::Alert};
+
+/// Alerts since `since_ms` from the store at `path`, oldest first: `uid`'s only, or
+/// everyone's with `None`. A store not yet created has none.
+pub fn read_alerts(path: &Path, since_ms: u64, uid: Option<u32>) -> Result<Vec<Alert>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    sql::alerts_since(&sql::open_ro(path)?, since_ms, uid)
+}
+
+/// Connection rows last seen at or after `since_ms` (everyone's).
+pub fn read_connections(path: &Path, since_ms: u64) -> Result<Vec<ConnRow>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    sql::connections_since(&sql::open_ro(path)?, since_ms)
+}
+
+/// A report of the connections last seen since `since_ms` (see [`sql::report_contacts`]).
+pub fn read_report(
+    path: &Path,
+    since_ms: u64,
+    uid: Option<u32>,
+    apps: &[String],
+) -> Result<crate::report::Report, StoreError> {
+    let contacts = match path.exists() {
+        true => sql::report_contacts(&sql::open_ro(path)?, since_ms, uid, apps)?,
+        false => Vec::new(),
+    };
+    Ok(crate::report::build(contacts, "store", since_ms, now_ms()))
+}
+
+/// Rows in one table of the store at `path`.
+pub fn count_rows(path: &Path, table: Table) -> Result<u64, StoreError> {
+    sql::count(&sql::open_ro(path)?, table)
+}
