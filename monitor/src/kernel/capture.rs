@@ -3,8 +3,9 @@
 //! The kernel wakes the reader for records that may lead to an alert, at most once per
 //! [`WAKEUP_INTERVAL_NS`] per CPU, and not at all for the rest (unless the ring fills): a
 //! wakeup costs more than the program that writes the record. So after every pass that
-//! found records the reader comes back once more shortly after, and nothing waits longer
-//! than that.
+//! found records the reader comes back shortly after, and keeps coming back until a pass
+//! later than the kernel's quiet window finds nothing: a record whose wakeup the window
+//! swallowed is always read, whenever in the window it came.
 
 use std::{io, time::Duration};
 
@@ -25,12 +26,28 @@ pub struct Capture {
     pub first_decode_error: Option<DecodeError>,
     /// When to look again without a wakeup (after a pass that found records).
     again: Option<tokio::time::Instant>,
+    /// When the last pass that found records ran.
+    last_found: Option<tokio::time::Instant>,
     /// Where every record is also written as received (`audit --record`).
     recorder: Option<io::BufWriter<std::fs::File>>,
 }
 
 /// How soon after a pass that found records the reader looks again.
 pub const TRAILING_PASS: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS / 2);
+/// How long after the last pass that found records the reader keeps looking: past the
+/// kernel's quiet window, with room to spare.
+pub const TRAILING_SPAN: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS * 3 / 2);
+
+/// When to look again without a wakeup, at `now`, after the last pass that found records
+/// ran at `last_found`: soon while within [`TRAILING_SPAN`] of it, once more at its end,
+/// then not until a wakeup.
+fn next_pass(
+    now: tokio::time::Instant,
+    last_found: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    let end = last_found? + TRAILING_SPAN;
+    (now < end).then(|| (now + TRAILING_PASS).min(end))
+}
 
 /// The records of a recording made by [`Capture::record_to`], in order.
 pub fn read_recording(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
@@ -62,6 +79,7 @@ impl Capture {
             undecodable: 0,
             first_decode_error: None,
             again: None,
+            last_found: None,
             recorder: None,
         })
     }
@@ -115,7 +133,11 @@ impl Capture {
             None => self.ring.readable_mut().await?.clear_ready(),
         }
         let n = self.drain(sink);
-        self.again = (n > 0).then(|| tokio::time::Instant::now() + TRAILING_PASS);
+        let now = tokio::time::Instant::now();
+        if n > 0 {
+            self.last_found = Some(now);
+        }
+        self.again = next_pass(now, self.last_found);
         Ok(n)
     }
 }
@@ -123,6 +145,27 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A record written in the kernel's quiet window after a wakeup wakes nobody: the
+    // reader must still come back once the window is over (a snap scope's cgroup was
+    // once read only 20 s later, when something else woke the reader).
+    #[test]
+    fn capture_trailing_passes_cover_the_kernels_quiet_window() {
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            next_pass(t0, None),
+            None,
+            "nothing found: wait for a wakeup"
+        );
+        assert_eq!(next_pass(t0, Some(t0)), Some(t0 + TRAILING_PASS));
+        // Passes that find nothing keep coming back until the window is over.
+        let t1 = t0 + TRAILING_PASS;
+        assert_eq!(next_pass(t1, Some(t0)), Some(t1 + TRAILING_PASS));
+        let t2 = t1 + TRAILING_PASS;
+        assert_eq!(next_pass(t2, Some(t0)), Some(t0 + TRAILING_SPAN));
+        assert_eq!(next_pass(t0 + TRAILING_SPAN, Some(t0)), None);
+        assert!(TRAILING_SPAN > Duration::from_nanos(WAKEUP_INTERVAL_NS));
+    }
 
     #[test]
     fn recordings_read_back_record_by_record_and_cut_ones_are_errors() {
