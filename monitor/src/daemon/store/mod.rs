@@ -455,12 +455,10 @@ impl Writer {
                         }
                         Op::Connection(row) => {
                             // Updates of a uid's rows go on; new rows within its quota.
-                            if sql::update_connection(&tx, row)? {
-                                conns += 1;
-                            } else if usage
-                                .admit_row(owner(row.finding.uid), retention.rows_per_uid)
-                            {
-                                sql::upsert_connection(&tx, row)?;
+                            let uid = owner(row.finding.uid);
+                            if sql::write_connection(&tx, row, || {
+                                usage.admit_row(uid, retention.rows_per_uid)
+                            })? {
                                 conns += 1;
                             }
                         }

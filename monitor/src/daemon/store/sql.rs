@@ -106,19 +106,16 @@ pub fn insert_alert(db: &Connection, a: &Alert) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreError> {
+/// Writes a connection row: updates it when it is stored already, else inserts it if
+/// `admit()` lets its uid keep one more row. Returns whether it was written.
+pub fn write_connection(
+    db: &Connection,
+    row: &ConnRow,
+    admit: impl FnOnce() -> bool,
+) -> Result<bool, StoreError> {
     let f = &row.finding;
-    db.prepare_cached(
-        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body,
-             app_name, category, severity, source, dst, proto, named_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-         ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, app = excluded.app,
-             domain = excluded.domain, company = excluded.company, flagged = excluded.flagged,
-             count = excluded.count, body = excluded.body, app_name = excluded.app_name,
-             category = excluded.category, severity = excluded.severity,
-             source = excluded.source, named_by = excluded.named_by",
-    )?
-    .execute(params![
+    let (body, dst) = (f.to_compact_json(), f.dst_ip.to_string());
+    let values = params![
         key_hash(&row.key),
         row.first_ms as i64,
         row.last_ms as i64,
@@ -128,44 +125,38 @@ pub fn upsert_connection(db: &Connection, row: &ConnRow) -> Result<(), StoreErro
         f.company,
         f.flagged,
         f.count as i64,
-        f.to_compact_json(),
+        body,
         f.app.as_deref().unwrap_or(f.who()),
         f.category.as_ref().map(|c| c.as_str()),
         f.severity.map(|s| s.as_str()),
         f.source,
-        f.dst_ip.to_string(),
+        dst,
         f.proto.as_str(),
         f.domain_source.map(|s| s.as_str()),
-    ])?;
-    Ok(())
-}
-
-/// Updates the row of `row.key` if there is one; `false` when the row is new.
-pub fn update_connection(db: &Connection, row: &ConnRow) -> Result<bool, StoreError> {
-    let f = &row.finding;
-    let n = db
+    ];
+    // Both statements take the same numbered values (the update leaves ?2, ?4, ?15 and
+    // ?16 unused, which SQLite allows).
+    let updated = db
         .prepare_cached(
-            "UPDATE connections SET last_ms = ?2, app = ?3, domain = ?4, company = ?5,
-                 flagged = ?6, count = ?7, body = ?8, app_name = ?9, category = ?10,
-                 severity = ?11, source = ?12, named_by = ?13
+            "UPDATE connections SET last_ms = ?3, app = ?5, domain = ?6, company = ?7,
+                 flagged = ?8, count = ?9, body = ?10, app_name = ?11, category = ?12,
+                 severity = ?13, source = ?14, named_by = ?17
              WHERE key = ?1",
         )?
-        .execute(params![
-            key_hash(&row.key),
-            row.last_ms as i64,
-            f.app_id.as_deref().or(f.app.as_deref()),
-            f.domain,
-            f.company,
-            f.flagged,
-            f.count as i64,
-            f.to_compact_json(),
-            f.app.as_deref().unwrap_or(f.who()),
-            f.category.as_ref().map(|c| c.as_str()),
-            f.severity.map(|s| s.as_str()),
-            f.source,
-            f.domain_source.map(|s| s.as_str()),
-        ])?;
-    Ok(n > 0)
+        .execute(values)?;
+    if updated > 0 {
+        return Ok(true);
+    }
+    if !admit() {
+        return Ok(false);
+    }
+    db.prepare_cached(
+        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body,
+             app_name, category, severity, source, dst, proto, named_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(values)?;
+    Ok(true)
 }
 
 /// Deletes `uid`'s oldest rows of `table` (`connections` or `alerts`) beyond the newest
