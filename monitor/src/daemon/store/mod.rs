@@ -9,6 +9,7 @@
 //! their own read-only connection ([`read_alerts`]) and never wait for the writer.
 
 mod files;
+mod import;
 mod query;
 mod quota;
 mod sql;
@@ -18,7 +19,6 @@ mod tests;
 use std::{
     collections::{HashMap, VecDeque},
     io,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -279,6 +279,8 @@ struct Writer {
     usage: quota::Usage,
     retry_at: Option<Instant>,
     trim_at: Instant,
+    /// The old JSON-lines history, imported a chunk per pass.
+    import: Option<import::JsonlImport>,
 }
 
 impl Writer {
@@ -293,6 +295,7 @@ impl Writer {
             usage: quota::Usage::default(),
             retry_at: None,
             trim_at: Instant::now(),
+            import: None,
         }
     }
 
@@ -301,6 +304,7 @@ impl Writer {
         loop {
             let wait = match self.retry_at {
                 Some(t) => t.saturating_duration_since(Instant::now()),
+                None if self.import.is_some() => Duration::ZERO,
                 None => self.trim_at.saturating_duration_since(Instant::now()),
             };
             match rx.recv_timeout(wait) {
@@ -309,6 +313,10 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if self.connect() {
                         self.flush();
+                        // A half-done import would be done again (twice) at the next start.
+                        while self.import.is_some() {
+                            self.import_step();
+                        }
                         if Instant::now() >= self.trim_at {
                             self.trim();
                         }
@@ -329,6 +337,7 @@ impl Writer {
             self.retry_at = None;
             if self.connect() {
                 self.flush();
+                self.import_step();
             }
             if Instant::now() >= self.trim_at && self.retry_at.is_none() {
                 self.trim();
@@ -387,6 +396,21 @@ impl Writer {
         self.retry_at = Some(Instant::now() + RETRY_EVERY);
     }
 
+    /// One chunk of the old history's import, after what was waiting.
+    fn import_step(&mut self) {
+        let (Some(imp), Some(db)) = (self.import.as_mut(), self.db.as_mut()) else {
+            return;
+        };
+        match imp.step(db) {
+            Ok(false) => {}
+            Ok(true) => self.import = None,
+            Err(e) => {
+                log::error!("cannot import the old history: {e}");
+                self.import = None;
+            }
+        }
+    }
+
     fn connect(&mut self) -> bool {
         if self.db.is_some() {
             return true;
@@ -402,7 +426,9 @@ impl Writer {
                     Err(e) => log::warn!("cannot count the store's rows per user: {e}"),
                 }
                 self.db = Some(db);
-                self.import_jsonl();
+                if self.import.is_none() {
+                    self.import = import::JsonlImport::find(&self.path);
+                }
                 true
             }
             Err(e) => {
@@ -522,48 +548,6 @@ impl Writer {
             Ok(0) => {}
             Ok(n) => log::info!("store: {n} rows past the retention limits removed"),
             Err(e) => self.fail("cannot trim the store", e),
-        }
-    }
-
-    /// Alerts from the JSON-lines history of earlier versions move into the store once;
-    /// the old file is renamed `history.jsonl.imported`.
-    fn import_jsonl(&mut self) {
-        let old = self.path.with_file_name("history.jsonl");
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&old)
-        else {
-            return;
-        };
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            return;
-        }
-        let Some(db) = self.db.as_mut() else { return };
-        let res = (|| -> Result<(usize, usize), StoreError> {
-            let tx = db.transaction()?;
-            let (mut ok, mut bad) = (0, 0);
-            for line in io::BufRead::split(io::BufReader::new(file), b'\n') {
-                match sql::decode_alert(&line?) {
-                    Ok(a) => {
-                        sql::insert_alert(&tx, &a)?;
-                        ok += 1;
-                    }
-                    Err(_) => bad += 1,
-                }
-            }
-            tx.commit()?;
-            Ok((ok, bad))
-        })();
-        match res {
-            Ok((ok, bad)) => {
-                let _ = std::fs::rename(&old, old.with_extension("jsonl.imported"));
-                log::info!(
-                    "imported {ok} alerts from {} ({bad} unreadable lines skipped)",
-                    old.display()
-                );
-            }
-            Err(e) => log::error!("cannot import {}: {e}", old.display()),
         }
     }
 }

@@ -135,6 +135,34 @@ fn store_imports_the_json_lines_history_of_earlier_versions_once() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+// A 20,000-line old history held the first alerts of a new daemon until all of it was
+// imported (tens of seconds under load): it is imported a chunk at a time, after what waits.
+#[test]
+fn store_a_long_old_history_is_imported_in_chunks_behind_new_alerts_and_once() {
+    let dir = scratch("import-long");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = now_ms();
+    let old = 5 * super::import::IMPORT_CHUNK as u32 + 7;
+    let text: String = (0..old)
+        .map(|i| crate::protocol::encode(&alert(now - 1000, 10_000 + i, 0)))
+        .collect();
+    std::fs::write(dir.join("history.jsonl"), text).unwrap();
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    s.record_alert(Arc::new(alert(now, 1, 0)));
+    wait_for("the new alert", || s.status().alerts_written >= 1);
+    let path = dir.join(FILE_NAME);
+    // The new alert is stored while the old history is still being imported or just done.
+    let first = read_alerts(&path, 0, None).unwrap();
+    assert!(first.iter().any(|a| a.finding.pid == 1));
+    s.close();
+    // Closing finishes the import; a second start imports nothing again.
+    Store::open(&dir, Retention::default()).unwrap().close();
+    let got = read_alerts(&path, 0, None).unwrap();
+    assert_eq!(got.len(), old as usize + 1);
+    assert!(dir.join("history.jsonl.imported").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 // Issue 16, item 5: trimming rewrote the whole history on the daemon's thread. Handing rows
 // to the store never waits for the disk, even while the file is locked by someone else.
 #[test]
