@@ -56,6 +56,17 @@ pub const MAX_WATCH_CGROUPS: u32 = 1_024;
 pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
 /// Entries of `UDP_SEEN`: (socket, destination) pairs already reported.
 pub const MAX_UDP_DESTINATIONS: u32 = 16_384;
+/// Entries of `BUDGETS`: users with a record budget at once (least recently used evicted;
+/// an evicted user starts again with a full budget).
+pub const MAX_BUDGET_USERS: u32 = 4_096;
+/// Entries of `BUDGET_OWNERS`: prefixes of subordinate uid ranges (`/etc/subuid`).
+pub const MAX_BUDGET_OWNER_PREFIXES: u32 = 4_096;
+/// Entries of `FOLDED`: (process, destination) pairs whose calls over budget are counted.
+pub const MAX_FOLDED: u32 = 4_096;
+/// Entries of `PRIORITY_ADDRS`: destinations whose calls are reported whatever the budget.
+pub const MAX_PRIORITY_ADDRS: u32 = 8_192;
+/// Uids below this are never subordinate (no `/etc/subuid` look-up in the kernel).
+pub const FIRST_SUBORDINATE_UID: u32 = 65_536;
 /// Ring buffer size the object is built with; userspace sets the real one before loading.
 pub const RING_BYTES_BUILT_IN: u32 = 2 * 1024 * 1024;
 /// A record that may lead to an alert wakes the reader at most once per this many
@@ -328,7 +339,54 @@ pub const MODE_BLOCK: u32 = 1 << 3;
 pub struct Config {
     /// `MODE_*` bits.
     pub mode: u32,
+    /// Each user's record budget: nanoseconds of credit a KiB of records costs (the
+    /// sustained rate is 1024 * 10^9 / this bytes a second); 0 turns budgets off.
+    pub budget_ns_per_kib: u32,
+    /// How far ahead of now a user's credit may run (the burst a user may send at once,
+    /// in nanoseconds of credit).
+    pub budget_burst_ns: u64,
+}
+
+/// A user's record budget (value of `BUDGETS`, keyed by the owning uid): a generic cell
+/// rate algorithm, one time stamp per user.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// When the user's spent credit runs out (`CLOCK_BOOTTIME` ns): a record is admitted
+    /// while this, plus its cost, is at most `budget_burst_ns` ahead of now.
+    pub tat_ns: u64,
+    /// Records refused since the entry was made.
+    pub over: u64,
+}
+
+/// Key of `FOLDED` (calls over budget, counted per process and destination) and of
+/// `PRIORITY_ADDRS` (with `tgid` 0: destinations reported whatever the budget).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub tgid: u32,
+    /// The owning uid of the caller (`FOLDED`); 0 in `PRIORITY_ADDRS`.
+    pub uid: u32,
+    /// [`AF_INET`] or [`AF_INET6`] (ports are not part of the key: a flood across ports
+    /// folds into one entry).
+    pub family: u32,
     pub _pad: u32,
+    /// 4 bytes for [`AF_INET`] (rest zero), 16 for [`AF_INET6`].
+    pub addr: [u8; 16],
+}
+
+/// Value of `FOLDED`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Calls refused (not reported, not captured).
+    pub calls: u64,
+    /// Distinct ports among them, approximately (the port of a call that differs from the
+    /// last one counts).
+    pub port_changes: u32,
+    /// The last port refused.
+    pub last_port: u16,
+    pub _pad: u16,
 }
 
 /// Key of `WATCH_NAMES`: a process name as the kernel stores it (zero padded).
@@ -371,11 +429,14 @@ pub enum Counter {
     BlockLearned = 7,
     /// DNS answers the kernel could not read for blocking (malformed, or too long a walk).
     BlockDnsUnread = 8,
+    /// Records refused because their user was over their budget (counted in
+    /// [`Counter::Generated`] too; the flood's own, never another user's).
+    OverBudget = 9,
 }
 
 impl Counter {
     /// Every counter, in slot order (a compile-time check keeps the order honest).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Generated,
         Self::Lost,
         Self::WatchTableFull,
@@ -385,6 +446,7 @@ impl Counter {
         Self::Blocked,
         Self::BlockLearned,
         Self::BlockDnsUnread,
+        Self::OverBudget,
     ];
 }
 
@@ -494,7 +556,10 @@ const _: () = assert!(size_of::<PacketData>() == 56 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<PacketEvent>() == 88 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<SockState>() == 24);
 const _: () = assert!(size_of::<SockWatch>() == 8);
-const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<Budget>() == 16);
+const _: () = assert!(size_of::<DestKey>() == 32);
+const _: () = assert!(size_of::<Folded>() == 16);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
 const _: () = assert!(size_of::<KernelOffsets>() == 100);
@@ -515,6 +580,12 @@ mod pod {
     unsafe impl aya::Pod for SockState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SockWatch {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Budget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DestKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Folded {}
 }
 
 /// Byte offset of `kind` inside every record, for decoders.

@@ -41,6 +41,14 @@ pub mod map {
     /// Slot 0: [`super::program::DNS_BLOCK`], tail-called by the ingress program.
     pub const DNS_BLOCK_PROG: &str = "DNS_BLOCK_PROG";
     pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
+    /// Per-user record budgets ([`crate::Budget`]).
+    pub const BUDGETS: &str = "BUDGETS";
+    /// Subordinate uid prefixes -> owning uid.
+    pub const BUDGET_OWNERS: &str = "BUDGET_OWNERS";
+    /// Calls over budget, per process and destination ([`crate::Folded`]).
+    pub const FOLDED: &str = "FOLDED";
+    /// Destinations whose calls are reported whatever the budget.
+    pub const PRIORITY_ADDRS: &str = "PRIORITY_ADDRS";
 }
 
 /// Globals userspace sets before loading.

@@ -1,5 +1,6 @@
-//! The one way a program writes a record: count it, reserve it, fill the header, let the
-//! caller fill the payload, submit. A full ring buffer is counted, never silent.
+//! The one way a program writes a record: count it, admit it against its user's budget,
+//! reserve it, fill the header, let the caller fill the payload, submit. A refusal and a
+//! full ring buffer are counted, never silent.
 
 use aya_ebpf::{
     helpers::{
@@ -12,7 +13,12 @@ use monitor_common::{
     Counter, Event, EventHeader, EventKind, WAKEUP_FILL_SHIFT, WAKEUP_INTERVAL_NS,
 };
 
-use crate::state::{count, EVENTS, LAST_WAKEUP};
+use core::mem::size_of;
+
+use crate::{
+    budget,
+    state::{count, EVENTS, LAST_WAKEUP},
+};
 
 /// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` questions (uapi/linux/bpf.h).
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -117,18 +123,49 @@ impl<T: 'static> Record<T> {
     }
 }
 
-/// Counts and reserves one `Event<T>` of `kind` and fills its header; `None` (counted as
-/// lost) when the ring buffer is full.
+/// A record admitted by its user's budget (see `budget`), not yet reserved.
+#[derive(Clone, Copy)]
+pub struct Ticket {
+    ts: u64,
+}
+
+/// Counts a record of `kind` that `origin` is about to cause and asks its user's budget
+/// for it; `None` (counted) when the user is over budget. `always` (destinations that may
+/// alert, denied calls) and process ends pass whatever the budget.
+#[inline(always)]
+pub fn admit<T: 'static>(kind: EventKind, origin: &Origin, always: bool) -> Option<Ticket> {
+    count(Counter::Generated);
+    // SAFETY: no arguments.
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    let free = always || kind == EventKind::Exit;
+    if !free && !budget::admit(origin.uid, size_of::<Event<T>>() as u32, ts) {
+        return None;
+    }
+    Some(Ticket { ts })
+}
+
+/// Counts, admits and reserves one `Event<T>` of `kind` and fills its header; `None`
+/// (counted) when the user is over budget or the ring buffer is full.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind, origin: Origin) -> Option<Record<T>> {
-    count(Counter::Generated);
+    let ticket = admit::<T>(kind, &origin, false)?;
+    reserve_admitted(ticket, kind, origin)
+}
+
+/// Reserves an admitted record and fills its header; `None` (counted as lost) when the
+/// ring buffer is full.
+#[inline(always)]
+pub fn reserve_admitted<T: 'static>(
+    ticket: Ticket,
+    kind: EventKind,
+    origin: Origin,
+) -> Option<Record<T>> {
     let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
         count(Counter::Lost);
         return None;
     };
     let ev = entry.as_mut_ptr();
-    // SAFETY: no arguments.
-    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    let ts = ticket.ts;
     // SAFETY: `ev` points at a reserved record of the right size that only this program
     // writes until it is submitted; the header is written through the pointer.
     unsafe {
@@ -144,11 +181,17 @@ pub fn reserve<T: 'static>(kind: EventKind, origin: Origin) -> Option<Record<T>>
     Some(Record { entry, ts })
 }
 
-/// Emits one record whose payload is built already (small payloads); `urgent` as in
-/// [`Record::submit_urgent`].
+/// Emits one admitted record whose payload is built already (small payloads); `urgent` as
+/// in [`Record::submit_urgent`].
 #[inline(always)]
-pub fn emit<T: 'static>(kind: EventKind, origin: Origin, data: T, urgent: bool) {
-    if let Some(mut record) = reserve::<T>(kind, origin) {
+pub fn emit_admitted<T: 'static>(
+    ticket: Ticket,
+    kind: EventKind,
+    origin: Origin,
+    data: T,
+    urgent: bool,
+) {
+    if let Some(mut record) = reserve_admitted::<T>(ticket, kind, origin) {
         // SAFETY: the payload slot of a reserved record.
         unsafe { record.data().write(data) };
         if urgent {
@@ -156,5 +199,13 @@ pub fn emit<T: 'static>(kind: EventKind, origin: Origin, data: T, urgent: bool) 
         } else {
             record.submit();
         }
+    }
+}
+
+/// Emits one record whose payload is built already, if its user's budget admits it.
+#[inline(always)]
+pub fn emit<T: 'static>(kind: EventKind, origin: Origin, data: T, urgent: bool) {
+    if let Some(ticket) = admit::<T>(kind, &origin, false) {
+        emit_admitted(ticket, kind, origin, data, urgent);
     }
 }

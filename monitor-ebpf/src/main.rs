@@ -13,12 +13,17 @@
 //!   destinations the block tables name, and `bw_dns_block` (`cgroup_skb` ingress) reads DNS
 //!   answers for blocked names before the asking socket can.
 //!
+//! * budgets (`budget`): every user's records are metered before the ring, so that one
+//!   user's flood costs that user's records only; refusals are folded into counts per
+//!   (process, destination).
+//!
 //! Watching is decided here: an unwatched process costs a few map lookups and never reaches
 //! the ring buffer. No per-event logging. Every record that cannot be reserved is counted.
 #![no_std]
 #![no_main]
 
 mod block;
+mod budget;
 mod cgroup;
 mod emit;
 mod packet;

@@ -15,8 +15,8 @@ use monitor_common::{
 };
 
 use crate::{
-    block,
-    emit::{emit, Origin},
+    block, budget,
+    emit::{admit, emit_admitted, Origin},
     state::{count, process_comm, watched, SOCK_STATE, SOCK_WATCH, UDP_SEEN},
 };
 
@@ -90,23 +90,15 @@ fn user_addr(sa: &aya_ebpf::bindings::bpf_sock_addr, family: u16) -> [u8; 16] {
 }
 
 /// Whether this socket already sent to this destination (then the send is folded into a
-/// count instead of a record); the first send is remembered.
+/// count instead of a record).
 #[inline(always)]
-fn repeated(cookie: u64, addr: [u8; 16], port: u16, family: u16) -> bool {
-    let key = UdpKey {
-        cookie,
-        addr,
-        port,
-        family,
-        _pad: 0,
-    };
+fn repeated(key: &UdpKey) -> bool {
     if let Some(seen) = UDP_SEEN.get_ptr_mut(key) {
         // SAFETY: LRU value slot; a racing update can only lose an increment.
         unsafe { *seen += 1 };
         count(Counter::UdpRepeat);
         return true;
     }
-    let _ = UDP_SEEN.insert(key, 0, 0);
     false
 }
 
@@ -153,6 +145,27 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let udp_key = UdpKey {
+        cookie,
+        addr,
+        port,
+        family,
+        _pad: 0,
+    };
+    if kind == EventKind::UdpSend && (sock_type != SOCK_DGRAM || repeated(&udp_key)) {
+        return verdict;
+    }
+    // The user's budget: a call over it is folded into a count for its process and
+    // destination; destinations that may alert and denied calls always pass.
+    let always = blocked != 0 || budget::priority(family, &addr);
+    let Some(ticket) = admit::<SockData>(kind, &origin, always) else {
+        budget::fold(origin.tgid, uid, family, &addr, port);
+        return verdict;
+    };
+    if kind == EventKind::UdpSend {
+        // The first send is remembered only once it is reported.
+        let _ = UDP_SEEN.insert(udp_key, 0, 0);
+    }
     // Its first payloads name the destination (SNI, Host, QUIC); BPF_NOEXIST keeps the
     // count of a socket that sends to several destinations.
     if blocked == 0 {
@@ -164,11 +177,6 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
             },
             BPF_NOEXIST,
         );
-    }
-    if kind == EventKind::UdpSend
-        && (sock_type != SOCK_DGRAM || repeated(cookie, addr, port, family))
-    {
-        return verdict;
     }
 
     let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
@@ -187,6 +195,6 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
         comm: process_comm(thread_comm, origin.tid == origin.tgid),
         thread_comm,
     };
-    emit(kind, origin, data, true);
+    emit_admitted(ticket, kind, origin, data, true);
     verdict
 }

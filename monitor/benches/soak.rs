@@ -8,7 +8,10 @@
 //! * `flood`: connects and asks for `history` and `status` as fast as it can;
 //! * `slowloris`: holds connections that send a byte a second and never a newline;
 //! * `hugeline`: sends megabytes without a newline, again and again;
-//! * `fdhog`: subscribes on as many connections as it may and never reads.
+//! * `fdhog`: subscribes on as many connections as it may and never reads;
+//! * `connflood` (two processes of one more user, this binary copied as `x/zoom` so that
+//!   the kernel watches it): UDP `connect()` to every port of 127.0.0.9 in turn, as fast
+//!   as it can (issue 22: it starved everyone's records before per-user budgets).
 
 use std::{
     io::{BufRead, BufReader, Read as _, Write},
@@ -83,6 +86,13 @@ fn hostile(kind: &str, socket: &Path) {
                 }));
             }
         }
+        "connflood" => loop {
+            for port in 1..60000u16 {
+                if let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") {
+                    let _ = s.connect(("127.0.0.9", port));
+                }
+            }
+        },
         other => panic!("unknown attack {other}"),
     }
 }
@@ -158,19 +168,30 @@ fn start_daemon(dir: &Path, socket: &Path) -> Child {
 }
 
 /// The attackers, each as a user of its own (the socket's group lets them in): this
-/// binary, copied to `dir`, re-run with `--hostile`.
+/// binary, copied to `dir` (as `x/zoom` for the connect flood, so that it is watched),
+/// re-run with `--hostile`.
 fn attack(dir: &Path, socket: &Path) -> Kill {
     let me = dir.join("soak");
     std::fs::copy(std::env::current_exe().unwrap(), &me).unwrap();
+    std::fs::create_dir_all(dir.join("x")).unwrap();
+    let zoom = dir.join("x/zoom");
+    std::fs::copy(std::env::current_exe().unwrap(), &zoom).unwrap();
+    let attackers = [
+        ("flood", &me, 61000),
+        ("slowloris", &me, 61001),
+        ("hugeline", &me, 61002),
+        ("fdhog", &me, 61003),
+        ("connflood", &zoom, 61004),
+        ("connflood", &zoom, 61004),
+    ];
     Kill(
-        ["flood", "slowloris", "hugeline", "fdhog"]
+        attackers
             .iter()
-            .enumerate()
-            .map(|(n, kind)| {
+            .map(|(kind, exe, uid)| {
                 Command::new("setpriv")
-                    .arg(format!("--reuid={}", 61000 + n))
+                    .arg(format!("--reuid={uid}"))
                     .args(["--regid=65534", "--clear-groups"])
-                    .arg(&me)
+                    .arg(exe)
                     .args(["--hostile", kind])
                     .arg(socket)
                     .stdout(Stdio::null())
@@ -180,6 +201,17 @@ fn attack(dir: &Path, socket: &Path) -> Kill {
             })
             .collect(),
     )
+}
+
+/// The kernel's counters as the daemon's `status --json` gives them.
+fn kernel_counters(socket: &Path) -> Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["counters"].clone()
 }
 
 /// Root's own subscription: a reader thread stamps every alert as it arrives.
@@ -301,7 +333,13 @@ fn stop(mut daemon: Child, dir: &Path, ports: (u16, u16)) -> Stored {
 }
 
 /// Prints the results and writes them as JSON to `$BW_BENCH_OUT`; returns where.
-fn report(secs: u64, rss_start: u64, traffic: Traffic, stored: &Stored) -> String {
+fn report(
+    secs: u64,
+    rss_start: u64,
+    traffic: Traffic,
+    stored: &Stored,
+    counters: &Value,
+) -> String {
     let Traffic {
         mut decide,
         rss,
@@ -318,7 +356,13 @@ fn report(secs: u64, rss_start: u64, traffic: Traffic, stored: &Stored) -> Strin
     let rss_end = rss.last().copied().unwrap_or(0);
     let alerts = decide.len();
     let (d50, d99) = (pct(&mut decide, 0.5), pct(&mut decide, 0.99));
-    println!("soak: {secs} s, 4 hostile users (flood, slowloris, huge lines, descriptor hog); daemon exit {exit}");
+    println!("soak: {secs} s, 5 hostile users (request flood, slowloris, huge lines, descriptor hog, 2 processes flooding connect()); daemon exit {exit}");
+    let refused = counters["over_budget"].as_u64().unwrap_or(0);
+    let (generated, lost) = (
+        counters["generated"].as_u64().unwrap_or(0),
+        counters["lost"].as_u64().unwrap_or(0),
+    );
+    println!("kernel: {generated} records generated, {refused} refused over the flooding user's budget, {lost} lost");
     println!("connect -> alert decision under attack: p50 {d50:.2} ms, p99 {d99:.2} ms ({alerts} alerts of {made} broker contacts)");
     println!(
         "daemon RSS: {:.1} MiB at start, {:.1} MiB max, {:.1} MiB at the end",
@@ -339,6 +383,7 @@ fn report(secs: u64, rss_start: u64, traffic: Traffic, stored: &Stored) -> Strin
         "rss_mib": {"start": rss_start as f64 / 1024.0, "max": rss_max as f64 / 1024.0, "end": rss_end as f64 / 1024.0},
         "accept_error_log_lines": accept_errors,
         "daemon_fds_max": max_fds,
+        "kernel": {"generated": generated, "over_budget": refused, "lost": lost},
     });
     let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/soak.json".into());
     if let Some(p) = PathBuf::from(&path).parent() {
@@ -380,8 +425,9 @@ fn main() {
     std::fs::copy(PROBE, &zoom).unwrap();
     let traffic = run_app(&zoom, ports, pid, &rx, secs);
     drop(attackers);
+    let counters = kernel_counters(&socket);
     let stored = stop(daemon, &dir, ports);
-    let path = report(secs, rss_start, traffic, &stored);
+    let path = report(secs, rss_start, traffic, &stored, &counters);
     std::fs::remove_dir_all(&dir).ok();
     println!("wrote {path}");
 }

@@ -11,20 +11,47 @@ use lru::LruCache;
 pub struct BoundedLru<K: Hash + Eq, V> {
     inner: LruCache<K, V>,
     cap: usize,
+    /// The most entries held since the table was last rebuilt (its allocation's size).
+    peak: usize,
 }
+
+/// Below this many entries a table is never rebuilt to give memory back.
+const SHRINK_FLOOR: usize = 4096;
 
 impl<K: Hash + Eq, V> BoundedLru<K, V> {
     pub fn new(cap: usize) -> Self {
         Self {
             inner: LruCache::unbounded(),
             cap: cap.max(1),
+            peak: 0,
         }
+    }
+
+    /// Drops entries from the least recently used end while `old` says so (stops at the
+    /// first that is not), then gives the table's memory back when it holds under a quarter
+    /// of what it once did (a flood's entries gone). Returns whether it rebuilt the table.
+    pub fn forget_while(&mut self, mut old: impl FnMut(&V) -> bool) -> bool {
+        while self.inner.peek_lru().is_some_and(|(_, v)| old(v)) {
+            self.inner.pop_lru();
+        }
+        let len = self.inner.len();
+        if self.peak <= SHRINK_FLOOR || len * 4 >= self.peak {
+            return false;
+        }
+        let mut fresh = LruCache::unbounded();
+        while let Some((k, v)) = self.inner.pop_lru() {
+            fresh.put(k, v);
+        }
+        self.inner = fresh;
+        self.peak = len;
+        true
     }
 
     fn make_room(&mut self) {
         while self.inner.len() >= self.cap {
             self.inner.pop_lru();
         }
+        self.peak = self.peak.max(self.inner.len() + 1);
     }
 
     /// Inserts, evicting the least recently used entry when full; returns the old value.
@@ -79,5 +106,30 @@ mod tests {
         m.put(4, "f");
         assert_eq!(m.len(), 2, "replacing does not evict");
         assert_eq!(m.capacity(), 2);
+    }
+
+    #[test]
+    fn forgetting_old_entries_keeps_recent_order_and_gives_back_a_floods_table() {
+        let mut m = BoundedLru::new(100_000);
+        for i in 0..20_000u32 {
+            m.put(i, i);
+        }
+        // Entries below 19,000 are old; the newest 1,000 stay, in order.
+        assert!(m.forget_while(|v| *v < 19_000), "rebuilt");
+        assert_eq!(m.len(), 1_000);
+        assert_eq!(m.peek_lru(), Some((&19_000, &19_000)));
+        assert_eq!(
+            m.iter().next(),
+            Some((&19_999, &19_999)),
+            "most recent first"
+        );
+        // Nothing more to give back: no second rebuild.
+        assert!(!m.forget_while(|v| *v < 19_500));
+        assert_eq!(m.len(), 500);
+        // Small tables are never rebuilt.
+        let mut small = BoundedLru::new(10);
+        small.put(1, 1);
+        assert!(!small.forget_while(|_| true));
+        assert!(small.is_empty());
     }
 }

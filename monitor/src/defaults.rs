@@ -26,6 +26,16 @@ pub const APP_GROUP: &str = "meeting";
 pub const RING_BYTES: u32 = 4 * 1024 * 1024;
 /// The same, as the command line spells it.
 pub const RING_SIZE_ARG: &str = "4M";
+/// Each user's sustained record budget in the kernel, bytes a second (about 8,700
+/// connects or 250 DNS answers a second): a flood past it costs its own user's records.
+pub const USER_RECORD_RATE: u64 = 1024 * 1024;
+/// The same, as the command line spells it.
+pub const USER_RECORD_RATE_ARG: &str = "1M";
+/// Each user's burst, as a share of the ring (1/4): two users bursting at once still leave
+/// half the ring to everyone else.
+pub const USER_BURST_SHIFT: u32 = 2;
+/// Over-budget users are told (to administrators) at most this often.
+pub const BUDGET_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Days of history kept.
 pub const HISTORY_DAYS: u64 = 30;
 /// Parent directory (under the cgroup v2 mount) of the cgroups audits create.
@@ -44,6 +54,10 @@ pub const DAEMON_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long the daemon keeps connection rows in memory after they were last seen (the
 /// history is in the store; rows only feed alerts).
 pub const ROWS_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// The daemon forgets a socket this long after its last connect or send: its names (first
+/// payloads, DNS answers) arrive within moments, and a flood's sockets must not hold
+/// memory for long.
+pub const SOCKETS_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 /// Requests that change the daemon's state (users' blocks) waiting for its thread; a full
 /// queue tells the client to try again.
 pub const COMMAND_QUEUE: usize = 64;

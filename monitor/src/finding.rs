@@ -202,6 +202,7 @@ const PROBE_NOTE: &str = "a UDP connect() that sent nothing: an address probe (g
 const NOT_BEFORE_CONNECT_NOTE: &str = "not blockable before connect: nothing named this destination before the connection (no DNS answer brokerwatch saw, no blocked address range), only its own first bytes did; its address is blocked for this app from now on";
 const WOULD_BLOCK_NOTE: &str =
     "would be blocked: a block rule covers it (`brokerwatch audit --enforce` blocks it)";
+const FOLDED_NOTE: &str = "this process called more than 32 ports of this address: the calls to the other ports are counted in this one row (port 0)";
 const PARTIAL_NOTE: &str = "name read from the part of the QUIC ClientHello that was sent (the peer never answered, so the rest never left)";
 
 /// Every connection row of the engine, ordered by first sighting.
@@ -361,7 +362,9 @@ fn name_note(
     dns_traffic: bool,
     encrypted: Option<&'static str>,
 ) -> Option<String> {
-    let note = if agg.ech {
+    let note = if k.port == crate::engine::FOLDED_PORT {
+        FOLDED_NOTE
+    } else if agg.ech {
         ECH_NOTE
     } else if agg.name_partial {
         PARTIAL_NOTE

@@ -109,6 +109,9 @@ pub enum NoticeKind {
     StoreRecovered,
     /// The policy does not load; the daemon runs on the one before: told to admins.
     PolicyError,
+    /// Users went over their kernel record budget (a flood): their own records were
+    /// refused. Told to admins (it names uids and processes).
+    OverBudget,
 }
 
 impl NoticeKind {

@@ -13,7 +13,7 @@ use brokerwatch::{
     engine::{Engine, Origin},
     kernel::{
         wire::{Proto, Record},
-        SensorOptions,
+        BudgetSettings, SensorOptions,
     },
 };
 use common::{Harness, PROBE};
@@ -275,6 +275,8 @@ fn capture_loss_invariant_holds_under_a_flood() {
     // A one-page ring buffer holds ~37 records: a flood must overflow it.
     let mut h = Harness::with_options(SensorOptions {
         ring_bytes: 4096,
+        // The ring itself must overflow: no budget refuses the flood first.
+        budget: Some(BudgetSettings::OFF),
         ..SensorOptions::default()
     });
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -168,7 +168,7 @@ fn daemon_lost_kernel_records_are_told_in_the_log_and_to_subscribers() {
     use std::io::BufRead as _;
     require_root();
     let dir = lab_dir("loss");
-    let d = Daemon::start_with(&dir, &["--ring-size", "4K"]);
+    let d = Daemon::start_with(&dir, &["--ring-size", "4K", "--user-budget", "off"]);
     let mut sub = connect(&dir);
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
     let mut lines = std::io::BufReader::new(sub.try_clone().unwrap()).lines();

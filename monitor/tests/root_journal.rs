@@ -114,7 +114,7 @@ fn journal_daemon_logs_go_to_the_journal_under_systemd_with_their_priorities() {
     require_root();
     let _j = Journald::ensure();
     let dir = lab_dir("journal-logs");
-    let d = Daemon::start_full(&dir, &["--ring-size", "4K"], true);
+    let d = Daemon::start_full(&dir, &["--ring-size", "4K", "--user-budget", "off"], true);
     let pid = d.child.id();
     // Readiness is information (notice, 5), in the journal and not on stderr.
     let ready = entries(&[

@@ -149,7 +149,7 @@ fn write_summary(out: &mut dyn Write, s: &Summary, d: Destinations) -> io::Resul
     )?;
     writeln!(
         out,
-        "Records: {} generated, {} delivered, {} lost{}",
+        "Records: {} generated, {} delivered, {} lost{}{}",
         s.records_generated,
         s.records_delivered,
         s.records_lost,
@@ -157,6 +157,14 @@ fn write_summary(out: &mut dyn Write, s: &Summary, d: Destinations) -> io::Resul
             " (the ring buffer was full: rerun with a larger --ring-size)"
         } else {
             ""
+        },
+        if s.records_over_budget > 0 {
+            format!(
+                ", {} refused over a user's budget (a flood: see the log; --user-budget)",
+                s.records_over_budget
+            )
+        } else {
+            String::new()
         }
     )?;
     if s.flagged > 0 {

@@ -82,6 +82,8 @@ pub struct Summary {
     pub records_generated: u64,
     pub records_delivered: u64,
     pub records_lost: u64,
+    /// Records the kernel refused because their user was over budget (a flood).
+    pub records_over_budget: u64,
     pub records_undecodable: u64,
     pub watch_table_full: u64,
     pub udp_repeats_folded: u64,
@@ -99,6 +101,7 @@ impl Summary {
     pub fn fill_counters(&mut self, k: &KernelCounters, delivered: u64, undecodable: u64) {
         self.records_generated = k.generated;
         self.records_lost = k.lost;
+        self.records_over_budget = k.over_budget;
         self.records_delivered = delivered;
         self.records_undecodable = undecodable;
         self.watch_table_full = k.watch_table_full;
@@ -169,8 +172,8 @@ impl AuditOutcome {
             (
                 "Kernel records".to_owned(),
                 format!(
-                    "{} generated, {} delivered, {} lost",
-                    s.records_generated, s.records_delivered, s.records_lost
+                    "{} generated, {} delivered, {} lost, {} over a user's budget",
+                    s.records_generated, s.records_delivered, s.records_lost, s.records_over_budget
                 ),
             ),
             ("Programs".to_owned(), s.hooks.join("; ")),
@@ -261,7 +264,7 @@ async fn watch_until_done(
                 let health = session.tick();
                 let stats = session.engine.stats;
                 live.status(stats.processes_seen, stats.sock_records);
-                if let Some(notice) = health.loss {
+                for notice in [health.loss, health.over_budget].into_iter().flatten() {
                     log::warn!("{}", notice.message);
                 }
             }

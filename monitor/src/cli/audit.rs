@@ -8,7 +8,7 @@ use super::PolicyArgs;
 use crate::{
     audit::{format::Format, AuditOptions, Target},
     defaults,
-    kernel::SensorOptions,
+    kernel::{BudgetSettings, SensorOptions},
 };
 
 #[derive(Args)]
@@ -51,6 +51,10 @@ pub struct AuditArgs {
     /// Kernel ring buffer size (power of two, e.g. 4M, 16M).
     #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = parse_size)]
     pub ring_size: u32,
+    /// Each user's record budget in the kernel, bytes a second (e.g. 1M, 512K; "off" for
+    /// none): one user's flood costs that user's records, never another's.
+    #[arg(long, value_name = "RATE", default_value = defaults::USER_RECORD_RATE_ARG, value_parser = parse_rate)]
+    pub user_budget: u64,
     /// Also write every kernel record, as received, to FILE (for bug reports and replay
     /// tests; it holds DNS answers and the first bytes of connections).
     #[arg(long, value_name = "FILE", hide = true)]
@@ -103,6 +107,7 @@ impl From<&AuditArgs> for AuditOptions {
             sensor: SensorOptions {
                 ring_bytes: a.ring_size,
                 attach: a.attach.into(),
+                budget: Some(BudgetSettings::new(a.user_budget, a.ring_size)),
             },
         }
     }
@@ -125,9 +130,42 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
     Ok(bytes as u32)
 }
 
+/// A record rate in bytes a second: `1M`, `512K`, `65536`, or `off` (0).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024u64),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("not a rate: {s} (bytes a second, e.g. 1M, or off)"))?;
+    let bytes = n.saturating_mul(mult);
+    if !(4096..=(1 << 30)).contains(&bytes) {
+        return Err(format!(
+            "{s}: a user's record budget must be between 4K and 1024M a second, or off"
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_user_budgets_are_rates_or_off() {
+        assert_eq!(parse_rate("1M"), Ok(1 << 20));
+        assert_eq!(parse_rate("off"), Ok(0));
+        assert_eq!(parse_rate("OFF"), Ok(0));
+        assert_eq!(parse_rate("64k"), Ok(64 << 10));
+        assert!(parse_rate("1K").is_err());
+        assert!(parse_rate("2048M").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 
     #[test]
     fn cli_ring_sizes_are_powers_of_two_within_bounds() {

@@ -5,7 +5,11 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::PolicyArgs;
-use crate::{daemon::DaemonOptions, defaults, kernel::SensorOptions};
+use crate::{
+    daemon::DaemonOptions,
+    defaults,
+    kernel::{BudgetSettings, SensorOptions},
+};
 
 #[derive(Args)]
 pub struct DaemonArgs {
@@ -34,6 +38,10 @@ pub struct DaemonArgs {
     /// the log report lost records.
     #[arg(long, default_value = defaults::RING_SIZE_ARG, value_parser = super::audit::parse_size)]
     pub ring_size: u32,
+    /// Each user's record budget in the kernel, bytes a second (e.g. 1M, 512K; "off" for
+    /// none): one user's flood costs that user's records, never another's.
+    #[arg(long, value_name = "RATE", default_value = defaults::USER_RECORD_RATE_ARG, value_parser = super::audit::parse_rate)]
+    pub user_budget: u64,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -58,6 +66,7 @@ impl From<DaemonArgs> for DaemonOptions {
             sensor: SensorOptions {
                 attach: a.attach.into(),
                 ring_bytes: a.ring_size,
+                budget: Some(BudgetSettings::new(a.user_budget, a.ring_size)),
             },
         }
     }

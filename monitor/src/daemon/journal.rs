@@ -12,6 +12,8 @@ use crate::{defaults, display::safe, finding::Finding, policy::Severity};
 pub const ALERT_ID: &str = "806cbbec17284d22a0d15f53c69e089b";
 /// `MESSAGE_ID` of lost kernel records.
 pub const LOSS_ID: &str = "5145711e8dee41838df1398e8dda3bf4";
+/// `MESSAGE_ID` of users over their kernel record budget (a flood).
+pub const OVER_BUDGET_ID: &str = "b25710faa7684771801ba3c81afaf6dc";
 /// `MESSAGE_ID` of a policy that does not load.
 pub const POLICY_ERROR_ID: &str = "6824dcee4d324eb68b749d4f564892da";
 /// `MESSAGE_ID` of a store that cannot be written.

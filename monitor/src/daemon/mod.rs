@@ -306,6 +306,10 @@ impl Daemon {
             log::warn!(message_id = journal::LOSS_ID; "{}", notice.message);
             let _ = self.shared.alerts.send(Event::Notice(notice));
         }
+        if let Some(notice) = health.over_budget {
+            log::warn!(message_id = journal::OVER_BUDGET_ID; "{}", notice.message);
+            let _ = self.shared.alerts.send(Event::Notice(notice));
+        }
         if let Some(notice) = store_notice(&mut self.store_error, self.store.status()) {
             let _ = self.shared.alerts.send(Event::Notice(notice));
         }

@@ -97,6 +97,14 @@ pub struct ConnAgg {
     pub blocked: u64,
 }
 
+/// Rows of one process to one address on distinct ports; calls to further ports of it go
+/// to one row with port [`FOLDED_PORT`] (a flood across ports costs one row, not
+/// thousands, in memory and in the store).
+pub const MAX_PORTS_PER_DEST: u32 = 32;
+/// The port of the row that holds a process's calls to more than [`MAX_PORTS_PER_DEST`]
+/// ports of one address.
+pub const FOLDED_PORT: u16 = 0;
+
 /// Names kept per DNS row.
 const MAX_QUERIES_PER_ROW: usize = 32;
 
@@ -127,7 +135,7 @@ pub struct Engine<P: ProcSource = LiveProc> {
     /// after the connect.
     by_cookie: BoundedLru<u64, (ConnKey, u64)>,
     /// Which watched process used a socket (DNS answers on it are that process's).
-    socket_owner: BoundedLru<u64, u32>,
+    socket_owner: BoundedLru<u64, (u32, u64)>,
     pub namer: Namer,
     /// Rows created or renamed since the last [`Engine::take_changes`] (for the daemon's
     /// alerts); bounded, overflow counted.
@@ -141,6 +149,8 @@ pub struct Engine<P: ProcSource = LiveProc> {
     /// [`Engine::take_touched`].
     merged: Vec<(ConnKey, u64)>,
     max_rows: usize,
+    /// Rows per (process, protocol, address), for [`MAX_PORTS_PER_DEST`].
+    dest_ports: HashMap<(u32, Proto, IpAddr), u32>,
     watch_names: HashMap<u32, String>,
     source: P,
     pub stats: EngineStats,
@@ -182,6 +192,7 @@ impl<P: ProcSource> Engine<P> {
             touched_dropped: 0,
             merged: Vec::new(),
             max_rows: DEFAULT_MAX_ROWS,
+            dest_ports: HashMap::new(),
             watch_names: HashMap::new(),
             source,
             stats: EngineStats::default(),
@@ -236,7 +247,7 @@ impl<P: ProcSource> Engine<P> {
                 }
             }
         }
-        self.socket_owner.put(r.cookie, pid);
+        self.socket_owner.put(r.cookie, (pid, r.header.ts_ns));
         let asker = Asker {
             pid,
             cgroup: r.header.cgroup_id,
@@ -253,13 +264,19 @@ impl<P: ProcSource> Engine<P> {
             r.dst,
             dns.as_ref().map(|d| &d.qname)
         );
-        let key = ConnKey {
+        let mut key = ConnKey {
             pid,
             proto: r.proto,
             dst: r.dst,
             port: r.port,
             domain: dns.as_ref().map(|d| Arc::from(d.qname.as_str())),
         };
+        let spread = (pid, r.proto, r.dst);
+        if !self.conns.contains_key(&key)
+            && self.dest_ports.get(&spread).copied().unwrap_or(0) >= MAX_PORTS_PER_DEST
+        {
+            key.port = FOLDED_PORT;
+        }
         let ts = r.header.ts_ns;
         let blocked = u64::from(r.blocked.is_some());
         if let Some(agg) = self.conns.get_mut(&key) {
@@ -279,6 +296,9 @@ impl<P: ProcSource> Engine<P> {
         if self.conns.len() >= self.max_rows {
             self.stats.rows_dropped += 1;
             return;
+        }
+        if key.port != FOLDED_PORT {
+            *self.dest_ports.entry(spread).or_default() += 1;
         }
         self.by_cookie.put(r.cookie, (key.clone(), ts));
         self.changed(key.clone());
@@ -313,7 +333,7 @@ impl<P: ProcSource> Engine<P> {
         match r.kind {
             EventKind::DnsAnswer => {
                 let from = Receiver {
-                    pid: self.socket_owner.get(&r.cookie).copied(),
+                    pid: self.socket_owner.get(&r.cookie).map(|o| o.0),
                     cgroup: r.header.cgroup_id,
                     uid: r.header.uid,
                     netns: r.netns,
@@ -456,8 +476,21 @@ impl<P: ProcSource> Engine<P> {
 
     /// Forgets connection rows last seen before `before_ns` (a long-running daemon keeps
     /// history on disk, not in memory).
+    /// Forgets sockets whose last connect or send was before `before_ns` (names for them
+    /// arrive within moments: their first payloads, their DNS answers) and gives the
+    /// tables' memory back after a flood. Returns whether any table gave memory back.
+    pub fn forget_sockets(&mut self, before_ns: u64) -> bool {
+        let a = self.by_cookie.forget_while(|(_, ts)| *ts < before_ns);
+        let b = self.socket_owner.forget_while(|(_, ts)| *ts < before_ns);
+        a || b
+    }
+
     pub fn prune(&mut self, before_ns: u64) {
         self.conns.retain(|_, a| a.last_ns >= before_ns);
+        self.dest_ports.clear();
+        for k in self.conns.keys().filter(|k| k.port != FOLDED_PORT) {
+            *self.dest_ports.entry((k.pid, k.proto, k.dst)).or_default() += 1;
+        }
     }
 
     /// Connection rows, ordered by first sighting.

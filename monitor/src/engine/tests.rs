@@ -429,3 +429,41 @@ fn engine_touched_rows_cover_repeats_renames_and_rows_a_rename_emptied() {
     assert_eq!(merged.len(), 1, "the emptied row is forgotten");
     assert_eq!((merged[0].0.domain.as_deref(), merged[0].1), (None, 1));
 }
+
+#[test]
+fn engine_a_flood_across_ports_of_one_address_costs_one_row_beyond_the_first_ports() {
+    let mut e = Engine::with_source(NoProc);
+    for i in 0..5_000u16 {
+        e.handle(&connect(7, 10 + u64::from(i), 1_000 + i));
+    }
+    // Another process and another address keep rows of their own.
+    e.handle(&connect(8, 9_000, 1_000));
+    let rows = e.connections();
+    assert_eq!(
+        rows.len(),
+        MAX_PORTS_PER_DEST as usize + 2,
+        "{}",
+        rows.len()
+    );
+    let folded: Vec<_> = rows
+        .iter()
+        .filter(|(k, _)| k.pid == 7 && k.port == FOLDED_PORT)
+        .collect();
+    assert_eq!(folded.len(), 1);
+    assert_eq!(folded[0].1.count, 5_000 - u64::from(MAX_PORTS_PER_DEST));
+    // A port already seen keeps its own row.
+    e.handle(&connect(7, 20_000, 1_000));
+    let again = e.connections();
+    let own = again
+        .iter()
+        .find(|(k, _)| k.pid == 7 && k.port == 1_000)
+        .unwrap();
+    assert_eq!(own.1.count, 2);
+    // Once the old rows are gone, new ports get rows of their own again.
+    e.prune(15_000);
+    e.handle(&connect(7, 30_000, 2));
+    assert!(e
+        .connections()
+        .iter()
+        .any(|(k, _)| k.pid == 7 && k.port == 2));
+}

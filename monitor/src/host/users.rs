@@ -124,6 +124,11 @@ impl SubUids {
         Self { ranges }
     }
 
+    /// Every range: (first, count, owner uid).
+    pub fn ranges(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.ranges.iter().copied()
+    }
+
     /// Whose `uid` is: the owner of the range it falls in, else itself.
     pub fn owner(&self, uid: u32) -> u32 {
         self.ranges

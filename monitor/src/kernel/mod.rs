@@ -3,13 +3,15 @@
 //! [`programs`] declares the kernel object's programs and maps; [`preflight`] checks
 //! privileges and kernel support before anything is loaded; [`btf`] reads structure
 //! offsets from the running kernel; [`sensor`] loads and steers the programs, [`attach`]
-//! decides where the cgroup programs run ([`block`]: the tables of what they deny);
+//! decides where the cgroup programs run ([`block`]: the tables of what they deny;
+//! [`budget`]: each user's record budget);
 //! [`capture`] drains their ring buffer; [`wire`] decodes its records into typed events;
 //! [`error`] says what went wrong.
 
 pub mod attach;
 pub mod block;
 pub mod btf;
+pub mod budget;
 pub mod capture;
 pub mod error;
 pub mod preflight;
@@ -19,5 +21,6 @@ pub mod wire;
 
 pub use attach::Hooks;
 pub use block::{BlockError, BlockTables};
+pub use budget::{BudgetSettings, FoldedCalls, UserOver};
 pub use capture::Capture;
 pub use sensor::{AttachScope, KernelCounters, ProgramStats, Sensor, SensorError, SensorOptions};

@@ -90,6 +90,10 @@ pub const MAPS: &[&str] = &[
     map::BLOCK_LEARNED,
     map::DNS_BLOCK_PROG,
     map::DNS_SCRATCH,
+    map::BUDGETS,
+    map::BUDGET_OWNERS,
+    map::FOLDED,
+    map::PRIORITY_ADDRS,
 ];
 
 /// The programs of one kind.

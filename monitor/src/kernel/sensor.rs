@@ -1,15 +1,19 @@
 //! Loading, attaching and steering the kernel programs (the only module that talks to aya).
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{CgroupSkb, CgroupSockAddr, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
     names::{global, map, program},
-    BlockPair, CommKey, Config, Counter, KernelOffsets, LearnedKey, MODE_BLOCK,
+    BlockPair, Budget, CommKey, Config, Counter, DestKey, Folded, KernelOffsets, LearnedKey,
+    MODE_BLOCK,
 };
 
 pub use super::error::SensorError;
@@ -17,12 +21,16 @@ use super::{
     attach::{Attachments, Hooks},
     block::{self, BlockError, BlockTables},
     btf::Btf,
+    budget::{self, BudgetSettings, FoldedCalls, UserOver},
     error::map_err,
     preflight,
     programs::{self, Kind, OBJECT, PROGRAMS},
     wire::comm_key,
 };
-use crate::{defaults, host::cgroup};
+use crate::{
+    defaults,
+    host::{cgroup, users::SubUids},
+};
 
 /// Where the socket and packet programs start out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -57,6 +65,8 @@ pub struct SensorOptions {
     /// Size of the ring buffer in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
     pub attach: AttachScope,
+    /// Each user's record budget; `None`: the defaults for the ring's size.
+    pub budget: Option<BudgetSettings>,
 }
 
 impl Default for SensorOptions {
@@ -64,6 +74,7 @@ impl Default for SensorOptions {
         Self {
             ring_bytes: defaults::RING_BYTES,
             attach: AttachScope::Root,
+            budget: None,
         }
     }
 }
@@ -97,6 +108,9 @@ pub struct KernelCounters {
     /// DNS answers the kernel could not read for blocking.
     #[serde(default)]
     pub block_dns_unread: u64,
+    /// Records refused because their user was over budget.
+    #[serde(default)]
+    pub over_budget: u64,
 }
 
 /// The loaded and attached kernel programs.
@@ -114,6 +128,8 @@ pub struct Sensor {
     blocking: bool,
     /// Why blocking cannot work here (the DNS reader did not load), if so.
     block_unavailable: Option<String>,
+    /// Each user's record budget.
+    budget: BudgetSettings,
 }
 
 impl Sensor {
@@ -135,11 +151,7 @@ impl Sensor {
         let block_unavailable = load_programs(&mut ebpf)?;
         // Parsing the kernel's BTF and the object takes tens of megabytes for a moment;
         // hand them back so that an idle daemon stays small.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: plain allocator call.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::host::give_back_memory();
         let mut sensor = Self {
             ebpf,
             kernel,
@@ -149,7 +161,12 @@ impl Sensor {
             mode: 0,
             blocking: false,
             block_unavailable,
+            budget: opts
+                .budget
+                .unwrap_or_else(|| BudgetSettings::for_ring(opts.ring_bytes)),
         };
+        sensor.write_config()?;
+        sensor.set_budget_owners(&SubUids::load())?;
         if sensor.scope == AttachScope::Root {
             let root = sensor.cgroup_root.clone();
             sensor.attach_cgroup(&root, Hooks::All)?;
@@ -224,8 +241,23 @@ impl Sensor {
             .ok_or(SensorError::Missing(map::CONFIG))?
             .try_into()
             .map_err(map_err(map::CONFIG))?;
-        cfg.set(0, Config { mode, _pad: 0 }, 0)
-            .map_err(map_err(map::CONFIG))
+        let (budget_ns_per_kib, budget_burst_ns) = self.budget.kernel_terms();
+        let config = Config {
+            mode,
+            budget_ns_per_kib,
+            budget_burst_ns,
+        };
+        cfg.set(0, config, 0).map_err(map_err(map::CONFIG))
+    }
+
+    /// A map by name, to change.
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, SensorError> {
+        self.ebpf.map_mut(name).ok_or(SensorError::Missing(name))
+    }
+
+    /// A map by name, to read.
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, SensorError> {
+        self.ebpf.map(name).ok_or(SensorError::Missing(name))
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(
@@ -286,6 +318,7 @@ impl Sensor {
             blocked: sum(Counter::Blocked)?,
             block_learned: sum(Counter::BlockLearned)?,
             block_dns_unread: sum(Counter::BlockDnsUnread)?,
+            over_budget: sum(Counter::OverBudget)?,
         })
     }
 
@@ -359,6 +392,82 @@ impl Sensor {
             .take_map(map::EVENTS)
             .ok_or(SensorError::Missing(map::EVENTS))?;
         RingBuf::try_from(map).map_err(map_err(map::EVENTS))
+    }
+}
+
+/// Each user's record budget (see [`super::budget`]).
+impl Sensor {
+    /// Counts every uid of `subuids`' ranges as its owner's in the kernel's budgets (a
+    /// table of [`monitor_common::MAX_BUDGET_OWNER_PREFIXES`] prefixes; ranges past it
+    /// keep budgets of their own, said in the log).
+    pub fn set_budget_owners(&mut self, subuids: &SubUids) -> Result<(), SensorError> {
+        let mut trie: LpmTrie<&mut MapData, [u8; 4], u32> = self
+            .map_mut(map::BUDGET_OWNERS)?
+            .try_into()
+            .map_err(map_err(map::BUDGET_OWNERS))?;
+        let mut full = false;
+        for (first, count, owner) in subuids.ranges() {
+            for (value, len) in budget::range_prefixes(first, count) {
+                let key = Key::new(len, value.to_be_bytes());
+                if trie.insert(&key, owner, 0).is_err() {
+                    full = true;
+                }
+            }
+        }
+        if full {
+            log::warn!(
+                "/etc/subuid has more ranges than the kernel's table holds; the rest have record budgets of their own"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reports calls to `addr` whatever their user's budget (a destination that alerted).
+    pub fn prioritise(&mut self, addr: IpAddr) -> Result<(), SensorError> {
+        let mut m: HashMap<&mut MapData, DestKey, u32> = self
+            .map_mut(map::PRIORITY_ADDRS)?
+            .try_into()
+            .map_err(map_err(map::PRIORITY_ADDRS))?;
+        m.insert(budget::dest_key(0, 0, addr), 1, 0)
+            .map_err(map_err(map::PRIORITY_ADDRS))
+    }
+
+    /// Takes the calls refused over budget since the last call, per process and
+    /// destination (the kernel's table is emptied).
+    pub fn take_folded(&mut self) -> Result<Vec<FoldedCalls>, SensorError> {
+        let mut m: HashMap<&mut MapData, DestKey, Folded> = self
+            .map_mut(map::FOLDED)?
+            .try_into()
+            .map_err(map_err(map::FOLDED))?;
+        let entries: Vec<(DestKey, Folded)> = m.iter().filter_map(Result::ok).collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, f) in entries {
+            let _ = m.remove(&key);
+            out.push(FoldedCalls {
+                tgid: key.tgid,
+                uid: key.uid,
+                dst: budget::key_addr(&key),
+                calls: f.calls,
+                ports: f.port_changes + 1,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Users the kernel refused records of, with their totals.
+    pub fn users_over(&self) -> Result<Vec<UserOver>, SensorError> {
+        let m: HashMap<&MapData, u32, Budget> = self
+            .map(map::BUDGETS)?
+            .try_into()
+            .map_err(map_err(map::BUDGETS))?;
+        Ok(m.iter()
+            .filter_map(Result::ok)
+            .filter(|(_, b)| b.over > 0)
+            .map(|(uid, b)| UserOver {
+                uid,
+                refused: b.over,
+            })
+            .collect())
     }
 }
 

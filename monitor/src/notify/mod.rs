@@ -111,6 +111,7 @@ fn show_notice(n: &crate::protocol::Notice) {
             crate::protocol::NoticeKind::StoreError => "brokerwatch: history not saved",
             crate::protocol::NoticeKind::StoreRecovered => "brokerwatch: history saved again",
             crate::protocol::NoticeKind::PolicyError => "brokerwatch: policy not loaded",
+            crate::protocol::NoticeKind::OverBudget => "brokerwatch: a user's flood held back",
         })
         .body(&markup_escape(&n.message))
         .icon("dialog-warning")

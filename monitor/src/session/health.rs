@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     host::clock::now_ms,
-    kernel::KernelCounters,
+    kernel::{FoldedCalls, KernelCounters, UserOver},
     protocol::{Notice, NoticeKind},
 };
 
@@ -16,6 +16,9 @@ pub struct Health {
     pub counters: Option<KernelCounters>,
     /// Records were lost since the last notice (and the last one is old enough).
     pub loss: Option<Notice>,
+    /// Users went over their record budget since the last notice (for administrators: it
+    /// names uids and processes).
+    pub over_budget: Option<Notice>,
 }
 
 /// Says when kernel records were lost, at most once per [`LossReporter::EVERY`], with the
@@ -45,4 +48,127 @@ impl LossReporter {
             ts_ms: now_ms(),
         })
     }
+}
+
+/// Calls of one process to one destination refused over budget, summed between notices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldedSum {
+    pub uid: u32,
+    pub tgid: u32,
+    /// The process's name, where the session knows it.
+    pub process: Option<String>,
+    pub dst: std::net::IpAddr,
+    pub calls: u64,
+    pub ports: u64,
+}
+
+/// Says which users went over their record budget, at most once per
+/// [`BudgetReporter::EVERY`], with the processes and destinations that cost the most.
+#[derive(Debug, Default)]
+pub struct BudgetReporter {
+    /// Refused records per uid already told.
+    told: std::collections::HashMap<u32, u64>,
+    /// Folded calls since the last notice, per (uid, tgid, destination).
+    folded: std::collections::HashMap<(u32, u32, std::net::IpAddr), FoldedSum>,
+    last: Option<Instant>,
+}
+
+/// Processes named in one notice.
+const NAMED_IN_NOTICE: usize = 3;
+/// Folded (process, destination) sums kept between notices.
+const FOLDED_KEPT: usize = 4096;
+
+impl BudgetReporter {
+    pub const EVERY: Duration = crate::defaults::BUDGET_NOTICE_EVERY;
+
+    /// Adds calls the kernel folded (`name` gives a process's name).
+    pub fn add_folded(&mut self, calls: &[FoldedCalls], name: impl Fn(u32) -> Option<String>) {
+        for c in calls {
+            let key = (c.uid, c.tgid, c.dst);
+            if !self.folded.contains_key(&key) && self.folded.len() >= FOLDED_KEPT {
+                continue;
+            }
+            let e = self.folded.entry(key).or_insert_with(|| FoldedSum {
+                uid: c.uid,
+                tgid: c.tgid,
+                process: name(c.tgid),
+                dst: c.dst,
+                calls: 0,
+                ports: 0,
+            });
+            e.calls += c.calls;
+            e.ports += u64::from(c.ports);
+        }
+    }
+
+    /// A notice if a user's refused total grew and the last notice is old enough.
+    pub fn check(&mut self, users: &[UserOver]) -> Option<Notice> {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return None;
+        }
+        let mut grown: Vec<(u32, u64, u64)> = users
+            .iter()
+            .filter_map(|u| {
+                let before = self.told.get(&u.uid).copied().unwrap_or(0);
+                // An entry evicted and made again starts from zero.
+                let new = if u.refused >= before {
+                    u.refused - before
+                } else {
+                    u.refused
+                };
+                (new > 0).then_some((u.uid, new, u.refused))
+            })
+            .collect();
+        if grown.is_empty() {
+            return None;
+        }
+        grown.sort_by_key(|g| std::cmp::Reverse(g.1));
+        for u in users {
+            self.told.insert(u.uid, u.refused);
+        }
+        self.last = Some(Instant::now());
+        let mut folded: Vec<FoldedSum> = self.folded.drain().map(|(_, v)| v).collect();
+        folded.sort_by_key(|f| std::cmp::Reverse(f.calls));
+        let message = budget_message(&grown, &folded);
+        Some(Notice {
+            kind: NoticeKind::OverBudget,
+            message,
+            ts_ms: now_ms(),
+        })
+    }
+}
+
+/// The notice's text: who went over, by how much, and what cost the most.
+fn budget_message(grown: &[(u32, u64, u64)], folded: &[FoldedSum]) -> String {
+    let users: Vec<String> = grown
+        .iter()
+        .map(|(uid, new, total)| format!("uid {uid}: {new} records refused ({total} in all)"))
+        .collect();
+    let mut text = format!(
+        "over their kernel record budget (--user-budget), so their own records were refused and no one else's: {}",
+        users.join("; ")
+    );
+    let top: Vec<String> = folded
+        .iter()
+        .take(NAMED_IN_NOTICE)
+        .map(|f| {
+            let who = match &f.process {
+                Some(name) => format!("{} (pid {})", crate::display::safe(name), f.tgid),
+                None => format!("pid {}", f.tgid),
+            };
+            let ports = if f.ports > 1 {
+                format!(" on about {} ports", f.ports)
+            } else {
+                String::new()
+            };
+            format!(
+                "{who} of uid {}: {} calls to {}{ports}",
+                f.uid, f.calls, f.dst
+            )
+        })
+        .collect();
+    if !top.is_empty() {
+        text.push_str(&format!(". Most refused: {}", top.join("; ")));
+    }
+    text
 }

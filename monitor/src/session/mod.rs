@@ -24,7 +24,7 @@ use monitor_common::{MODE_ALL, MODE_CGROUPS, WATCH_TAG_ALL, WATCH_TAG_CGROUP};
 use self::launch::LaunchError;
 pub use self::{
     blocking::Blocking,
-    health::{Health, LossReporter},
+    health::{BudgetReporter, Health, LossReporter},
     plan::{Enforce, HostEnv, Launch, Plan, Target, Watch},
 };
 use crate::{
@@ -37,6 +37,7 @@ use crate::{
     },
     kernel::{wire::Record, Capture, KernelCounters, Sensor, SensorError},
     policy::{AppDef, Policy, Seen},
+    protocol::Notice,
     watch::Watcher,
 };
 
@@ -127,6 +128,7 @@ pub struct Session {
     target: Option<BlockTarget>,
     enforce: Enforce,
     loss: LossReporter,
+    budget: BudgetReporter,
     launched: Option<Launched>,
     /// What is watched, as people read it.
     watched: Vec<String>,
@@ -157,6 +159,7 @@ impl Session {
             target: None,
             enforce: plan.enforce,
             loss: LossReporter::default(),
+            budget: BudgetReporter::default(),
             launched: None,
             watched: Vec::new(),
         };
@@ -317,6 +320,10 @@ impl Session {
             if finding.flagged {
                 self.blocking
                     .after_finding(&mut self.sensor, &finding, agg.netns);
+                // Later calls to it are reported whatever their user's budget.
+                if let Err(e) = self.sensor.prioritise(finding.dst_ip) {
+                    log::debug!("cannot mark {} as always reported: {e}", finding.dst_ip);
+                }
             }
             out.push(Decided {
                 finding,
@@ -360,18 +367,43 @@ impl Session {
         }
         let counters = self.sensor.counters().ok();
         let loss = counters.and_then(|c| self.loss.check(c.lost));
-        Health { counters, loss }
+        Health {
+            counters,
+            loss,
+            over_budget: self.budget_notice(),
+        }
     }
 
-    /// Forgets rows last seen longer than `age` ago (history is the store's).
+    /// Who went over their record budget, with the calls the kernel folded.
+    fn budget_notice(&mut self) -> Option<Notice> {
+        match self.sensor.take_folded() {
+            Ok(folded) if !folded.is_empty() => {
+                let engine = &self.engine;
+                self.budget
+                    .add_folded(&folded, |pid| engine.process(pid).map(|p| p.comm.clone()));
+            }
+            Ok(_) => {}
+            Err(e) => log::debug!("cannot read the calls over budget: {e}"),
+        }
+        let users = self.sensor.users_over().ok()?;
+        self.budget.check(&users)
+    }
+
+    /// Forgets rows last seen longer than `age` ago (history is the store's) and sockets
+    /// older than [`crate::defaults::SOCKETS_KEPT_FOR`], and hands memory a flood took back
+    /// to the system.
     pub fn forget_older_than(&mut self, age: Duration) {
         let now = crate::host::clock::boot_ns();
         self.engine.prune(now.saturating_sub(age.as_nanos() as u64));
+        let sockets = crate::defaults::SOCKETS_KEPT_FOR.as_nanos() as u64;
+        if self.engine.forget_sockets(now.saturating_sub(sockets)) {
+            crate::host::give_back_memory();
+        }
     }
 
     /// Takes what the kernel produced until its books balance (generated = delivered +
-    /// lost) or `patience` runs out; `also` sees every record too. Returns whether they
-    /// balanced.
+    /// lost + refused over budget) or `patience` runs out; `also` sees every record too.
+    /// Returns whether they balanced.
     pub async fn settle(
         &mut self,
         patience: Patience,
@@ -388,7 +420,7 @@ impl Session {
                 engine.handle(&r);
             });
             let k = self.sensor.counters()?;
-            if k.generated == self.capture.delivered + k.lost {
+            if k.generated == self.capture.delivered + k.lost + k.over_budget {
                 return Ok(true);
             }
             if start.elapsed() >= patience.total {

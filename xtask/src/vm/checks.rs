@@ -101,11 +101,12 @@ fn balanced(s: &Value) -> Result<(u64, u64, u64), String> {
         n("records_delivered"),
         n("records_lost"),
     );
-    if g == d + l && s["records_undecodable"] == 0 {
+    let refused = s["records_over_budget"].as_u64().unwrap_or(0);
+    if g == d + l + refused && s["records_undecodable"] == 0 {
         Ok((g, d, l))
     } else {
         Err(format!(
-            "records do not balance: generated {g}, delivered {d}, lost {l}, undecodable {}",
+            "records do not balance: generated {g}, delivered {d}, lost {l}, over budget {refused}, undecodable {}",
             s["records_undecodable"]
         ))
     }
@@ -122,6 +123,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("dns", dns),
     ("tls", tls),
     ("loss", loss),
+    ("budget", budget),
     ("reexec", reexec),
     ("block", block),
     ("app_scope", app_scope),
@@ -310,6 +312,20 @@ fn loss(s: &Section) -> Result<Option<String>, String> {
     }
     Ok(Some(format!(
         "one-page ring: {g} generated = {d} delivered + {l} lost"
+    )))
+}
+
+fn budget(s: &Section) -> Result<Option<String>, String> {
+    let summary = s.summary().ok_or("no summary")?;
+    let (g, d, l) = balanced(summary)?;
+    let refused = summary["records_over_budget"].as_u64().unwrap_or(0);
+    if g < 3000 || refused == 0 {
+        return Err(format!(
+            "a 3,000-connect flood over a 4K/s budget: {g} generated, {refused} refused"
+        ));
+    }
+    Ok(Some(format!(
+        "user budget: {g} generated = {d} delivered + {l} lost + {refused} refused"
     )))
 }
 
