@@ -40,7 +40,7 @@ scenario short_lived "$BW" audit --json -- $IN "$P" --spawn 50 tcp:127.0.0.1:443
 scenario dns "$BW" audit --json -- $IN "$P" resolve:vm.tracker.test:4433
 scenario tls "$BW" audit --json -- $IN "$P" tls:sni.vm.test@127.0.0.6:4433
 scenario loss "$BW" audit --json --ring-size 4K --user-budget off -- $IN "$P" --repeat 3000 udpconnect:127.0.0.1:9
-scenario budget "$BW" audit --json --user-budget 4K -- $IN "$P" --repeat 3000 udpconnect:127.0.0.1:9
+scenario budget "$BW" audit --json --ring-size 64K --user-budget 4K -- $IN "$P" --repeat 3000 udpconnect:127.0.0.1:9
 
 scenario reexec "$BW" audit --json -- $IN "$P" --reexec tcp:127.0.0.1:4433
 

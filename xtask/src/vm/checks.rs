@@ -321,7 +321,7 @@ fn budget(s: &Section) -> Result<Option<String>, String> {
     let refused = summary["records_over_budget"].as_u64().unwrap_or(0);
     if g < 3000 || refused == 0 {
         return Err(format!(
-            "a 3,000-connect flood over a 4K/s budget: {g} generated, {refused} refused"
+            "a 3,000-connect flood over a 4K/s budget (16K burst): {g} generated, {refused} refused"
         ));
     }
     Ok(Some(format!(
