@@ -219,9 +219,14 @@ fn subscribe(socket: &Path) -> (UnixStream, Receiver<(u64, String)>) {
     let mut sub = UnixStream::connect(socket).unwrap();
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
-    let reader = BufReader::new(sub.try_clone().unwrap());
+    let mut reader = BufReader::new(sub.try_clone().unwrap());
+    // The app starts once the daemon has answered: an alert before the subscription
+    // counted would not be the daemon's miss.
+    let mut ack = String::new();
+    reader.read_line(&mut ack).unwrap();
+    assert!(ack.contains("subscribed"), "{ack}");
     std::thread::spawn(move || {
-        for line in reader.lines().skip(1).map_while(Result::ok) {
+        for line in reader.lines().map_while(Result::ok) {
             if tx.send((boot_ns(), line)).is_err() {
                 break;
             }
