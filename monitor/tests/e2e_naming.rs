@@ -217,3 +217,54 @@ socket.create_connection((ip, {HTTP_PORT})).close()
     assert_eq!(rows[0]["domain"], "broker.test", "{}", rows[0]);
     assert_eq!(rows[0]["domain_source"], "dns");
 }
+
+// Issue 24, items 1 and 2: many names share one address. One process resolves a meeting
+// vendor's name and then a broker's, both to 127.0.0.10, and connects with the vendor's
+// name as SNI: its DNS chain is the vendor's, not the last answer for the address. Another
+// process, which resolved nothing, connects there with a browser-like (GREASE) ECH
+// extension and the vendor's name: no Encrypted Client Hello is claimed from the mismatch
+// with the broker's name that the address was last given.
+#[test]
+fn naming_a_shared_address_tells_the_answer_that_named_each_connection_and_no_false_ech() {
+    let lab = Lab::new("shared");
+    let probe = common::PROBE;
+    let script = format!(
+        "{probe} resolve:tls.meetingvendor.test:9 resolve:sales.linkedin.com:9 \
+         tls:tls.meetingvendor.test@127.0.0.10:{TLS_PORT}; \
+         {probe} tlsech:tls.meetingvendor.test@127.0.0.10:{TLS_PORT}; true"
+    );
+    let (_, lines, err) = audit(&[], lab.exec(&["sh", "-c", &script]));
+    let named: Vec<&Value> = rows_to(&lines, "127.0.0.10", TLS_PORT)
+        .into_iter()
+        .filter(|r| r["domain"] == "tls.meetingvendor.test" && r["domain_source"] == "sni")
+        .collect();
+    assert_eq!(named.len(), 2, "both TLS connections: {lines:#?}\n{err}");
+    let resolved_by_itself = named
+        .iter()
+        .find(|r| !chain(r).is_empty())
+        .unwrap_or_else(|| panic!("the first process's row has its DNS chain: {named:#?}"));
+    assert_eq!(
+        chain(resolved_by_itself),
+        vec!["tls.meetingvendor.test"],
+        "{resolved_by_itself}"
+    );
+    assert!(
+        resolved_by_itself["dns_name"].is_null(),
+        "DNS and SNI agree: {resolved_by_itself}"
+    );
+    for r in &named {
+        let note = r["name_note"].as_str().unwrap_or("");
+        assert!(
+            !note.contains("Encrypted Client Hello"),
+            "no ECH claimed from a shared address: {r}"
+        );
+    }
+    // The broker's name still names the connection made to it by name (the resolving
+    // connects go to a closed port, apart from the TLS ones).
+    assert!(
+        rows_to(&lines, "127.0.0.10", 9)
+            .iter()
+            .any(|r| r["domain"] == "sales.linkedin.com"),
+        "{lines:#?}"
+    );
+}

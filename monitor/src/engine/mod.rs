@@ -377,15 +377,37 @@ impl<P: ProcSource> Engine<P> {
         }
     }
 
-    /// Whether the connection really uses Encrypted Client Hello (see [`ConnAgg::ech`]).
+    /// Whether the connection really uses Encrypted Client Hello (see [`ConnAgg::ech`]):
+    /// only on evidence. The ClientHello carried the extension (browsers send a GREASE one
+    /// everywhere) and an HTTPS/SVCB answer offered ECH for the name it carried or the
+    /// name resolved, or the name is a provider's known public ECH name. A name that differs
+    /// from the one resolved proves nothing: many names share an address.
     fn ech_in_use(&mut self, agg: &ConnAgg, name: &WireName, ts: u64) -> bool {
         if !name.ech {
             return false;
         }
         let resolved = agg.dns.as_ref().map(|d| d.qname.as_str());
-        resolved.is_some_and(|q| q != name.name)
+        crate::naming::is_known_ech_front(&name.name)
             || self.namer.dns.ech_offered(agg.netns, &name.name, ts)
             || resolved.is_some_and(|q| self.namer.dns.ech_offered(agg.netns, q, ts))
+    }
+
+    /// The DNS answer behind a connection that its own bytes named `name`: on an address
+    /// many names share, the one that named it, not the latest (`None`: keep what it had).
+    fn dns_for_name(
+        &mut self,
+        key: &ConnKey,
+        agg: &ConnAgg,
+        name: &str,
+        ts: u64,
+    ) -> Option<Arc<DnsName>> {
+        let asker = Asker {
+            pid: key.pid,
+            cgroup: self.procs.peek(&key.pid).map_or(0, |p| p.cgroup_id),
+            uid: agg.uid,
+            netns: agg.netns,
+        };
+        self.namer.dns.lookup_named(asker, key.dst, ts, name)
     }
 
     /// A name from the connection's own bytes: it beats DNS. When it differs from the DNS
@@ -397,7 +419,15 @@ impl<P: ProcSource> Engine<P> {
         let Some(old) = self.conns.get(&old_key).cloned() else {
             return;
         };
-        let ech = self.ech_in_use(&old, &name, ts);
+        // The answer that named this connection, where its address has several.
+        let dns = self
+            .dns_for_name(&old_key, &old, &name.name, ts)
+            .or_else(|| old.dns.clone());
+        let seen = ConnAgg {
+            dns: dns.clone(),
+            ..old
+        };
+        let ech = self.ech_in_use(&seen, &name, ts);
         if old_key.domain.as_deref() == Some(name.name.as_str()) {
             if let Some(agg) = self.conns.get_mut(&old_key) {
                 agg.domain_source = Some(name.source);
@@ -421,6 +451,7 @@ impl<P: ProcSource> Engine<P> {
             ..old_key
         };
         template.count = 0;
+        template.dns = dns;
         template.first_cookie = cookie;
         template.first_ns = ts;
         template.last_ns = ts;

@@ -388,14 +388,66 @@ fn ech_row(sni: &str, https_ech: bool) -> ConnAgg {
 }
 
 #[test]
-fn engine_ech_is_in_use_only_when_dns_offered_it_or_the_outer_name_differs() {
+fn engine_ech_is_in_use_only_on_evidence_never_from_a_name_mismatch_alone() {
     // Issue 10: browsers send a GREASE ECH extension everywhere; with the real name as SNI
     // and no ECH offer, nothing is hidden.
     assert!(!ech_row("api.vendor.test", false).ech);
     // The name's HTTPS record offered ECH: the SNI may be the outer name.
     assert!(ech_row("api.vendor.test", true).ech);
-    // The outer SNI differs from the name the process resolved: ECH hides the real one.
-    assert!(ech_row("public.ech-front.test", false).ech);
+    assert!(ech_row("public.ech-front.test", true).ech);
+    // Issue 24, item 2: an SNI that differs from the name resolved proves nothing (many
+    // names share an address): no ECH claimed without an offer.
+    assert!(!ech_row("public.ech-front.test", false).ech);
+    // A provider's known public ECH name is evidence by itself.
+    assert!(ech_row("cloudflare-ech.com", false).ech);
+}
+
+// Issue 24, item 1: a process resolved two names to one address and connected with the
+// first as SNI; the row told the second as its DNS name, as if DNS and SNI disagreed.
+#[test]
+fn engine_a_shared_address_keeps_the_dns_answer_that_named_the_connection() {
+    let mut e = Engine::with_source(NoProc);
+    let answer = |qname: &str| crate::naming::dns::Facts {
+        resolutions: vec![crate::naming::dns::Resolution {
+            qname: qname.into(),
+            chain: vec![qname.into()],
+            addr: "203.0.113.7".parse().unwrap(),
+            ttl: 300,
+        }],
+        ..Default::default()
+    };
+    let me = Receiver {
+        pid: Some(7),
+        cgroup: 5,
+        uid: 1000,
+        netns: NS,
+    };
+    e.namer.dns.insert(me, &answer("tls.meetingvendor.test"), 1);
+    e.namer.dns.insert(me, &answer("sales.linkedin.com"), 2);
+    let Record::Sock(mut s) = connect(7, 10, 443) else {
+        unreachable!()
+    };
+    s.cookie = 1;
+    s.dst = "203.0.113.7".parse().unwrap();
+    e.handle(&Record::Sock(s));
+    e.name_socket(
+        1,
+        WireName {
+            name: "tls.meetingvendor.test".into(),
+            source: NameSource::Sni,
+            ech: false,
+            partial: false,
+        },
+    );
+    let rows = e.connections();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (k, agg) = &rows[0];
+    assert_eq!(k.domain.as_deref(), Some("tls.meetingvendor.test"));
+    assert_eq!(
+        agg.dns.as_ref().map(|d| d.qname.as_str()),
+        Some("tls.meetingvendor.test"),
+        "the answer that named it, not the latest for the address"
+    );
 }
 
 // The daemon's store keeps every connection: repeats, renames and rows a rename emptied

@@ -117,7 +117,9 @@ impl DnsCache {
                 from,
             };
             let list = self.by_addr.get_or_insert_mut(r.addr, Vec::new);
-            list.retain(|c| c.from != from && c.expires_ns >= now_ns);
+            // One entry per (receiver, name): many names share an address (every CDN), and
+            // the name a connection meant must still be there when its SNI says which.
+            list.retain(|c| !(c.from == from && c.name.qname == r.qname) && c.expires_ns >= now_ns);
             list.insert(0, entry);
             list.truncate(PER_ADDRESS);
         }
@@ -129,8 +131,37 @@ impl DnsCache {
 
     /// The freshest name for `addr` that `asker` may use (see the module's rules).
     pub fn lookup(&mut self, asker: Asker, addr: IpAddr, now_ns: u64) -> Option<Arc<DnsName>> {
+        self.lookup_where(asker, addr, now_ns, |_| true)
+    }
+
+    /// The freshest name for `addr` that `asker` may use and whose chain holds `name` (the
+    /// name the connection itself carried): on a shared address, the answer that led to
+    /// this connection rather than the latest one for the address.
+    pub fn lookup_named(
+        &mut self,
+        asker: Asker,
+        addr: IpAddr,
+        now_ns: u64,
+        name: &str,
+    ) -> Option<Arc<DnsName>> {
+        self.lookup_where(asker, addr, now_ns, |d| {
+            d.qname.eq_ignore_ascii_case(name)
+                || d.chain.iter().any(|c| c.eq_ignore_ascii_case(name))
+        })
+    }
+
+    fn lookup_where(
+        &mut self,
+        asker: Asker,
+        addr: IpAddr,
+        now_ns: u64,
+        want: impl Fn(&DnsName) -> bool,
+    ) -> Option<Arc<DnsName>> {
         let list = self.by_addr.get(&addr)?;
-        let fresh = || list.iter().filter(|c| c.expires_ns >= now_ns);
+        let fresh = || {
+            list.iter()
+                .filter(|c| c.expires_ns >= now_ns && want(&c.name))
+        };
         let same_ns = |c: &&Cached| c.from.netns == asker.netns || c.from.netns == 0;
         let user_ok = |c: &&Cached| c.from.uid == asker.uid || system_uid(c.from.uid);
         let own = fresh()
@@ -299,6 +330,50 @@ mod tests {
             "graph.facebook.com"
         );
         assert_eq!(c.lookup(asker(), public, 301 * 1_000_000_000), None);
+    }
+
+    // Issue 24, item 1: one answer per (address, receiver) kept only the last name, so a
+    // connection whose SNI named the first was told the second.
+    #[test]
+    fn dns_a_shared_address_keeps_every_name_its_receiver_was_given() {
+        let mut c = DnsCache::default();
+        let me = Receiver {
+            pid: Some(100),
+            cgroup: 7,
+            uid: 1000,
+            netns: NS,
+        };
+        let shared: IpAddr = "203.0.113.7".parse().unwrap();
+        c.insert(me, &facts("tls.meetingvendor.test", "203.0.113.7"), 0);
+        c.insert(me, &facts("sales.linkedin.com", "203.0.113.7"), 1);
+        // Without a name from the connection: the freshest.
+        assert_eq!(
+            c.lookup(asker(), shared, 2).unwrap().qname,
+            "sales.linkedin.com"
+        );
+        // With the SNI: the answer that named it.
+        let named = c.lookup_named(asker(), shared, 2, "TLS.meetingvendor.test");
+        assert_eq!(named.unwrap().qname, "tls.meetingvendor.test");
+        // A name nobody resolved here is not invented, and trust rules still hold.
+        assert!(c.lookup_named(asker(), shared, 2, "other.test").is_none());
+        let stranger = Asker {
+            pid: 9,
+            cgroup: 9,
+            uid: 1001,
+            netns: NS,
+        };
+        assert!(c
+            .lookup_named(stranger, shared, 2, "tls.meetingvendor.test")
+            .is_none());
+        // The same name again replaces its own entry, not the other name's.
+        c.insert(me, &facts("tls.meetingvendor.test", "203.0.113.7"), 3);
+        assert_eq!(
+            c.lookup(asker(), shared, 4).unwrap().qname,
+            "tls.meetingvendor.test"
+        );
+        assert!(c
+            .lookup_named(asker(), shared, 4, "sales.linkedin.com")
+            .is_some());
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub fn is_host_name(name: &str) -> bool {
         && name.split('.').all(|l| !l.is_empty() && l.len() <= 63)
 }
 
+/// Public names that providers put in their ECH configurations (the outer SNI of every
+/// ECH connection to them): an ECH extension with one of these as SNI is real ECH.
+pub const KNOWN_ECH_FRONTS: &[&str] = &["cloudflare-ech.com"];
+
+/// Whether `name` is a provider's known public ECH name ([`KNOWN_ECH_FRONTS`]).
+pub fn is_known_ech_front(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    KNOWN_ECH_FRONTS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
+}
+
 /// Where a name came from.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

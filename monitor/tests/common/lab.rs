@@ -75,8 +75,12 @@ impl Lab {
             "--host-record=graph.facebook.com,127.0.0.7",
             "--host-record=quic.vendor.test,127.0.0.8",
             "--host-record=closed.vendor.test,127.0.0.9",
+            // Two names on one address (a CDN's): a meeting vendor's and a broker's.
+            "--host-record=tls.meetingvendor.test,127.0.0.10",
+            "--host-record=sales.linkedin.com,127.0.0.10",
             "--local=/test/",
             "--local=/facebook.com/",
+            "--local=/linkedin.com/",
             "--log-queries",
             &format!("--log-facility={}", log.display()),
             &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),

@@ -5,6 +5,7 @@
 //! bw-netprobe [--reexec] [--thread NAME] [--depth N] [--spawn N] [--repeat N] [--out FILE]
 //!             ACTION...
 //!   ACTION: tcp:ADDR:PORT | tcpnb:ADDR:PORT | udp:ADDR:PORT | udpconnect:ADDR:PORT
+//!           | tls:SNI@ADDR:PORT | tlsech:SNI@ADDR:PORT (with an ECH extension)
 //!         | resolve:NAME:PORT   (ask 127.0.0.1:53 for NAME, then connect over TCP)
 //!         | tls:SNI@ADDR:PORT   (connect, send a ClientHello naming SNI)
 //!         | sleep:MS            (wait, as an app does before it goes online)
@@ -61,6 +62,8 @@ enum Action {
     UdpConnect(SocketAddr),
     Resolve(String, u16),
     Tls(String, SocketAddr),
+    /// A ClientHello with a (GREASE-like) Encrypted Client Hello extension, as browsers send.
+    TlsEch(String, SocketAddr),
     Sleep(u64),
 }
 
@@ -95,11 +98,16 @@ fn parse_action(s: &str) -> Result<Action, String> {
             .parse()
             .map(Action::Sleep)
             .map_err(|_| format!("bad action {s}: sleep:MILLISECONDS")),
-        "tls" => {
+        "tls" | "tlsech" => {
             let (sni, addr) = rest
                 .split_once('@')
-                .ok_or_else(|| format!("bad action {s}: tls:SNI@ADDR:PORT"))?;
-            Ok(Action::Tls(sni.to_owned(), socket_addr(addr)?))
+                .ok_or_else(|| format!("bad action {s}: {kind}:SNI@ADDR:PORT"))?;
+            let addr = socket_addr(addr)?;
+            Ok(if kind == "tls" {
+                Action::Tls(sni.to_owned(), addr)
+            } else {
+                Action::TlsEch(sni.to_owned(), addr)
+            })
         }
         _ => Err(format!("unknown action kind {kind}")),
     }
@@ -137,6 +145,7 @@ fn run_action(a: &Action) {
             }
         }
         Action::Tls(sni, addr) => send_over_tcp(addr, &tls::client_hello(sni)),
+        Action::TlsEch(sni, addr) => send_over_tcp(addr, &tls::client_hello_with_ech(sni)),
         Action::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
         Action::TcpNonBlocking(addr) => {
             let domain = if addr.is_ipv4() {

@@ -8,12 +8,30 @@ fn with_len16(body: &[u8]) -> Vec<u8> {
 
 /// One TLS record holding a ClientHello for `sni`.
 pub fn client_hello(sni: &str) -> Vec<u8> {
+    hello_record(sni, false)
+}
+
+/// The same with an Encrypted Client Hello extension (0xfe0d, outer type, GREASE-like
+/// contents), as browsers send on every connection.
+pub fn client_hello_with_ech(sni: &str) -> Vec<u8> {
+    hello_record(sni, true)
+}
+
+fn hello_record(sni: &str, ech: bool) -> Vec<u8> {
     // server_name extension: list of one host_name entry.
     let mut entry = vec![0u8];
     entry.extend_from_slice(&with_len16(sni.as_bytes()));
     let list = with_len16(&entry);
     let mut ext = 0u16.to_be_bytes().to_vec();
     ext.extend_from_slice(&with_len16(&list));
+    if ech {
+        // ECHClientHello: outer (0), cipher suite, config id, enc, payload.
+        let mut body = vec![0u8, 0x00, 0x01, 0x00, 0x01, 0x2a];
+        body.extend_from_slice(&with_len16(&[0x11; 32]));
+        body.extend_from_slice(&with_len16(&[0x22; 64]));
+        ext.extend_from_slice(&0xfe0du16.to_be_bytes());
+        ext.extend_from_slice(&with_len16(&body));
+    }
     let mut hello = vec![0x03, 0x03];
     hello.extend_from_slice(&[0x42; 32]);
     hello.push(0);
