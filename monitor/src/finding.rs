@@ -38,6 +38,10 @@ pub struct Finding {
     pub app: Option<String>,
     /// Policy app id (`zoom`, `teams`, ...).
     pub app_id: Option<String>,
+    /// How the app was decided (executable, scope, executable name, process name, parent):
+    /// a sure attribution or a name match.
+    #[serde(default)]
+    pub app_by: Option<crate::policy::AppBy>,
     pub watch: Option<String>,
     pub uid: u32,
     pub user: Option<String>,
@@ -98,6 +102,7 @@ impl Default for Finding {
             cmdline: None,
             app: None,
             app_id: None,
+            app_by: None,
             watch: None,
             uid: 0,
             user: None,
@@ -224,7 +229,7 @@ pub fn decide<P: ProcSource>(
     let policy = cx.policy;
     let proc = engine.process(k.pid);
     let comm = proc.map(|p| p.comm.as_str()).unwrap_or(agg.comm.as_str());
-    let app = policy.app_of(
+    let decided = policy.app_decided(
         proc.and_then(|p| p.watch.as_deref()),
         &Seen {
             comm,
@@ -233,6 +238,7 @@ pub fn decide<P: ProcSource>(
             identity: proc.and_then(|p| p.app.as_ref()),
         },
     );
+    let app = decided.map(|(a, _)| a);
     let names = Names::of(k, agg);
     let verdict = judge(cx, app, k, agg, &names);
     let dns_traffic = DNS_QUERY_PORTS.contains(&k.port);
@@ -253,6 +259,7 @@ pub fn decide<P: ProcSource>(
             .map(|a| a.name.clone())
             .or_else(|| proc.and_then(|p| p.app.as_ref().map(|a| a.display_id()))),
         app_id: app.map(|a| a.id.clone()),
+        app_by: decided.map(|(_, by)| by),
         watch: proc.and_then(|p| p.watch.clone()),
         uid: agg.uid,
         user: cx.users.name(agg.uid),

@@ -114,40 +114,88 @@ impl AppDef {
     /// or the path it was started through, symlinks on either side resolved), or by its
     /// Flatpak, Snap or desktop identity.
     pub fn matches(&self, p: &Seen<'_>) -> bool {
+        self.matched_by(p).is_some()
+    }
+
+    /// How a process seen this way is this app, the surest way first: its executable's
+    /// path, its Flatpak, Snap or desktop scope, its executable's file name, its name.
+    pub fn matched_by(&self, p: &Seen<'_>) -> Option<AppBy> {
         let comm_match = |name: &str| {
             // The kernel keeps 15 bytes of a name.
             let n = name.len().min(15);
             p.comm == name || (p.comm.len() == 15 && name.len() > 15 && p.comm == &name[..n])
         };
-        if self.comm.iter().any(|c| comm_match(c)) {
-            return true;
-        }
         let paths: Vec<&str> = p
             .exe
             .into_iter()
             .chain(p.exec_path.filter(|x| !crate::engine::indirect_exec(x)))
             .collect();
-        for e in self.exe.iter().chain(&self.exe_real) {
-            let hit = if paths.is_empty() {
-                comm_match(basename(e))
-            } else if e.starts_with('/') {
-                paths.contains(&e.as_str())
-            } else {
-                paths.iter().any(|x| basename(x) == e)
-            };
-            if hit {
-                return true;
-            }
+        let exes = || self.exe.iter().chain(&self.exe_real);
+        if exes().any(|e| e.starts_with('/') && paths.contains(&e.as_str())) {
+            return Some(AppBy::Executable);
         }
-        match p.identity {
-            Some(AppIdentity::Flatpak { id }) => self.flatpak.iter().any(|f| f == id),
-            Some(AppIdentity::Snap { name, .. }) => self.snap.iter().any(|s| s == name),
+        let scope = match p.identity {
+            Some(AppIdentity::Flatpak { id }) => self
+                .flatpak
+                .iter()
+                .any(|f| f == id)
+                .then_some(AppBy::Flatpak),
+            Some(AppIdentity::Snap { name, .. }) => {
+                self.snap.iter().any(|s| s == name).then_some(AppBy::Snap)
+            }
             Some(AppIdentity::Desktop { id, .. }) => self
                 .desktop
                 .iter()
                 .chain(&self.flatpak)
-                .any(|d| d.eq_ignore_ascii_case(id)),
-            None => false,
+                .any(|d| d.eq_ignore_ascii_case(id))
+                .then_some(AppBy::DesktopScope),
+            None => None,
+        };
+        if scope.is_some() {
+            return scope;
+        }
+        if exes().any(|e| !e.starts_with('/') && paths.iter().any(|x| basename(x) == e)) {
+            return Some(AppBy::ExecutableName);
+        }
+        // Without an executable, an executable's file name can only be compared with the
+        // process's name: a name match.
+        let by_name = self.comm.iter().any(|c| comm_match(c))
+            || (paths.is_empty() && exes().any(|e| comm_match(basename(e))));
+        by_name.then_some(AppBy::ProcessName)
+    }
+}
+
+/// How a process was decided to be an app (`Finding::app_by`): a report can tell a sure
+/// attribution from a name match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppBy {
+    /// The executable's path is one the app definition names.
+    Executable,
+    /// The process runs in the app's Flatpak sandbox.
+    Flatpak,
+    /// The process runs in the app's Snap.
+    Snap,
+    /// The process runs in the app's desktop scope (its systemd unit names the app).
+    DesktopScope,
+    /// The executable's file name is one the app definition names (any directory).
+    ExecutableName,
+    /// Only the process's name matched (the weakest: any program can take any name).
+    ProcessName,
+    /// Inherited from a parent process of the app (a helper it started).
+    Parent,
+}
+
+impl AppBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executable => "executable",
+            Self::Flatpak => "flatpak",
+            Self::Snap => "snap",
+            Self::DesktopScope => "desktop-scope",
+            Self::ExecutableName => "executable-name",
+            Self::ProcessName => "process-name",
+            Self::Parent => "parent",
         }
     }
 }
@@ -276,6 +324,15 @@ mod tests {
         assert!(zoom.matches(&seen("ZoomWebviewHost", None, None, None)));
         assert!(zoom.matches(&seen("whatever", Some("/usr/bin/zoom"), None, None)));
         assert!(!zoom.matches(&seen("zoomer", Some("/usr/bin/zoomer"), None, None)));
+        // Issue 24, item 7: how, the surest way first.
+        assert_eq!(
+            zoom.matched_by(&seen("zoom", Some("/opt/zoom/zoom"), None, None)),
+            Some(AppBy::Executable)
+        );
+        assert_eq!(
+            zoom.matched_by(&seen("ZoomWebviewHost", None, None, None)),
+            Some(AppBy::ProcessName)
+        );
         let flatpak = AppIdentity::Flatpak {
             id: "us.zoom.Zoom".into(),
         };

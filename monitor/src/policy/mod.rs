@@ -23,7 +23,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use apps::{AppDef, AppSet, PolicyError, Seen};
+pub use apps::{AppBy, AppDef, AppSet, PolicyError, Seen};
 pub use block::BlockPlan;
 pub use category::Category;
 pub use file::{Action, Diagnostic, ImportFormat, PolicyFile, Severity};
@@ -342,11 +342,30 @@ impl Policy {
     /// inherited. Every helper of an app (zygote, renderer, network service) is that app,
     /// whatever it executes, until it executes a program defined as another app.
     pub fn app_of(&self, inherited: Option<&str>, seen: &Seen<'_>) -> Option<&AppDef> {
-        if let Some(a) = self.apps.apps.iter().find(|a| a.matches(seen)) {
-            return Some(a);
+        self.app_decided(inherited, seen).map(|(a, _)| a)
+    }
+
+    /// The app of a process and how it was decided: its own executable, scope or name
+    /// (the first app that matches), else the app it inherited from its parent.
+    pub fn app_decided(
+        &self,
+        inherited: Option<&str>,
+        seen: &Seen<'_>,
+    ) -> Option<(&AppDef, AppBy)> {
+        let own = self
+            .apps
+            .apps
+            .iter()
+            .find_map(|a| a.matched_by(seen).map(|by| (a, by)));
+        if own.is_some() {
+            return own;
         }
         let id = inherited?;
-        self.apps.apps.iter().find(|a| a.id == id)
+        self.apps
+            .apps
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| (a, AppBy::Parent))
     }
 
     /// Looks up one name or address, without rules.

@@ -18,6 +18,7 @@ const ROW_HEADER: &[&str] = &[
     "cmdline",
     "app",
     "app_id",
+    "app_by",
     "watch",
     "uid",
     "user",
