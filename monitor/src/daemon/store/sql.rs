@@ -262,7 +262,8 @@ pub fn connections_since(db: &Connection, since_ms: u64) -> Result<Vec<ConnRow>,
 
 /// Connections last seen at or after `since_ms`, summed per (app, company, destination,
 /// protocol): what a report is built from. Only `uid`'s unless `None`; only `apps` (ids or
-/// names) unless empty.
+/// names) unless empty. A group's severity is its most severe row's (ranked, not the
+/// text's alphabetical maximum, which put "medium" above "high").
 pub fn report_contacts(
     db: &Connection,
     since_ms: u64,
@@ -270,8 +271,16 @@ pub fn report_contacts(
     apps: &[String],
 ) -> Result<Vec<crate::report::Contact>, StoreError> {
     let mut sql = String::from(
-        "SELECT coalesce(app_name, app, ''), company, category, max(severity), max(source),
-                max(flagged), coalesce(domain, dst, ''), coalesce(proto, ''), max(named_by),
+        "SELECT coalesce(app_name, app, ''), company, category,
+                CASE max(CASE severity WHEN 'high' THEN 4 WHEN 'medium' THEN 3
+                                       WHEN 'low' THEN 2 WHEN 'info' THEN 1 END)
+                    WHEN 4 THEN 'high' WHEN 3 THEN 'medium' WHEN 2 THEN 'low'
+                    WHEN 1 THEN 'info' END,
+                max(source),
+                max(flagged),
+                CASE WHEN domain IS NULL AND json_extract(body, '$.dst_port') IN (53, 5353)
+                     THEN 'DNS queries to ' || dst ELSE coalesce(domain, dst, '') END,
+                coalesce(proto, ''), max(named_by),
                 sum(count), min(first_ms), max(last_ms),
                 sum(coalesce(json_extract(body, '$.blocked'), 0))
          FROM connections WHERE last_ms >= ?1",
@@ -308,6 +317,7 @@ pub fn report_contacts(
             first_ms: r.get::<_, i64>(10)?.max(0) as u64,
             last_ms: r.get::<_, i64>(11)?.max(0) as u64,
             blocked: r.get::<_, Option<i64>>(12)?.unwrap_or(0).max(0) as u64,
+            queries: Vec::new(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -335,3 +335,33 @@ fn store_a_floods_rows_wait_in_its_own_share_and_other_users_rows_get_through() 
     assert_eq!(of(1001), 100, "the flood is bounded by its quota");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// Issue 23: a report's severity per company was the alphabetical maximum of its rows'
+// ("medium" > "low" > "info" > "high"), so a company with a high and a medium row read medium.
+#[test]
+fn store_report_takes_the_most_severe_row_not_the_alphabetical_maximum() {
+    use crate::policy::Severity;
+    let dir = scratch("severity");
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    let now = now_ms();
+    for (key, severity) in [
+        ("a", Severity::Medium),
+        ("b", Severity::High),
+        ("c", Severity::Low),
+    ] {
+        let mut row = conn(key, now, 1);
+        row.finding.app = Some("Zoom".into());
+        row.finding.company = Some("Broker".into());
+        row.finding.domain = Some("broker.example".into());
+        row.finding.severity = Some(severity);
+        row.finding.flagged = true;
+        s.record_connection(row);
+    }
+    wait_for("three rows", || s.status().connections_written >= 3);
+    s.close();
+    let report = read_report(&dir.join(FILE_NAME), 0, None, &[]).unwrap();
+    let company = &report.apps[0].companies[0];
+    assert_eq!(company.company, "Broker");
+    assert_eq!(company.severity, Some(Severity::High), "{company:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
