@@ -248,10 +248,12 @@ impl Peer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the brokerwatch daemon at {path}: {source}; is it running? (`systemctl status brokerwatch`; your user must be in the `brokerwatch-users` group)")]
+    /// The OS error is said once, in this message (not also as its cause: `{:#}` would
+    /// repeat it).
+    #[error("cannot connect to the brokerwatch daemon at {path}: {reason}; is it running? (`systemctl status brokerwatch`; your user must be in the `brokerwatch-users` group)")]
     Connect {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("talking to the daemon: {0}")]
     Io(#[from] std::io::Error),
@@ -288,9 +290,9 @@ impl Connection {
     pub async fn open(socket: &Path, req: &Request) -> Result<Self, ClientError> {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|reason| ClientError::Connect {
                 path: socket.to_owned(),
-                source,
+                reason,
             })?;
         let (r, mut w) = stream.into_split();
         w.write_all(encode(req).as_bytes()).await?;

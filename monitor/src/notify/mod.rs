@@ -252,17 +252,26 @@ pub async fn run(socket: &Path, settings: ThrottleSettings) -> Result<(), Client
         last_notice: None,
     };
     let mut backoff = Duration::from_millis(250);
+    // Why the daemon cannot be reached, said once (again only when the reason changes).
+    let mut told: Option<String> = None;
     loop {
         match Connection::open(socket, &Request::Subscribe).await {
             Ok(conn) => {
                 backoff = Duration::from_millis(250);
+                told = None;
                 log::info!("connected to {}", socket.display());
                 if agent.follow(conn).await == Ended::Interrupted {
                     return Ok(());
                 }
                 log::warn!("the daemon went away; reconnecting");
             }
-            Err(e) => log::debug!("daemon not reachable at {}: {e}", socket.display()),
+            Err(e) => {
+                let why = e.to_string();
+                if told.as_deref() != Some(why.as_str()) {
+                    log::warn!("{why}. brokerwatch notify keeps trying every few seconds");
+                    told = Some(why);
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

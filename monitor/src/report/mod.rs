@@ -72,7 +72,13 @@ pub struct DomainRow {
     pub last_ms: u64,
     /// `sni`, `quic`, `http` or `dns`.
     pub named_by: Option<NameSource>,
+    /// For DNS traffic (ports 53, 5353): the names asked, at most [`QUERIES_SHOWN`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<String>,
 }
+
+/// Names kept per DNS destination row of a report.
+pub const QUERIES_SHOWN: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
@@ -98,6 +104,8 @@ pub struct Contact {
     pub last_ms: u64,
     /// Calls the kernel denied.
     pub blocked: u64,
+    /// For DNS traffic: the names the queries asked.
+    pub queries: Vec<String>,
 }
 
 impl Contact {
@@ -109,14 +117,27 @@ impl Contact {
             severity: f.severity,
             source: f.source.clone(),
             flagged: f.flagged,
-            destination: f.destination(),
+            destination: contact_destination(f),
             proto: f.proto.as_str().to_owned(),
             named_by: f.domain_source,
             count: f.count,
             first_ms,
             last_ms,
             blocked: f.blocked,
+            queries: f.dns_queries.clone(),
         }
+    }
+}
+
+/// Where a contact went, as a report says it: its name, else its address, and DNS queries
+/// as what they are.
+fn contact_destination(f: &Finding) -> String {
+    match (
+        &f.domain,
+        crate::naming::DNS_QUERY_PORTS.contains(&f.dst_port),
+    ) {
+        (None, true) => format!("DNS queries to {}", f.dst_ip),
+        _ => f.destination(),
     }
 }
 
@@ -284,7 +305,13 @@ fn merge(rows: &mut BTreeMap<DomKey, DomainRow>, c: &Contact) {
             first_ms: c.first_ms,
             last_ms: c.last_ms,
             named_by: c.named_by,
+            queries: Vec::new(),
         });
+    for q in &c.queries {
+        if row.queries.len() < QUERIES_SHOWN && !row.queries.contains(q) {
+            row.queries.push(q.clone());
+        }
+    }
     row.count += c.count;
     row.first_ms = row.first_ms.min(c.first_ms);
     row.last_ms = row.last_ms.max(c.last_ms);

@@ -24,6 +24,7 @@ fn contact(
         destination: dest.into(),
         proto: "tcp".into(),
         named_by: Some(NameSource::Sni),
+        queries: Vec::new(),
         count,
         first_ms: t,
         last_ms: t + 1000,

@@ -51,14 +51,19 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             d.named_by
                 .map(|n| format!("  (named by {})", n.as_str()))
                 .unwrap_or_default()
-        )
+        )?;
+        if !d.queries.is_empty() {
+            let names: Vec<String> = d.queries.iter().map(|q| safe(q).into_owned()).collect();
+            writeln!(out, "        asked: {}", names.join(", "))?;
+        }
+        Ok(())
     };
     for app in &r.apps {
         writeln!(
             out,
-            "{}: {} connections. {}",
+            "{}: {}. {}",
             safe(&app.app),
-            app.connections,
+            connections(app.connections),
             safe(&app.headline())
         )?;
         for c in &app.companies {
@@ -70,13 +75,13 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             };
             writeln!(
                 out,
-                "  {}{:<6} {:<18} {}{} ({} connections{}){}",
+                "  {}{:<6} {:<18} {}{} ({}{}){}",
                 paint(c.flagged, RED),
                 sev,
                 c.category,
                 safe(&c.company),
                 reset(c.flagged),
-                c.connections,
+                connections(c.connections),
                 if c.blocked > 0 {
                     format!(", {} blocked", c.blocked)
                 } else {
@@ -112,5 +117,14 @@ pub fn block_mark(f: &crate::finding::Finding) -> String {
         format!("  NOT BLOCKED ({why})")
     } else {
         String::new()
+    }
+}
+
+/// "1 connection", "2 connections".
+fn connections(n: u64) -> String {
+    if n == 1 {
+        "1 connection".to_owned()
+    } else {
+        format!("{n} connections")
     }
 }
