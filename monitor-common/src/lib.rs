@@ -91,6 +91,10 @@ pub enum EventKind {
     /// One of the first outbound payloads of a watched socket (`cgroup_skb/egress`): TLS
     /// ClientHello, HTTP request head, QUIC Initial.
     Payload = 4,
+    /// A watched process's `getaddrinfo()` returned addresses for a name (a uretprobe on
+    /// glibc): names where the app sees no DNS packet (`nss-resolve`, `/etc/hosts`, DNS over
+    /// TLS in the resolver).
+    Resolved = 5,
     /// A watched process finished `execve()`.
     Exec = 100,
     /// A watched process created a new process (threads are not reported).
@@ -111,6 +115,7 @@ impl EventKind {
             2 => Some(Self::UdpSend),
             3 => Some(Self::DnsAnswer),
             4 => Some(Self::Payload),
+            5 => Some(Self::Resolved),
             100 => Some(Self::Exec),
             101 => Some(Self::Fork),
             102 => Some(Self::Exit),
@@ -125,6 +130,7 @@ impl EventKind {
         match self {
             Self::Connect | Self::UdpSend => size_of::<SockEvent>(),
             Self::DnsAnswer | Self::Payload => size_of::<PacketEvent>(),
+            Self::Resolved => size_of::<ResolvedEvent>(),
             Self::Exec => size_of::<ExecEvent>(),
             Self::Fork => size_of::<ForkEvent>(),
             Self::Exit => size_of::<ExitEvent>(),
@@ -260,6 +266,42 @@ pub struct PacketData {
     pub data: [u8; PACKET_CAPTURE],
 }
 
+/// Addresses carried in a [`ResolvedData`] record (glibc returns each address once per
+/// socket type: three entries each without hints).
+pub const RESOLVED_ADDRS: usize = 16;
+/// Bytes of the name carried in a [`ResolvedData`] record (NUL included).
+pub const RESOLVED_NAME_LEN: usize = 256;
+
+/// Payload of [`EventKind::Resolved`]: what one `getaddrinfo(name, ...)` call returned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ResolvedData {
+    /// Bytes of `name` in use, NUL excluded.
+    pub name_len: u32,
+    /// Entries of `addrs`/`families` in use.
+    pub count: u32,
+    /// [`AF_INET`] or [`AF_INET6`] per entry; 0 for a list element that is not an IP
+    /// address.
+    pub families: [u16; RESOLVED_ADDRS],
+    /// 4 bytes for [`AF_INET`] (rest zero), 16 for [`AF_INET6`].
+    pub addrs: [[u8; 16]; RESOLVED_ADDRS],
+    /// The name asked, NUL-terminated.
+    pub name: [u8; RESOLVED_NAME_LEN],
+}
+
+/// A `getaddrinfo()` call under way (value of the per-thread `GAI_CALLS` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GaiCall {
+    /// `const char *node`.
+    pub node: u64,
+    /// `struct addrinfo **res`.
+    pub res: u64,
+}
+
+/// Entries of `GAI_CALLS`: threads of watched processes inside `getaddrinfo()` at once.
+pub const MAX_GAI_CALLS: u32 = 4_096;
+
 /// Per-socket state in socket-local storage (`SOCK_STATE`), created by the connect and
 /// send hooks for sockets that talk to a DNS server, freed by the kernel with the socket.
 #[repr(C)]
@@ -316,6 +358,7 @@ pub type PacketEvent = Event<PacketData>;
 pub type ExecEvent = Event<ExecData>;
 pub type ForkEvent = Event<ForkData>;
 pub type ExitEvent = Event<ExitData>;
+pub type ResolvedEvent = Event<ResolvedData>;
 
 /// Watch tag of every process when watching `all`.
 pub const WATCH_TAG_ALL: u32 = 0;
@@ -555,6 +598,9 @@ const _: () = assert!(size_of::<ExitEvent>() == 40);
 const _: () = assert!(size_of::<PacketData>() == 56 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<PacketEvent>() == 88 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<SockState>() == 24);
+const _: () = assert!(size_of::<ResolvedData>() == 8 + RESOLVED_ADDRS * 18 + RESOLVED_NAME_LEN);
+const _: () = assert!(size_of::<ResolvedEvent>() == 32 + size_of::<ResolvedData>());
+const _: () = assert!(size_of::<GaiCall>() == 16);
 const _: () = assert!(size_of::<SockWatch>() == 8);
 const _: () = assert!(size_of::<Config>() == 16);
 const _: () = assert!(size_of::<Budget>() == 16);
@@ -582,6 +628,8 @@ mod pod {
     unsafe impl aya::Pod for SockWatch {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Budget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for GaiCall {}
     // SAFETY: as above.
     unsafe impl aya::Pod for DestKey {}
     // SAFETY: as above.

@@ -17,6 +17,9 @@ pub mod program {
     pub const EXIT: &str = "bw_exit";
     pub const CGROUP_MKDIR: &str = "bw_cgroup_mkdir";
     pub const CGROUP_ATTACH: &str = "bw_cgroup_attach";
+    /// `getaddrinfo()` entry and return in glibc (uprobe, uretprobe).
+    pub const GAI_ENTRY: &str = "bw_gai_entry";
+    pub const GAI_RETURN: &str = "bw_gai_return";
 }
 
 /// Maps (their static's names in `monitor-ebpf`).
@@ -49,6 +52,8 @@ pub mod map {
     pub const FOLDED: &str = "FOLDED";
     /// Destinations whose calls are reported whatever the budget.
     pub const PRIORITY_ADDRS: &str = "PRIORITY_ADDRS";
+    /// `getaddrinfo()` calls under way, per thread.
+    pub const GAI_CALLS: &str = "GAI_CALLS";
 }
 
 /// Globals userspace sets before loading.

@@ -13,6 +13,8 @@
 //!   destinations the block tables name, and `bw_dns_block` (`cgroup_skb` ingress) reads DNS
 //!   answers for blocked names before the asking socket can.
 //!
+//! * a uprobe and a uretprobe on glibc's `getaddrinfo()` (`gai`) report the names watched
+//!   processes resolved and the addresses they got, where no DNS packet reaches them.
 //! * budgets (`budget`): every user's records are metered before the ring, so that one
 //!   user's flood costs that user's records only; refusals are folded into counts per
 //!   (process, destination).
@@ -26,6 +28,7 @@ mod block;
 mod budget;
 mod cgroup;
 mod emit;
+mod gai;
 mod packet;
 mod process;
 mod skb;

@@ -268,3 +268,29 @@ fn naming_a_shared_address_tells_the_answer_that_named_each_connection_and_no_fa
         "{lines:#?}"
     );
 }
+
+// Issue 24, item 4: a name only in the hosts file reaches the app without a DNS packet;
+// the app's own getaddrinfo() call (a uretprobe on glibc) names its connection.
+#[test]
+fn naming_a_hosts_file_name_is_named_from_the_apps_own_getaddrinfo_call() {
+    let lab = Lab::new("hosts");
+    let (_, lines, err) = audit(
+        &[],
+        lab.exec(&[
+            "sh",
+            "-c",
+            "curl -s -m 2 -o /dev/null http://hosts.only.test:9/; true",
+        ]),
+    );
+    let rows = rows_to(&lines, "127.0.0.11", 9);
+    assert_eq!(rows.len(), 1, "{lines:#?}\n{err}");
+    assert_eq!(rows[0]["domain"], "hosts.only.test", "{}", rows[0]);
+    assert_eq!(rows[0]["domain_source"], "getaddrinfo", "{}", rows[0]);
+    let summary = lines.iter().find(|l| l["type"] == "summary").unwrap();
+    assert!(
+        summary["hooks"]
+            .to_string()
+            .contains("uretprobe getaddrinfo"),
+        "{summary}"
+    );
+}

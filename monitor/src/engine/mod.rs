@@ -19,7 +19,7 @@ use crate::{
         appid::{self, AppIdentity},
         procinfo::{self, ProcSnapshot},
     },
-    kernel::wire::{PacketRecord, Proto, Record, SockRecord},
+    kernel::wire::{PacketRecord, Proto, Record, ResolvedRecord, SockRecord},
     naming::{Asker, DnsName, NameSource, Named, Namer, Receiver, WireName, DNS_QUERY_PORTS},
 };
 use monitor_common::EventKind;
@@ -232,6 +232,7 @@ impl<P: ProcSource> Engine<P> {
             Record::Exit(r) => self.on_exit(r),
             Record::Packet(r) => self.on_packet(r),
             Record::Cgroup(r) => self.on_cgroup(r),
+            Record::Resolved(r) => self.on_resolved(r),
         }
     }
 
@@ -317,7 +318,10 @@ impl<P: ProcSource> Engine<P> {
                     EventKind::UdpSend => Via::Send,
                     _ => Via::Connect,
                 },
-                domain_source: dns.is_some().then_some(NameSource::Dns),
+                domain_source: dns.as_ref().map(|d| match d.from_call {
+                    true => NameSource::Getaddrinfo,
+                    false => NameSource::Dns,
+                }),
                 dns,
                 ech: false,
                 name_partial: false,
@@ -327,6 +331,26 @@ impl<P: ProcSource> Engine<P> {
                 blocked,
             },
         );
+    }
+
+    /// A watched process's own `getaddrinfo()` result names its later connections (host
+    /// names only: anyone can make an app ask for anything).
+    fn on_resolved(&mut self, r: &ResolvedRecord) {
+        // A literal address "resolved" names nothing.
+        let literal = r.name.parse::<IpAddr>().is_ok();
+        if literal || !crate::naming::is_host_name(&r.name) || r.addrs.is_empty() {
+            return;
+        }
+        let from = Receiver {
+            pid: Some(r.header.tgid),
+            cgroup: r.header.cgroup_id,
+            uid: r.header.uid,
+            netns: 0,
+        };
+        let name = r.name.trim_end_matches('.').to_ascii_lowercase();
+        self.namer
+            .dns
+            .insert_call(from, &name, &r.addrs, r.header.ts_ns);
     }
 
     fn on_packet(&mut self, r: &PacketRecord) {

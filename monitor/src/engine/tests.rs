@@ -519,3 +519,54 @@ fn engine_a_flood_across_ports_of_one_address_costs_one_row_beyond_the_first_por
         .iter()
         .any(|(k, _)| k.pid == 7 && k.port == 2));
 }
+
+// Issue 24, item 4: the app's own getaddrinfo() result names its connections where no DNS
+// packet reached it; it never hides a DNS answer's CNAME chain, and literal addresses name
+// nothing.
+#[test]
+fn engine_getaddrinfo_results_name_connections_without_hiding_dns_answers() {
+    use crate::kernel::wire::ResolvedRecord;
+    let resolved = |tgid: u32, name: &str, addr: &str| {
+        Record::Resolved(ResolvedRecord {
+            header: hdr(EventKind::Resolved, tgid, 5),
+            name: name.into(),
+            addrs: vec![addr.parse().unwrap()],
+        })
+    };
+    let connect_to = |e: &mut Engine<NoProc>, tgid: u32, cookie: u64, dst: &str| {
+        let Record::Sock(mut s) = connect(tgid, 10, 443) else {
+            unreachable!()
+        };
+        s.cookie = cookie;
+        s.dst = dst.parse().unwrap();
+        e.handle(&Record::Sock(s));
+    };
+    let mut e = Engine::with_source(NoProc);
+    e.handle(&resolved(7, "hosts.only.test", "127.0.0.11"));
+    e.handle(&resolved(7, "127.0.0.12", "127.0.0.12"));
+    connect_to(&mut e, 7, 1, "127.0.0.11");
+    connect_to(&mut e, 7, 2, "127.0.0.12");
+    // The DNS fixture: api.vendor.test -> CNAME edge.tracker.test -> 127.0.0.3; then the
+    // same name from getaddrinfo, which must not shadow the chain.
+    e.handle(&dns_fixture_answer(7));
+    e.handle(&resolved(7, "api.vendor.test", "127.0.0.3"));
+    connect_to(&mut e, 7, 3, "127.0.0.3");
+    let rows = e.connections();
+    let row = |dst: &str| {
+        rows.iter()
+            .find(|(k, _)| k.dst == dst.parse::<IpAddr>().unwrap())
+            .unwrap()
+    };
+    let (k, a) = row("127.0.0.11");
+    assert_eq!(k.domain.as_deref(), Some("hosts.only.test"));
+    assert_eq!(a.domain_source, Some(NameSource::Getaddrinfo));
+    assert_eq!(row("127.0.0.12").0.domain, None, "a literal names nothing");
+    let (k, a) = row("127.0.0.3");
+    assert_eq!(k.domain.as_deref(), Some("api.vendor.test"));
+    assert_eq!(a.domain_source, Some(NameSource::Dns));
+    let chain = &a.dns.as_ref().unwrap().chain;
+    assert!(
+        chain.len() > 1,
+        "the answer's CNAME chain is kept: {chain:?}"
+    );
+}

@@ -5,7 +5,8 @@
 //! offsets from the running kernel; [`sensor`] loads and steers the programs, [`attach`]
 //! decides where the cgroup programs run ([`block`]: the tables of what they deny;
 //! [`budget`]: each user's record budget);
-//! [`capture`] drains their ring buffer; [`wire`] decodes its records into typed events;
+//! [`libc_probes`] attaches the uprobes on the C library; [`capture`] drains their ring
+//! buffer; [`wire`] decodes its records into typed events;
 //! [`error`] says what went wrong.
 
 pub mod attach;
@@ -14,6 +15,7 @@ pub mod btf;
 pub mod budget;
 pub mod capture;
 pub mod error;
+pub mod libc_probes;
 pub mod preflight;
 pub mod programs;
 pub mod sensor;

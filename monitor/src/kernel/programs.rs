@@ -40,6 +40,9 @@ pub enum Kind {
     RawTracepoint(&'static str),
     /// Never attached: another program tail-calls it.
     TailCall,
+    /// A uprobe (`ret`: a uretprobe) on a function of the system's C library, attached once
+    /// for the whole machine; the program checks watching.
+    LibcProbe { symbol: &'static str, ret: bool },
 }
 
 /// One program of the object.
@@ -70,6 +73,20 @@ pub const PROGRAMS: &[Program] = &[
         program::CGROUP_ATTACH,
         Kind::RawTracepoint("cgroup_attach_task"),
     ),
+    p(
+        program::GAI_ENTRY,
+        Kind::LibcProbe {
+            symbol: "getaddrinfo",
+            ret: false,
+        },
+    ),
+    p(
+        program::GAI_RETURN,
+        Kind::LibcProbe {
+            symbol: "getaddrinfo",
+            ret: true,
+        },
+    ),
 ];
 
 /// Every map of the object.
@@ -94,6 +111,7 @@ pub const MAPS: &[&str] = &[
     map::BUDGET_OWNERS,
     map::FOLDED,
     map::PRIORITY_ADDRS,
+    map::GAI_CALLS,
 ];
 
 /// The programs of one kind.

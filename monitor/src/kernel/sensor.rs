@@ -23,7 +23,7 @@ use super::{
     btf::Btf,
     budget::{self, BudgetSettings, FoldedCalls, UserOver},
     error::map_err,
-    preflight,
+    libc_probes, preflight,
     programs::{self, Kind, OBJECT, PROGRAMS},
     wire::comm_key,
 };
@@ -130,6 +130,8 @@ pub struct Sensor {
     block_unavailable: Option<String>,
     /// Each user's record budget.
     budget: BudgetSettings,
+    /// The C library whose `getaddrinfo()` the resolver probes watch, or why they do not.
+    libc_probes: Result<PathBuf, String>,
 }
 
 impl Sensor {
@@ -149,6 +151,10 @@ impl Sensor {
             .load(OBJECT)
             .map_err(SensorError::Load)?;
         let block_unavailable = load_programs(&mut ebpf)?;
+        let libc_probes = libc_probes::attach(&mut ebpf);
+        if let Err(why) = &libc_probes {
+            log::warn!("names from apps' own getaddrinfo() calls are not available: {why}");
+        }
         // Parsing the kernel's BTF and the object takes tens of megabytes for a moment;
         // hand them back so that an idle daemon stays small.
         crate::host::give_back_memory();
@@ -164,6 +170,7 @@ impl Sensor {
             budget: opts
                 .budget
                 .unwrap_or_else(|| BudgetSettings::for_ring(opts.ring_bytes)),
+            libc_probes,
         };
         sensor.write_config()?;
         sensor.set_budget_owners(&SubUids::load())?;
@@ -203,8 +210,17 @@ impl Sensor {
             out.push(format!("{} (cgroup {})", progs.join(", "), dir.display()));
         }
         for p in PROGRAMS {
-            if let Kind::RawTracepoint(tp) = p.kind {
-                out.push(format!("{} (raw tracepoint {tp})", p.name));
+            match (p.kind, &self.libc_probes) {
+                (Kind::RawTracepoint(tp), _) => {
+                    out.push(format!("{} (raw tracepoint {tp})", p.name))
+                }
+                (Kind::LibcProbe { symbol, ret }, Ok(lib)) => out.push(format!(
+                    "{} ({} {symbol} in {})",
+                    p.name,
+                    if ret { "uretprobe" } else { "uprobe" },
+                    lib.display()
+                )),
+                _ => {}
             }
         }
         out
@@ -497,6 +513,8 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, SensorError> {
                     source,
                 })?,
             Kind::TailCall => block_unavailable = load_dns_block(ebpf).err(),
+            // Loaded and attached apart: the machine may have no C library to probe.
+            Kind::LibcProbe { .. } => {}
             Kind::RawTracepoint(tp) => {
                 let prog = programs::get::<RawTracePoint>(ebpf, name)?;
                 prog.load().map_err(|source| SensorError::Program {

@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    CgroupData, EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, SockData,
-    AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED, EXE_UNKNOWN, IPPROTO_TCP,
-    IPPROTO_UDP, KIND_OFFSET,
+    CgroupData, EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, ResolvedData,
+    SockData, AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED, EXE_UNKNOWN, IPPROTO_TCP,
+    IPPROTO_UDP, KIND_OFFSET, RESOLVED_ADDRS,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,9 +136,20 @@ pub struct PacketRecord {
     pub data: Vec<u8>,
 }
 
+/// What one `getaddrinfo()` call of a watched process returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRecord {
+    pub header: EventHeader,
+    /// The name asked (not yet checked: the naming stage keeps only host names).
+    pub name: String,
+    /// The addresses returned, each once, in order.
+    pub addrs: Vec<IpAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Sock(SockRecord),
+    Resolved(ResolvedRecord),
     Packet(PacketRecord),
     Exec(ExecRecord),
     Fork(ForkRecord),
@@ -150,6 +161,7 @@ impl Record {
     pub fn kind(&self) -> EventKind {
         match self {
             Record::Sock(r) => r.kind,
+            Record::Resolved(_) => EventKind::Resolved,
             Record::Packet(r) => r.kind,
             Record::Exec(_) => EventKind::Exec,
             Record::Fork(_) => EventKind::Fork,
@@ -161,6 +173,7 @@ impl Record {
     pub fn header(&self) -> &EventHeader {
         match self {
             Record::Sock(r) => &r.header,
+            Record::Resolved(r) => &r.header,
             Record::Packet(r) => &r.header,
             Record::Exec(r) => &r.header,
             Record::Fork(r) => &r.header,
@@ -223,6 +236,25 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(match kind {
         EventKind::Connect | EventKind::UdpSend => Record::Sock(sock(header, kind, payload)?),
         EventKind::DnsAnswer | EventKind::Payload => Record::Packet(packet(header, kind, payload)?),
+        EventKind::Resolved => {
+            let d: ResolvedData = read(payload);
+            let n = (d.name_len as usize).min(d.name.len());
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            for i in 0..(d.count as usize).min(RESOLVED_ADDRS) {
+                // Family 0: an element that is not an IP address.
+                let Ok(a) = decode_addr(d.families[i], &d.addrs[i]) else {
+                    continue;
+                };
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            Record::Resolved(ResolvedRecord {
+                header,
+                name: cstr(&d.name[..n]),
+                addrs,
+            })
+        }
         EventKind::Exec => {
             let d: ExecData = read(payload);
             let n = (d.filename_len as usize).min(d.filename.len());

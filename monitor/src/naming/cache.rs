@@ -112,6 +112,7 @@ impl DnsCache {
                 name: Arc::new(DnsName {
                     qname: r.qname.clone(),
                     chain: r.chain.clone(),
+                    from_call: false,
                 }),
                 expires_ns: Self::expiry(now_ns, r.ttl),
                 from,
@@ -126,6 +127,40 @@ impl DnsCache {
         for (name, ttl) in &facts.ech {
             self.ech
                 .put((from.netns, name.clone()), Self::expiry(now_ns, *ttl));
+        }
+    }
+
+    /// Records what a `getaddrinfo(name)` call of process `from` returned (its own
+    /// resolution, whatever the resolver behind it did; kept like an answer of
+    /// [`TTL_FLOOR_NS`]).
+    /// A DNS answer that gave the name already says more (its CNAME chain): the call adds
+    /// nothing then.
+    pub fn insert_call(&mut self, from: Receiver, name: &str, addrs: &[IpAddr], now_ns: u64) {
+        for addr in addrs {
+            let answered = self.by_addr.peek(addr).is_some_and(|list| {
+                list.iter().any(|c| {
+                    !c.name.from_call
+                        && c.expires_ns >= now_ns
+                        && c.name.chain.iter().any(|n| n.eq_ignore_ascii_case(name))
+                })
+            });
+            if answered {
+                continue;
+            }
+            self.answers += 1;
+            let entry = Cached {
+                name: Arc::new(DnsName {
+                    qname: name.to_owned(),
+                    chain: vec![name.to_owned()],
+                    from_call: true,
+                }),
+                expires_ns: Self::expiry(now_ns, 0),
+                from,
+            };
+            let list = self.by_addr.get_or_insert_mut(*addr, Vec::new);
+            list.retain(|c| !(c.from == from && c.name.qname == name) && c.expires_ns >= now_ns);
+            list.insert(0, entry);
+            list.truncate(PER_ADDRESS);
         }
     }
 

@@ -65,14 +65,23 @@ pub enum NameSource {
     Quic,
     Http,
     Dns,
+    /// The app's own `getaddrinfo()` call (no DNS packet reached it: `nss-resolve`,
+    /// `/etc/hosts`, a resolver speaking DNS over TLS).
+    Getaddrinfo,
 }
 
 impl NameSource {
     /// The source `as_str` names.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Sni, Self::Quic, Self::Http, Self::Dns]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Sni,
+            Self::Quic,
+            Self::Http,
+            Self::Dns,
+            Self::Getaddrinfo,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +90,7 @@ impl NameSource {
             NameSource::Quic => "quic",
             NameSource::Http => "http",
             NameSource::Dns => "dns",
+            NameSource::Getaddrinfo => "getaddrinfo",
         }
     }
 }
@@ -90,6 +100,8 @@ impl NameSource {
 pub struct DnsName {
     pub qname: String,
     pub chain: Vec<String>,
+    /// Learned from the app's own `getaddrinfo()` call rather than a DNS answer.
+    pub from_call: bool,
 }
 
 /// A name found in a connection's own bytes.

@@ -55,6 +55,13 @@ impl Lab {
             "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n",
         )
         .unwrap();
+        // A name only in the namespace's hosts file (`ip netns exec` mounts it over
+        // /etc/hosts): no DNS packet ever carries it.
+        std::fs::write(
+            etc.join("hosts"),
+            "127.0.0.1 localhost\n::1 localhost\n127.0.0.11 hosts.only.test\n",
+        )
+        .unwrap();
         // Names: api.vendor.test -> CNAME edge.tracker.test -> 127.0.0.3 and ::1;
         // broker.test -> 127.0.0.2; the browser page and its resources (AAAA records too:
         // Firefox asks for both).
