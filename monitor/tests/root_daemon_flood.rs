@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::{
-    daemon::{history, lab_dir, policy_text, Daemon},
+    daemon::{history, lab_dir, policy_text, rss_kib, Daemon},
     require_root, PROBE,
 };
 
@@ -26,14 +26,6 @@ const HOSTILE_UID: u32 = 4242;
 const FLOOD_SECS: u64 = 8;
 /// The victim's flagged contacts during the flood.
 const CONTACTS: usize = 10;
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 /// A network namespace of the test's own, removed on drop.
 struct Netns(String);

@@ -11,17 +11,11 @@ use std::{
 };
 
 use common::{
-    daemon::{client, history, lab_dir, policy_text, wait_for, zoom_contacts_broker, Daemon},
+    daemon::{
+        client, history, lab_dir, policy_text, rss_kib, wait_for, zoom_contacts_broker, Daemon,
+    },
     require_root,
 };
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 fn connect(dir: &std::path::Path) -> UnixStream {
     let s = UnixStream::connect(dir.join("run/brokerwatch.sock")).unwrap();

@@ -108,26 +108,34 @@ impl DnsCache {
     pub fn insert(&mut self, from: Receiver, facts: &dns::Facts, now_ns: u64) {
         for r in &facts.resolutions {
             self.answers += 1;
-            let entry = Cached {
-                name: Arc::new(DnsName {
-                    qname: r.qname.clone(),
-                    chain: r.chain.clone(),
-                    from_call: false,
-                }),
-                expires_ns: Self::expiry(now_ns, r.ttl),
-                from,
+            let name = DnsName {
+                qname: r.qname.clone(),
+                chain: r.chain.clone(),
+                from_call: false,
             };
-            let list = self.by_addr.get_or_insert_mut(r.addr, Vec::new);
-            // One entry per (receiver, name): many names share an address (every CDN), and
-            // the name a connection meant must still be there when its SNI says which.
-            list.retain(|c| !(c.from == from && c.name.qname == r.qname) && c.expires_ns >= now_ns);
-            list.insert(0, entry);
-            list.truncate(PER_ADDRESS);
+            self.put(r.addr, from, name, Self::expiry(now_ns, r.ttl), now_ns);
         }
         for (name, ttl) in &facts.ech {
             self.ech
                 .put((from.netns, name.clone()), Self::expiry(now_ns, *ttl));
         }
+    }
+
+    /// Files `name` for `addr` as received by `from`, newest first. One entry per
+    /// (receiver, name): many names share an address (every CDN), and the name a connection
+    /// meant must still be there when its SNI says which.
+    fn put(&mut self, addr: IpAddr, from: Receiver, name: DnsName, expires_ns: u64, now_ns: u64) {
+        let list = self.by_addr.get_or_insert_mut(addr, Vec::new);
+        list.retain(|c| !(c.from == from && c.name.qname == name.qname) && c.expires_ns >= now_ns);
+        list.insert(
+            0,
+            Cached {
+                name: Arc::new(name),
+                expires_ns,
+                from,
+            },
+        );
+        list.truncate(PER_ADDRESS);
     }
 
     /// Records what a `getaddrinfo(name)` call of process `from` returned (its own
@@ -148,19 +156,12 @@ impl DnsCache {
                 continue;
             }
             self.answers += 1;
-            let entry = Cached {
-                name: Arc::new(DnsName {
-                    qname: name.to_owned(),
-                    chain: vec![name.to_owned()],
-                    from_call: true,
-                }),
-                expires_ns: Self::expiry(now_ns, 0),
-                from,
+            let resolved = DnsName {
+                qname: name.to_owned(),
+                chain: vec![name.to_owned()],
+                from_call: true,
             };
-            let list = self.by_addr.get_or_insert_mut(*addr, Vec::new);
-            list.retain(|c| !(c.from == from && c.name.qname == name) && c.expires_ns >= now_ns);
-            list.insert(0, entry);
-            list.truncate(PER_ADDRESS);
+            self.put(*addr, from, resolved, Self::expiry(now_ns, 0), now_ns);
         }
     }
 
