@@ -10,8 +10,10 @@
 use core::mem::size_of;
 
 mod block;
+mod budget;
 pub mod names;
 pub use block::*;
+pub use budget::*;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`), NUL included.
 pub const COMM_LEN: usize = 16;
@@ -56,17 +58,6 @@ pub const MAX_WATCH_CGROUPS: u32 = 1_024;
 pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
 /// Entries of `UDP_SEEN`: (socket, destination) pairs already reported.
 pub const MAX_UDP_DESTINATIONS: u32 = 16_384;
-/// Entries of `BUDGETS`: users with a record budget at once (least recently used evicted;
-/// an evicted user starts again with a full budget).
-pub const MAX_BUDGET_USERS: u32 = 4_096;
-/// Entries of `BUDGET_OWNERS`: prefixes of subordinate uid ranges (`/etc/subuid`).
-pub const MAX_BUDGET_OWNER_PREFIXES: u32 = 4_096;
-/// Entries of `FOLDED`: (process, destination) pairs whose calls over budget are counted.
-pub const MAX_FOLDED: u32 = 4_096;
-/// Entries of `PRIORITY_ADDRS`: destinations whose calls are reported whatever the budget.
-pub const MAX_PRIORITY_ADDRS: u32 = 8_192;
-/// Uids below this are never subordinate (no `/etc/subuid` look-up in the kernel).
-pub const FIRST_SUBORDINATE_UID: u32 = 65_536;
 /// Ring buffer size the object is built with; userspace sets the real one before loading.
 pub const RING_BYTES_BUILT_IN: u32 = 2 * 1024 * 1024;
 /// A record that may lead to an alert wakes the reader at most once per this many
@@ -390,48 +381,6 @@ pub struct Config {
     pub budget_burst_ns: u64,
 }
 
-/// A user's record budget (value of `BUDGETS`, keyed by the owning uid): a generic cell
-/// rate algorithm, one time stamp per user.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Budget {
-    /// When the user's spent credit runs out (`CLOCK_BOOTTIME` ns): a record is admitted
-    /// while this, plus its cost, is at most `budget_burst_ns` ahead of now.
-    pub tat_ns: u64,
-    /// Records refused since the entry was made.
-    pub over: u64,
-}
-
-/// Key of `FOLDED` (calls over budget, counted per process and destination) and of
-/// `PRIORITY_ADDRS` (with `tgid` 0: destinations reported whatever the budget).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct DestKey {
-    pub tgid: u32,
-    /// The owning uid of the caller (`FOLDED`); 0 in `PRIORITY_ADDRS`.
-    pub uid: u32,
-    /// [`AF_INET`] or [`AF_INET6`] (ports are not part of the key: a flood across ports
-    /// folds into one entry).
-    pub family: u32,
-    pub _pad: u32,
-    /// 4 bytes for [`AF_INET`] (rest zero), 16 for [`AF_INET6`].
-    pub addr: [u8; 16],
-}
-
-/// Value of `FOLDED`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Folded {
-    /// Calls refused (not reported, not captured).
-    pub calls: u64,
-    /// Distinct ports among them, approximately (the port of a call that differs from the
-    /// last one counts).
-    pub port_changes: u32,
-    /// The last port refused.
-    pub last_port: u16,
-    pub _pad: u16,
-}
-
 /// Key of `WATCH_NAMES`: a process name as the kernel stores it (zero padded).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -603,9 +552,6 @@ const _: () = assert!(size_of::<ResolvedEvent>() == 32 + size_of::<ResolvedData>
 const _: () = assert!(size_of::<GaiCall>() == 16);
 const _: () = assert!(size_of::<SockWatch>() == 8);
 const _: () = assert!(size_of::<Config>() == 16);
-const _: () = assert!(size_of::<Budget>() == 16);
-const _: () = assert!(size_of::<DestKey>() == 32);
-const _: () = assert!(size_of::<Folded>() == 16);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);
 const _: () = assert!(size_of::<KernelOffsets>() == 100);
@@ -627,13 +573,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for SockWatch {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for Budget {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for GaiCall {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for DestKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for Folded {}
 }
 
 /// Byte offset of `kind` inside every record, for decoders.
