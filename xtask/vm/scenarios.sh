@@ -81,17 +81,24 @@ wait_for() {
 # A Flatpak scope created while an audit watches Zoom: a process in it is Zoom, whatever
 # its name. (On the host, outside the network namespace: ip netns exec hides cgroupfs.)
 app_scope() {
-    scope="$CG/bwvm$$/app-flatpak-us.zoom.Zoom-7.scope"
+    # A parent of its own per run: a directory left by an earlier run (same pid) would make
+    # mkdir a no-op, and no cgroup would be created for the audit to see.
+    parent="$CG/bwvm$$-$(date +%s%N)"
+    scope="$parent/app-flatpak-us.zoom.Zoom-7.scope"
+    if [ -e "$parent" ]; then
+        echo "app_scope: $parent exists already"
+        return 1
+    fi
     "$BW" -v audit --json --app zoom --duration 120s >/tmp/bw-scope.json 2>/tmp/bw-scope.err &
     audit=$!
     wait_for "brokerwatch: watching" /tmp/bw-scope.err &&
-        mkdir -p "$scope" &&
+        mkdir "$parent" && mkdir "$scope" &&
         wait_for "app-flatpak-us.zoom.Zoom-7.scope (" /tmp/bw-scope.err &&
         sh -c "echo \$\$ > '$scope/cgroup.procs' && exec '$P' tcp:127.0.0.1:9"
     kill -INT "$audit"
     wait "$audit"
     cat /tmp/bw-scope.json
-    rmdir "$scope" "$CG/bwvm$$" 2>/dev/null
+    rmdir "$scope" "$parent" 2>/dev/null
     return 0
 }
 scenario app_scope app_scope
