@@ -11,9 +11,11 @@ use core::mem::size_of;
 
 mod block;
 mod budget;
+mod plain;
 pub mod names;
 pub use block::*;
 pub use budget::*;
+pub use plain::*;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`), NUL included.
 pub const COMM_LEN: usize = 16;
@@ -86,6 +88,10 @@ pub enum EventKind {
     /// glibc): names where the app sees no DNS packet (`nss-resolve`, `/etc/hosts`, DNS over
     /// TLS in the resolver).
     Resolved = 5,
+    /// A chunk of what a watched process handed its TLS library to send (uprobes on
+    /// `SSL_write`, `gnutls_record_send`, `PR_Write`), read only when plaintext inspection
+    /// is on and only in the processes it was attached for.
+    Plaintext = 6,
     /// A watched process finished `execve()`.
     Exec = 100,
     /// A watched process created a new process (threads are not reported).
@@ -107,6 +113,7 @@ impl EventKind {
             3 => Some(Self::DnsAnswer),
             4 => Some(Self::Payload),
             5 => Some(Self::Resolved),
+            6 => Some(Self::Plaintext),
             100 => Some(Self::Exec),
             101 => Some(Self::Fork),
             102 => Some(Self::Exit),
@@ -122,6 +129,7 @@ impl EventKind {
             Self::Connect | Self::UdpSend => size_of::<SockEvent>(),
             Self::DnsAnswer | Self::Payload => size_of::<PacketEvent>(),
             Self::Resolved => size_of::<ResolvedEvent>(),
+            Self::Plaintext => size_of::<PlainEvent>(),
             Self::Exec => size_of::<ExecEvent>(),
             Self::Fork => size_of::<ForkEvent>(),
             Self::Exit => size_of::<ExitEvent>(),
@@ -350,6 +358,7 @@ pub type ExecEvent = Event<ExecData>;
 pub type ForkEvent = Event<ForkData>;
 pub type ExitEvent = Event<ExitData>;
 pub type ResolvedEvent = Event<ResolvedData>;
+pub type PlainEvent = Event<PlainData>;
 
 /// Watch tag of every process when watching `all`.
 pub const WATCH_TAG_ALL: u32 = 0;

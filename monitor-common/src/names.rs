@@ -20,6 +20,12 @@ pub mod program {
     /// `getaddrinfo()` entry and return in glibc (uprobe, uretprobe).
     pub const GAI_ENTRY: &str = "bw_gai_entry";
     pub const GAI_RETURN: &str = "bw_gai_return";
+    /// What a watched process hands its TLS library to send (uprobes, attached per
+    /// process): OpenSSL `SSL_write`/`SSL_write_ex`, GnuTLS `gnutls_record_send`, NSPR
+    /// `PR_Write`/`PR_Send`.
+    pub const OPENSSL_WRITE: &str = "bw_openssl_write";
+    pub const GNUTLS_SEND: &str = "bw_gnutls_send";
+    pub const NSPR_WRITE: &str = "bw_nspr_write";
 }
 
 /// Maps (their static's names in `monitor-ebpf`).

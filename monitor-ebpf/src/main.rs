@@ -15,6 +15,8 @@
 //!
 //! * a uprobe and a uretprobe on glibc's `getaddrinfo()` (`gai`) report the names watched
 //!   processes resolved and the addresses they got, where no DNS packet reaches them.
+//! * uprobes on the TLS libraries' write calls (`plain`, opt-in, attached per watched
+//!   process) copy the first 16 KiB of what the app hands them to send, before encryption.
 //! * budgets (`budget`): every user's records are metered before the ring, so that one
 //!   user's flood costs that user's records only; refusals are folded into counts per
 //!   (process, destination).
@@ -30,6 +32,7 @@ mod cgroup;
 mod emit;
 mod gai;
 mod packet;
+mod plain;
 mod process;
 mod skb;
 mod sock;

@@ -12,6 +12,7 @@ const STAGES: &[(&str, u8)] = &[
     ("host", 2),
     ("kernel", 3),
     ("naming", 4),
+    ("inspect", 4),
     ("engine", 5),
     ("policy", 6),
     ("finding", 7),

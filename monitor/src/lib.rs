@@ -7,7 +7,8 @@
 //!    made safe to show.
 //! 2. [`host`]: what /proc, cgroups and the user database say.
 //! 3. [`kernel`]: the only code that talks to aya: load, attach, read records, decode them.
-//! 4. [`naming`]: DNS / TLS / QUIC / HTTP names for destinations.
+//! 4. [`naming`]: DNS / TLS / QUIC / HTTP names for destinations; [`inspect`]: what watched
+//!    apps sent (plaintext decoded and searched for identifiers, opt-in).
 //! 5. [`engine`]: records to processes and aggregated connections.
 //! 6. [`policy`]: apps, destinations, rules.
 //! 7. [`finding`]: connection + names + verdict -> what a contact means.
@@ -29,6 +30,7 @@ pub mod display;
 pub mod engine;
 pub mod finding;
 pub mod host;
+pub mod inspect;
 pub mod install;
 pub mod kernel;
 pub mod naming;

@@ -233,6 +233,8 @@ impl<P: ProcSource> Engine<P> {
             Record::Packet(r) => self.on_packet(r),
             Record::Cgroup(r) => self.on_cgroup(r),
             Record::Resolved(r) => self.on_resolved(r),
+            // What apps sent is the inspector's (the session hands it over).
+            Record::Plain(_) => {}
         }
     }
 

@@ -86,7 +86,7 @@ impl Capture {
 
     /// Also writes every record, as received, to `file` (a recording: each record as a
     /// little-endian `u32` length and its bytes). It holds DNS answers and the first bytes
-    /// of connections, for bug reports and replay tests.
+    /// of connections, for bug reports and replay tests; never plaintext records.
     pub fn record_to(&mut self, file: std::fs::File) {
         self.recorder = Some(io::BufWriter::new(file));
     }
@@ -97,7 +97,9 @@ impl Capture {
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
-            if let Some(w) = &mut self.recorder {
+            // Plaintext records are never written: what apps send stays in memory.
+            let plaintext = wire::kind_of(&item) == Some(monitor_common::EventKind::Plaintext);
+            if let Some(w) = self.recorder.as_mut().filter(|_| !plaintext) {
                 let ok = io::Write::write_all(w, &(item.len() as u32).to_le_bytes())
                     .and_then(|()| io::Write::write_all(w, &item));
                 if let Err(e) = ok {

@@ -5,7 +5,8 @@
 //! offsets from the running kernel; [`sensor`] loads and steers the programs, [`attach`]
 //! decides where the cgroup programs run ([`block`]: the tables of what they deny;
 //! [`budget`]: each user's record budget);
-//! [`libc_probes`] attaches the uprobes on the C library; [`capture`] drains their ring
+//! [`libc_probes`] attaches the uprobes on the C library; [`tls_probes`] those on the TLS
+//! libraries' write calls, per watched process; [`capture`] drains their ring
 //! buffer; [`wire`] decodes its records into typed events;
 //! [`error`] says what went wrong.
 
@@ -19,6 +20,7 @@ pub mod libc_probes;
 pub mod preflight;
 pub mod programs;
 pub mod sensor;
+pub mod tls_probes;
 pub mod wire;
 
 pub use attach::Hooks;

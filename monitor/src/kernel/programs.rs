@@ -22,7 +22,10 @@ impl From<Direction> for CgroupSkbAttachType {
         }
     }
 }
-use monitor_common::names::{map, program};
+use monitor_common::{
+    names::{map, program},
+    TlsLib,
+};
 
 use super::error::SensorError;
 
@@ -43,6 +46,12 @@ pub enum Kind {
     /// A uprobe (`ret`: a uretprobe) on a function of the system's C library, attached once
     /// for the whole machine; the program checks watching.
     LibcProbe { symbol: &'static str, ret: bool },
+    /// A uprobe on the write calls of a TLS library, attached per watched process when
+    /// plaintext inspection is on (see `tls_probes`).
+    TlsProbe {
+        lib: monitor_common::TlsLib,
+        symbols: &'static [&'static str],
+    },
 }
 
 /// One program of the object.
@@ -85,6 +94,27 @@ pub const PROGRAMS: &[Program] = &[
         Kind::LibcProbe {
             symbol: "getaddrinfo",
             ret: true,
+        },
+    ),
+    p(
+        program::OPENSSL_WRITE,
+        Kind::TlsProbe {
+            lib: TlsLib::OpenSsl,
+            symbols: &["SSL_write", "SSL_write_ex"],
+        },
+    ),
+    p(
+        program::GNUTLS_SEND,
+        Kind::TlsProbe {
+            lib: TlsLib::GnuTls,
+            symbols: &["gnutls_record_send"],
+        },
+    ),
+    p(
+        program::NSPR_WRITE,
+        Kind::TlsProbe {
+            lib: TlsLib::Nspr,
+            symbols: &["PR_Write", "PR_Send"],
         },
     ),
 ];

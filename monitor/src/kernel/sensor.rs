@@ -24,6 +24,7 @@ use super::{
     budget::{self, BudgetSettings, FoldedCalls, UserOver},
     error::map_err,
     libc_probes, preflight,
+    tls_probes::{Attached, TlsProbes},
     programs::{self, Kind, OBJECT, PROGRAMS},
     wire::comm_key,
 };
@@ -132,6 +133,8 @@ pub struct Sensor {
     budget: BudgetSettings,
     /// The C library whose `getaddrinfo()` the resolver probes watch, or why they do not.
     libc_probes: Result<PathBuf, String>,
+    /// The plaintext sensor's uprobes, per watched process (issue 25).
+    tls: TlsProbes,
 }
 
 impl Sensor {
@@ -171,6 +174,7 @@ impl Sensor {
                 .budget
                 .unwrap_or_else(|| BudgetSettings::for_ring(opts.ring_bytes)),
             libc_probes,
+            tls: TlsProbes::default(),
         };
         sensor.write_config()?;
         sensor.set_budget_owners(&SubUids::load())?;
@@ -220,10 +224,29 @@ impl Sensor {
                     if ret { "uretprobe" } else { "uprobe" },
                     lib.display()
                 )),
+                (Kind::TlsProbe { symbols, .. }, _) if self.tls.processes() > 0 => {
+                    out.push(format!(
+                        "{} (uprobe {} in {} processes)",
+                        p.name,
+                        symbols.join(", "),
+                        self.tls.processes()
+                    ))
+                }
                 _ => {}
             }
         }
         out
+    }
+
+    /// Reads what `pid` hands its TLS libraries to send, from now on (uprobes bound to
+    /// it); again for a process read already adds the libraries it mapped since.
+    pub fn read_plaintext_of(&mut self, pid: u32) -> Result<Attached, String> {
+        self.tls.attach(&mut self.ebpf, pid)
+    }
+
+    /// Stops reading `pid` (it ended).
+    pub fn stop_reading_plaintext_of(&mut self, pid: u32) {
+        self.tls.detach(&mut self.ebpf, pid);
     }
 
     /// Run counts and in-kernel time of every program (zero unless
@@ -514,7 +537,7 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, SensorError> {
                 })?,
             Kind::TailCall => block_unavailable = load_dns_block(ebpf).err(),
             // Loaded and attached apart: the machine may have no C library to probe.
-            Kind::LibcProbe { .. } => {}
+            Kind::LibcProbe { .. } | Kind::TlsProbe { .. } => {}
             Kind::RawTracepoint(tp) => {
                 let prog = programs::get::<RawTracePoint>(ebpf, name)?;
                 prog.load().map_err(|source| SensorError::Program {

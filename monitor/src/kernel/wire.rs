@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    CgroupData, EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, ResolvedData,
-    SockData, AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED, EXE_UNKNOWN, IPPROTO_TCP,
+    CgroupData, EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, PlainData,
+    ResolvedData, SockData, TlsLib, AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED, EXE_UNKNOWN, IPPROTO_TCP,
     IPPROTO_UDP, KIND_OFFSET, RESOLVED_ADDRS,
 };
 
@@ -22,6 +22,8 @@ pub enum DecodeError {
     },
     #[error("unknown address family {0}")]
     BadFamily(u16),
+    #[error("plaintext record names unknown TLS library {0}; the kernel programs and this binary were built from different sources")]
+    BadLibrary(u32),
 }
 
 /// Protocol of a socket event.
@@ -146,10 +148,42 @@ pub struct ResolvedRecord {
     pub addrs: Vec<IpAddr>,
 }
 
+/// One chunk of what a watched process handed its TLS library to send. The bytes are
+/// plaintext: they are matched in memory and dropped, never logged, recorded or kept (the
+/// `Debug` form shows their length only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlainRecord {
+    pub header: EventHeader,
+    pub lib: TlsLib,
+    /// The library's handle of the connection (one per TLS connection in a process).
+    pub conn: u64,
+    /// Bytes the app wrote in the call (the chunks carry at most the first 16 KiB).
+    pub total: u64,
+    /// Where `data` starts in the write.
+    pub offset: u32,
+    /// Whether the app's buffer could be read (`data` is empty otherwise).
+    pub readable: bool,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for PlainRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainRecord")
+            .field("tgid", &self.header.tgid)
+            .field("lib", &self.lib)
+            .field("conn", &self.conn)
+            .field("total", &self.total)
+            .field("offset", &self.offset)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Sock(SockRecord),
     Resolved(ResolvedRecord),
+    Plain(PlainRecord),
     Packet(PacketRecord),
     Exec(ExecRecord),
     Fork(ForkRecord),
@@ -162,6 +196,7 @@ impl Record {
         match self {
             Record::Sock(r) => r.kind,
             Record::Resolved(_) => EventKind::Resolved,
+            Record::Plain(_) => EventKind::Plaintext,
             Record::Packet(r) => r.kind,
             Record::Exec(_) => EventKind::Exec,
             Record::Fork(_) => EventKind::Fork,
@@ -174,6 +209,7 @@ impl Record {
         match self {
             Record::Sock(r) => &r.header,
             Record::Resolved(r) => &r.header,
+            Record::Plain(r) => &r.header,
             Record::Packet(r) => &r.header,
             Record::Exec(r) => &r.header,
             Record::Fork(r) => &r.header,
@@ -213,12 +249,20 @@ pub fn decode_addr(family: u16, addr: &[u8; 16]) -> Result<IpAddr, DecodeError> 
     }
 }
 
+/// A raw record's kind number, if it has one.
+fn raw_kind_of(bytes: &[u8]) -> Option<u32> {
+    let b = bytes.get(KIND_OFFSET..KIND_OFFSET + 4)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A raw record's kind, if it names a known one (the record is not decoded).
+pub fn kind_of(bytes: &[u8]) -> Option<EventKind> {
+    EventKind::from_u32(raw_kind_of(bytes)?)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let len = bytes.len();
-    let kind_bytes = bytes
-        .get(KIND_OFFSET..KIND_OFFSET + 4)
-        .ok_or(DecodeError::TooShort { len })?;
-    let raw_kind = u32::from_ne_bytes([kind_bytes[0], kind_bytes[1], kind_bytes[2], kind_bytes[3]]);
+    let raw_kind = raw_kind_of(bytes).ok_or(DecodeError::TooShort { len })?;
     let kind = EventKind::from_u32(raw_kind).ok_or(DecodeError::UnknownKind {
         kind: raw_kind,
         len,
@@ -253,6 +297,22 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 header,
                 name: cstr(&d.name[..n]),
                 addrs,
+            })
+        }
+        EventKind::Plaintext => {
+            let d: PlainData = read(payload);
+            let Some(lib) = TlsLib::from_u32(d.lib) else {
+                return Err(DecodeError::BadLibrary(d.lib));
+            };
+            let n = (d.len as usize).min(d.data.len());
+            Record::Plain(PlainRecord {
+                header,
+                lib,
+                conn: d.conn,
+                total: d.total,
+                offset: d.offset,
+                readable: d.len > 0,
+                data: d.data[..n].to_vec(),
             })
         }
         EventKind::Exec => {
