@@ -16,6 +16,7 @@ const STAGES: &[(&str, u8)] = &[
     ("engine", 5),
     ("policy", 6),
     ("finding", 7),
+    ("leak", 7),
     ("watch", 8),
     ("protocol", 8),
     ("report", 8),

@@ -11,7 +11,8 @@
 //!    apps sent (plaintext decoded and searched for identifiers, opt-in).
 //! 5. [`engine`]: records to processes and aggregated connections.
 //! 6. [`policy`]: apps, destinations, rules.
-//! 7. [`finding`]: connection + names + verdict -> what a contact means.
+//! 7. [`finding`]: connection + names + verdict -> what a contact means; [`leak`]: inspector
+//!    row + process + verdict -> what an app sent to whom.
 //! 8. [`watch`], [`protocol`], [`report`]: which apps the kernel watches; the daemon's typed
 //!    messages; what apps talked to, as people read it.
 //! 9. [`session`]: the one pipeline every way in runs (sensor, ring, engine, watched apps,
@@ -33,6 +34,7 @@ pub mod host;
 pub mod inspect;
 pub mod install;
 pub mod kernel;
+pub mod leak;
 pub mod naming;
 pub mod notify;
 pub mod policy;

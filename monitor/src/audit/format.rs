@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Summary;
-use crate::finding::Finding;
+use crate::{finding::Finding, leak::Leak};
 
 /// Where the report goes: the file `path` (created or truncated), or standard output.
 pub fn open_report(path: Option<&std::path::Path>) -> io::Result<Box<dyn Write>> {
@@ -55,12 +55,16 @@ pub fn write(
     out: &mut dyn Write,
     format: Format,
     rows: &[Finding],
+    leaks: &[Leak],
     summary: &Summary,
 ) -> io::Result<()> {
     match format {
         Format::Json => {
             for row in rows {
                 json_line(out, "connection", row)?;
+            }
+            for leak in leaks {
+                json_line(out, "sent", leak)?;
             }
             json_line(out, "summary", summary)?;
         }
@@ -81,6 +85,7 @@ pub fn write(
 pub fn write_text(
     out: &mut dyn Write,
     report: &crate::report::Report,
+    leaks: &[Leak],
     s: &Summary,
     color: bool,
 ) -> io::Result<()> {
@@ -89,7 +94,42 @@ pub fn write_text(
     } else {
         crate::report::text::write(out, report, color)?;
     }
+    write_sent(out, leaks, s)?;
     write_summary(out, s, Destinations::of(report))
+}
+
+/// What the watched apps sent (plaintext inspection): flagged destinations first, one
+/// sentence each; nothing when plaintext was not read.
+fn write_sent(out: &mut dyn Write, leaks: &[Leak], s: &Summary) -> io::Result<()> {
+    let Some(stats) = s.plaintext else {
+        return Ok(());
+    };
+    writeln!(out)?;
+    if leaks.is_empty() {
+        writeln!(
+            out,
+            "What the watched apps sent: no identifier found in {} requests read.",
+            stats.requests
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "What the watched apps sent:")?;
+    let mut sorted: Vec<&Leak> = leaks.iter().collect();
+    sorted.sort_by_key(|l| (!l.flagged, l.first_party, l.first_ms));
+    for l in sorted {
+        let mark = if l.flagged { "!" } else { " " };
+        let times = match l.requests {
+            1 => String::new(),
+            n => format!(" ({n} requests)"),
+        };
+        writeln!(
+            out,
+            "  {mark} {}{times}, pid {}",
+            crate::display::safe(&l.summary),
+            l.pid
+        )?;
+    }
+    Ok(())
 }
 
 /// "Nothing seen", with what was watched, whether it ran, and what to try.

@@ -22,7 +22,8 @@ use crate::{
     kernel::{KernelCounters, SensorOptions},
     policy::Policy,
     session::{
-        launch::LaunchError, Blocking, HostEnv, Patience, Plan, Session, SessionError, Step, Watch,
+        launch::LaunchError, plaintext::PlaintextSettings, Blocking, HostEnv, Patience, Plan,
+        Session, SessionError, Step, Watch,
     },
 };
 
@@ -50,6 +51,9 @@ pub struct AuditOptions {
     pub enforce: bool,
     /// Also write every kernel record, as received, to this file.
     pub record: Option<PathBuf>,
+    /// Identifiers to look for in what the watched apps send (`--email`, `--name`,
+    /// `--phone`); any of them, or the policy's `inspect_plaintext`, turns reading on.
+    pub identities: Vec<crate::inspect::Identifier>,
 }
 
 impl AuditOptions {
@@ -95,6 +99,12 @@ pub struct Summary {
     pub still_running: Vec<u32>,
     /// What was watched: app ids, groups and names, or the command.
     pub watched: Vec<String>,
+    /// Things the watched apps sent (identifiers, other people's addresses) and how many
+    /// of them went to destinations the policy flags; `None` when plaintext was not read.
+    pub sent: Option<usize>,
+    pub sent_flagged: usize,
+    /// What the plaintext reader read and could not.
+    pub plaintext: Option<crate::inspect::InspectStats>,
 }
 
 impl Summary {
@@ -114,6 +124,8 @@ impl Summary {
 #[derive(Debug)]
 pub struct AuditOutcome {
     pub rows: Vec<Finding>,
+    /// What the watched apps sent (with plaintext inspection).
+    pub leaks: Vec<crate::leak::Leak>,
     pub summary: Summary,
 }
 
@@ -126,8 +138,10 @@ impl AuditOutcome {
         color: bool,
     ) -> std::io::Result<()> {
         match format {
-            Format::Table => format::write_text(out, &self.report(), &self.summary, color),
-            _ => format::write(out, format, &self.rows, &self.summary),
+            Format::Table => {
+                format::write_text(out, &self.report(), &self.leaks, &self.summary, color)
+            }
+            _ => format::write(out, format, &self.rows, &self.leaks, &self.summary),
         }
     }
 
@@ -192,7 +206,15 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
         opts.enforce,
         &HostEnv::current(),
     )?;
-    let mut session = Session::start(&plan, policy, Blocking::new())?;
+    let plaintext = (!opts.identities.is_empty() || policy.inspect_plaintext).then(|| {
+        let mut everyone = crate::inspect::machine::machine_identifiers();
+        everyone.extend(opts.identities.iter().cloned());
+        PlaintextSettings {
+            machine: everyone,
+            own: Default::default(),
+        }
+    });
+    let mut session = Session::start_reading(&plan, policy, Blocking::new(), plaintext)?;
     if let Some(path) = &opts.record {
         let file = std::fs::File::create(path).map_err(|source| AuditError::Record {
             path: path.clone(),
@@ -213,9 +235,13 @@ pub async fn run(opts: AuditOptions, policy: &Policy) -> Result<AuditOutcome, Au
     watch_until_done(&mut session, &opts, policy, &mut summary).await?;
     // Everything the kernel produced before we stopped: drain until the books balance.
     session.settle(Patience::REPORT, |_| {}).await?;
-    let rows = finish(session, policy, &mut summary)?;
+    let (rows, leaks) = finish(session, policy, &mut summary)?;
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(AuditOutcome { rows, summary })
+    Ok(AuditOutcome {
+        rows,
+        leaks,
+        summary,
+    })
 }
 
 /// Watches until the command exits, the duration passes or Ctrl-C; on a terminal, shows
@@ -279,7 +305,7 @@ fn finish(
     mut session: Session,
     policy: &Policy,
     summary: &mut Summary,
-) -> Result<Vec<Finding>, AuditError> {
+) -> Result<(Vec<Finding>, Vec<crate::leak::Leak>), AuditError> {
     let counters = session.counters()?;
     summary.kernel = session.sensor.kernel.release.clone();
     summary.hooks = session.sensor.hooks();
@@ -292,6 +318,12 @@ fn finish(
         );
     }
     let rows = session.findings(policy);
+    let leaks = session.leaks(policy);
+    if let Some(p) = &session.plaintext {
+        summary.plaintext = Some(p.stats());
+        summary.sent = Some(leaks.len());
+        summary.sent_flagged = leaks.iter().filter(|l| l.flagged).count();
+    }
     let stats = session.engine.stats;
     summary.processes_seen = stats.processes_seen;
     summary.rows_dropped = stats.rows_dropped;
@@ -300,7 +332,7 @@ fn finish(
     summary.connections = rows.iter().map(|r| r.count).sum();
     summary.flagged = rows.iter().filter(|r| r.flagged).count();
     summary.still_running = session.finish();
-    Ok(rows)
+    Ok((rows, leaks))
 }
 
 impl Summary {

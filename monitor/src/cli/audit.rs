@@ -8,6 +8,7 @@ use super::PolicyArgs;
 use crate::{
     audit::{format::Format, AuditOptions, Target},
     defaults,
+    inspect::Identifier,
     kernel::{BudgetSettings, SensorOptions},
 };
 
@@ -59,6 +60,18 @@ pub struct AuditArgs {
     /// tests; it holds DNS answers and the first bytes of connections).
     #[arg(long, value_name = "FILE", hide = true)]
     pub record: Option<std::path::PathBuf>,
+    /// Your e-mail address: report when a watched app sends it (as written, escaped,
+    /// base64 or hashed), to whom and where in the request; repeatable. Turns on reading
+    /// what watched apps hand their TLS libraries to send, for this audit (the value is
+    /// never written anywhere).
+    #[arg(long = "email", value_name = "ADDR", value_parser = parse_email)]
+    pub emails: Vec<Identifier>,
+    /// Your name ("First Last"), as --email; repeatable.
+    #[arg(long = "name", value_name = "NAME", value_parser = parse_name)]
+    pub names: Vec<Identifier>,
+    /// Your phone number, as --email; repeatable.
+    #[arg(long = "phone", value_name = "NUMBER", value_parser = parse_phone)]
+    pub phones: Vec<Identifier>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Command to launch and audit, with its arguments (after `--`).
@@ -104,6 +117,11 @@ impl From<&AuditArgs> for AuditOptions {
             duration: a.duration,
             enforce: a.enforce,
             record: a.record.clone(),
+            identities: [&a.emails, &a.names, &a.phones]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
             sensor: SensorOptions {
                 ring_bytes: a.ring_size,
                 attach: a.attach.into(),
@@ -111,6 +129,18 @@ impl From<&AuditArgs> for AuditOptions {
             },
         }
     }
+}
+
+fn parse_email(s: &str) -> Result<Identifier, String> {
+    Identifier::email(s).map_err(|e| e.to_string())
+}
+
+fn parse_name(s: &str) -> Result<Identifier, String> {
+    Identifier::name(s).map_err(|e| e.to_string())
+}
+
+fn parse_phone(s: &str) -> Result<Identifier, String> {
+    Identifier::phone(s).map_err(|e| e.to_string())
 }
 
 /// A ring buffer size: a power of two between 4 KiB and 1 GiB, with an optional K or M.

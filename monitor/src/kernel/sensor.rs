@@ -24,7 +24,7 @@ use super::{
     budget::{self, BudgetSettings, FoldedCalls, UserOver},
     error::map_err,
     libc_probes, preflight,
-    tls_probes::{Attached, TlsProbes},
+    tls_probes::TlsProbes,
     programs::{self, Kind, OBJECT, PROGRAMS},
     wire::comm_key,
 };
@@ -116,7 +116,7 @@ pub struct KernelCounters {
 
 /// The loaded and attached kernel programs.
 pub struct Sensor {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     /// The running kernel (release, version, lockdown).
     pub kernel: preflight::KernelInfo,
     pub cgroup_root: PathBuf,
@@ -133,8 +133,9 @@ pub struct Sensor {
     budget: BudgetSettings,
     /// The C library whose `getaddrinfo()` the resolver probes watch, or why they do not.
     libc_probes: Result<PathBuf, String>,
-    /// The plaintext sensor's uprobes, per watched process (issue 25).
-    tls: TlsProbes,
+    /// The plaintext sensor's uprobes, per watched process (issue 25), when on.
+    pub(super) tls: TlsProbes,
+    pub(super) plaintext: bool,
 }
 
 impl Sensor {
@@ -175,6 +176,7 @@ impl Sensor {
                 .unwrap_or_else(|| BudgetSettings::for_ring(opts.ring_bytes)),
             libc_probes,
             tls: TlsProbes::default(),
+            plaintext: false,
         };
         sensor.write_config()?;
         sensor.set_budget_owners(&SubUids::load())?;
@@ -236,17 +238,6 @@ impl Sensor {
             }
         }
         out
-    }
-
-    /// Reads what `pid` hands its TLS libraries to send, from now on (uprobes bound to
-    /// it); again for a process read already adds the libraries it mapped since.
-    pub fn read_plaintext_of(&mut self, pid: u32) -> Result<Attached, String> {
-        self.tls.attach(&mut self.ebpf, pid)
-    }
-
-    /// Stops reading `pid` (it ended).
-    pub fn stop_reading_plaintext_of(&mut self, pid: u32) {
-        self.tls.detach(&mut self.ebpf, pid);
     }
 
     /// Run counts and in-kernel time of every program (zero unless
@@ -313,7 +304,13 @@ impl Sensor {
     pub fn watch_tgid(&mut self, tgid: u32, tag: u32) -> Result<(), SensorError> {
         self.hash::<u32, u32>(map::WATCH_TGIDS)?
             .insert(tgid, tag, 0)
-            .map_err(map_err(map::WATCH_TGIDS))
+            .map_err(map_err(map::WATCH_TGIDS))?;
+        if self.plaintext && !self.tls.reads(tgid) {
+            if let Err(why) = self.tls.attach(&mut self.ebpf, tgid) {
+                log::warn!("cannot read what process {tgid} sends: {why}");
+            }
+        }
+        Ok(())
     }
 
     /// Watches processes that exec a file whose basename starts with `name`'s first 15

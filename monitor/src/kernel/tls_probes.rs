@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     programs::{
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf,
@@ -43,10 +43,13 @@ pub struct TlsProbes {
     loaded: Option<Result<(), String>>,
     /// The system's copies, found next to this process's own C library.
     system: Vec<(TlsLib, PathBuf)>,
-    /// Links per process.
+    /// Links per process, and the libraries they are on.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    probed: HashMap<u32, Vec<PathBuf>>,
     /// Libraries read at least once, for `hooks()`.
     seen: Vec<PathBuf>,
+    /// Where detached probes are closed (a thread of its own).
+    reaper: Option<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
 }
 
 /// What attaching for one process did.
@@ -67,6 +70,11 @@ impl TlsProbes {
     /// Whether `pid` is read.
     pub fn reads(&self, pid: u32) -> bool {
         self.links.contains_key(&pid)
+    }
+
+    /// The processes read.
+    pub fn pids(&self) -> Vec<u32> {
+        self.links.keys().copied().collect()
     }
 
     /// The libraries probed, for `hooks()`.
@@ -110,7 +118,12 @@ impl TlsProbes {
         }
         let mut out = Attached::default();
         let links = self.links.entry(pid).or_default();
+        let probed = self.probed.entry(pid).or_default();
         for (lib, path) in libs {
+            if probed.iter().any(|p| same_file(p, &path)) {
+                continue;
+            }
+            probed.push(path.clone());
             for p in PROGRAMS {
                 let Kind::TlsProbe { lib: want, symbols } = p.kind else {
                     continue;
@@ -128,28 +141,88 @@ impl TlsProbes {
                                 self.seen.push(path.clone());
                             }
                         }
-                        Err(e) => out
-                            .problems
-                            .push(format!("{symbol} in {}: {e}", path.display())),
+                        Err(e) => out.problems.push(format!(
+                            "{symbol} in {}: {}",
+                            path.display(),
+                            error_chain(&e)
+                        )),
                     }
                 }
             }
         }
+        log::debug!("process {pid}: {} plaintext probes attached, problems: {:?}", out.probes, out.problems);
         Ok(out)
     }
 
     /// Detaches `pid`'s probes (it exited, or is no longer watched).
     pub fn detach(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        self.probed.remove(&pid);
         let Some(links) = self.links.remove(&pid) else {
             return;
         };
+        let mut owned = Vec::new();
         for (name, link) in links {
             if let Ok(prog) = programs::get::<UProbe>(ebpf, name) {
-                // A process that is gone took its perf events along: nothing to report.
-                let _ = prog.detach(link);
+                if let Ok(link) = prog.take_link(link) {
+                    owned.push(link);
+                }
             }
         }
+        // Closing a uprobe waits for the kernel's grace periods (about 0.1 s each here):
+        // another thread does it, so that records keep flowing meanwhile.
+        let reaper = self.reaper.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+            let spawned = std::thread::Builder::new()
+                .name("bw-uprobe-close".into())
+                .spawn(move || rx.into_iter().for_each(drop));
+            if let Err(e) = spawned {
+                log::warn!("cannot start the thread that closes uprobes ({e}): closing them here");
+            }
+            tx
+        });
+        if let Err(std::sync::mpsc::SendError(links)) = reaper.send(owned) {
+            drop(links);
+        }
     }
+}
+
+impl super::Sensor {
+    /// From now on, every process watched by pid (`watch_tgid`) is also read
+    /// (plaintext inspection, opt-in).
+    pub fn read_plaintext(&mut self) {
+        self.plaintext = true;
+    }
+
+    /// Reads what `pid` hands its TLS libraries to send, from now on (uprobes bound to
+    /// it); again for a process read already adds the libraries it mapped since. Nothing
+    /// unless `read_plaintext` was called.
+    pub fn read_plaintext_of(&mut self, pid: u32) -> Result<Attached, String> {
+        if !self.plaintext {
+            return Ok(Attached::default());
+        }
+        self.tls.attach(&mut self.ebpf, pid)
+    }
+
+    /// The processes whose plaintext is read.
+    pub fn plaintext_pids(&self) -> Vec<u32> {
+        self.tls.pids()
+    }
+
+    /// Stops reading `pid` (it ended).
+    pub fn stop_reading_plaintext_of(&mut self, pid: u32) {
+        self.tls.detach(&mut self.ebpf, pid);
+    }
+}
+
+/// An error with its causes (`perf_event_open failed: No such process`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

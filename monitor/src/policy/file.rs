@@ -159,6 +159,10 @@ pub struct RawSettings {
     /// (`brokerwatch block`, the notification's Block button).
     #[serde(default)]
     pub allow_user_blocks: Option<bool>,
+    /// Read what watched apps hand their TLS libraries to send and report the
+    /// identifiers in it (the users' own, the machine's, other people's addresses).
+    #[serde(default)]
+    pub inspect_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,7 @@ pub(super) struct Merged {
     pub(super) imports: Vec<PendingImport>,
     sources: Vec<SourceInfo>,
     allow_user_blocks: bool,
+    inspect_plaintext: bool,
     app_ix: HashMap<String, usize>,
     dest_ix: HashMap<String, usize>,
     rule_ix: HashMap<String, usize>,
@@ -98,6 +99,9 @@ impl Merged {
         if let Some(v) = f.raw.settings.as_ref().and_then(|s| s.allow_user_blocks) {
             self.allow_user_blocks = v;
         }
+        if let Some(v) = f.raw.settings.as_ref().and_then(|s| s.inspect_plaintext) {
+            self.inspect_plaintext = v;
+        }
         self.sources.push(info);
     }
 
@@ -111,6 +115,7 @@ impl Merged {
             rules: self.rules,
             allows: self.allows,
             allow_user_blocks: self.allow_user_blocks,
+            inspect_plaintext: self.inspect_plaintext,
             ..Policy::default()
         };
         for (d, origin) in self.dests {

@@ -201,6 +201,8 @@ pub struct Policy {
     pub sources: Vec<SourceInfo>,
     /// `[settings] allow_user_blocks`: users may block contacts for themselves.
     pub allow_user_blocks: bool,
+    /// `[settings] inspect_plaintext`: read what watched apps send (opt-in, issue 25).
+    pub inspect_plaintext: bool,
 }
 
 /// A block a user asked for: their own processes of `app` may not reach `company`.
@@ -373,6 +375,11 @@ impl Policy {
         name.and_then(|n| self.matcher.lookup_name(n))
             .or_else(|| ip.and_then(|ip| self.matcher.lookup_ip(ip)))
             .map(|(i, hit)| (&self.entries[i as usize], hit))
+    }
+
+    /// Whether `name` is one of `app`'s own (first-party) domains.
+    pub fn is_first_party(&self, app: Option<&AppDef>, name: &str) -> bool {
+        Self::first_party(app, name)
     }
 
     fn first_party(app: Option<&AppDef>, name: &str) -> bool {

@@ -12,6 +12,7 @@ pub mod blocking;
 mod health;
 pub mod launch;
 pub mod plan;
+pub mod plaintext;
 
 use std::{
     io,
@@ -132,6 +133,8 @@ pub struct Session {
     launched: Option<Launched>,
     /// What is watched, as people read it.
     watched: Vec<String>,
+    /// What watched apps send (opt-in).
+    pub plaintext: Option<plaintext::Plaintext>,
 }
 
 impl Session {
@@ -139,6 +142,17 @@ impl Session {
     /// `policy`); a command is launched last, so that its first instruction is watched and
     /// its first connection judged by the blocks in force.
     pub fn start(plan: &Plan, policy: &Policy, blocking: Blocking) -> Result<Self, SessionError> {
+        Self::start_reading(plan, policy, blocking, None)
+    }
+
+    /// As [`Session::start`], and with `plaintext`, reads what the watched processes hand
+    /// their TLS libraries (not with `--all`: every process on the machine would pay).
+    pub fn start_reading(
+        plan: &Plan,
+        policy: &Policy,
+        blocking: Blocking,
+        plaintext: Option<plaintext::PlaintextSettings>,
+    ) -> Result<Self, SessionError> {
         let cgroup = match &plan.watch {
             Watch::Command(l) if l.own_cgroup => Some(OwnedCgroup::create(
                 &cgroup::cgroup2_mount()?,
@@ -162,7 +176,16 @@ impl Session {
             budget: BudgetReporter::default(),
             launched: None,
             watched: Vec::new(),
+            plaintext: None,
         };
+        if let Some(settings) = plaintext {
+            if matches!(plan.watch, Watch::All) {
+                log::warn!("plaintext is not read when watching every process: name the apps");
+            } else {
+                session.sensor.read_plaintext();
+                session.plaintext = Some(plaintext::Plaintext::new(settings));
+            }
+        }
         session.watch(&plan.watch, policy, cgroup.as_ref())?;
         match (session.apply_blocks(policy), plan.enforce) {
             (Err(e), Enforce::Must) => return Err(e),
@@ -259,10 +282,13 @@ impl Session {
     pub async fn next(&mut self) -> Result<Step, SessionError> {
         let waiting = self.launched.as_mut().and_then(|l| l.wait.as_mut());
         let running = waiting.is_some();
-        let (watcher, engine) = (&mut self.watcher, &mut self.engine);
+        let (watcher, engine, plain) = (&mut self.watcher, &mut self.engine, &mut self.plaintext);
         let handle = |r: Record| {
             if let Some(w) = watcher.as_mut() {
                 w.observe(&r);
+            }
+            if let Some(p) = plain.as_mut() {
+                p.observe(&r);
             }
             engine.handle(&r);
         };
@@ -283,6 +309,9 @@ impl Session {
                     if let Err(e) = w.apply(&mut self.sensor) {
                         log::error!("cannot follow the watched apps: {e}");
                     }
+                }
+                if let Some(p) = &mut self.plaintext {
+                    p.apply(&mut self.sensor);
                 }
             }
         }
@@ -353,6 +382,21 @@ impl Session {
     }
 
     /// Every connection row, decided, ordered by first sighting.
+    /// What the watched apps sent, as findings (empty without plaintext inspection).
+    pub fn leaks(&mut self, policy: &Policy) -> Vec<crate::leak::Leak> {
+        let Some(p) = self.plaintext.take() else {
+            return Vec::new();
+        };
+        let out = self.judge(policy, |engine, cx| {
+            p.rows()
+                .into_iter()
+                .map(|(k, a)| crate::leak::decide(engine, k, a, cx))
+                .collect()
+        });
+        self.plaintext = Some(p);
+        out
+    }
+
     pub fn findings(&mut self, policy: &Policy) -> Vec<Finding> {
         self.judge(policy, finding::all)
     }
@@ -364,6 +408,9 @@ impl Session {
             if let Err(e) = w.prune(&mut self.sensor) {
                 log::error!("cannot detach from ended apps: {e}");
             }
+        }
+        if let Some(p) = &mut self.plaintext {
+            p.rescan(&mut self.sensor);
         }
         let counters = self.sensor.counters().ok();
         let loss = counters.and_then(|c| self.loss.check(c.lost));
@@ -411,11 +458,15 @@ impl Session {
     ) -> Result<bool, SessionError> {
         let start = Instant::now();
         loop {
-            let (watcher, engine) = (&mut self.watcher, &mut self.engine);
+            let (watcher, engine, plain) =
+                (&mut self.watcher, &mut self.engine, &mut self.plaintext);
             self.capture.drain(|r| {
                 also(&r);
                 if let Some(w) = watcher.as_mut() {
                     w.observe(&r);
+                }
+                if let Some(p) = plain.as_mut() {
+                    p.observe(&r);
                 }
                 engine.handle(&r);
             });
