@@ -11,8 +11,8 @@ use core::mem::size_of;
 
 mod block;
 mod budget;
-mod plain;
 pub mod names;
+mod plain;
 pub use block::*;
 pub use budget::*;
 pub use plain::*;

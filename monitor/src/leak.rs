@@ -86,7 +86,9 @@ pub fn decide<P: ProcSource>(
     // The host without its port.
     let host = key.host.as_deref().map(strip_port);
     let first_party = host.is_some_and(|h| policy.is_first_party(app, h));
-    let verdict = host.filter(|_| !first_party).and_then(|h| policy.classify(app, &[h], None));
+    let verdict = host
+        .filter(|_| !first_party)
+        .and_then(|h| policy.classify(app, &[h], None));
     let (identifier, form, place, others) = match key.sent {
         Sent::Identifier { kind, form, place } => (Some(kind), Some(form), place, 0),
         Sent::OtherEmails { place } => (None, None, place, agg.other_addresses() as u64),
@@ -103,7 +105,12 @@ pub fn decide<P: ProcSource>(
         uid: agg.uid,
         user: cx.users.name(agg.uid),
         host: host.map(str::to_owned),
-        named_by: if agg.by_authority { "authority" } else { "host_header" }.to_owned(),
+        named_by: if agg.by_authority {
+            "authority"
+        } else {
+            "host_header"
+        }
+        .to_owned(),
         library: library_name(agg.lib).to_owned(),
         identifier,
         form,
@@ -111,7 +118,9 @@ pub fn decide<P: ProcSource>(
         other_addresses: others,
         requests: agg.requests,
         company: verdict.as_ref().map(|v| v.entry.company.clone()),
-        category: verdict.as_ref().map(|v| Category::new(v.entry.category.clone())),
+        category: verdict
+            .as_ref()
+            .map(|v| Category::new(v.entry.category.clone())),
         severity: verdict.as_ref().map(|v| v.severity),
         destination_id: verdict.as_ref().map(|v| v.entry.id.clone()),
         first_party,
@@ -132,7 +141,10 @@ pub fn sentence(who: &str, l: &Leak) -> String {
             n => format!("{n} e-mail addresses that are not yours"),
         },
     };
-    let host = l.host.as_deref().unwrap_or("a host the request did not name");
+    let host = l
+        .host
+        .as_deref()
+        .unwrap_or("a host the request did not name");
     let whom = match (&l.company, l.first_party) {
         (_, true) => format!("its own service ({host})"),
         (Some(c), _) => format!("{c} ({host})"),

@@ -58,8 +58,7 @@ fn run() -> anyhow::Result<u8> {
             if let Some(h) = html.as_mut() {
                 outcome.write_html(h)?;
             }
-            let flagged = outcome.summary.flagged > 0 || outcome.summary.sent_flagged > 0;
-            Ok([EXIT_OK, EXIT_FLAGGED][usize::from(flagged)])
+            Ok([EXIT_OK, EXIT_FLAGGED][usize::from(outcome.flagged())])
         }
         Command::Policy(cmd) => {
             Ok([EXIT_ERROR, EXIT_OK][usize::from(cli::policy::run(cmd, &mut out)?)])

@@ -113,7 +113,11 @@ fn golden_audit_json_csv_and_table_of_a_recorded_audit_are_unchanged() {
     let (rows, summary) = replay();
     assert_eq!(rows.len(), 17, "the recording's rows");
     assert_eq!(rows.iter().filter(|r| r.flagged).count(), 8);
-    let outcome = AuditOutcome { rows, summary };
+    let outcome = AuditOutcome {
+        rows,
+        leaks: Vec::new(),
+        summary,
+    };
     for (name, fmt) in [
         ("audit.jsonl", format::Format::Json),
         ("audit.csv", format::Format::Csv),
@@ -143,7 +147,11 @@ fn golden_history_and_report_json_of_a_recorded_audit_are_unchanged() {
         alerts,
     };
     golden("history.json", &protocol::encode(&history));
-    let outcome = AuditOutcome { rows, summary };
+    let outcome = AuditOutcome {
+        rows,
+        leaks: Vec::new(),
+        summary,
+    };
     let r = outcome.report();
     golden(
         "report.json",

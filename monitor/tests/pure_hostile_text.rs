@@ -6,6 +6,8 @@
 use brokerwatch::{
     audit::{format::Format, AuditOutcome, Summary},
     finding::Finding,
+    inspect::{Form, IdKind, Place},
+    leak::Leak,
     policy::{Category, Severity},
     report,
 };
@@ -37,13 +39,49 @@ fn hostile_finding() -> Finding {
     }
 }
 
+/// What an app sent, to a host its own request named (issue 25: the Host header is the
+/// app's to choose, or a hostile page's).
+fn hostile_leak() -> Leak {
+    let mut l = Leak {
+        first_ms: 1_796_212_800_000,
+        last_ms: 1_796_212_800_000,
+        pid: 4242,
+        comm: HOSTILE.into(),
+        exe: None,
+        app: None,
+        app_id: None,
+        uid: 1000,
+        user: None,
+        host: Some(format!("{HOSTILE}.test")),
+        named_by: "host_header".into(),
+        library: "OpenSSL".into(),
+        identifier: Some(IdKind::Email),
+        form: Some(Form::Sha256),
+        place: Place::Url,
+        other_addresses: 0,
+        requests: 1,
+        company: None,
+        category: None,
+        severity: None,
+        destination_id: None,
+        first_party: false,
+        flagged: false,
+        summary: String::new(),
+    };
+    l.summary = brokerwatch::leak::sentence(HOSTILE, &l);
+    l
+}
+
 fn outcome() -> AuditOutcome {
     AuditOutcome {
         rows: vec![hostile_finding()],
+        leaks: vec![hostile_leak()],
         summary: Summary {
             connection_rows: 1,
             connections: 1,
             flagged: 1,
+            plaintext: Some(Default::default()),
+            sent: Some(1),
             ..Summary::default()
         },
     }
@@ -73,6 +111,7 @@ fn hostile_names_are_inert_in_the_audit_table_and_the_report_text() {
     // What was sent is still shown, written out.
     assert!(table.contains("\\u{001B}[2J"), "{table}");
     assert!(table.contains("\\u{202E}moc.evil"), "{table}");
+    assert!(table.contains("What the watched apps sent:"), "{table}");
     let r = o.report();
     for color in [false, true] {
         let text = written(|w| report::text::write(w, &r, color).unwrap());

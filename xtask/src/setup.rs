@@ -27,6 +27,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("import", "imagemagick"),
     ("systemd-analyze", "systemd"),
     ("python3", "python3"),
+    // Plaintext tests: a GnuTLS client, an HTTP/2 server.
+    ("wget", "wget"),
+    ("nghttpd", "nghttp2-server"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),

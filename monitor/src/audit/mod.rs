@@ -101,9 +101,12 @@ pub struct Summary {
     pub watched: Vec<String>,
     /// Things the watched apps sent (identifiers, other people's addresses) and how many
     /// of them went to destinations the policy flags; `None` when plaintext was not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sent: Option<usize>,
-    pub sent_flagged: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_flagged: Option<usize>,
     /// What the plaintext reader read and could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plaintext: Option<crate::inspect::InspectStats>,
 }
 
@@ -130,6 +133,12 @@ pub struct AuditOutcome {
 }
 
 impl AuditOutcome {
+    /// Whether the audit saw what brokerwatch exists to report: a contact the policy flags,
+    /// or an identifier sent to such a destination (exit status 1).
+    pub fn flagged(&self) -> bool {
+        self.summary.flagged > 0 || self.summary.sent_flagged.is_some_and(|n| n > 0)
+    }
+
     /// Writes the report; `color` for a terminal (the table only).
     pub fn write(
         &self,
@@ -322,7 +331,7 @@ fn finish(
     if let Some(p) = &session.plaintext {
         summary.plaintext = Some(p.stats());
         summary.sent = Some(leaks.len());
-        summary.sent_flagged = leaks.iter().filter(|l| l.flagged).count();
+        summary.sent_flagged = Some(leaks.iter().filter(|l| l.flagged).count());
     }
     let stats = session.engine.stats;
     summary.processes_seen = stats.processes_seen;

@@ -46,13 +46,19 @@ pub(super) fn decode_body(coding: Coding, body: &[u8]) -> Option<Vec<u8>> {
     let limit = MAX_INFLATED as u64;
     let ok = match coding {
         Coding::Identity | Coding::Other => return Some(body.to_vec()),
-        Coding::Gzip => flate2::read::GzDecoder::new(body).take(limit).read_to_end(&mut out),
+        Coding::Gzip => flate2::read::GzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
         Coding::Deflate => {
             // `deflate` is zlib-wrapped by the standard, raw by some servers and clients.
-            let z = flate2::read::ZlibDecoder::new(body).take(limit).read_to_end(&mut out);
+            let z = flate2::read::ZlibDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out);
             if z.is_err() {
                 out.clear();
-                flate2::read::DeflateDecoder::new(body).take(limit).read_to_end(&mut out)
+                flate2::read::DeflateDecoder::new(body)
+                    .take(limit)
+                    .read_to_end(&mut out)
             } else {
                 z
             }
@@ -64,7 +70,11 @@ pub(super) fn decode_body(coding: Coding, body: &[u8]) -> Option<Vec<u8>> {
 
 /// Whether `buf` may start an HTTP/1 request (a method token and a space).
 pub(super) fn starts_request(buf: &[u8]) -> bool {
-    let n = buf.iter().take(16).take_while(|b| b.is_ascii_uppercase()).count();
+    let n = buf
+        .iter()
+        .take(16)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
     n >= 3 && buf.get(n) == Some(&b' ')
 }
 
@@ -100,10 +110,8 @@ pub(super) fn parse_head(buf: &[u8]) -> Option<Result<(Pending, usize), ()>> {
         let value = String::from_utf8_lossy(h.value);
         match name.as_str() {
             "host" => request.host = Some(value.trim().to_owned()),
-            "content-length" => {
-                if framing.is_none() {
-                    framing = value.trim().parse().ok().map(Framing::Length);
-                }
+            "content-length" if framing.is_none() => {
+                framing = value.trim().parse().ok().map(Framing::Length);
             }
             "transfer-encoding" if value.to_ascii_lowercase().contains("chunked") => {
                 framing = Some(Framing::Chunked)
@@ -112,10 +120,20 @@ pub(super) fn parse_head(buf: &[u8]) -> Option<Result<(Pending, usize), ()>> {
             "upgrade" if value.eq_ignore_ascii_case("websocket") => websocket = true,
             _ => {}
         }
-        let place = if name == "cookie" { Place::Cookie } else { Place::Header };
+        let place = if name == "cookie" {
+            Place::Cookie
+        } else {
+            Place::Header
+        };
         request.parts.push((place, h.value.to_vec()));
     }
-    let pending = Pending { request, framing, coding, body: Vec::new(), websocket };
+    let pending = Pending {
+        request,
+        framing,
+        coding,
+        body: Vec::new(),
+        websocket,
+    };
     Some(Ok((pending, len)))
 }
 
@@ -185,10 +203,21 @@ pub(super) fn finish(mut p: Pending) -> Request {
     p.request
 }
 
-/// One WebSocket frame from a client: its payload unmasked, whether it is compressed
-/// (RSV1), and the frame's length; `None` when more bytes are needed, `Some(Err)` for a
-/// frame too long to hold.
-pub(super) fn ws_frame(buf: &[u8]) -> Option<Result<(Vec<u8>, bool, u8, usize), usize>> {
+/// One WebSocket frame from a client.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct WsFrame {
+    /// The payload, unmasked.
+    pub data: Vec<u8>,
+    /// RSV1: compressed (permessage-deflate).
+    pub compressed: bool,
+    pub opcode: u8,
+    /// Bytes of the frame.
+    pub len: usize,
+}
+
+/// One WebSocket frame at the start of `buf`; `None` when more bytes are needed,
+/// `Some(Err(len))` for a frame too long to hold.
+pub(super) fn ws_frame(buf: &[u8]) -> Option<Result<WsFrame, usize>> {
     if buf.len() < 2 {
         return None;
     }
@@ -196,7 +225,10 @@ pub(super) fn ws_frame(buf: &[u8]) -> Option<Result<(Vec<u8>, bool, u8, usize), 
     let opcode = buf[0] & 0x0f;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at): (u64, usize) = match buf[1] & 0x7f {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as u64, 4),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as u64,
+            4,
+        ),
         127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
         n => (n as u64, 2),
     };
@@ -213,10 +245,19 @@ pub(super) fn ws_frame(buf: &[u8]) -> Option<Result<(Vec<u8>, bool, u8, usize), 
     let end = at + len as usize;
     let payload = buf.get(at..end)?;
     let data = match key {
-        Some(k) => payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]).collect(),
+        Some(k) => payload
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ k[i % 4])
+            .collect(),
         None => payload.to_vec(),
     };
-    Some(Ok((data, rsv1, opcode, end)))
+    Some(Ok(WsFrame {
+        data,
+        compressed: rsv1,
+        opcode,
+        len: end,
+    }))
 }
 
 /// Inflates a permessage-deflate message (raw deflate, the `00 00 ff ff` tail restored).
@@ -242,16 +283,31 @@ mod tests {
         assert_eq!(p.request.host.as_deref(), Some("sales.example.test"));
         assert_eq!(p.framing, Some(Framing::Length(4)));
         assert_eq!(p.coding, Coding::Gzip);
-        assert!(p.request.parts.contains(&(Place::Url, b"/v1/match?e=x".to_vec())));
+        assert!(p
+            .request
+            .parts
+            .contains(&(Place::Url, b"/v1/match?e=x".to_vec())));
         assert!(p.request.parts.contains(&(Place::Cookie, b"id=1".to_vec())));
-        assert!(parse_head(b"POST / HTTP/1.1\r\nHost: a").is_none(), "needs more");
-        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Some(Err(()))));
+        assert!(
+            parse_head(b"POST / HTTP/1.1\r\nHost: a").is_none(),
+            "needs more"
+        );
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Some(Err(()))
+        ));
     }
 
     #[test]
     fn http1_chunked_bodies_are_joined_and_their_end_found() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n"), Some((b"Wikipedia".to_vec(), true)));
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5\r\nped"), Some((b"Wikiped".to_vec(), false)));
+        assert_eq!(
+            dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n"),
+            Some((b"Wikipedia".to_vec(), true))
+        );
+        assert_eq!(
+            dechunk(b"4\r\nWiki\r\n5\r\nped"),
+            Some((b"Wikiped".to_vec(), false))
+        );
         assert_eq!(dechunk(b"zz\r\n"), None);
     }
 
@@ -273,8 +329,11 @@ mod tests {
         let mut frame = vec![0x81, 0x80 | text.len() as u8];
         frame.extend_from_slice(&key);
         frame.extend(text.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        let (data, rsv1, op, n) = ws_frame(&frame).unwrap().unwrap();
-        assert_eq!((data.as_slice(), rsv1, op, n), (&text[..], false, 1, frame.len()));
+        let f = ws_frame(&frame).unwrap().unwrap();
+        assert_eq!(
+            (f.data.as_slice(), f.compressed, f.opcode, f.len),
+            (&text[..], false, 1, frame.len())
+        );
         assert!(ws_frame(&frame[..5]).is_none(), "needs more");
         let huge = [0x82, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0];
         assert!(matches!(ws_frame(&huge), Some(Err(_))));

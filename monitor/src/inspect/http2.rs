@@ -56,6 +56,12 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+impl Default for Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Connection {
     pub fn new() -> Self {
         Self {
@@ -111,7 +117,9 @@ impl Connection {
     fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8], out: &mut Vec<Request>) {
         match kind {
             HEADERS => {
-                let Some(mut frag) = unpad(flags, payload) else { return };
+                let Some(mut frag) = unpad(flags, payload) else {
+                    return;
+                };
                 if flags & PRIORITY != 0 {
                     frag = frag.get(5..).unwrap_or_default();
                 }
@@ -122,7 +130,9 @@ impl Connection {
                 _ => return,
             },
             DATA => {
-                let Some(data) = unpad(flags, payload) else { return };
+                let Some(data) = unpad(flags, payload) else {
+                    return;
+                };
                 if let Some(s) = self.streams.get_mut(&stream) {
                     let room = MAX_BODY.saturating_sub(s.body.len());
                     s.body.extend_from_slice(&data[..data.len().min(room)]);
@@ -137,7 +147,9 @@ impl Connection {
             }
             _ => return,
         }
-        let Some((s, first_flags, _)) = &self.block else { return };
+        let Some((s, first_flags, _)) = &self.block else {
+            return;
+        };
         let (s, first_flags) = (*s, *first_flags);
         if flags & END_HEADERS == 0 {
             return;
@@ -159,12 +171,18 @@ impl Connection {
                     match name.as_slice() {
                         b":authority" => request.host = Some(v.trim().to_owned()),
                         b":path" => request.parts.push((Place::Url, value.clone())),
-                        b"host" if request.host.is_none() => request.host = Some(v.trim().to_owned()),
+                        b"host" if request.host.is_none() => {
+                            request.host = Some(v.trim().to_owned())
+                        }
                         b"content-encoding" => coding = Some(Coding::of(&v)),
                         _ => {}
                     }
                     if !name.starts_with(b":") || name == b":path" {
-                        let place = if name == b"cookie" { Place::Cookie } else { Place::Header };
+                        let place = if name == b"cookie" {
+                            Place::Cookie
+                        } else {
+                            Place::Header
+                        };
                         if name != b":path" {
                             request.parts.push((place, value));
                         }
@@ -193,7 +211,9 @@ impl Connection {
     }
 
     fn end(&mut self, stream: u32, out: &mut Vec<Request>) {
-        let Some(mut s) = self.streams.remove(&stream) else { return };
+        let Some(mut s) = self.streams.remove(&stream) else {
+            return;
+        };
         if !s.body.is_empty() {
             match decode_body(s.coding.unwrap_or(Coding::Identity), &s.body) {
                 Some(body) => s.request.parts.push((Place::Body, body)),
@@ -254,7 +274,9 @@ mod tests {
         assert_eq!(r.host.as_deref(), Some("sales.example.test"));
         assert!(r.parts.contains(&(Place::Url, b"/match?x=1".to_vec())));
         assert!(r.parts.contains(&(Place::Header, b"someone".to_vec())));
-        assert!(r.parts.contains(&(Place::Body, b"part one part two".to_vec())));
+        assert!(r
+            .parts
+            .contains(&(Place::Body, b"part one part two".to_vec())));
     }
 
     #[test]
@@ -268,7 +290,9 @@ mod tests {
         wire.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &second));
         let reqs = Connection::new().feed(&wire);
         assert_eq!(reqs.len(), 2);
-        assert!(reqs.iter().all(|r| r.parts.contains(&(Place::Header, b"value-1".to_vec()))));
+        assert!(reqs
+            .iter()
+            .all(|r| r.parts.contains(&(Place::Header, b"value-1".to_vec()))));
         // Starting at the second block (its entries are indexed): unreadable, not guessed.
         let mut late = Connection::new();
         late.preface_seen = true;

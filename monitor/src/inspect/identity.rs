@@ -106,7 +106,9 @@ impl std::fmt::Debug for Identifier {
 /// Why an identifier was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
-    #[error("{0:?} is not an e-mail address (it needs a local part, an @ and a domain with a dot)")]
+    #[error(
+        "{0:?} is not an e-mail address (it needs a local part, an @ and a domain with a dot)"
+    )]
     NotEmail(String),
     #[error("a name needs at least 3 letters (a shorter one would match inside other words)")]
     ShortName,
@@ -128,7 +130,10 @@ impl Identifier {
         if !ok {
             return Err(IdentityError::NotEmail(value.to_owned()));
         }
-        Ok(Self { kind: IdKind::Email, value: v })
+        Ok(Self {
+            kind: IdKind::Email,
+            value: v,
+        })
     }
 
     /// A name, whitespace collapsed.
@@ -137,7 +142,10 @@ impl Identifier {
         if v.chars().filter(|c| c.is_alphabetic()).count() < 3 {
             return Err(IdentityError::ShortName);
         }
-        Ok(Self { kind: IdKind::Name, value: v })
+        Ok(Self {
+            kind: IdKind::Name,
+            value: v,
+        })
     }
 
     /// A phone number: its digits (a leading + kept out).
@@ -146,7 +154,10 @@ impl Identifier {
         if digits.len() < 7 {
             return Err(IdentityError::ShortPhone);
         }
-        Ok(Self { kind: IdKind::Phone, value: digits })
+        Ok(Self {
+            kind: IdKind::Phone,
+            value: digits,
+        })
     }
 
     /// The values whose hashes are searched: the normalised value, and Google's form of a
@@ -267,13 +278,19 @@ fn forms_of(id: &Identifier) -> Vec<(Form, Vec<u8>)> {
         }
         // Base64 of values short enough to be guessed by chance is not searched.
         if s.len() >= 6 {
-            out.push((Form::Base64, b64.encode(&s).trim_end_matches('=').as_bytes().to_vec()));
+            out.push((
+                Form::Base64,
+                b64.encode(&s).trim_end_matches('=').as_bytes().to_vec(),
+            ));
             out.push((Form::Base64, b64url.encode(&s).into_bytes()));
         }
     }
     for v in id.hash_inputs() {
         out.push((Form::Md5, hex(&md5::Md5::digest(v.as_bytes())).into_bytes()));
-        out.push((Form::Sha1, hex(&sha1::Sha1::digest(v.as_bytes())).into_bytes()));
+        out.push((
+            Form::Sha1,
+            hex(&sha1::Sha1::digest(v.as_bytes())).into_bytes(),
+        ));
         let sha = sha2::Sha256::digest(v.as_bytes());
         out.push((Form::Sha256, hex(&sha).into_bytes()));
         out.push((Form::Sha256Base64, b64.encode(sha).into_bytes()));
@@ -293,7 +310,9 @@ fn continues(form: Form, kind: IdKind, b: u8) -> bool {
             b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
         }
         _ => match kind {
-            IdKind::Email => b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-'),
+            IdKind::Email => {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+            }
             IdKind::Phone => b.is_ascii_digit(),
             _ => b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80,
         },
@@ -306,7 +325,10 @@ impl IdentitySet {
         let mut patterns = Vec::new();
         for (i, id) in identifiers.iter().enumerate() {
             for (form, bytes) in forms_of(id) {
-                candidates.push(Candidate { identifier: i, form });
+                candidates.push(Candidate {
+                    identifier: i,
+                    form,
+                });
                 patterns.push(bytes);
             }
         }
@@ -317,7 +339,12 @@ impl IdentitySet {
                 .build(&patterns)
                 .expect("identifier patterns build")
         });
-        Self { identifiers, candidates, patterns, automaton }
+        Self {
+            identifiers,
+            candidates,
+            patterns,
+            automaton,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -340,7 +367,8 @@ impl IdentitySet {
             let c = self.candidates[m.pattern().as_usize()];
             let kind = self.identifiers[c.identifier].kind;
             let found = &text[m.start()..m.end()];
-            if c.form.case_sensitive() && found != self.patterns[m.pattern().as_usize()].as_slice() {
+            if c.form.case_sensitive() && found != self.patterns[m.pattern().as_usize()].as_slice()
+            {
                 continue;
             }
             let before = m.start().checked_sub(1).map(|i| text[i]);
@@ -350,11 +378,17 @@ impl IdentitySet {
             }
             // A trailing dot ends a sentence; a dot followed by more of a name continues it.
             let after_dot = after == Some(b'.')
-                && text.get(m.end() + 1).is_some_and(|b| b.is_ascii_alphanumeric());
+                && text
+                    .get(m.end() + 1)
+                    .is_some_and(|b| b.is_ascii_alphanumeric());
             if after.is_some_and(|b| b != b'.' && continues(c.form, kind, b)) || after_dot {
                 continue;
             }
-            let hit = Match { identifier: c.identifier, kind, form: c.form };
+            let hit = Match {
+                identifier: c.identifier,
+                kind,
+                form: c.form,
+            };
             if !out.contains(&hit) {
                 out.push(hit);
             }
@@ -376,7 +410,11 @@ mod tests {
     }
 
     fn forms(text: &str) -> Vec<(IdKind, Form)> {
-        set().find(text.as_bytes()).into_iter().map(|m| (m.kind, m.form)).collect()
+        set()
+            .find(text.as_bytes())
+            .into_iter()
+            .map(|m| (m.kind, m.form))
+            .collect()
     }
 
     fn sha256_hex(s: &str) -> String {
@@ -385,20 +423,38 @@ mod tests {
 
     #[test]
     fn identity_plain_escaped_and_encoded_forms_are_found() {
-        assert_eq!(forms(r#"{"email":"alice.example@gmail.com"}"#), [(IdKind::Email, Form::Plain)]);
-        assert_eq!(forms("e=ALICE.EXAMPLE%40GMAIL.COM&x=1"), [(IdKind::Email, Form::UrlEncoded)]);
-        assert_eq!(forms(r#"{"e":"alice.example\u0040gmail.com"}"#), [(IdKind::Email, Form::JsonEscaped)]);
+        assert_eq!(
+            forms(r#"{"email":"alice.example@gmail.com"}"#),
+            [(IdKind::Email, Form::Plain)]
+        );
+        assert_eq!(
+            forms("e=ALICE.EXAMPLE%40GMAIL.COM&x=1"),
+            [(IdKind::Email, Form::UrlEncoded)]
+        );
+        assert_eq!(
+            forms(r#"{"e":"alice.example\u0040gmail.com"}"#),
+            [(IdKind::Email, Form::JsonEscaped)]
+        );
         let b64 = base64::engine::general_purpose::STANDARD.encode("alice.example@gmail.com");
         assert_eq!(forms(&format!("u={b64}")), [(IdKind::Email, Form::Base64)]);
-        assert_eq!(forms("name=Alice+Liddell"), [(IdKind::Name, Form::UrlEncoded)]);
-        assert_eq!(forms("Hello, alice liddell."), [(IdKind::Name, Form::Plain)]);
+        assert_eq!(
+            forms("name=Alice+Liddell"),
+            [(IdKind::Name, Form::UrlEncoded)]
+        );
+        assert_eq!(
+            forms("Hello, alice liddell."),
+            [(IdKind::Name, Form::Plain)]
+        );
     }
 
     #[test]
     fn identity_hashes_of_the_normalised_value_are_found_in_both_cases() {
         let h = sha256_hex("alice.example@gmail.com");
         assert_eq!(forms(&format!("em={h}")), [(IdKind::Email, Form::Sha256)]);
-        assert_eq!(forms(&format!("em={}", h.to_uppercase())), [(IdKind::Email, Form::Sha256)]);
+        assert_eq!(
+            forms(&format!("em={}", h.to_uppercase())),
+            [(IdKind::Email, Form::Sha256)]
+        );
         // Google's normalisation: the dots of a Gmail address removed.
         let g = sha256_hex("aliceexample@gmail.com");
         assert_eq!(forms(&format!("em={g}")), [(IdKind::Email, Form::Sha256)]);
@@ -408,22 +464,46 @@ mod tests {
         assert_eq!(forms(&sha1), [(IdKind::Email, Form::Sha1)]);
         let uid2 = base64::engine::general_purpose::STANDARD
             .encode(sha2::Sha256::digest(b"alice.example@gmail.com"));
-        assert_eq!(forms(&format!("\"{uid2}\"")), [(IdKind::Email, Form::Sha256Base64)]);
+        assert_eq!(
+            forms(&format!("\"{uid2}\"")),
+            [(IdKind::Email, Form::Sha256Base64)]
+        );
         // Meta hashes first and last names apart.
-        assert_eq!(forms(&format!("fn={}", sha256_hex("alice"))), [(IdKind::Name, Form::Sha256)]);
+        assert_eq!(
+            forms(&format!("fn={}", sha256_hex("alice"))),
+            [(IdKind::Name, Form::Sha256)]
+        );
     }
 
     #[test]
     fn identity_other_addresses_partial_matches_and_longer_words_are_not_the_user() {
-        assert!(forms("xalice.example@gmail.com").is_empty(), "another address");
-        assert!(forms("alice.example@gmail.com.evil.test").is_empty(), "another domain");
-        assert!(forms("alice.example@gmail.co").is_empty(), "a partial address");
-        assert!(forms("Alice Liddellson").is_empty(), "a name inside a longer word");
-        assert!(forms("MyAlice Liddell").is_empty(), "a name inside a longer word");
+        assert!(
+            forms("xalice.example@gmail.com").is_empty(),
+            "another address"
+        );
+        assert!(
+            forms("alice.example@gmail.com.evil.test").is_empty(),
+            "another domain"
+        );
+        assert!(
+            forms("alice.example@gmail.co").is_empty(),
+            "a partial address"
+        );
+        assert!(
+            forms("Alice Liddellson").is_empty(),
+            "a name inside a longer word"
+        );
+        assert!(
+            forms("MyAlice Liddell").is_empty(),
+            "a name inside a longer word"
+        );
         let h = sha256_hex("alice.example@gmail.com");
         assert!(forms(&format!("{h}00")).is_empty(), "a longer hex string");
         let b64 = base64::engine::general_purpose::STANDARD.encode("alice.example@gmail.com");
-        assert!(forms(&b64.to_lowercase()).is_empty(), "base64 is case-sensitive");
+        assert!(
+            forms(&b64.to_lowercase()).is_empty(),
+            "base64 is case-sensitive"
+        );
     }
 
     #[test]
@@ -432,7 +512,10 @@ mod tests {
         assert!(Identifier::email("a@b").is_err());
         assert!(Identifier::name("Al").is_err());
         assert!(Identifier::phone("12-34").is_err());
-        assert_eq!(Identifier::phone("+44 20 7946 0000").unwrap().value, "442079460000");
+        assert_eq!(
+            Identifier::phone("+44 20 7946 0000").unwrap().value,
+            "442079460000"
+        );
         assert!(!format!("{:?}", Identifier::email("a@b.test").unwrap()).contains("a@b"));
     }
 }

@@ -39,6 +39,7 @@ pub enum Place {
     Cookie,
     Body,
     /// A WebSocket message.
+    #[serde(rename = "websocket")]
     WebSocket,
 }
 
@@ -72,7 +73,11 @@ pub struct Request {
 #[serde(tag = "what", rename_all = "snake_case")]
 pub enum Sent {
     /// One of the user's or the machine's identifiers.
-    Identifier { kind: IdKind, form: Form, place: Place },
+    Identifier {
+        kind: IdKind,
+        form: Form,
+        place: Place,
+    },
     /// E-mail addresses that are none of the user's (counted, never kept).
     OtherEmails { place: Place },
 }
@@ -131,7 +136,10 @@ enum Stream {
     /// Between HTTP/1 requests (or before the first).
     Head(Vec<u8>),
     Body(http1::Pending),
-    WebSocket { host: Option<String>, buf: Vec<u8> },
+    WebSocket {
+        host: Option<String>,
+        buf: Vec<u8>,
+    },
     Http2(Box<http2::Connection>),
     /// Not HTTP, or out of step: waits for a write that starts a request.
     Lost,
@@ -150,7 +158,9 @@ pub struct Inspector {
 
 impl std::fmt::Debug for Inspector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inspector").field("rows", &self.leaks.len()).finish()
+        f.debug_struct("Inspector")
+            .field("rows", &self.leaks.len())
+            .finish()
     }
 }
 
@@ -202,7 +212,10 @@ impl Inspector {
             return;
         }
         self.stats.bytes_read += r.data.len() as u64;
-        let state = self.streams.pop(&(tgid, r.conn)).unwrap_or(Stream::Head(Vec::new()));
+        let state = self
+            .streams
+            .pop(&(tgid, r.conn))
+            .unwrap_or(Stream::Head(Vec::new()));
         let (state, requests) = step(state, &r.data, r.offset == 0);
         // A write longer than what was read leaves the stream out of step.
         let last_chunk = r.offset as u64 + r.data.len() as u64 >= r.total.min(16 * 1024);
@@ -232,7 +245,11 @@ impl Inspector {
             .collect();
         for (place, bytes) in &req.parts {
             for m in set.find(bytes) {
-                let sent = Sent::Identifier { kind: m.kind, form: m.form, place: *place };
+                let sent = Sent::Identifier {
+                    kind: m.kind,
+                    form: m.form,
+                    place: *place,
+                };
                 if !found.iter().any(|(s, _)| *s == sent) {
                     found.push((sent, Vec::new()));
                 }
@@ -247,7 +264,11 @@ impl Inspector {
             }
         }
         for (sent, others) in found {
-            let key = LeakKey { pid: r.header.tgid, host: req.host.clone(), sent };
+            let key = LeakKey {
+                pid: r.header.tgid,
+                host: req.host.clone(),
+                sent,
+            };
             if !self.leaks.contains_key(&key) && self.leaks.len() >= MAX_LEAKS {
                 self.stats.rows_dropped += 1;
                 continue;
@@ -282,8 +303,12 @@ impl Inspector {
 
     /// Forgets a process's connections (it ended); its rows stay.
     pub fn forget_process(&mut self, pid: u32) {
-        let gone: Vec<(u32, u64)> =
-            self.streams.iter().map(|(k, _)| *k).filter(|(p, _)| *p == pid).collect();
+        let gone: Vec<(u32, u64)> = self
+            .streams
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|(p, _)| *p == pid)
+            .collect();
         for k in gone {
             self.streams.pop(&k);
         }
@@ -303,7 +328,9 @@ fn cut_off(state: Stream) -> Stream {
 fn step(state: Stream, bytes: &[u8], start: bool) -> (Stream, Vec<Request>) {
     let mut out = Vec::new();
     let mut state = match state {
-        Stream::Lost if start && (http1::starts_request(bytes) || bytes.starts_with(http2::PREFACE)) => {
+        Stream::Lost
+            if start && (http1::starts_request(bytes) || bytes.starts_with(http2::PREFACE)) =>
+        {
             Stream::Head(Vec::new())
         }
         Stream::Lost => return (Stream::Lost, out),
@@ -315,7 +342,9 @@ fn step(state: Stream, bytes: &[u8], start: bool) -> (Stream, Vec<Request>) {
             Stream::Head(mut buf) => {
                 buf.extend_from_slice(&input);
                 input.clear();
-                if buf.len() >= 3 && http2::PREFACE.starts_with(&buf[..buf.len().min(http2::PREFACE.len())]) {
+                if buf.len() >= 3
+                    && http2::PREFACE.starts_with(&buf[..buf.len().min(http2::PREFACE.len())])
+                {
                     if buf.len() < http2::PREFACE.len() {
                         break (Stream::Head(buf), out);
                     }
@@ -344,7 +373,10 @@ fn step(state: Stream, bytes: &[u8], start: bool) -> (Stream, Vec<Request>) {
                 let ws = p.websocket.then(|| p.request.host.clone());
                 out.push(http1::finish(p));
                 match ws {
-                    Some(host) => Stream::WebSocket { host, buf: Vec::new() },
+                    Some(host) => Stream::WebSocket {
+                        host,
+                        buf: Vec::new(),
+                    },
                     None if input.is_empty() => break (Stream::Head(Vec::new()), out),
                     None => Stream::Head(Vec::new()),
                 }
@@ -356,12 +388,24 @@ fn step(state: Stream, bytes: &[u8], start: bool) -> (Stream, Vec<Request>) {
                     match http1::ws_frame(&buf) {
                         None => break,
                         Some(Err(_)) => return (Stream::Lost, out),
-                        Some(Ok((data, rsv1, opcode, n))) => {
-                            buf.drain(..n);
+                        Some(Ok(http1::WsFrame {
+                            data,
+                            compressed,
+                            opcode,
+                            len,
+                        })) => {
+                            buf.drain(..len);
                             // Text, binary and continuation frames carry the message.
-                            if matches!(opcode, 0 | 1 | 2) {
-                                let data = if rsv1 { http1::ws_inflate(&data) } else { Some(data) };
-                                let mut req = Request { host: host.clone(), ..Request::default() };
+                            if matches!(opcode, 0..=2) {
+                                let data = if compressed {
+                                    http1::ws_inflate(&data)
+                                } else {
+                                    Some(data)
+                                };
+                                let mut req = Request {
+                                    host: host.clone(),
+                                    ..Request::default()
+                                };
                                 match data {
                                     Some(d) => req.parts.push((Place::WebSocket, d)),
                                     None => req.unreadable = true,

@@ -24,8 +24,8 @@ use super::{
     budget::{self, BudgetSettings, FoldedCalls, UserOver},
     error::map_err,
     libc_probes, preflight,
-    tls_probes::TlsProbes,
     programs::{self, Kind, OBJECT, PROGRAMS},
+    tls_probes::TlsProbes,
     wire::comm_key,
 };
 use crate::{

@@ -150,7 +150,11 @@ impl TlsProbes {
                 }
             }
         }
-        log::debug!("process {pid}: {} plaintext probes attached, problems: {:?}", out.probes, out.problems);
+        log::debug!(
+            "process {pid}: {} plaintext probes attached, problems: {:?}",
+            out.probes,
+            out.problems
+        );
         Ok(out)
     }
 
@@ -271,11 +275,27 @@ mod tests {
 
     #[test]
     fn tls_libraries_are_known_by_name_and_version_suffix() {
-        assert_eq!(library_of(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")), Some(TlsLib::OpenSsl));
-        assert_eq!(library_of(Path::new("/opt/zoom/libssl.so.1.1")), Some(TlsLib::OpenSsl));
-        assert_eq!(library_of(Path::new("/usr/lib/libgnutls.so.30.34.3")), Some(TlsLib::GnuTls));
-        assert_eq!(library_of(Path::new("/usr/lib/libnspr4.so")), Some(TlsLib::Nspr));
-        assert_eq!(library_of(Path::new("/usr/lib/libssl3.so")), None, "NSS's libssl3 has no SSL_write");
+        assert_eq!(
+            library_of(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")),
+            Some(TlsLib::OpenSsl)
+        );
+        assert_eq!(
+            library_of(Path::new("/opt/zoom/libssl.so.1.1")),
+            Some(TlsLib::OpenSsl)
+        );
+        assert_eq!(
+            library_of(Path::new("/usr/lib/libgnutls.so.30.34.3")),
+            Some(TlsLib::GnuTls)
+        );
+        assert_eq!(
+            library_of(Path::new("/usr/lib/libnspr4.so")),
+            Some(TlsLib::Nspr)
+        );
+        assert_eq!(
+            library_of(Path::new("/usr/lib/libssl3.so")),
+            None,
+            "NSS's libssl3 has no SSL_write"
+        );
         assert_eq!(library_of(Path::new("/usr/lib/libssl.so.30")), None);
         assert_eq!(library_of(Path::new("/usr/lib/libcrypto.so.3")), None);
     }

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     CgroupData, EventHeader, EventKind, ExecData, ExitData, ForkData, PacketData, PlainData,
-    ResolvedData, SockData, TlsLib, AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED, EXE_UNKNOWN, IPPROTO_TCP,
-    IPPROTO_UDP, KIND_OFFSET, RESOLVED_ADDRS,
+    ResolvedData, SockData, TlsLib, AF_INET, AF_INET6, COMM_LEN, EXE_COMPONENTS, EXE_TRUNCATED,
+    EXE_UNKNOWN, IPPROTO_TCP, IPPROTO_UDP, KIND_OFFSET, RESOLVED_ADDRS,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

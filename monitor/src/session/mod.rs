@@ -11,8 +11,8 @@
 pub mod blocking;
 mod health;
 pub mod launch;
-pub mod plan;
 pub mod plaintext;
+pub mod plan;
 
 use std::{
     io,

@@ -24,6 +24,13 @@ fn ok(cmd: &mut Command) {
 
 pub const TLS_PORT: u16 = 4433;
 pub const HTTP_PORT: u16 = 8080;
+/// HTTPS (HTTP/1.1 and WebSocket) server that reads every request and answers 200
+/// (`tests/lab/https_sink.py`), on every address of the namespace.
+pub const SINK_PORT: u16 = 8443;
+/// HTTP/2 server (`nghttpd`), on every address of the namespace.
+pub const H2_PORT: u16 = 8444;
+/// The lab's scripts.
+pub const LAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab");
 /// HTTP/3 port of `quic.vendor.test` (a UDP peer that reads and never answers) and of
 /// `closed.vendor.test` (nothing listens: the kernel answers port unreachable).
 pub const QUIC_PORT: u16 = 443;
@@ -126,6 +133,15 @@ impl Lab {
                 cert.to_str().unwrap(),
             ]);
         }
+        let sink = format!("{LAB_DIR}/https_sink.py");
+        lab.spawn(&[
+            "python3",
+            &sink,
+            "0.0.0.0",
+            &SINK_PORT.to_string(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ]);
         let www = dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("index.html"), PAGE).unwrap();
@@ -138,6 +154,15 @@ impl Lab {
             "::",
             "--directory",
             www.to_str().unwrap(),
+        ]);
+        lab.spawn(&[
+            "nghttpd",
+            "--echo-upload",
+            "-d",
+            www.to_str().unwrap(),
+            &H2_PORT.to_string(),
+            key.to_str().unwrap(),
+            cert.to_str().unwrap(),
         ]);
         lab.spawn(&[
             super::PROBE,
@@ -191,7 +216,7 @@ impl Lab {
             let tls = Command::new("ip")
                 .args(["netns", "exec", &self.netns, "bash", "-c"])
                 .arg(format!(
-                    "exec 3<>/dev/tcp/127.0.0.1/{TLS_PORT} && exec 4<>/dev/tcp/::1/{TLS_PORT} && exec 5<>/dev/tcp/127.0.0.1/{HTTP_PORT}"
+                    "exec 3<>/dev/tcp/127.0.0.1/{TLS_PORT} && exec 4<>/dev/tcp/::1/{TLS_PORT} && exec 5<>/dev/tcp/127.0.0.1/{HTTP_PORT} && exec 6<>/dev/tcp/127.0.0.1/{SINK_PORT} && exec 7<>/dev/tcp/127.0.0.1/{H2_PORT}"
                 ))
                 .stderr(Stdio::null())
                 .status()
