@@ -57,7 +57,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).context("creating bench-results/")?;
     let mut all = serde_json::Map::new();
     all.insert("machine".into(), machine());
-    for bench in ["capture", "policy", "daemon", "store", "block", "soak"] {
+    for bench in [
+        "capture",
+        "policy",
+        "daemon",
+        "store",
+        "block",
+        "soak",
+        "plaintext",
+    ] {
         let out = dir.join(format!("{bench}.json"));
         run_cmd(
             cargo(&env)
