@@ -51,14 +51,21 @@ fn copy_write(ctx: &ProbeContext, lib: TlsLib, int_len: bool) -> u32 {
         if offset >= total {
             break;
         }
-        let Some(mut record) = reserve::<PlainData>(EventKind::Plaintext, origin) else {
-            break;
-        };
         let left = total - offset;
         let len = if left < PLAIN_CHUNK as u64 {
-            left as u32
+            left
         } else {
-            PLAIN_CHUNK as u32
+            PLAIN_CHUNK as u64
+        };
+        // Older verifiers (6.1) lose the bounds of `len` through the loop's arithmetic: the
+        // value goes through a barrier and is checked again where the helper reads it.
+        let len = core::hint::black_box(len);
+        if len == 0 || len > PLAIN_CHUNK as u64 {
+            break;
+        }
+        let len = len as u32;
+        let Some(mut record) = reserve::<PlainData>(EventKind::Plaintext, origin) else {
+            break;
         };
         let data = record.data();
         // SAFETY: the payload slot of a reserved record; the helper writes at most `len`

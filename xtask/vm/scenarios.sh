@@ -7,6 +7,8 @@ BW=${BW:-brokerwatch}
 P=${PROBE:-bw-netprobe}
 IN=${IN:-}
 CG=${CGROUP2:-/sys/fs/cgroup}
+BW_CERT=${BW_CERT:-/etc/bw-cert.pem}
+BW_KEY=${BW_KEY:-/etc/bw-key.pem}
 
 scenario() {
     name=$1
@@ -102,6 +104,23 @@ app_scope() {
     return 0
 }
 scenario app_scope app_scope
+
+# Plaintext (issue 25): what openssl s_client hands OpenSSL's SSL_write is read, decoded
+# and searched; the address is reported by kind, form and place, never by value.
+plaintext() {
+    $IN openssl s_server -quiet -accept 127.0.0.1:4443 -cert "$BW_CERT" -key "$BW_KEY" \
+        >/dev/null 2>&1 &
+    server=$!
+    sleep 1
+    printf 'POST /sales-api/match HTTP/1.1\r\nHost: sales.linkedin.com\r\nContent-Length: 28\r\n\r\n{"email":"vm@example.test"}\n' \
+        >/tmp/bw-plain.req
+    "$BW" audit --json --email vm@example.test -- \
+        $IN sh -c 'exec openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:4443 </tmp/bw-plain.req'
+    kill "$server" 2>/dev/null
+    wait "$server" 2>/dev/null
+    return 0
+}
+scenario plaintext plaintext
 
 kill "$SERVE" 2>/dev/null
 wait "$SERVE" 2>/dev/null

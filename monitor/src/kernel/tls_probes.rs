@@ -91,8 +91,13 @@ impl TlsProbes {
                 if let Kind::TlsProbe { .. } = p.kind {
                     let prog: &mut UProbe =
                         programs::get(ebpf, p.name).map_err(|e| e.to_string())?;
-                    prog.load()
-                        .map_err(|e| format!("the kernel rejected {}: {e}", p.name))?;
+                    prog.load().map_err(|e| {
+                        // The verifier's log runs to pages: its last lines say why.
+                        let text = error_chain(&e);
+                        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                        let tail: Vec<&str> = tail.into_iter().rev().collect();
+                        format!("the kernel rejected {}: {}", p.name, tail.join(" / "))
+                    })?;
                 }
             }
             Ok(())

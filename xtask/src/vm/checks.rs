@@ -127,6 +127,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("reexec", reexec),
     ("block", block),
     ("app_scope", app_scope),
+    ("plaintext", plaintext),
 ];
 
 pub fn check(output: &str) -> Report {
@@ -302,6 +303,27 @@ fn app_scope(s: &Section) -> Result<Option<String>, String> {
         return Err(format!("the scope's process is not Zoom: {r}"));
     }
     Ok(None)
+}
+
+fn plaintext(s: &Section) -> Result<Option<String>, String> {
+    let sent: Vec<&Value> = s.json.iter().filter(|v| v["type"] == "sent").collect();
+    let hit = sent.iter().find(|v| {
+        v["identifier"] == "email"
+            && v["form"] == "plain"
+            && v["place"] == "body"
+            && v["host"] == "sales.linkedin.com"
+    });
+    match hit {
+        Some(v) if v["library"] == "OpenSSL" && v["flagged"] == true => Ok(Some(format!(
+            "{} (of {} sent rows)",
+            v["summary"].as_str().unwrap_or(""),
+            sent.len()
+        ))),
+        _ => Err(format!(
+            "no e-mail address read from openssl s_client's SSL_write: {sent:?} {}",
+            s.text.join(" | ")
+        )),
+    }
 }
 
 fn loss(s: &Section) -> Result<Option<String>, String> {

@@ -295,6 +295,26 @@ fn copy_into(tree: &Path, file: &Path, dest: &str) -> Result<()> {
     Ok(())
 }
 
+/// A self-signed certificate for the plaintext scenario's server (made once).
+fn lab_certificate() -> Result<(PathBuf, PathBuf)> {
+    let dir = root().join("target/vm");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("lab-cert.pem"), dir.join("lab-key.pem"));
+    if !cert.exists() || !key.exists() {
+        run_cmd(
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                ])
+                .args(["-subj", "/CN=lab.test", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        )?;
+    }
+    Ok((cert, key))
+}
+
 fn build_initramfs(bins: &Binaries) -> Result<PathBuf> {
     let busybox = Path::new("/bin/busybox");
     let ldd = Command::new("ldd").arg(busybox).output()?;
@@ -312,7 +332,13 @@ fn build_initramfs(bins: &Binaries) -> Result<PathBuf> {
     copy_into(&tree, busybox, "/bin/busybox")?;
     copy_into(&tree, &bins.brokerwatch, "/usr/bin/brokerwatch")?;
     copy_into(&tree, &bins.probe, "/usr/bin/bw-netprobe")?;
-    for bin in [&bins.brokerwatch, &bins.probe] {
+    // The plaintext scenario's TLS client and server (OpenSSL's), with a certificate.
+    let openssl = Path::new("/usr/bin/openssl");
+    copy_into(&tree, openssl, "/usr/bin/openssl")?;
+    let (cert, key) = lab_certificate()?;
+    copy_into(&tree, &cert, "/etc/bw-cert.pem")?;
+    copy_into(&tree, &key, "/etc/bw-key.pem")?;
+    for bin in [&bins.brokerwatch, &bins.probe, &openssl.to_path_buf()] {
         for lib in libraries(bin)? {
             copy_into(&tree, &lib, &lib.display().to_string())?;
         }
@@ -417,7 +443,9 @@ fn host_leg(bins: &Binaries) -> Result<String> {
                 .env("BW", &bins.brokerwatch)
                 .env("PROBE", &bins.probe)
                 .env("IN", format!("ip netns exec {ns}"))
-                .env("CGROUP2", cgroup2_mount()?),
+                .env("CGROUP2", cgroup2_mount()?)
+                .env("BW_CERT", lab_certificate()?.0)
+                .env("BW_KEY", lab_certificate()?.1),
             GUEST_TIMEOUT,
         )?;
         Ok(format!("=== KERNEL {kernel}\n{out}=== DONE\n"))
