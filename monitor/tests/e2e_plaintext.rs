@@ -381,3 +381,93 @@ fn plaintext_is_off_without_identities_or_the_policy_setting() {
         "no plaintext probe without opting in: {stdout}"
     );
 }
+
+/// A Firefox profile that trusts the lab's certificate, background traffic off.
+fn firefox_profile(lab: &Lab) -> String {
+    let profile = lab.dir.join("firefox");
+    std::fs::create_dir_all(&profile).unwrap();
+    let db = format!("sql:{}", profile.display());
+    let certutil = |args: &[&str]| {
+        let ok = Command::new("certutil").args(args).status().unwrap();
+        assert!(ok.success(), "certutil {args:?}");
+    };
+    certutil(&["-N", "-d", &db, "--empty-password"]);
+    certutil(&[
+        "-A",
+        "-d",
+        &db,
+        "-n",
+        "lab",
+        "-t",
+        "P,,",
+        "-i",
+        lab.cert.to_str().unwrap(),
+    ]);
+    let prefs = [
+        ("network.trr.mode", "5"),
+        ("app.update.enabled", "false"),
+        ("network.captive-portal-service.enabled", "false"),
+        ("network.connectivity-service.enabled", "false"),
+        ("browser.safebrowsing.malware.enabled", "false"),
+        ("browser.safebrowsing.phishing.enabled", "false"),
+        ("datareporting.policy.dataSubmissionEnabled", "false"),
+    ];
+    let text: String = prefs
+        .iter()
+        .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
+        .collect();
+    std::fs::write(profile.join("user.js"), text).unwrap();
+    profile.display().to_string()
+}
+
+#[test]
+fn plaintext_firefox_fetch_posts_the_name_through_nss() {
+    let lab = Lab::new("ph");
+    // A page whose script posts the user's name to the lab's broker over HTTPS.
+    std::fs::write(
+        lab.dir.join("www/leak.html"),
+        format!(
+            "<html><body>lab<script>fetch(\"https://sales.linkedin.com:{SINK_PORT}/sales-api/profile\", \
+             {{method: \"POST\", mode: \"no-cors\", body: JSON.stringify({{name: \"Alice Liddell\"}})}});\
+             </script><img src=\"https://sales.linkedin.com:{SINK_PORT}/pixel.png\"></body></html>"
+        ),
+    )
+    .unwrap();
+    let profile = firefox_profile(&lab);
+    let shot = lab.dir.join("shot.png");
+    let url = format!(
+        "http://page.vendor.test:{}/leak.html",
+        common::lab::HTTP_PORT
+    );
+    let o = audit(
+        &[],
+        lab.exec(&[
+            "timeout",
+            "20",
+            "firefox-esr",
+            "--headless",
+            "--no-remote",
+            "--profile",
+            &profile,
+            "--screenshot",
+            shot.to_str().unwrap(),
+            &url,
+        ]),
+    );
+    let rows = sent(&o.lines);
+    let name = rows
+        .iter()
+        .find(|s| s["identifier"] == "name")
+        .unwrap_or_else(|| {
+            panic!(
+                "the name was not read from Firefox: {}\n{}",
+                o.stdout, o.stderr
+            )
+        });
+    assert_eq!(name["form"], "plain");
+    assert_eq!(name["place"], "body");
+    assert_eq!(name["host"], "sales.linkedin.com");
+    assert_eq!(name["library"], "NSS/NSPR");
+    assert_eq!(name["company"], "LinkedIn (Microsoft)");
+    nothing_kept(&o, &["Alice Liddell"]);
+}

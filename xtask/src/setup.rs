@@ -30,6 +30,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // Plaintext tests: a GnuTLS client, an HTTP/2 server.
     ("wget", "wget"),
     ("nghttpd", "nghttp2-server"),
+    // Firefox's plaintext test: the lab's certificate in the test profile.
+    ("certutil", "libnss3-tools"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),

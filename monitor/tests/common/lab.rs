@@ -10,6 +10,8 @@ use std::{
 pub struct Lab {
     pub netns: String,
     pub dir: PathBuf,
+    /// The servers' certificate (self-signed, the lab's HTTPS names in it).
+    pub cert: PathBuf,
     children: Vec<Child>,
 }
 
@@ -52,6 +54,7 @@ impl Lab {
         let mut lab = Lab {
             netns: netns.clone(),
             dir: dir.clone(),
+            cert: dir.join("cert.pem"),
             children: Vec::new(),
         };
         ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
@@ -112,6 +115,9 @@ impl Lab {
                 "1",
                 "-subj",
                 "/CN=lab.test",
+                // Browsers check names: the lab's HTTPS hosts are in the certificate.
+                "-addext",
+                "subjectAltName=DNS:lab.test,DNS:sales.linkedin.com,DNS:tls.meetingvendor.test",
                 "-keyout",
             ])
             .arg(&key)
