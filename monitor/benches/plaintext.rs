@@ -162,7 +162,7 @@ fn matching_throughput() -> Value {
         .map(|n| format!("\"field{n}\":\"value {n} of the form\","))
         .collect();
     let write = |n: usize| {
-        let extra = if n % 100 == 0 {
+        let extra = if n.is_multiple_of(100) {
             "\"em\":\"bench@example.test\","
         } else {
             ""
