@@ -42,6 +42,47 @@ pub async fn block(
     Ok(out.flush()?)
 }
 
+/// `brokerwatch identity add|remove|list`: the asking user's own identifiers. Values go
+/// to the daemon and never come back.
+pub async fn identity(
+    socket: &Path,
+    op: protocol::IdentityOp,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), ClientCommandError> {
+    match protocol::request(socket, &Request::Identity(op)).await? {
+        Reply::Done { message } => writeln!(out, "{message}")?,
+        reply @ Reply::Identities { .. } if json => {
+            out.write_all(protocol::encode(&reply).as_bytes())?
+        }
+        Reply::Identities {
+            identities,
+            inspecting,
+        } => {
+            if identities.is_empty() {
+                writeln!(
+                    out,
+                    "No identifiers kept (`brokerwatch identity add --email ADDR`)."
+                )?;
+            }
+            for i in &identities {
+                let when = crate::host::clock::local_hm_of_ms(i.added_ms);
+                writeln!(
+                    out,
+                    "{:<10} {}  (added {when})",
+                    i.kind.label(),
+                    i.fingerprint
+                )?;
+            }
+            if !inspecting {
+                writeln!(out, "The daemon does not read what apps send: an administrator turns it on with `[settings] inspect_plaintext = true`.")?;
+            }
+        }
+        _ => return Err(ClientCommandError::Unexpected("identity")),
+    }
+    Ok(out.flush()?)
+}
+
 /// `brokerwatch blocks`: the asking user's blocks, a line each (or JSON).
 pub async fn blocks(
     socket: &Path,

@@ -95,21 +95,10 @@ fn run() -> anyhow::Result<u8> {
                 &mut out,
             ))?)
         }
-        Command::Block(a) => done(block_on(client::block(
-            &a.socket.path,
-            &a.app,
-            &a.company,
-            false,
-            &mut out,
-        ))?),
+        Command::Block(a) => done(block_on(a.run(false, &mut out))?),
         Command::Blocks(a) => done(block_on(client::blocks(&a.socket.path, a.json, &mut out))?),
-        Command::Unblock(a) => done(block_on(client::block(
-            &a.socket.path,
-            &a.app,
-            &a.company,
-            true,
-            &mut out,
-        ))?),
+        Command::Unblock(a) => done(block_on(a.run(true, &mut out))?),
+        Command::Identity(c) => done(block_on(c.run(&mut out))?),
         Command::Notify(args) => done(block_on(notify::run(&args.socket.path, (&args).into()))?),
         Command::Install(args) => {
             // Root is checked first: an ordinary user gets that message, not EACCES.

@@ -39,6 +39,34 @@ pub enum Request {
     },
     /// The asking user's own blocks (every user's for root and admins).
     Blocks,
+    /// The asking user's own identifiers (`identity add|remove|list`, issue 25). A value
+    /// travels only from the client to the daemon, never back.
+    Identity(IdentityOp),
+}
+
+/// What `identity` asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum IdentityOp {
+    Add {
+        kind: crate::inspect::IdKind,
+        value: String,
+    },
+    Remove {
+        kind: crate::inspect::IdKind,
+        value: String,
+    },
+    List,
+}
+
+/// One of a user's identifiers as `identity list` shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityEntry {
+    pub kind: crate::inspect::IdKind,
+    /// Eight hex digits that tell entries apart (a keyed hash of the value).
+    pub fingerprint: String,
+    /// When it was added, epoch milliseconds.
+    pub added_ms: u64,
 }
 
 /// The JSON shape version every reply, audit line and report carries.
@@ -79,6 +107,12 @@ pub enum Reply {
     /// Users' blocks (`Request::Blocks`).
     Blocks {
         blocks: Vec<crate::policy::UserBlock>,
+    },
+    /// The asking user's identifiers (`identity list`), and whether the daemon reads
+    /// plaintext (`[settings] inspect_plaintext`).
+    Identities {
+        identities: Vec<IdentityEntry>,
+        inspecting: bool,
     },
     Error {
         message: String,

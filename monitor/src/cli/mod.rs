@@ -76,6 +76,11 @@ pub enum Command {
     Unblock(BlockArgs),
     /// The blocks you made with `block` (everyone's for root and the admin group).
     Blocks(ClientArgs),
+    /// Your own identifiers (e-mail, name, phone): the daemon reports when a watched app of
+    /// yours sends one, where the administrator turned on `inspect_plaintext`. Kept by the
+    /// daemon, readable by root only; never shown back.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
     /// The desktop agent: shows the daemon's alerts about your processes as notifications.
     Notify(NotifyArgs),
     /// Print the daemon's alerts about your processes as JSON lines as they happen.
@@ -118,6 +123,76 @@ pub struct BlockArgs {
     pub company: String,
     #[command(flatten)]
     pub socket: SocketArg,
+}
+
+impl BlockArgs {
+    /// `block` (or `unblock`) through the daemon.
+    pub async fn run(
+        &self,
+        unblock: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), crate::client::ClientCommandError> {
+        let socket = &self.socket.path;
+        crate::client::block(socket, &self.app, &self.company, unblock, out).await
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum IdentityCommand {
+    /// Keep one of your identifiers.
+    Add(IdentityValue),
+    /// Forget one of your identifiers.
+    Remove(IdentityValue),
+    /// Your identifiers: their kind and a fingerprint, never their values.
+    List(ClientArgs),
+}
+
+/// One identifier: exactly one of `--email`, `--name`, `--phone`.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("identifier").required(true).args(["email", "name", "phone"])))]
+pub struct IdentityValue {
+    #[arg(long, value_name = "ADDR")]
+    pub email: Option<String>,
+    #[arg(long, value_name = "\"FIRST LAST\"")]
+    pub name: Option<String>,
+    #[arg(long, value_name = "NUMBER")]
+    pub phone: Option<String>,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+impl IdentityValue {
+    fn kind_value(&self) -> (crate::inspect::IdKind, String) {
+        use crate::inspect::IdKind;
+        match (&self.email, &self.name, &self.phone) {
+            (Some(v), _, _) => (IdKind::Email, v.clone()),
+            (_, Some(v), _) => (IdKind::Name, v.clone()),
+            (_, _, Some(v)) => (IdKind::Phone, v.clone()),
+            _ => unreachable!("clap requires one"),
+        }
+    }
+}
+
+impl IdentityCommand {
+    /// Runs it through the daemon.
+    pub async fn run(
+        &self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), crate::client::ClientCommandError> {
+        use crate::protocol::IdentityOp;
+        let (socket, op, json) = match self {
+            Self::Add(v) => {
+                let (kind, value) = v.kind_value();
+                (&v.socket.path, IdentityOp::Add { kind, value }, false)
+            }
+            Self::Remove(v) => {
+                let (kind, value) = v.kind_value();
+                (&v.socket.path, IdentityOp::Remove { kind, value }, false)
+            }
+            Self::List(a) => (&a.socket.path, IdentityOp::List, a.json),
+        };
+        crate::client::identity(socket, op, json, out).await
+    }
 }
 
 #[derive(Args)]

@@ -10,6 +10,8 @@ use crate::{defaults, display::safe, finding::Finding, policy::Severity};
 
 /// `MESSAGE_ID` of an alert (a watched app contacted a listed company).
 pub const ALERT_ID: &str = "806cbbec17284d22a0d15f53c69e089b";
+/// `MESSAGE_ID` of what a watched app sent (an identifier, other people's addresses).
+pub const SENT_ID: &str = "3f0b6a1d9c2e4e7fb5a8d6c4e2f1a9b7";
 /// `MESSAGE_ID` of lost kernel records.
 pub const LOSS_ID: &str = "5145711e8dee41838df1398e8dda3bf4";
 /// `MESSAGE_ID` of users over their kernel record budget (a flood).
@@ -86,6 +88,48 @@ impl Journal {
         );
         if let Err(e) = sent {
             log::warn!("cannot write to the journal ({e}); alert: {message}");
+        }
+    }
+}
+
+impl Journal {
+    /// Writes what a watched app sent: the sentence and its fields (the identifier's kind
+    /// and form, never its value).
+    pub fn sent(&self, l: &crate::leak::Leak) {
+        let message = safe(&l.summary).into_owned();
+        let Some(journal) = &self.log else {
+            log::warn!("sent: {message} (pid {})", l.pid);
+            return;
+        };
+        let (pid, uid) = (l.pid.to_string(), l.uid.to_string());
+        let opt = |s: &Option<String>| safe(s.as_deref().unwrap_or("")).into_owned();
+        let (company, host, app) = (opt(&l.company), opt(&l.host), opt(&l.app));
+        let what = l.identifier.map_or("other_emails", |k| k.label());
+        let form = l
+            .form
+            .map_or(String::new(), |f| format!("{f:?}").to_lowercase());
+        let fields: [(&str, Value); 9] = [
+            ("MESSAGE_ID", Value::from(SENT_ID)),
+            ("BROKERWATCH_APP", Value::from(app.as_str())),
+            ("BROKERWATCH_COMPANY", Value::from(company.as_str())),
+            ("BROKERWATCH_DOMAIN", Value::from(host.as_str())),
+            ("BROKERWATCH_IDENTIFIER", Value::from(what)),
+            ("BROKERWATCH_FORM", Value::from(form.as_str())),
+            ("BROKERWATCH_PLACE", Value::from(l.place.phrase())),
+            ("BROKERWATCH_PID", Value::from(pid.as_str())),
+            ("BROKERWATCH_UID", Value::from(uid.as_str())),
+        ];
+        let level = if l.flagged { Level::Warn } else { Level::Info };
+        let sent = journal.journal_send(
+            &Record::builder()
+                .level(level)
+                .target(defaults::APP_NAME)
+                .args(format_args!("{message}"))
+                .key_values(&fields)
+                .build(),
+        );
+        if let Err(e) = sent {
+            log::warn!("cannot write to the journal ({e}); sent: {message}");
         }
     }
 }

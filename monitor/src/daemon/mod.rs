@@ -8,6 +8,7 @@
 //! reason ([`Daemon::reload`]), a client's command ([`Daemon::on_command`]) and a client
 //! connecting ([`Daemon::on_accept`]). [`run`] only dispatches.
 
+mod identities;
 pub mod journal;
 mod policy;
 pub mod server;
@@ -35,8 +36,11 @@ use crate::{
     },
     kernel::{KernelCounters, SensorError, SensorOptions},
     policy::{LoadError, PolicySources},
-    protocol::{Alert, Event, Notice, NoticeKind, Status},
-    session::{Blocking, Decided, Enforce, Plan, Session, SessionError, Step, Watch},
+    protocol::{Alert, Event, IdentityOp, Notice, NoticeKind, Reply, Status},
+    session::{
+        plaintext::PlaintextSettings, Blocking, Decided, Enforce, Plan, Session, SessionError,
+        Step, Watch,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,10 @@ pub struct Daemon {
     /// spinning; the ring keeps being read meanwhile.
     accept_paused_until: Option<tokio::time::Instant>,
     accept_errors: u64,
+    /// Users' own identifiers (`identity add`), for plaintext inspection.
+    identities: identities::Identities,
+    /// What watched apps sent that was told already (once per process, host and what).
+    sent_told: std::collections::HashSet<(u32, Option<String>, crate::inspect::Sent)>,
 }
 
 impl Daemon {
@@ -148,7 +156,14 @@ impl Daemon {
             sensor: opts.sensor.clone(),
             enforce: Enforce::Try,
         };
-        let session = Session::start(&plan, &policy.policy, Blocking::open(&opts.state_dir))?;
+        let identities = identities::Identities::open(&opts.state_dir);
+        // Plaintext is read only where the administrator's policy says so.
+        let plaintext = policy.policy.inspect_plaintext.then(|| PlaintextSettings {
+            machine: crate::inspect::machine::machine_identifiers(),
+            own: identities.all(),
+        });
+        let blocking = Blocking::open(&opts.state_dir);
+        let session = Session::start_reading(&plan, &policy.policy, blocking, plaintext)?;
         let (commands, command_rx) = mpsc::channel(defaults::COMMAND_QUEUE);
         let listener = bind(&opts)?;
         let shared = Arc::new(server::Shared {
@@ -179,6 +194,8 @@ impl Daemon {
             last_watchdog: Instant::now(),
             accept_paused_until: None,
             accept_errors: 0,
+            identities,
+            sent_told: Default::default(),
             opts,
         };
         d.update_status(d.session.counters().ok());
@@ -290,6 +307,57 @@ impl Daemon {
             server::Command::Blocks { peer, reply } => {
                 let _ = reply.send(self.session.blocking.visible_to(peer));
             }
+            server::Command::Identity { peer, op, reply } => {
+                let _ = reply.send(self.identity(peer.uid, op));
+            }
+        }
+    }
+
+    /// `identity add|remove|list` for `uid`'s own identifiers; values are never logged.
+    fn identity(&mut self, uid: u32, op: IdentityOp) -> Result<Reply, String> {
+        let done = |message: String| Reply::Done { message };
+        let outcome = match op {
+            IdentityOp::List => {
+                return Ok(Reply::Identities {
+                    identities: self.identities.list(uid),
+                    inspecting: self.session.plaintext.is_some(),
+                })
+            }
+            IdentityOp::Add { kind, value } => {
+                let now = crate::host::clock::now_ms();
+                self.identities.add(uid, kind, &value, now).map(done)
+            }
+            IdentityOp::Remove { kind, value } => {
+                self.identities.remove(uid, kind, &value).map(done)
+            }
+        };
+        if outcome.is_ok() {
+            log::info!("uid {uid} changed their identifiers");
+        }
+        if let Some(p) = &mut self.session.plaintext {
+            p.inspector.set_own(uid, self.identities.of(uid));
+        }
+        outcome
+    }
+
+    /// Tells what watched apps sent, once per (process, host, what): the journal with its
+    /// own MESSAGE_ID (the sentence and fields, never a value).
+    fn tell_sent(&mut self) {
+        if self.session.plaintext.is_none() {
+            return;
+        }
+        for leak in self.session.leaks(&self.policy.policy) {
+            let sent = match (leak.identifier, leak.form) {
+                (Some(kind), Some(form)) => crate::inspect::Sent::Identifier {
+                    kind,
+                    form,
+                    place: leak.place,
+                },
+                _ => crate::inspect::Sent::OtherEmails { place: leak.place },
+            };
+            if self.sent_told.insert((leak.pid, leak.host.clone(), sent)) {
+                self.journal.sent(&leak);
+            }
         }
     }
 
@@ -300,6 +368,7 @@ impl Daemon {
             self.reload(Reload::FileChanged);
         }
         let health = self.session.tick();
+        self.tell_sent();
         self.store_touched();
         self.update_status(health.counters);
         if let Some(notice) = health.loss {

@@ -97,6 +97,12 @@ pub enum Command {
         peer: Peer,
         reply: tokio::sync::oneshot::Sender<Vec<crate::policy::UserBlock>>,
     },
+    /// `brokerwatch identity add|remove|list`: `peer`'s own identifiers.
+    Identity {
+        peer: Peer,
+        op: crate::protocol::IdentityOp,
+        reply: tokio::sync::oneshot::Sender<Result<Reply, String>>,
+    },
 }
 
 /// Binds the socket: a stale socket file is replaced, anything else at the path is an
@@ -268,6 +274,7 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 company,
                 unblock,
             } => block(&shared, peer, app, company, unblock).await,
+            Request::Identity(op) => identity(&shared, peer, op).await,
         };
         if send(&mut w, &reply).await.is_err() {
             return;
@@ -358,6 +365,17 @@ async fn block(shared: &Shared, peer: Peer, app: String, company: String, unbloc
     }
 }
 
+async fn identity(shared: &Shared, peer: Peer, op: crate::protocol::IdentityOp) -> Reply {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    match ask(shared, Command::Identity { peer, op, reply }, rx)
+        .await
+        .and_then(|r| r)
+    {
+        Ok(reply) => reply,
+        Err(message) => Reply::Error { message },
+    }
+}
+
 /// Requests one uid may hand to the main loop per minute (blocks, block, unblock), whether
 /// they change anything or not.
 pub const COMMANDS_PER_MINUTE: usize = 120;
@@ -370,7 +388,9 @@ async fn ask<T>(
     answer: tokio::sync::oneshot::Receiver<T>,
 ) -> Result<T, String> {
     let uid = match &cmd {
-        Command::Block { peer, .. } | Command::Blocks { peer, .. } => peer.uid,
+        Command::Block { peer, .. }
+        | Command::Blocks { peer, .. }
+        | Command::Identity { peer, .. } => peer.uid,
     };
     if !shared.within_rate(uid) {
         return Err(format!(

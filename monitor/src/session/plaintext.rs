@@ -3,7 +3,9 @@
 //! (fork) are read as soon as their record arrives; the inspector takes the plaintext
 //! records; a process that ends is let go. A uprobe bound to a process follows it through
 //! `execve()` (the launched command is read from before its first instruction); a
-//! library it maps later is found on the next tick.
+//! library it maps later is found on the next tick. A process the kernel starts watching at
+//! its exec (an app found by name) is read from when its exec record is handled, a few
+//! milliseconds later: writes before that are not read.
 
 use std::collections::HashMap;
 
@@ -45,6 +47,8 @@ impl Plaintext {
     pub fn observe(&mut self, r: &Record) {
         match r {
             Record::Plain(p) => self.inspector.feed(p),
+            // A process the kernel starts watching when it executes an app's program.
+            Record::Exec(e) => self.to_read.push(e.header.tgid),
             Record::Fork(f) => self.to_read.push(f.child_tgid),
             Record::Exit(e) => self.ended.push(e.header.tgid),
             _ => {}

@@ -1,0 +1,135 @@
+//! Issue 25 in the always-on service: users keep their own identifiers with `brokerwatch
+//! identity`, the daemon (where the policy says `inspect_plaintext = true`) reads what
+//! their watched apps send and tells the journal "zoom sent your e-mail address ...",
+//! matching each user's processes against that user's identifiers only. Values are never
+//! shown back, logged or kept outside the root-only identities file.
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt as _, process::Command};
+
+use common::daemon::{client, lab_dir, wait_for, Daemon};
+
+const ALICE: u32 = 4242;
+const BOB: u32 = 4243;
+const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab");
+
+#[test]
+fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
+    common::require_root();
+    let dir = lab_dir("plain");
+    std::fs::write(
+        dir.join("policies.d/plain.toml"),
+        "[settings]\ninspect_plaintext = true\n\n[[destination]]\nid = \"lab-broker\"\ncompany = \"Lab Broker Inc\"\ncategory = \"data-broker\"\ndomains = [\"sales.broker.test\"]\nsource = \"test fixture\"\n",
+    )
+    .unwrap();
+    // A TLS server on loopback that reads every request.
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=sales.broker.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("python3")
+        .arg(format!("{LAB}/https_sink.py"))
+        .args(["127.0.0.1", &port.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .spawn()
+        .unwrap();
+    let d = Daemon::start(&dir);
+
+    // Each user keeps their own address; nobody sees a value back.
+    for (uid, addr) in [(ALICE, "alice@example.test"), (BOB, "bob@example.test")] {
+        let (code, text) = client(&dir, Some(uid), &["identity", "add", "--email", addr]);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    let (code, text) = client(&dir, Some(ALICE), &["identity", "list"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("email"), "{text}");
+    assert!(
+        !text.contains("alice@") && !text.contains("example.test"),
+        "{text}"
+    );
+    let (_, bad) = client(&dir, Some(ALICE), &["identity", "add", "--email", "nope"]);
+    assert!(bad.contains("not an e-mail address"), "{bad}");
+    let file = dir.join("state/identities.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Alice's app (python3 started as `zoom`) posts her address and Bob's. The daemon
+    // reads it from its exec record on: the client waits a second first.
+    let zoom = dir.join("zoom");
+    let real = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap();
+    std::os::unix::fs::symlink(real.trim(), &zoom).unwrap();
+    let body = dir.join("body.json");
+    std::fs::write(
+        &body,
+        r#"{"me":"alice@example.test","attendee":"bob@example.test"}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&body, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = format!("https://127.0.0.1:{port}/match");
+    let ran = Command::new("setpriv")
+        .args([
+            &format!("--reuid={ALICE}"),
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(&zoom)
+        .arg(format!("{LAB}/tls_client.py"))
+        .args([&url, "--sleep", "1", "--header", "Host: sales.broker.test"])
+        .arg("--data")
+        .arg(format!("@{}", body.display()))
+        .status()
+        .unwrap();
+    assert!(ran.success());
+    wait_for(
+        || d.log().contains("sent your e-mail address"),
+        "the daemon telling what zoom sent",
+    );
+    wait_for(
+        || d.log().contains("1 e-mail address that is not yours"),
+        "Bob's address counted as someone else's",
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = d.log();
+    // Bob's identifier is his: in Alice's traffic it is only "not yours".
+    assert_eq!(log.matches("sent your e-mail address").count(), 1, "{log}");
+    assert!(
+        log.contains("to Lab Broker Inc (sales.broker.test)"),
+        "{log}"
+    );
+    for value in ["alice@example.test", "bob@example.test", "alice@", "bob@"] {
+        assert!(!log.contains(value), "{value} in the daemon's log:\n{log}");
+    }
+    // Forgetting works, and says so without the value.
+    let (code, text) = client(
+        &dir,
+        Some(ALICE),
+        &["identity", "remove", "--email", "alice@example.test"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (_, text) = client(&dir, Some(ALICE), &["identity", "list"]);
+    assert!(text.contains("No identifiers kept"), "{text}");
+    drop(d);
+    std::fs::remove_dir_all(&dir).ok();
+}
