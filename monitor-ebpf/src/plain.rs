@@ -81,7 +81,10 @@ fn copy_write(ctx: &ProbeContext, lib: TlsLib, int_len: bool) -> u32 {
             let rc = bpf_probe_read_user(dst, len, src);
             (*data).len = if rc == 0 { len } else { 0 };
         }
-        record.submit();
+        // What an app sent may alert: the reader is woken (at most once a millisecond per
+        // CPU), else a write after the connection's last other record would wait in the ring
+        // for an unrelated wakeup.
+        record.submit_urgent();
     }
     0
 }

@@ -270,7 +270,7 @@ pub async fn events(socket: &Path, out: &mut dyn Write) -> Result<(), ClientComm
     let mut conn = protocol::Connection::open(socket, &Request::Subscribe).await?;
     while let Some(reply) = conn.next().await? {
         match reply {
-            Reply::Alert { .. } | Reply::Lagged { .. } => {
+            Reply::Alert { .. } | Reply::Lagged { .. } | Reply::Sent { .. } => {
                 out.write_all(protocol::encode(&reply).as_bytes())?;
                 out.flush()?;
             }

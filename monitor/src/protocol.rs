@@ -120,6 +120,13 @@ pub enum Reply {
     /// Something about monitoring itself (records lost in the kernel, ...), not about a
     /// user's processes.
     Notice(Notice),
+    /// What one of the user's watched apps sent to a flagged destination: the
+    /// identifier's kind and form, never its value.
+    Sent {
+        #[serde(default = "schema")]
+        schema: u32,
+        sent: Box<crate::leak::Leak>,
+    },
 }
 
 /// A condition of the monitor that subscribers should know of.
@@ -160,6 +167,8 @@ impl NoticeKind {
 pub enum Event {
     Alert(std::sync::Arc<Alert>),
     Notice(Notice),
+    /// A watched app sent an identifier to a flagged destination (plaintext inspection).
+    Sent(std::sync::Arc<crate::leak::Leak>),
 }
 
 /// A flagged contact, as the daemon announced and recorded it.
@@ -277,6 +286,11 @@ impl Peer {
     /// Whether this client may see `alert` (about a process of `alert.finding.uid`).
     pub fn may_see(&self, alert: &Alert) -> bool {
         self.admin || alert.finding.uid == self.uid
+    }
+
+    /// Whether this peer may hear what `uid`'s app sent.
+    pub fn may_see_uid(&self, uid: u32) -> bool {
+        self.admin || uid == self.uid
     }
 }
 

@@ -70,15 +70,28 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
         0o600
     );
 
+    // Each user's event stream (what the desktop agent reads).
+    let events = |uid: u32| {
+        let out = std::fs::File::create(dir.join(format!("events-{uid}.jsonl"))).unwrap();
+        Command::new("setpriv")
+            .args([&format!("--reuid={uid}"), "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_brokerwatch"))
+            .arg("events")
+            .arg("--socket")
+            .arg(dir.join("run/brokerwatch.sock"))
+            .stdout(out)
+            .spawn()
+            .unwrap()
+    };
+    let (mut alice_events, mut bob_events) = (events(ALICE), events(BOB));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
     // Alice's app (python3 started as `zoom`) posts her address and Bob's. The daemon
     // reads it from its exec record on: the client waits a second first.
     let zoom = dir.join("zoom");
-    let real = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .unwrap();
-    let real = String::from_utf8(real.stdout).unwrap();
-    std::os::unix::fs::symlink(real.trim(), &zoom).unwrap();
+    // Debian's own python3 (another user may not reach a version manager's under /root).
+    let real = std::fs::canonicalize("/usr/bin/python3").expect("Debian's python3");
+    std::os::unix::fs::symlink(&real, &zoom).unwrap();
     let body = dir.join("body.json");
     std::fs::write(
         &body,
@@ -101,25 +114,49 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
         .status()
         .unwrap();
     assert!(ran.success());
+    let alice_file = dir.join(format!("events-{ALICE}.jsonl"));
     wait_for(
-        || d.log().contains("sent your e-mail address"),
-        "the daemon telling what zoom sent",
+        || {
+            let text = std::fs::read_to_string(&alice_file).unwrap_or_default();
+            text.contains("sent your e-mail") && text.contains("not yours")
+        },
+        "Alice's desktop hearing what her app sent",
     );
-    wait_for(
-        || d.log().contains("1 e-mail address that is not yours"),
-        "Bob's address counted as someone else's",
+    for c in [&mut alice_events, &mut bob_events] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let heard = std::fs::read_to_string(&alice_file).unwrap();
+    assert!(heard.contains("\"identifier\":\"email\""), "{heard}");
+    assert!(
+        !heard.contains("example.test\""),
+        "a value reached the socket: {heard}"
+    );
+    let bob_heard = std::fs::read_to_string(dir.join(format!("events-{BOB}.jsonl"))).unwrap();
+    assert!(
+        !bob_heard.contains("sent"),
+        "Bob heard of Alice's app: {bob_heard}"
     );
     let _ = server.kill();
     let _ = server.wait();
     let log = d.log();
     // Bob's identifier is his: in Alice's traffic it is only "not yours".
-    assert_eq!(log.matches("sent your e-mail address").count(), 1, "{log}");
+    assert_eq!(
+        heard.matches("sent your e-mail address").count(),
+        1,
+        "{heard}"
+    );
     assert!(
-        log.contains("to Lab Broker Inc (sales.broker.test)"),
-        "{log}"
+        heard.contains("1 e-mail address that is not yours"),
+        "{heard}"
+    );
+    assert!(
+        heard.contains("to Lab Broker Inc (sales.broker.test)"),
+        "{heard}"
     );
     for value in ["alice@example.test", "bob@example.test", "alice@", "bob@"] {
         assert!(!log.contains(value), "{value} in the daemon's log:\n{log}");
+        assert!(!heard.contains(value), "{value} on the socket:\n{heard}");
     }
     // Forgetting works, and says so without the value.
     let (code, text) = client(

@@ -357,6 +357,10 @@ impl Daemon {
             };
             if self.sent_told.insert((leak.pid, leak.host.clone(), sent)) {
                 self.journal.sent(&leak);
+                // The user's desktop hears of leaks to flagged destinations.
+                if leak.flagged {
+                    let _ = self.shared.alerts.send(Event::Sent(Arc::new(leak)));
+                }
             }
         }
     }

@@ -434,6 +434,11 @@ async fn subscribe(w: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared, pe
             Ok(Event::Alert(_)) => continue,
             Ok(Event::Notice(n)) if n.kind.for_everyone() || peer.admin => Reply::Notice(n),
             Ok(Event::Notice(_)) => continue,
+            Ok(Event::Sent(l)) if peer.may_see_uid(l.uid) => Reply::Sent {
+                schema: crate::report::SCHEMA,
+                sent: Box::new((*l).clone()),
+            },
+            Ok(Event::Sent(_)) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => Reply::Lagged { missed },
             Err(broadcast::error::RecvError::Closed) => return,
         };

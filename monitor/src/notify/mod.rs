@@ -121,6 +121,20 @@ fn show_notice(n: &crate::protocol::Notice) {
     }
 }
 
+/// Shows what an app sent ("zoom sent your e-mail address (SHA-256) in the URL to LinkedIn
+/// (sales.linkedin.com)"): each once, as the daemon tells each once.
+fn show_sent(l: &crate::leak::Leak) {
+    let shown = notify_rust::Notification::new()
+        .appname(defaults::APP_NAME)
+        .summary("brokerwatch: personal data sent")
+        .body(&markup_escape(&crate::display::safe(&l.summary)))
+        .icon("dialog-warning")
+        .show();
+    if let Err(e) = shown {
+        log::warn!("cannot show a notification: {e}");
+    }
+}
+
 /// Shows a note through the desktop's notification server; offers Details and Mute where
 /// the server supports actions.
 fn show(
@@ -322,6 +336,9 @@ impl Agent {
                     Ok(Some(Reply::Alert { alert, .. })) => self.on_alert(*alert),
                     Ok(Some(Reply::Lagged { missed })) => self.on_lagged(missed).await,
                     Ok(Some(Reply::Notice(n))) => self.on_notice(n),
+                    Ok(Some(Reply::Sent { sent, .. })) => {
+                        tokio::task::spawn_blocking(move || show_sent(&sent));
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => return Ended::Disconnected,
                     Err(e) => {
