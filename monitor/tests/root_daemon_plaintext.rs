@@ -24,23 +24,8 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
     )
     .unwrap();
     // A TLS server on loopback that reads every request.
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=sales.broker.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (key, cert) = common::self_signed(&dir, "sales.broker.test");
+    let port = common::free_port();
     let mut server = Command::new("python3")
         .arg(format!("{LAB}/https_sink.py"))
         .args(["127.0.0.1", &port.to_string()])

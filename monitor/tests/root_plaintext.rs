@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{path::PathBuf, process::Command};
 
 use brokerwatch::kernel::wire::Record;
 use common::Harness;
@@ -28,23 +25,8 @@ fn python() -> PathBuf {
 fn plaintext_is_read_only_from_the_watched_process_never_from_another_using_the_same_libssl() {
     let dir = std::env::temp_dir().join(format!("bw-root-plain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=lab.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let port = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().port()
-    };
+    let (key, cert) = common::self_signed(&dir, "lab.test");
+    let port = common::free_port();
     let mut server = Command::new(python())
         .arg(format!("{LAB}/https_sink.py"))
         .args(["127.0.0.1", &port.to_string()])

@@ -5,8 +5,6 @@
 
 use std::{
     collections::HashMap,
-    io::Write as _,
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -160,21 +158,8 @@ impl Identities {
     /// someone planted, readable by root only.
     fn save(&self) -> Result<(), String> {
         let write = || -> std::io::Result<()> {
-            let tmp = self
-                .path
-                .with_extension(format!("tmp.{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             let text = serde_json::to_string(&self.by_uid).map_err(std::io::Error::other)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
+            crate::host::files::write_private(&self.path, text.as_bytes())
         };
         write().map_err(|e| format!("cannot keep identifiers in {}: {e}", self.path.display()))
     }
@@ -188,6 +173,8 @@ fn fingerprint(uid: u32, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]

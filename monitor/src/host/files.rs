@@ -96,6 +96,23 @@ pub fn writable_by_others(path: &Path, meta: &Metadata) -> Option<String> {
 /// Reads a text file of at most `limit` bytes. Refuses FIFOs, devices, sockets and
 /// directories; reports invalid UTF-8 with its line and column. When we run as root, warns
 /// (in the log) if anyone else could rewrite the file.
+/// Writes `bytes` to a new root-only (0600) file beside `path` and renames it over:
+/// never half a file, never through a link someone planted.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn read_text(path: &Path, limit: u64) -> Result<String, FileError> {
     let (f, meta) = open_regular(path)?;
     if meta.len() > limit {

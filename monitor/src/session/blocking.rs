@@ -7,9 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    io::Write as _,
     net::IpAddr,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -362,19 +360,8 @@ fn read_user_blocks(path: &Path) -> Vec<UserBlock> {
     }
 }
 
-/// Writes the blocks to a new file beside `path` and renames it over (never half a file,
-/// never through a link someone planted).
+/// Writes the blocks (root only, atomically; see [`crate::host::files::write_private`]).
 fn save(path: &Path, blocks: &[UserBlock]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
     let text = serde_json::to_string_pretty(blocks).map_err(std::io::Error::other)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::host::files::write_private(path, text.as_bytes())
 }

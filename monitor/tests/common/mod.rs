@@ -42,6 +42,34 @@ pub fn accepting_listener(addr: &str) -> (std::net::TcpListener, u16) {
     (l, port)
 }
 
+/// A self-signed certificate for `cn` in `dir`: (key, cert).
+pub fn self_signed(dir: &std::path::Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (key, cert)
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 pub fn require_root() {
     // SAFETY: no arguments.
     let euid = unsafe { libc::geteuid() };
