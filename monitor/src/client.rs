@@ -227,11 +227,21 @@ pub async fn history(
 ) -> Result<(), ClientCommandError> {
     let since_ms = crate::host::clock::now_ms().saturating_sub(since.as_millis() as u64);
     let reply = protocol::request(socket, &Request::History { since_ms }).await?;
-    let Reply::History { alerts, schema } = reply else {
+    let Reply::History {
+        alerts,
+        schema,
+        sent,
+    } = reply
+    else {
         return Err(ClientCommandError::Unexpected("history"));
     };
     if json {
-        out.write_all(protocol::encode(&Reply::History { alerts, schema }).as_bytes())?;
+        let reply = Reply::History {
+            alerts,
+            schema,
+            sent,
+        };
+        out.write_all(protocol::encode(&reply).as_bytes())?;
         return Ok(out.flush()?);
     }
     if alerts.is_empty() {
@@ -243,6 +253,20 @@ pub async fn history(
     }
     for a in &alerts {
         write_alert(out, a)?;
+    }
+    if !sent.is_empty() {
+        writeln!(out, "What your apps sent:")?;
+    }
+    for l in &sent {
+        let mark = if l.flagged { "!" } else { " " };
+        writeln!(
+            out,
+            "{}{mark} {} ({}x, pid {})",
+            crate::report::text::when(l.last_ms, true),
+            safe(&l.summary),
+            l.requests,
+            l.pid
+        )?;
     }
     Ok(out.flush()?)
 }

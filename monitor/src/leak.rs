@@ -133,14 +133,7 @@ pub fn decide<P: ProcSource>(
 
 /// "zoom sent your e-mail address (SHA-256) in the URL to LinkedIn (sales.linkedin.com)".
 pub fn sentence(who: &str, l: &Leak) -> String {
-    let what = match (l.identifier, l.form) {
-        (Some(kind), Some(Form::Plain)) => kind.phrase().to_owned(),
-        (Some(kind), Some(form)) => format!("{} ({})", kind.phrase(), form.phrase()),
-        _ => match l.other_addresses {
-            1 => "1 e-mail address that is not yours".to_owned(),
-            n => format!("{n} e-mail addresses that are not yours"),
-        },
-    };
+    let what = what_phrase(l.identifier, l.form, l.other_addresses);
     let host = l
         .host
         .as_deref()
@@ -151,6 +144,19 @@ pub fn sentence(who: &str, l: &Leak) -> String {
         (None, _) => host.to_owned(),
     };
     format!("{who} sent {what} {} to {whom}", l.place.phrase())
+}
+
+/// What was sent, as people read it: "your e-mail address (SHA-256)", "3 e-mail addresses
+/// that are not yours" (`others` counts only when no identifier is named).
+pub fn what_phrase(identifier: Option<IdKind>, form: Option<Form>, others: u64) -> String {
+    match (identifier, form) {
+        (Some(kind), Some(Form::Plain) | None) => kind.phrase().to_owned(),
+        (Some(kind), Some(form)) => format!("{} ({})", kind.phrase(), form.phrase()),
+        _ => match others {
+            1 => "1 e-mail address that is not yours".to_owned(),
+            n => format!("{n} e-mail addresses that are not yours"),
+        },
+    }
 }
 
 fn strip_port(host: &str) -> &str {

@@ -98,6 +98,9 @@ pub enum Reply {
         #[serde(default = "schema")]
         schema: u32,
         alerts: Vec<Alert>,
+        /// What the user's apps sent (issue 25): kinds and forms, never a value.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sent: Vec<crate::leak::Leak>,
     },
     Report(Box<crate::report::Report>),
     /// A request that changed something was carried out.
@@ -253,6 +256,9 @@ pub struct StoreStatus {
     /// Alerts and connection updates written since the daemon started.
     pub alerts_written: u64,
     pub connections_written: u64,
+    /// Rows of what apps sent written (issue 25).
+    #[serde(default)]
+    pub sent_written: u64,
     /// Waiting to be written (the disk is slow, full or the file broken).
     pub pending: u64,
     /// Given up on: more than the store's limit were waiting.

@@ -471,3 +471,99 @@ fn plaintext_firefox_fetch_posts_the_name_through_nss() {
     assert_eq!(name["company"], "LinkedIn (Microsoft)");
     nothing_kept(&o, &["Alice Liddell"]);
 }
+
+/// Zoom and Webex ship their own OpenSSL beside their program, and their launch scripts
+/// point `LD_LIBRARY_PATH` at it. The copy is probed when the app starts, before it is
+/// loaded: here python3 (Debian's) sleeps a second, then loads `libssl.so.3` from the app's
+/// directory and at once posts the address. No tick falls between the load and the write
+/// (the rescan of mapped libraries would be too late): only the look beside the app finds it.
+#[test]
+fn plaintext_an_apps_own_libssl_copy_is_read_from_before_the_app_loads_it() {
+    let lab = Lab::new("pg");
+    let app = lab.dir.join("zoomapp");
+    std::fs::create_dir_all(&app).unwrap();
+    let system = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    assert!(system.is_file(), "Debian's libssl3 is installed by setup");
+    std::fs::copy(system, app.join("libssl.so.3")).unwrap();
+    let body = file(
+        &lab,
+        "body.json",
+        format!(r#"{{"email":"{EMAIL}"}}"#).as_bytes(),
+    );
+    let url = file(
+        &lab,
+        "url.txt",
+        format!("https://sales.linkedin.com:{SINK_PORT}/match").as_bytes(),
+    );
+    let maps = lab.dir.join("maps.txt");
+    let client = format!("{LAB_DIR}/tls_client.py");
+    let wrapper = format!(
+        "import time, sys, runpy\n\
+         time.sleep(1)\n\
+         import ssl\n\
+         open({maps:?}, 'w').write(''.join(l for l in open('/proc/self/maps') if 'libssl' in l))\n\
+         sys.argv = [{client:?}, '@{url}', '--data', '@{body}']\n\
+         runpy.run_path({client:?})\n",
+        maps = maps.display().to_string(),
+    );
+    let o = audit(
+        &[],
+        lab.exec(&[
+            "env",
+            &format!("LD_LIBRARY_PATH={}", app.display()),
+            "/usr/bin/python3",
+            "-c",
+            &wrapper,
+        ]),
+    );
+    let mapped = std::fs::read_to_string(&maps).unwrap();
+    assert!(
+        mapped.contains(&app.join("libssl.so.3").display().to_string())
+            && !mapped.contains(&system.display().to_string()),
+        "the app used its own copy: {mapped}"
+    );
+    assert_eq!(
+        what(&o.lines),
+        [t("email", "plain", "body")],
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert_eq!(sent(&o.lines)[0]["library"], "OpenSSL");
+    nothing_kept(&o, &[EMAIL]);
+}
+
+/// Debian's chromium links BoringSSL in, stripped: its TLS cannot be read, and the audit
+/// says so per program (it must not look as if chromium sent nothing).
+#[test]
+fn plaintext_chromium_is_said_not_readable_per_program() {
+    let lab = Lab::new("ph");
+    let profile = lab.dir.join("profile");
+    let script = format!(
+        "exec timeout 20 chromium --headless=new --no-sandbox --disable-gpu --no-first-run \
+         --disable-background-networking --disable-component-update --disable-sync \
+         --ignore-certificate-errors --user-data-dir={} --dump-dom \
+         https://sales.linkedin.com:{SINK_PORT}/ >/dev/null 2>&1",
+        profile.display()
+    );
+    let o = audit(&[], lab.exec(&["sh", "-c", &script]));
+    let summary = o.lines.iter().find(|l| l["type"] == "summary").unwrap();
+    let said: Vec<&str> = summary["plaintext_not_readable"]
+        .as_array()
+        .unwrap_or_else(|| panic!("nothing said: {summary}\n{}", o.stderr))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("chromium (/usr/lib/chromium/chromium): TLS (BoringSSL) is built into the program without symbols"),
+        "{said:?}"
+    );
+    assert!(
+        o.lines
+            .iter()
+            .any(|l| l["type"] == "connection" && l["domain"] == "sales.linkedin.com"),
+        "who it talked to is still seen: {}",
+        o.stdout
+    );
+}

@@ -145,6 +145,7 @@ fn golden_history_and_report_json_of_a_recorded_audit_are_unchanged() {
     let history = Reply::History {
         schema: report::SCHEMA,
         alerts,
+        sent: Vec::new(),
     };
     golden("history.json", &protocol::encode(&history));
     let outcome = AuditOutcome {

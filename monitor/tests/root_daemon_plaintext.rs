@@ -143,6 +143,44 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
         assert!(!log.contains(value), "{value} in the daemon's log:\n{log}");
         assert!(!heard.contains(value), "{value} on the socket:\n{heard}");
     }
+    // The store keeps it: Alice's report says what the company received, her history
+    // what her app sent; Bob's say nothing of it.
+    let mut report = String::new();
+    wait_for(
+        || {
+            report = client(&dir, Some(ALICE), &["report", "--json"]).1;
+            report.contains("\"received\"")
+        },
+        "Alice's report saying what Lab Broker Inc received",
+    );
+    assert!(
+        report.contains("\"what\":\"your e-mail address\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("\"what\":\"1 e-mail address that is not yours\""),
+        "{report}"
+    );
+    let (code, text) = client(&dir, Some(ALICE), &["report"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("received: your e-mail address in the body"),
+        "{text}"
+    );
+    let (code, history) = client(&dir, Some(ALICE), &["history"]);
+    assert_eq!(code, Some(0), "{history}");
+    assert!(history.contains("What your apps sent:"), "{history}");
+    assert!(
+        history.contains("sent your e-mail address in the body to Lab Broker Inc"),
+        "{history}"
+    );
+    for args in [&["report", "--json"][..], &["history", "--json"][..]] {
+        let (_, bob_sees) = client(&dir, Some(BOB), args);
+        assert!(
+            !bob_sees.contains("received") && !bob_sees.contains("\"sent\""),
+            "Bob sees Alice's: {bob_sees}"
+        );
+    }
     // Forgetting works, and says so without the value.
     let (code, text) = client(
         &dir,
@@ -153,5 +191,22 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
     let (_, text) = client(&dir, Some(ALICE), &["identity", "list"]);
     assert!(text.contains("No identifiers kept"), "{text}");
     drop(d);
+    // Not a byte of a value in the store (its database, journal and shared memory).
+    let mut files = 0;
+    for e in std::fs::read_dir(dir.join("state")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("brokerwatch.db") {
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(e.path()).unwrap();
+        for value in ["alice@example.test", "bob@example.test", "alice@", "bob@"] {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{value} in {name}"
+            );
+        }
+    }
+    assert!(files >= 1, "the store was written");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -105,6 +105,9 @@ fn write_sent(out: &mut dyn Write, leaks: &[Leak], s: &Summary) -> io::Result<()
         return Ok(());
     };
     writeln!(out)?;
+    for why in &s.plaintext_not_readable {
+        writeln!(out, "Not readable: {}.", crate::display::safe(why))?;
+    }
     if leaks.is_empty() {
         writeln!(
             out,

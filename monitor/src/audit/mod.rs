@@ -108,6 +108,9 @@ pub struct Summary {
     /// What the plaintext reader read and could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plaintext: Option<crate::inspect::InspectStats>,
+    /// Watched programs whose TLS cannot be read (built in without symbols), as sentences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plaintext_not_readable: Vec<String>,
 }
 
 impl Summary {
@@ -173,7 +176,8 @@ impl AuditOutcome {
             .rows
             .iter()
             .map(|f| crate::report::Contact::of(f, f.first_ms, f.last_ms));
-        let mut r = crate::report::build(contacts, "audit", 0, 0);
+        let sent = self.leaks.iter().map(crate::report::SentContact::of);
+        let mut r = crate::report::build(contacts, sent, "audit", 0, 0);
         let s = &self.summary;
         let mut facts = vec![("Watched".to_owned(), s.watched.join(", "))];
         if let Some(cmd) = &s.command {
@@ -330,6 +334,7 @@ fn finish(
     let leaks = session.leaks(policy);
     if let Some(p) = &session.plaintext {
         summary.plaintext = Some(p.stats());
+        summary.plaintext_not_readable = p.not_readable.clone();
         summary.sent = Some(leaks.len());
         summary.sent_flagged = Some(leaks.iter().filter(|l| l.flagged).count());
     }

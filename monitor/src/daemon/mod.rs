@@ -11,6 +11,7 @@
 mod identities;
 pub mod journal;
 mod policy;
+mod sent;
 pub mod server;
 pub mod store;
 pub mod systemd;
@@ -133,8 +134,8 @@ pub struct Daemon {
     accept_errors: u64,
     /// Users' own identifiers (`identity add`), for plaintext inspection.
     identities: identities::Identities,
-    /// What watched apps sent that was told already (once per process, host and what).
-    sent_told: std::collections::HashSet<(u32, Option<String>, crate::inspect::Sent)>,
+    /// What watched apps sent that was told and stored already.
+    sent: sent::SentBook,
 }
 
 impl Daemon {
@@ -195,7 +196,7 @@ impl Daemon {
             accept_paused_until: None,
             accept_errors: 0,
             identities,
-            sent_told: Default::default(),
+            sent: Default::default(),
             opts,
         };
         d.update_status(d.session.counters().ok());
@@ -338,31 +339,6 @@ impl Daemon {
             p.inspector.set_own(uid, self.identities.of(uid));
         }
         outcome
-    }
-
-    /// Tells what watched apps sent, once per (process, host, what): the journal with its
-    /// own MESSAGE_ID (the sentence and fields, never a value).
-    fn tell_sent(&mut self) {
-        if self.session.plaintext.is_none() {
-            return;
-        }
-        for leak in self.session.leaks(&self.policy.policy) {
-            let sent = match (leak.identifier, leak.form) {
-                (Some(kind), Some(form)) => crate::inspect::Sent::Identifier {
-                    kind,
-                    form,
-                    place: leak.place,
-                },
-                _ => crate::inspect::Sent::OtherEmails { place: leak.place },
-            };
-            if self.sent_told.insert((leak.pid, leak.host.clone(), sent)) {
-                self.journal.sent(&leak);
-                // The user's desktop hears of leaks to flagged destinations.
-                if leak.flagged {
-                    let _ = self.shared.alerts.send(Event::Sent(Arc::new(leak)));
-                }
-            }
-        }
     }
 
     /// The periodic work: policy files, the session's health, the store, status, standing

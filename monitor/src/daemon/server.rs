@@ -306,12 +306,19 @@ async fn history(shared: &Shared, peer: Peer, since_ms: u64) -> Option<String> {
     let path = shared.store_path.clone();
     tokio::task::spawn_blocking(move || {
         let only = (!peer.admin).then_some(peer.uid);
-        match super::store::read_alerts(&path, since_ms, only) {
-            Ok(alerts) => {
+        let read = super::store::read_alerts(&path, since_ms, only)
+            .and_then(|alerts| Ok((alerts, super::store::read_sent(&path, since_ms, only)?)));
+        match read {
+            Ok((alerts, sent)) => {
                 let alerts: Vec<Alert> = alerts.into_iter().filter(|a| peer.may_see(a)).collect();
+                let sent = sent
+                    .into_iter()
+                    .filter(|l| peer.may_see_uid(l.uid))
+                    .collect();
                 protocol::encode(&Reply::History {
                     schema: crate::report::SCHEMA,
                     alerts,
+                    sent,
                 })
             }
             Err(e) => protocol::encode(&Reply::Error {

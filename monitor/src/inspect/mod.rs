@@ -301,6 +301,11 @@ impl Inspector {
         out
     }
 
+    /// Forgets a process's rows (it ended and they were kept elsewhere).
+    pub fn forget_rows_of(&mut self, pid: u32) {
+        self.leaks.retain(|k, _| k.pid != pid);
+    }
+
     /// Forgets a process's connections (it ended); its rows stay.
     pub fn forget_process(&mut self, pid: u32) {
         let gone: Vec<(u32, u64)> = self

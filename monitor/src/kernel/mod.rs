@@ -20,6 +20,7 @@ pub mod libc_probes;
 pub mod preflight;
 pub mod programs;
 pub mod sensor;
+pub mod tls_binary;
 pub mod tls_probes;
 pub mod wire;
 

@@ -46,6 +46,10 @@ pub struct TlsProbes {
     /// Links per process, and the libraries they are on.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
     probed: HashMap<u32, Vec<PathBuf>>,
+    /// The program each process ran when its own directories were last looked at.
+    scanned: HashMap<u32, PathBuf>,
+    /// What each program has of TLS built in, by path (looked at once).
+    builtin: HashMap<PathBuf, super::tls_binary::Builtin>,
     /// Libraries read at least once, for `hooks()`.
     seen: Vec<PathBuf>,
     /// Where detached probes are closed (a thread of its own).
@@ -59,6 +63,8 @@ pub struct Attached {
     pub probes: usize,
     /// Libraries or symbols that could not be probed, and why.
     pub problems: Vec<String>,
+    /// The process's program has TLS built in that cannot be read, said as people read it.
+    pub not_readable: Option<String>,
 }
 
 impl TlsProbes {
@@ -114,6 +120,31 @@ impl TlsProbes {
         self.load(ebpf)?;
         let scope = NonZeroU32::new(pid).ok_or("pid 0 cannot be read")?;
         let mut libs = self.system.clone();
+        // An app's own copies, found when it starts (before it loads them), and again
+        // after it executes another program.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let mut not_readable = None;
+        if let Some(exe) = exe.filter(|e| self.scanned.get(&pid) != Some(e)) {
+            for (lib, path) in bundled_libraries(pid, &exe) {
+                if !libs.iter().any(|(_, p)| same_file(p, &path)) {
+                    libs.push((lib, path));
+                }
+            }
+            use super::tls_binary::{builtin_tls, not_readable as unreadable, Builtin};
+            if self.builtin.len() >= 1024 {
+                self.builtin.clear();
+            }
+            let builtin = *self
+                .builtin
+                .entry(exe.clone())
+                .or_insert_with(|| builtin_tls(&exe));
+            match builtin {
+                Builtin::Symbols => libs.push((TlsLib::OpenSsl, exe.clone())),
+                Builtin::Stripped => not_readable = Some(unreadable(&exe)),
+                Builtin::Nothing => {}
+            }
+            self.scanned.insert(pid, exe);
+        }
         for path in mapped_libraries(pid) {
             if let Some(lib) = library_of(&path) {
                 if !libs.iter().any(|(_, p)| same_file(p, &path)) {
@@ -121,7 +152,10 @@ impl TlsProbes {
                 }
             }
         }
-        let mut out = Attached::default();
+        let mut out = Attached {
+            not_readable,
+            ..Attached::default()
+        };
         let links = self.links.entry(pid).or_default();
         let probed = self.probed.entry(pid).or_default();
         for (lib, path) in libs {
@@ -166,6 +200,7 @@ impl TlsProbes {
     /// Detaches `pid`'s probes (it exited, or is no longer watched).
     pub fn detach(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.probed.remove(&pid);
+        self.scanned.remove(&pid);
         let Some(links) = self.links.remove(&pid) else {
             return;
         };
@@ -259,6 +294,70 @@ fn system_libraries() -> Vec<(TlsLib, PathBuf)> {
         .collect()
 }
 
+/// Directories whose programs are the system's: they hold no app's own libraries.
+const SYSTEM_BIN: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"];
+/// Bounds of the look for bundled libraries (a hostile directory costs no more).
+const MAX_DIRS: usize = 32;
+const MAX_ENTRIES: usize = 1024;
+const MAX_ENVIRON: u64 = 256 << 10;
+
+/// TLS libraries an app ships, as Zoom and Webex do: in its program's directory and the
+/// directories right under it (`/opt/zoom/`, `/opt/zoom/cef/`), and in the directories its
+/// `LD_LIBRARY_PATH` names (their launch scripts set it). Looked for by file name, so that
+/// the probes are in place before the app loads them.
+pub fn bundled_libraries(pid: u32, exe: &Path) -> Vec<(TlsLib, PathBuf)> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = exe
+        .parent()
+        .filter(|d| !SYSTEM_BIN.iter().any(|s| *d == Path::new(s)))
+    {
+        dirs.push(dir.to_path_buf());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten().take(MAX_ENTRIES) {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+    dirs.extend(library_path(pid));
+    let mut out: Vec<(TlsLib, PathBuf)> = Vec::new();
+    for dir in dirs.iter().take(MAX_DIRS) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten().take(MAX_ENTRIES) {
+            let path = e.path();
+            if let Some(lib) = library_of(&path) {
+                if path.is_file() && !out.iter().any(|(_, p)| same_file(p, &path)) {
+                    out.push((lib, path));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The absolute directories of `pid`'s `LD_LIBRARY_PATH` (from `/proc/PID/environ`).
+fn library_path(pid: u32) -> Vec<PathBuf> {
+    use std::io::Read as _;
+    let mut environ = Vec::new();
+    let read = std::fs::File::open(format!("/proc/{pid}/environ"))
+        .and_then(|f| f.take(MAX_ENVIRON).read_to_end(&mut environ));
+    if read.is_err() {
+        return Vec::new();
+    }
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|v| v.strip_prefix(b"LD_LIBRARY_PATH="))
+        .flat_map(|v| v.split(|b| *b == b':'))
+        .filter_map(|d| std::str::from_utf8(d).ok())
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .take(MAX_DIRS)
+        .collect()
+}
+
 /// Files mapped by `pid` (its `/proc/PID/maps`), each once.
 fn mapped_libraries(pid: u32) -> Vec<PathBuf> {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
@@ -303,5 +402,29 @@ mod tests {
         );
         assert_eq!(library_of(Path::new("/usr/lib/libssl.so.30")), None);
         assert_eq!(library_of(Path::new("/usr/lib/libcrypto.so.3")), None);
+    }
+
+    #[test]
+    fn tls_bundled_libraries_are_found_beside_the_program_and_on_its_library_path() {
+        let dir = std::env::temp_dir().join(format!("bw-bundled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("cef")).unwrap();
+        std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+        for f in ["zoom", "libssl.so.1.1", "cef/libnspr4.so", "libcrypto.so.3"] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let found = bundled_libraries(std::process::id(), &dir.join("zoom"));
+        let mut names: Vec<String> = found
+            .iter()
+            .map(|(_, p)| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cef/libnspr4.so", "libssl.so.1.1"]);
+        assert_eq!(
+            bundled_libraries(std::process::id(), Path::new("/usr/bin/curl")),
+            [],
+            "a system program's directory is not an app's (nor is cargo's library path)"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -61,6 +61,7 @@ const REPORT_HEADER: &[&str] = &[
     "last_ms",
     "named_by",
     "source",
+    "received",
 ];
 
 /// Connection rows with a header: each field as its JSON text (lists joined with ` > `,
@@ -127,10 +128,25 @@ pub fn write_report(out: &mut dyn Write, r: &Report) -> io::Result<()> {
                     .map(|n| n.as_str().to_owned())
                     .unwrap_or_default(),
                 c.and_then(|c| c.source.clone()).unwrap_or_default(),
+                received(a, c, &d.destination),
             ];
             w.write_record(cells.iter().map(|c| csv_cell(c).into_owned()))
                 .map_err(io::Error::other)?;
         }
     }
     w.flush()
+}
+
+/// What the company (or, for an unlisted destination, that host) received, joined with `; `.
+fn received(a: &super::AppReport, c: Option<&super::CompanyReport>, destination: &str) -> String {
+    let rows: Vec<String> = match c {
+        Some(c) => c.received.iter().map(|r| r.phrase()).collect(),
+        None => a
+            .sent_elsewhere
+            .iter()
+            .filter(|r| r.host.as_deref() == Some(destination))
+            .map(|r| r.phrase())
+            .collect(),
+    };
+    rows.join("; ")
 }

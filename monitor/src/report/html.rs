@@ -97,7 +97,9 @@ pub fn render(r: &Report, title: &str) -> String {
     graph(&mut h, r);
     h.push_str("</div>\n<h2>When</h2><div class=\"card\">");
     timeline(&mut h, r, long);
-    h.push_str("</div>\n<h2>Every contact</h2>");
+    h.push_str("</div>\n");
+    received_table(&mut h, r, long);
+    h.push_str("<h2>Every contact</h2>");
     table(&mut h, r, long);
     if !r.facts.is_empty() {
         h.push_str("<h2>How this was gathered</h2><dl>");
@@ -277,6 +279,45 @@ fn table(h: &mut String, r: &Report, long: bool) {
                 escape(d.named_by.map_or("-", |n| n.as_str()))
             );
         }
+    }
+    h.push_str("</table>");
+}
+
+/// What companies (and unlisted hosts) received from each app: identifiers by kind and form,
+/// never a value. Nothing when no plaintext was read or nothing was found.
+fn received_table(h: &mut String, r: &Report, long: bool) {
+    let rows: Vec<(&str, Option<&super::CompanyReport>, &super::Received)> =
+        r.apps
+            .iter()
+            .flat_map(|a| {
+                let listed = a.companies.iter().flat_map(move |c| {
+                    c.received.iter().map(move |x| (a.app.as_str(), Some(c), x))
+                });
+                listed.chain(
+                    a.sent_elsewhere
+                        .iter()
+                        .map(move |x| (a.app.as_str(), None, x)),
+                )
+            })
+            .collect();
+    if rows.is_empty() {
+        return;
+    }
+    h.push_str("<h2>What was sent</h2><table><tr><th>App</th><th>Received by</th><th>What</th><th>Where</th><th>Host</th><th>Requests</th><th>First</th><th>Last</th></tr>");
+    for (app, c, x) in rows {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td class=\"dom\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape(app),
+            if c.is_some_and(|c| c.flagged) { "sev-flagged" } else { "" },
+            escape(c.map_or("(its own service or an unlisted host)", |c| c.company.as_str())),
+            escape(&x.what),
+            escape(x.place.phrase()),
+            escape(x.host.as_deref().unwrap_or("-")),
+            x.requests,
+            escape(&when(x.first_ms, long)),
+            escape(&when(x.last_ms, long)),
+        );
     }
     h.push_str("</table>");
 }

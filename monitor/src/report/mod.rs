@@ -6,11 +6,14 @@
 
 pub mod csv;
 pub mod html;
+pub mod received;
 pub mod text;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use received::{Received, SentContact};
 
 use crate::{
     finding::Finding,
@@ -45,6 +48,9 @@ pub struct AppReport {
     pub companies: Vec<CompanyReport>,
     /// Destinations no list names (first parties, unknown hosts).
     pub other: Vec<DomainRow>,
+    /// What the app sent to hosts no list names, or to its own vendor (issue 25).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_elsewhere: Vec<Received>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +66,9 @@ pub struct CompanyReport {
     #[serde(default)]
     pub blocked: u64,
     pub domains: Vec<DomainRow>,
+    /// What the company received from the app (read from its TLS plaintext, issue 25).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received: Vec<Received>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +188,11 @@ const BUCKETS: &[u64] = &[
     1_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000,
 ];
 
-/// Groups contacts into the report. `since_ms`/`until_ms` bound the timeline (0: the
-/// contacts' own span).
+/// Groups contacts, and what companies received, into the report. `since_ms`/`until_ms`
+/// bound the timeline (0: the contacts' own span).
 pub fn build(
     contacts: impl IntoIterator<Item = Contact>,
+    sent: impl IntoIterator<Item = SentContact>,
     scope: &str,
     since_ms: u64,
     until_ms: u64,
@@ -192,6 +202,9 @@ pub fn build(
     for c in contacts {
         times.push((c.first_ms, c.count, c.flagged));
         grouped.entry(c.app.clone()).or_default().add(&c);
+    }
+    for s in sent {
+        grouped.entry(s.app.clone()).or_default().add_sent(&s);
     }
     let mut apps: Vec<AppReport> = grouped
         .into_iter()
@@ -229,6 +242,7 @@ struct CompanyGroup {
     flagged: bool,
     blocked: u64,
     domains: BTreeMap<DomKey, DomainRow>,
+    received: received::ReceivedGroup,
 }
 
 /// One app's contacts, while grouping.
@@ -236,6 +250,7 @@ struct CompanyGroup {
 struct AppGroup {
     companies: BTreeMap<String, CompanyGroup>,
     other: BTreeMap<DomKey, DomainRow>,
+    sent_elsewhere: received::ReceivedGroup,
 }
 
 impl AppGroup {
@@ -258,6 +273,23 @@ impl AppGroup {
         }
     }
 
+    fn add_sent(&mut self, s: &SentContact) {
+        match &s.company {
+            Some(company) => {
+                let co = self.companies.entry(company.clone()).or_default();
+                if let Some(category) = &s.category {
+                    co.category = category.clone();
+                }
+                co.flagged |= s.flagged;
+                if co.severity.is_none() || s.flagged {
+                    co.severity = s.severity.or(co.severity);
+                }
+                co.received.add(&s.received);
+            }
+            None => self.sent_elsewhere.add(&s.received),
+        }
+    }
+
     /// The app's report: listed companies flagged first, then by connections.
     fn into_report(self, app: String) -> AppReport {
         let mut companies: Vec<CompanyReport> = self
@@ -274,6 +306,7 @@ impl AppGroup {
                     blocked: co.blocked,
                     connections: domains.iter().map(|d| d.count).sum(),
                     domains,
+                    received: co.received.into_rows(),
                 }
             })
             .collect();
@@ -290,6 +323,7 @@ impl AppGroup {
             connections,
             companies,
             other,
+            sent_elsewhere: self.sent_elsewhere.into_rows(),
         }
     }
 }

@@ -69,6 +69,7 @@ fn sample() -> Report {
                 false,
             ),
         ],
+        [],
         "audit",
         0,
         0,
@@ -152,7 +153,7 @@ fn report_counts_blocked_calls_per_company_and_says_so() {
         true,
     );
     c.blocked = 2;
-    let r = build(vec![c], "test", 0, 0);
+    let r = build(vec![c], [], "test", 0, 0);
     assert_eq!(r.apps[0].companies[0].blocked, 2);
     let mut text = Vec::new();
     text::write(&mut text, &r, false).unwrap();
@@ -173,4 +174,100 @@ fn block_mark_says_blocked_or_why_not() {
     );
     f.blocked = 2;
     assert_eq!(text::block_mark(&f), "  BLOCKED");
+}
+
+fn sent(
+    app: &str,
+    company: Option<&str>,
+    id: Option<crate::inspect::IdKind>,
+    others: u64,
+    requests: u64,
+) -> SentContact {
+    use crate::inspect::{Form, Place};
+    let form = id.map(|_| Form::Sha256);
+    SentContact {
+        app: app.into(),
+        company: company.map(str::to_owned),
+        category: company.map(|_| "data-broker".into()),
+        severity: company.map(|_| Severity::High),
+        flagged: company.is_some(),
+        received: Received {
+            what: crate::leak::what_phrase(id, form, others),
+            identifier: id,
+            form,
+            other_addresses: others,
+            place: if id.is_some() {
+                Place::Url
+            } else {
+                Place::Body
+            },
+            host: Some("sales.linkedin.test".into()),
+            requests,
+            first_ms: 1_000_000,
+            last_ms: 1_001_000,
+        },
+    }
+}
+
+#[test]
+fn report_says_what_each_company_received_merged_over_processes_in_every_format() {
+    use crate::inspect::IdKind;
+    let r = build(
+        vec![contact("Zoom", None, "zoom.us", 30, 1_000_000, false)],
+        vec![
+            // Two processes of the app sent the same thing: one row, requests summed.
+            sent("Zoom", Some("LinkedIn"), Some(IdKind::Email), 0, 2),
+            sent("Zoom", Some("LinkedIn"), Some(IdKind::Email), 0, 3),
+            // Other people's addresses: the most one process sent, not a sum.
+            sent("Zoom", Some("LinkedIn"), None, 12, 1),
+            sent("Zoom", Some("LinkedIn"), None, 3, 1),
+            sent("Zoom", None, Some(IdKind::Name), 0, 1),
+        ],
+        "audit",
+        0,
+        0,
+    );
+    let zoom = &r.apps[0];
+    assert_eq!(
+        zoom.companies.len(),
+        1,
+        "a company known only from what it received is listed"
+    );
+    let li = &zoom.companies[0];
+    assert!(li.flagged);
+    assert_eq!(li.connections, 0);
+    let what: Vec<(&str, u64)> = li
+        .received
+        .iter()
+        .map(|x| (x.what.as_str(), x.requests))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("your e-mail address (SHA-256)", 5),
+            ("12 e-mail addresses that are not yours", 2)
+        ]
+    );
+    assert_eq!(zoom.sent_elsewhere.len(), 1);
+    let mut text = Vec::new();
+    text::write(&mut text, &r, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("received: 12 e-mail addresses that are not yours in the body, 2 requests (sales.linkedin.test)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sent to its own service or unlisted hosts:"),
+        "{text}"
+    );
+    let html = html::render(&r, "t");
+    assert!(html.contains("<h2>What was sent</h2>"), "{html}");
+    assert!(html.contains("your e-mail address (SHA-256)"));
+    let mut csv_out = Vec::new();
+    csv::write_report(&mut csv_out, &r).unwrap();
+    let csv_text = String::from_utf8(csv_out).unwrap();
+    assert!(csv_text.lines().next().unwrap().ends_with(",received"));
+    let json = serde_json::to_string(&r).unwrap();
+    let back: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
 }

@@ -95,6 +95,9 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             for d in &c.domains {
                 dest_line(out, d)?;
             }
+            for r in &c.received {
+                received_line(out, r, paint(c.flagged, RED), reset(c.flagged))?;
+            }
         }
         if !app.other.is_empty() {
             writeln!(out, "  not on any list (first parties, unknown hosts):")?;
@@ -102,9 +105,29 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
                 dest_line(out, d)?;
             }
         }
+        if !app.sent_elsewhere.is_empty() {
+            writeln!(out, "  sent to its own service or unlisted hosts:")?;
+            for r in &app.sent_elsewhere {
+                received_line(out, r, "", "")?;
+            }
+        }
         writeln!(out)?;
     }
     Ok(())
+}
+
+/// "    received: your e-mail address (SHA-256) in the URL, 3 requests (sales.linkedin.com)".
+fn received_line(out: &mut dyn Write, r: &super::Received, on: &str, off: &str) -> io::Result<()> {
+    let requests = match r.requests {
+        1 => "1 request".to_owned(),
+        n => format!("{n} requests"),
+    };
+    writeln!(
+        out,
+        "      {on}received: {}{off}, {requests} ({})",
+        r.phrase(),
+        safe(r.host.as_deref().unwrap_or("no host named"))
+    )
 }
 
 /// `  BLOCKED` for a contact the kernel denied, `  NOT BLOCKED (...)` for one a block rule

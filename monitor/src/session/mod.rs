@@ -397,6 +397,15 @@ impl Session {
         out
     }
 
+    /// Lets go of what ended processes sent, once the caller kept it (see
+    /// [`plaintext::Plaintext::forget_finished`]).
+    pub fn forget_finished_leaks(&mut self) -> Vec<u32> {
+        self.plaintext
+            .as_mut()
+            .map(plaintext::Plaintext::forget_finished)
+            .unwrap_or_default()
+    }
+
     pub fn findings(&mut self, policy: &Policy) -> Vec<Finding> {
         self.judge(policy, finding::all)
     }

@@ -29,8 +29,12 @@ pub struct Plaintext {
     pub inspector: Inspector,
     to_read: Vec<u32>,
     ended: Vec<u32>,
+    /// Processes that ended whose rows are still held (see [`Plaintext::forget_finished`]).
+    finished: Vec<u32>,
     /// Libraries or symbols that could not be probed, each said once.
     said: Vec<String>,
+    /// Programs whose TLS cannot be read (built in without symbols), each once.
+    pub not_readable: Vec<String>,
 }
 
 impl Plaintext {
@@ -39,7 +43,9 @@ impl Plaintext {
             inspector: Inspector::new(settings.machine, settings.own),
             to_read: Vec::new(),
             ended: Vec::new(),
+            finished: Vec::new(),
             said: Vec::new(),
+            not_readable: Vec::new(),
         }
     }
 
@@ -61,6 +67,7 @@ impl Plaintext {
             sensor.stop_reading_plaintext_of(pid);
             self.inspector.forget_process(pid);
             self.to_read.retain(|p| *p != pid);
+            self.finished.push(pid);
         }
         for pid in std::mem::take(&mut self.to_read) {
             self.read(sensor, pid);
@@ -76,6 +83,7 @@ impl Plaintext {
             } else {
                 sensor.stop_reading_plaintext_of(pid);
                 self.inspector.forget_process(pid);
+                self.finished.push(pid);
             }
         }
     }
@@ -89,6 +97,12 @@ impl Plaintext {
         }
         match result {
             Ok(done) => {
+                if let Some(why) = done.not_readable {
+                    if !self.not_readable.contains(&why) && self.not_readable.len() < 64 {
+                        log::warn!("plaintext not readable: {why}");
+                        self.not_readable.push(why);
+                    }
+                }
                 for p in done.problems {
                     if !self.said.contains(&p) {
                         log::info!("plaintext not read: {p}");
@@ -103,6 +117,16 @@ impl Plaintext {
                 }
             }
         }
+    }
+
+    /// Lets go of the rows of processes that ended (a daemon calls it once it stored them;
+    /// an audit keeps every row to its end). Returns those processes.
+    pub fn forget_finished(&mut self) -> Vec<u32> {
+        let pids = std::mem::take(&mut self.finished);
+        for pid in &pids {
+            self.inspector.forget_rows_of(*pid);
+        }
+        pids
     }
 
     /// Every row found so far.

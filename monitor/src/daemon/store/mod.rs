@@ -29,7 +29,7 @@ use std::{
 };
 
 use self::files::{create_private, private_dir};
-pub use self::query::{count_rows, read_alerts, read_connections, read_report};
+pub use self::query::{count_rows, read_alerts, read_connections, read_report, read_sent};
 pub use sql::{decode_alert, decode_finding, Table, SCHEMA_VERSION};
 
 use crate::{
@@ -114,6 +114,8 @@ enum Op {
     Alert(Arc<Alert>),
     Connection(Box<ConnRow>),
     Forget(String),
+    /// What an app sent (issue 25), under its row's key.
+    Sent(Box<(String, crate::leak::Leak)>),
 }
 
 impl Op {
@@ -123,6 +125,7 @@ impl Op {
             Op::Alert(a) => Some(a.finding.uid),
             Op::Connection(row) => Some(row.finding.uid),
             Op::Forget(_) => None,
+            Op::Sent(s) => Some(s.1.uid),
         }
     }
 }
@@ -132,6 +135,7 @@ impl Op {
 struct Health {
     alerts: AtomicU64,
     connections: AtomicU64,
+    sent: AtomicU64,
     /// Rows handed over and not yet written.
     pending: AtomicU64,
     dropped: AtomicU64,
@@ -205,6 +209,12 @@ impl Store {
         self.send(Op::Connection(Box::new(row)));
     }
 
+    /// What an app sent (a leak finding, never a value), under `key`: the same key updates
+    /// the same row.
+    pub fn record_sent(&self, key: String, leak: crate::leak::Leak) {
+        self.send(Op::Sent(Box::new((key, leak))));
+    }
+
     /// A row the engine merged into another (it was renamed before its first update).
     pub fn forget_connection(&self, key: String) {
         self.send(Op::Forget(key));
@@ -215,7 +225,7 @@ impl Store {
     fn send(&self, op: Op) {
         let uid = op
             .uid()
-            .filter(|_| !matches!(op, Op::Alert(_)))
+            .filter(|_| !matches!(op, Op::Alert(_) | Op::Sent(_)))
             .map(|u| self.health.subuids.owner(u));
         if let Some(uid) = uid {
             let Ok(mut inflight) = self.health.inflight.lock() else {
@@ -245,6 +255,7 @@ impl Store {
             path: self.path.clone(),
             alerts_written: h.alerts.load(Relaxed),
             connections_written: h.connections.load(Relaxed),
+            sent_written: h.sent.load(Relaxed),
             pending: h.pending.load(Relaxed),
             dropped: h.dropped.load(Relaxed),
             error: h.error.lock().ok().and_then(|e| e.clone()),
@@ -468,9 +479,9 @@ impl Writer {
             let db = self.db.as_mut().expect("connected above");
             let (retention, usage) = (self.retention, &mut self.usage);
             let owner = |uid: u32| self.health.subuids.owner(uid);
-            let res = (|| -> Result<(u64, u64), StoreError> {
+            let res = (|| -> Result<(u64, u64, u64), StoreError> {
                 let tx = db.transaction()?;
-                let (mut alerts, mut conns) = (0, 0);
+                let (mut alerts, mut conns, mut sent) = (0, 0, 0);
                 for op in self.queue.iter().take(n) {
                     match op {
                         Op::Alert(a) => {
@@ -489,14 +500,21 @@ impl Writer {
                             }
                         }
                         Op::Forget(key) => sql::forget_connection(&tx, key)?,
+                        Op::Sent(s) => {
+                            if sql::write_sent(&tx, &s.0, &s.1)? {
+                                sent += 1;
+                            } else {
+                                usage.refuse_sent(owner(s.1.uid));
+                            }
+                        }
                     }
                 }
                 tx.commit()?;
-                Ok((alerts, conns))
+                Ok((alerts, conns, sent))
             })();
             self.publish_quota();
             match res {
-                Ok((alerts, conns)) => {
+                Ok((alerts, conns, sent)) => {
                     let written: Vec<Op> = self.queue.drain(..n).collect();
                     for op in &written {
                         self.unqueue(op);
@@ -505,6 +523,7 @@ impl Writer {
                     h.pending.fetch_sub(n as u64, Relaxed);
                     h.alerts.fetch_add(alerts, Relaxed);
                     h.connections.fetch_add(conns, Relaxed);
+                    h.sent.fetch_add(sent, Relaxed);
                     if let Ok(mut e) = h.error.lock() {
                         if e.take().is_some() {
                             log::info!("the store {} is written again", self.path.display());

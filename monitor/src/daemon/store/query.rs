@@ -30,11 +30,37 @@ pub fn read_report(
     uid: Option<u32>,
     apps: &[String],
 ) -> Result<crate::report::Report, StoreError> {
-    let contacts = match path.exists() {
-        true => sql::report_contacts(&sql::open_ro(path)?, since_ms, uid, apps)?,
-        false => Vec::new(),
+    let (contacts, sent) = match path.exists() {
+        true => {
+            let db = sql::open_ro(path)?;
+            (
+                sql::report_contacts(&db, since_ms, uid, apps)?,
+                sql::sent_since(&db, since_ms, uid, apps)?,
+            )
+        }
+        false => (Vec::new(), Vec::new()),
     };
-    Ok(crate::report::build(contacts, "store", since_ms, now_ms()))
+    let sent = sent.iter().map(crate::report::SentContact::of);
+    Ok(crate::report::build(
+        contacts,
+        sent,
+        "store",
+        since_ms,
+        now_ms(),
+    ))
+}
+
+/// What apps sent (leak findings) last seen since `since_ms`, oldest first: `uid`'s only,
+/// or everyone's with `None`.
+pub fn read_sent(
+    path: &Path,
+    since_ms: u64,
+    uid: Option<u32>,
+) -> Result<Vec<crate::leak::Leak>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    sql::sent_since(&sql::open_ro(path)?, since_ms, uid, &[])
 }
 
 /// Rows in one table of the store at `path`.

@@ -62,6 +62,19 @@ impl Usage {
         admit(&mut self.alerts, &mut self.refused, uid, limit, "alerts")
     }
 
+    /// `uid`'s new row of what an app sent was refused (it keeps
+    /// [`super::sql::SENT_PER_UID`] already).
+    pub(super) fn refuse_sent(&mut self, uid: u32) {
+        let r = self.refused.entry(uid).or_default();
+        if *r == 0 {
+            log::warn!(
+                "uid {uid} reached its store quota ({} rows of what apps sent): its new ones are not stored",
+                super::sql::SENT_PER_UID
+            );
+        }
+        *r += 1;
+    }
+
     /// The uids over a limit, with how many rows each keeps: what trimming must cut.
     pub(super) fn over(&self, rows_limit: u64, alerts_limit: u64) -> Vec<(&'static str, u32, u64)> {
         let rows = self

@@ -7,7 +7,7 @@ use super::{ConnRow, StoreError};
 use crate::protocol::Alert;
 
 /// Bumped when the tables change; a store written by a newer brokerwatch is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -41,7 +41,25 @@ CREATE TABLE IF NOT EXISTS connections (
 CREATE INDEX IF NOT EXISTS connections_last ON connections (last_ms);
 CREATE INDEX IF NOT EXISTS connections_uid_last ON connections (uid, last_ms);
 CREATE INDEX IF NOT EXISTS connections_app_last ON connections (app, last_ms);
+CREATE TABLE IF NOT EXISTS sent (
+    id INTEGER PRIMARY KEY,
+    key INTEGER NOT NULL UNIQUE,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    app TEXT,
+    app_name TEXT,
+    company TEXT,
+    flagged INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_last ON sent (last_ms);
+CREATE INDEX IF NOT EXISTS sent_uid_last ON sent (uid, last_ms);
 ";
+
+/// What-was-sent rows one uid may keep (issue 25; new ones past it are refused and counted).
+pub const SENT_PER_UID: i64 = 10_000;
 
 /// Opens (creating) the store for writing: WAL, so that readers never wait for the writer.
 pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
@@ -193,6 +211,7 @@ pub fn trim(db: &Connection, oldest_ms: u64, max_rows: u64) -> Result<usize, Sto
         "DELETE FROM connections WHERE last_ms < ?1",
         [oldest_ms as i64],
     )?;
+    n += db.execute("DELETE FROM sent WHERE last_ms < ?1", [oldest_ms as i64])?;
     n += db.execute(
         "DELETE FROM connections WHERE id <= (SELECT max(id) FROM connections) - ?1",
         [max_rows as i64],
@@ -328,15 +347,92 @@ pub fn count(db: &Connection, table: Table) -> Result<u64, StoreError> {
     let sql = match table {
         Table::Alerts => "SELECT count(*) FROM alerts",
         Table::Connections => "SELECT count(*) FROM connections",
+        Table::Sent => "SELECT count(*) FROM sent",
     };
     let n: Option<i64> = db.query_row(sql, [], |r| r.get(0)).optional()?;
     Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+/// Writes what an app sent (a leak finding: kinds, forms, places, never a value): updates
+/// its row, else inserts it while its uid keeps fewer than [`SENT_PER_UID`]. Returns
+/// whether it was written.
+pub fn write_sent(db: &Connection, key: &str, l: &crate::leak::Leak) -> Result<bool, StoreError> {
+    let body = serde_json::to_string(l).expect("leaks serialize");
+    let values = params![
+        key_hash(key),
+        l.first_ms as i64,
+        l.last_ms as i64,
+        l.uid,
+        l.app_id.as_deref().or(l.app.as_deref()),
+        l.app.as_deref().unwrap_or(&l.comm),
+        l.company,
+        l.flagged,
+        l.requests as i64,
+        body,
+    ];
+    let updated = db
+        .prepare_cached(
+            "UPDATE sent SET last_ms = ?3, app = ?5, app_name = ?6, company = ?7, flagged = ?8,
+                 requests = ?9, body = ?10 WHERE key = ?1",
+        )?
+        .execute(values)?;
+    if updated > 0 {
+        return Ok(true);
+    }
+    let kept: i64 = db
+        .prepare_cached("SELECT count(*) FROM sent WHERE uid = ?1")?
+        .query_row([l.uid], |r| r.get(0))?;
+    if kept >= SENT_PER_UID {
+        return Ok(false);
+    }
+    db.prepare_cached(
+        "INSERT INTO sent (key, first_ms, last_ms, uid, app, app_name, company, flagged, requests, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(values)?;
+    Ok(true)
+}
+
+/// What apps sent, last seen at or after `since_ms`, oldest first: `uid`'s only unless
+/// `None`; only `apps` (ids or names) unless empty.
+pub fn sent_since(
+    db: &Connection,
+    since_ms: u64,
+    uid: Option<u32>,
+    apps: &[String],
+) -> Result<Vec<crate::leak::Leak>, StoreError> {
+    let mut sql = String::from("SELECT body FROM sent WHERE last_ms >= ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![(since_ms as i64).into()];
+    if let Some(uid) = uid {
+        args.push(i64::from(uid).into());
+        sql.push_str(&format!(" AND uid = ?{}", args.len()));
+    }
+    if !apps.is_empty() {
+        let mut marks = Vec::new();
+        for a in apps {
+            args.push(a.clone().into());
+            marks.push(format!("?{}", args.len()));
+        }
+        let list = marks.join(",");
+        sql.push_str(&format!(" AND (app IN ({list}) OR app_name IN ({list}))"));
+    }
+    sql.push_str(" ORDER BY first_ms, id");
+    let mut st = db.prepare(&sql)?;
+    let mut out = Vec::new();
+    for body in st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))? {
+        match serde_json::from_str(&body?) {
+            Ok(l) => out.push(l),
+            Err(e) => log::warn!("skipping an unreadable row of what was sent: {e}"),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy)]
 pub enum Table {
     Alerts,
     Connections,
+    Sent,
 }
 
 /// Decodes an `alerts.body`.

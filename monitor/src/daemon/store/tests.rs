@@ -365,3 +365,149 @@ fn store_report_takes_the_most_severe_row_not_the_alphabetical_maximum() {
     assert_eq!(company.severity, Some(Severity::High), "{company:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn leak(
+    uid: u32,
+    pid: u32,
+    company: Option<&str>,
+    first_party: bool,
+    requests: u64,
+) -> crate::leak::Leak {
+    use crate::inspect::{Form, IdKind, Place};
+    crate::leak::Leak {
+        first_ms: now_ms() - 1_000,
+        last_ms: now_ms(),
+        pid,
+        comm: "zoom".into(),
+        exe: None,
+        app: Some("Zoom".into()),
+        app_id: Some("zoom".into()),
+        uid,
+        user: None,
+        host: Some("sales.linkedin.test".into()),
+        named_by: "host_header".into(),
+        library: "OpenSSL".into(),
+        identifier: Some(IdKind::Email),
+        form: Some(Form::Sha256),
+        place: Place::Url,
+        other_addresses: 0,
+        requests,
+        company: company.map(str::to_owned),
+        category: company.map(|_| crate::policy::Category::new("data-broker")),
+        severity: None,
+        destination_id: None,
+        first_party,
+        flagged: company.is_some() && !first_party,
+        summary: "Zoom sent your e-mail address (SHA-256) in the URL to LinkedIn".into(),
+    }
+}
+
+#[test]
+fn store_keeps_what_apps_sent_per_user_and_the_report_says_what_each_company_received() {
+    let dir = scratch("sent");
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    s.record_sent("a".into(), leak(1000, 7, Some("LinkedIn"), false, 1));
+    s.record_sent("a".into(), leak(1000, 7, Some("LinkedIn"), false, 3));
+    s.record_sent("b".into(), leak(1001, 8, Some("Meta"), false, 1));
+    s.record_sent("c".into(), leak(1000, 7, None, true, 2));
+    s.close();
+    assert_eq!(s.status().sent_written, 4);
+    let path = dir.join(FILE_NAME);
+    let own = read_sent(&path, 0, Some(1000)).unwrap();
+    assert_eq!(own.len(), 2, "{own:?}");
+    assert_eq!(own[0].requests, 3, "the update replaced the first write");
+    assert_eq!(read_sent(&path, 0, None).unwrap().len(), 3);
+    let r = read_report(&path, 0, Some(1000), &[]).unwrap();
+    assert_eq!(r.apps.len(), 1, "{r:?}");
+    let zoom = &r.apps[0];
+    assert_eq!(zoom.app, "Zoom");
+    assert_eq!(
+        zoom.companies.len(),
+        1,
+        "another user's Meta row is not theirs"
+    );
+    let linkedin = &zoom.companies[0];
+    assert_eq!(linkedin.company, "LinkedIn");
+    assert!(linkedin.flagged);
+    assert_eq!(linkedin.received.len(), 1);
+    assert_eq!(linkedin.received[0].what, "your e-mail address (SHA-256)");
+    assert_eq!(linkedin.received[0].requests, 3);
+    assert_eq!(
+        zoom.sent_elsewhere.len(),
+        1,
+        "a first party is not a company that received it"
+    );
+    let mut text = Vec::new();
+    crate::report::text::write(&mut text, &r, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(
+            "received: your e-mail address (SHA-256) in the URL, 3 requests (sales.linkedin.test)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn store_of_schema_2_is_migrated_in_place_and_keeps_every_row() {
+    let dir = scratch("v2");
+    let now = now_ms();
+    {
+        let mut s = Store::open(&dir, Retention::default()).unwrap();
+        for i in 0..50 {
+            s.record_connection(conn(&format!("k{i}"), now, i + 1));
+        }
+        s.record_alert(Arc::new(alert(now, 1, 1000)));
+        s.close();
+    }
+    let path = dir.join(FILE_NAME);
+    // What version 2 was: the same tables without `sent`.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("DROP TABLE sent; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(db);
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    s.record_sent("a".into(), leak(1000, 7, Some("LinkedIn"), false, 1));
+    s.close();
+    assert_eq!(s.status().error, None);
+    let rows = read_connections(&path, 0).unwrap();
+    assert_eq!(rows.len(), 50);
+    let total: u64 = rows.iter().map(|r| r.finding.count).sum();
+    assert_eq!(total, (1..=50).sum::<u64>());
+    assert_eq!(read_alerts(&path, 0, None).unwrap().len(), 1);
+    assert_eq!(read_sent(&path, 0, None).unwrap().len(), 1);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[test]
+fn store_what_was_sent_is_bounded_per_uid_and_updates_go_on() {
+    let dir = scratch("sent-quota");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut db = sql::open_rw(&dir.join(FILE_NAME)).unwrap();
+    let l = leak(1000, 7, Some("LinkedIn"), false, 1);
+    let tx = db.transaction().unwrap();
+    for i in 0..sql::SENT_PER_UID {
+        assert!(sql::write_sent(&tx, &format!("k{i}"), &l).unwrap());
+    }
+    tx.commit().unwrap();
+    assert!(
+        !sql::write_sent(&db, "one more", &l).unwrap(),
+        "a new row past the bound is refused"
+    );
+    assert!(
+        sql::write_sent(&db, "k0", &leak(1000, 7, Some("LinkedIn"), false, 9)).unwrap(),
+        "an update of a kept row goes on"
+    );
+    assert!(
+        sql::write_sent(&db, "other", &leak(1001, 8, None, false, 1)).unwrap(),
+        "another user keeps their own bound"
+    );
+    assert_eq!(
+        sql::count(&db, Table::Sent).unwrap(),
+        sql::SENT_PER_UID as u64 + 1
+    );
+}
