@@ -304,20 +304,7 @@ pub fn report_contacts(
                 sum(coalesce(json_extract(body, '$.blocked'), 0))
          FROM connections WHERE last_ms >= ?1",
     );
-    let mut args: Vec<rusqlite::types::Value> = vec![(since_ms as i64).into()];
-    if let Some(uid) = uid {
-        args.push(i64::from(uid).into());
-        sql.push_str(&format!(" AND uid = ?{}", args.len()));
-    }
-    if !apps.is_empty() {
-        let mut marks = Vec::new();
-        for a in apps {
-            args.push(a.clone().into());
-            marks.push(format!("?{}", args.len()));
-        }
-        let list = marks.join(",");
-        sql.push_str(&format!(" AND (app IN ({list}) OR app_name IN ({list}))"));
-    }
+    let args = narrow(&mut sql, since_ms, uid, apps);
     sql.push_str(" GROUP BY 1, 2, 7, 8, flagged");
     let mut st = db.prepare(&sql)?;
     let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
@@ -340,6 +327,31 @@ pub fn report_contacts(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The values of a query whose text ends `WHERE last_ms >= ?1`, narrowed to `uid`'s rows
+/// unless `None` and to `apps` (ids or names) unless empty: the clauses are added to `sql`.
+fn narrow(
+    sql: &mut String,
+    since_ms: u64,
+    uid: Option<u32>,
+    apps: &[String],
+) -> Vec<rusqlite::types::Value> {
+    let mut args: Vec<rusqlite::types::Value> = vec![(since_ms as i64).into()];
+    if let Some(uid) = uid {
+        args.push(i64::from(uid).into());
+        sql.push_str(&format!(" AND uid = ?{}", args.len()));
+    }
+    if !apps.is_empty() {
+        let mut marks = Vec::new();
+        for a in apps {
+            args.push(a.clone().into());
+            marks.push(format!("?{}", args.len()));
+        }
+        let list = marks.join(",");
+        sql.push_str(&format!(" AND (app IN ({list}) OR app_name IN ({list}))"));
+    }
+    args
 }
 
 /// The number of rows in `table` (`alerts` or `connections`).
@@ -402,20 +414,7 @@ pub fn sent_since(
     apps: &[String],
 ) -> Result<Vec<crate::leak::Leak>, StoreError> {
     let mut sql = String::from("SELECT body FROM sent WHERE last_ms >= ?1");
-    let mut args: Vec<rusqlite::types::Value> = vec![(since_ms as i64).into()];
-    if let Some(uid) = uid {
-        args.push(i64::from(uid).into());
-        sql.push_str(&format!(" AND uid = ?{}", args.len()));
-    }
-    if !apps.is_empty() {
-        let mut marks = Vec::new();
-        for a in apps {
-            args.push(a.clone().into());
-            marks.push(format!("?{}", args.len()));
-        }
-        let list = marks.join(",");
-        sql.push_str(&format!(" AND (app IN ({list}) OR app_name IN ({list}))"));
-    }
+    let args = narrow(&mut sql, since_ms, uid, apps);
     sql.push_str(" ORDER BY first_ms, id");
     let mut st = db.prepare(&sql)?;
     let mut out = Vec::new();
