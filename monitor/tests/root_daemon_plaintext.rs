@@ -8,7 +8,11 @@ mod common;
 
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use common::daemon::{client, lab_dir, wait_for, Daemon};
+use brokerwatch::daemon::journal::SENT_ID;
+use common::{
+    daemon::{client, lab_dir, wait_for, Daemon},
+    journal::{entries, Journald},
+};
 
 const ALICE: u32 = 4242;
 const BOB: u32 = 4243;
@@ -33,6 +37,7 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
         .arg(&key)
         .spawn()
         .unwrap();
+    let _journal = Journald::ensure();
     let d = Daemon::start(&dir);
 
     // Each user keeps their own address; nobody sees a value back.
@@ -142,6 +147,20 @@ fn daemon_reads_a_users_watched_app_against_that_users_identifiers_only() {
     for value in ["alice@example.test", "bob@example.test", "alice@", "bob@"] {
         assert!(!log.contains(value), "{value} in the daemon's log:\n{log}");
         assert!(!heard.contains(value), "{value} on the socket:\n{heard}");
+    }
+    // The journal has it under its own MESSAGE_ID, by kind, form and place only.
+    let told = entries(&[
+        format!("MESSAGE_ID={SENT_ID}"),
+        format!("_PID={}", d.child.id()),
+    ]);
+    assert_eq!(told.len(), 2, "the address and the other one: {told:#?}");
+    for e in &told {
+        assert_eq!(e["BROKERWATCH_COMPANY"], "Lab Broker Inc", "{e:#}");
+        assert_eq!(e["BROKERWATCH_PLACE"], "in the body", "{e:#}");
+        let text = e.to_string();
+        for value in ["alice@example.test", "bob@example.test", "alice@", "bob@"] {
+            assert!(!text.contains(value), "{value} in the journal: {e:#}");
+        }
     }
     // The store keeps it: Alice's report says what the company received, her history
     // what her app sent; Bob's say nothing of it.

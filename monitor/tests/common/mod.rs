@@ -16,6 +16,7 @@ use monitor_common::WATCH_TAG_CGROUP;
 
 pub mod audit;
 pub mod daemon;
+pub mod journal;
 pub mod lab;
 
 pub const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");
