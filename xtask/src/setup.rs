@@ -32,6 +32,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nghttpd", "nghttp2-server"),
     // Firefox's plaintext test: the lab's certificate in the test profile.
     ("certutil", "libnss3-tools"),
+    // The metrics file's test: Debian's node_exporter reads it.
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),

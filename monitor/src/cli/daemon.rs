@@ -42,6 +42,14 @@ pub struct DaemonArgs {
     /// none): one user's flood costs that user's records, never another's.
     #[arg(long, value_name = "RATE", default_value = defaults::USER_RECORD_RATE_ARG, value_parser = super::audit::parse_rate)]
     pub user_budget: u64,
+    /// Also write counters for Prometheus' node_exporter to this file (textfile
+    /// collector: a `.prom` file in its `--collector.textfile.directory`), rewritten whole
+    /// every `--metrics-every`.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// How often the metrics file is rewritten.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration, requires = "metrics_file")]
+    pub metrics_every: Duration,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -68,6 +76,12 @@ impl From<DaemonArgs> for DaemonOptions {
                 ring_bytes: a.ring_size,
                 budget: Some(BudgetSettings::new(a.user_budget, a.ring_size)),
             },
+            metrics: a
+                .metrics_file
+                .map(|path| crate::daemon::metrics::MetricsOptions {
+                    path,
+                    every: a.metrics_every.max(Duration::from_secs(1)),
+                }),
         }
     }
 }

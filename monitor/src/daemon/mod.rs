@@ -10,6 +10,7 @@
 
 mod identities;
 pub mod journal;
+pub mod metrics;
 mod policy;
 mod sent;
 pub mod server;
@@ -62,6 +63,8 @@ pub enum DaemonError {
     },
     #[error("signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 impl From<SensorError> for DaemonError {
@@ -83,6 +86,8 @@ pub struct DaemonOptions {
     pub admin_group: String,
     pub retention: store::Retention,
     pub sensor: SensorOptions,
+    /// Counters for node_exporter's textfile collector (`--metrics-file`).
+    pub metrics: Option<metrics::MetricsOptions>,
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -136,6 +141,7 @@ pub struct Daemon {
     identities: identities::Identities,
     /// What watched apps sent that was told and stored already.
     sent: sent::SentBook,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Daemon {
@@ -149,6 +155,9 @@ impl Daemon {
             path: opts.state_dir.clone(),
             source,
         };
+        if let Some(m) = &opts.metrics {
+            m.check()?;
+        }
         let store = store::Store::open(&opts.state_dir, opts.retention).map_err(state_err)?;
         let policy =
             PolicyState::load(&opts.policy, &opts.state_dir.join(store::LAST_GOOD_POLICY))?;
@@ -197,6 +206,7 @@ impl Daemon {
             accept_errors: 0,
             identities,
             sent: Default::default(),
+            metrics: opts.metrics.clone().map(metrics::Metrics::new),
             opts,
         };
         d.update_status(d.session.counters().ok());
@@ -213,6 +223,9 @@ impl Daemon {
     pub fn on_records(&mut self, _step: Step) {
         let before = self.alerts_total;
         for decided in self.session.changes(&self.policy.policy) {
+            if let Some(m) = &mut self.metrics {
+                m.contact(&decided.finding);
+            }
             if decided.finding.flagged {
                 self.alert(decided);
             }
@@ -225,6 +238,9 @@ impl Daemon {
     /// A flagged contact: to the journal, the store and every subscriber who may see it.
     fn alert(&mut self, d: Decided) {
         self.journal.alert(&d.finding);
+        if let Some(m) = &mut self.metrics {
+            m.alert(&d.finding);
+        }
         let alert = Arc::new(Alert {
             finding: d.finding,
             ts_ms: now_ms(),
@@ -351,6 +367,7 @@ impl Daemon {
         self.tell_sent();
         self.store_touched();
         self.update_status(health.counters);
+        self.write_metrics(false);
         if let Some(notice) = health.loss {
             log::warn!(message_id = journal::LOSS_ID; "{}", notice.message);
             let _ = self.shared.alerts.send(Event::Notice(notice));
@@ -429,11 +446,31 @@ impl Daemon {
         }
     }
 
+    /// The counters to `--metrics-file`: when due, or now (`now`, on stop).
+    fn write_metrics(&mut self, now: bool) {
+        let Some(m) = &mut self.metrics else { return };
+        let s = &self.session;
+        let store = self.store.status();
+        let snapshot = metrics::Snapshot {
+            counters: s.counters().ok(),
+            delivered: s.capture.delivered,
+            store: &store,
+            policy_error: self.policy.error.is_some(),
+            watched_apps: s.watched().len(),
+            uptime: self.started.elapsed(),
+        };
+        match now {
+            true => m.write(&snapshot),
+            false => m.tick(&snapshot),
+        }
+    }
+
     /// Stops: the last rows go to the store, the socket file goes.
     pub fn stop(mut self) {
         systemd::notify("STOPPING=1");
         self.store_touched();
         self.store.close();
+        self.write_metrics(true);
         let _ = std::fs::remove_file(&self.opts.socket);
     }
 }

@@ -93,19 +93,23 @@ pub fn writable_by_others(path: &Path, meta: &Metadata) -> Option<String> {
     None
 }
 
-/// Reads a text file of at most `limit` bytes. Refuses FIFOs, devices, sockets and
-/// directories; reports invalid UTF-8 with its line and column. When we run as root, warns
-/// (in the log) if anyone else could rewrite the file.
 /// Writes `bytes` to a new root-only (0600) file beside `path` and renames it over:
 /// never half a file, never through a link someone planted.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to a new file of `mode` beside `path` (`NAME.tmp.PID`) and renames it
+/// over: readers see the old file or the new one, never half of one, and never write
+/// through a link someone planted.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(bytes)?;
@@ -113,6 +117,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Reads a text file of at most `limit` bytes. Refuses FIFOs, devices, sockets and
+/// directories; reports invalid UTF-8 with its line and column. When we run as root, warns
+/// (in the log) if anyone else could rewrite the file.
 pub fn read_text(path: &Path, limit: u64) -> Result<String, FileError> {
     let (f, meta) = open_regular(path)?;
     if meta.len() > limit {
