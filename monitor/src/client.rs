@@ -307,19 +307,38 @@ pub async fn events(socket: &Path, out: &mut dyn Write) -> Result<(), ClientComm
 
 /// `brokerwatch report`: what apps talked to, from the daemon's store (your own processes',
 /// or everyone's for root and the admin group).
+/// What `brokerwatch report` asks for.
+pub struct ReportQuery {
+    pub since: Duration,
+    pub apps: Vec<String>,
+    /// Only what is new, against this much before `since` (`--new --baseline`).
+    pub baseline: Option<Duration>,
+}
+
 pub async fn report(
     socket: &Path,
-    since: Duration,
-    apps: Vec<String>,
+    q: ReportQuery,
     format: crate::report::Format,
     out: &mut dyn Write,
 ) -> Result<(), ClientCommandError> {
-    let since_ms = crate::host::clock::now_ms().saturating_sub(since.as_millis() as u64);
-    let reply = protocol::request(socket, &Request::Report { since_ms, apps }).await?;
+    let since_ms = crate::host::clock::now_ms().saturating_sub(q.since.as_millis() as u64);
+    let baseline_ms = q
+        .baseline
+        .map(|b| since_ms.saturating_sub(b.as_millis() as u64));
+    let req = Request::Report {
+        since_ms,
+        apps: q.apps,
+        baseline_ms,
+    };
+    let reply = protocol::request(socket, &req).await?;
     let Reply::Report(r) = reply else {
         return Err(ClientCommandError::Unexpected("report"));
     };
-    crate::report::write(out, &r, format, "brokerwatch: what apps talked to")?;
+    let title = match baseline_ms {
+        Some(_) => "brokerwatch: what apps started talking to",
+        None => "brokerwatch: what apps talked to",
+    };
+    crate::report::write(out, &r, format, title)?;
     Ok(out.flush()?)
 }
 

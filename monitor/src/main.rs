@@ -87,10 +87,14 @@ fn run() -> anyhow::Result<u8> {
         Command::Report(args) => {
             let mut out = audit::format::open_report(args.output().as_deref())?;
             let (since, apps, format) = (args.since, args.apps.clone(), args.format());
-            done(block_on(client::report(
-                &args.socket.path,
+            let query = client::ReportQuery {
                 since,
                 apps,
+                baseline: args.baseline(),
+            };
+            done(block_on(client::report(
+                &args.socket.path,
+                query,
                 format,
                 &mut out,
             ))?)

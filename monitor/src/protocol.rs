@@ -28,6 +28,10 @@ pub enum Request {
         since_ms: u64,
         #[serde(default)]
         apps: Vec<String>,
+        /// Only what is new: contacts first seen since `since_ms` and not between this and
+        /// `since_ms` (`report --new`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        baseline_ms: Option<u64>,
     },
     /// Block (or unblock) `company` for the asking user's processes of `app`, where the
     /// policy lets users block.

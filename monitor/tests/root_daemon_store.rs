@@ -239,3 +239,65 @@ fn daemon_report_over_the_store_includes_first_party_contacts_and_is_per_user() 
     assert_eq!(code, Some(0));
     assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
 }
+
+/// Issue 26, item 2: `report --new` through the daemon, over a store that already knew
+/// Zoom's first-party host from ten days ago: only the broker, first contacted now, is new.
+#[test]
+fn daemon_report_new_lists_what_an_app_started_contacting_not_what_it_knew() {
+    require_root();
+    let dir = lab_dir("store-new");
+    std::fs::write(dir.join("policies.d/test.toml"), policy_text("Broker")).unwrap();
+    let ten_days_ago = brokerwatch::host::clock::now_ms() - 10 * 24 * 3600 * 1000;
+    {
+        // The baseline: a store of an earlier run (the daemon opens it as its own).
+        let mut s = store::Store::open(&dir.join("state"), store::Retention::default()).unwrap();
+        s.record_connection(store::ConnRow {
+            key: "earlier".into(),
+            first_ms: ten_days_ago,
+            last_ms: ten_days_ago,
+            finding: brokerwatch::finding::Finding {
+                app: Some("Zoom".into()),
+                dst_ip: "127.0.0.3".parse().unwrap(),
+                count: 1,
+                ..Default::default()
+            },
+        });
+        s.close();
+    }
+    let (_b, broker) = common::accepting_listener("127.0.0.2:0");
+    let (_f, first_party) = common::accepting_listener("127.0.0.3:0");
+    let _daemon = Daemon::start(&dir);
+    run_zoom(
+        &dir,
+        &[
+            format!("tcp:127.0.0.3:{first_party}"),
+            format!("tcp:127.0.0.2:{broker}"),
+        ],
+    );
+    let new = || -> serde_json::Value {
+        let (code, text) = client(&dir, None, &["report", "--new", "--since", "1h", "--json"]);
+        assert_eq!(code, Some(0), "{text}");
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    wait_for(
+        || new()["apps"].as_array().is_some_and(|a| !a.is_empty()),
+        "the new contact in the report",
+    );
+    let r = new();
+    assert!(r["new_since_ms"].is_u64(), "{r:#}");
+    let zoom = &r["apps"][0];
+    assert_eq!(zoom["app"], "Zoom", "{r:#}");
+    assert_eq!(zoom["companies"][0]["company"], "Broker", "{r:#}");
+    assert!(
+        zoom["other"].as_array().unwrap().is_empty(),
+        "the first-party host was known ten days ago: {r:#}"
+    );
+    // The full report still has both.
+    let (_, all) = client(&dir, None, &["report", "--since", "1h"]);
+    assert!(all.contains("127.0.0.3"), "{all}");
+    let (_, text) = client(&dir, None, &["report", "--new", "--since", "1h"]);
+    assert!(text.starts_with("New since "), "{text}");
+    assert!(!text.contains("127.0.0.3"), "{text}");
+    let (code, err) = client(&dir, None, &["report", "--baseline", "7d"]);
+    assert_ne!(code, Some(0), "--baseline without --new is refused: {err}");
+}

@@ -212,6 +212,13 @@ pub struct ReportArgs {
     /// Only this app (id or name; repeatable).
     #[arg(long = "app", value_name = "ID")]
     pub apps: Vec<String>,
+    /// Only what is new: companies and destinations each app first contacted within
+    /// `--since` and not in the `--baseline` before it.
+    #[arg(long)]
+    pub new: bool,
+    /// With `--new`: how far before `--since` counts as already known (e.g. 30d).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, requires = "new")]
+    pub baseline: Duration,
     /// The report as one JSON object (schema-versioned).
     #[arg(long, conflicts_with_all = ["csv", "html"])]
     pub json: bool,
@@ -293,6 +300,11 @@ impl ReportArgs {
                 color: self.output.is_none() && crate::report::text::color_for_stdout(),
             },
         }
+    }
+
+    /// With `--new`, how far before `--since` is known already.
+    pub fn baseline(&self) -> Option<Duration> {
+        self.new.then_some(self.baseline)
     }
 
     /// Where the report goes: the `--html` file, `--output`, or standard output.

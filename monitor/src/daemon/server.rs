@@ -263,8 +263,11 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 None => return,
             },
             Request::Status => status(&shared, peer),
-            Request::Report { since_ms, apps } => match report(&shared, peer, since_ms, apps).await
-            {
+            Request::Report {
+                since_ms,
+                apps,
+                baseline_ms,
+            } => match report(&shared, peer, (since_ms, baseline_ms), apps).await {
                 Some(reply) => reply,
                 None => return,
             },
@@ -332,12 +335,18 @@ async fn history(shared: &Shared, peer: Peer, since_ms: u64) -> Option<String> {
 
 /// What `peer`'s apps talked to since `since_ms`: like history, per user, on a blocking
 /// thread, a few at a time. `None` when the daemon is stopping.
-async fn report(shared: &Shared, peer: Peer, since_ms: u64, apps: Vec<String>) -> Option<Reply> {
+async fn report(
+    shared: &Shared,
+    peer: Peer,
+    (since_ms, baseline_ms): (u64, Option<u64>),
+    apps: Vec<String>,
+) -> Option<Reply> {
     let _permit = shared.queries.acquire().await.ok()?;
     let path = shared.store_path.clone();
     let only = (!peer.admin).then_some(peer.uid);
-    let built = tokio::task::spawn_blocking(move || {
-        super::store::read_report(&path, since_ms, only, &apps)
+    let built = tokio::task::spawn_blocking(move || match baseline_ms {
+        Some(b) => super::store::read_new(&path, (b, since_ms), only, &apps),
+        None => super::store::read_report(&path, since_ms, only, &apps),
     })
     .await
     .ok()?;

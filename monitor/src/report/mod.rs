@@ -38,6 +38,9 @@ pub struct Report {
     pub bucket_ms: u64,
     /// Facts about how it was gathered (command, kernel, records, duration), in order.
     pub facts: Vec<(String, String)>,
+    /// Set when the report holds only what is new since then (`report --new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_since_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +230,7 @@ pub fn build(
         timeline,
         bucket_ms,
         facts: Vec::new(),
+        new_since_ms: None,
     }
 }
 

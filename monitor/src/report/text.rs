@@ -33,8 +33,19 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
     let paint = |on: bool, code: &'static str| if on && color { code } else { "" };
     let reset = |on: bool| if on && color { RESET } else { "" };
     let long = r.until_ms.saturating_sub(r.since_ms) > 86_400_000;
-    if r.apps.is_empty() {
-        writeln!(out, "No connections in this report.")?;
+    match (r.new_since_ms, r.apps.is_empty()) {
+        (Some(t), true) => writeln!(
+            out,
+            "Nothing new: no app contacted a company or destination since {} that it had not contacted before.",
+            when(t, true)
+        )?,
+        (Some(t), false) => writeln!(
+            out,
+            "New since {}: companies and destinations each app had not contacted before.\n",
+            when(t, true)
+        )?,
+        (None, true) => writeln!(out, "No connections in this report.")?,
+        (None, false) => {}
     }
     let dest_line = |out: &mut dyn Write, d: &DomainRow| -> io::Result<()> {
         let span = match d.first_ms == d.last_ms {

@@ -29,7 +29,9 @@ use std::{
 };
 
 use self::files::{create_private, private_dir};
-pub use self::query::{count_rows, read_alerts, read_connections, read_report, read_sent};
+pub use self::query::{
+    count_rows, read_alerts, read_connections, read_new, read_report, read_sent,
+};
 pub use sql::{decode_alert, decode_finding, Table, SCHEMA_VERSION};
 
 use crate::{

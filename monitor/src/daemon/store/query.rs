@@ -50,6 +50,43 @@ pub fn read_report(
     ))
 }
 
+/// Only what is new (`report --new`): contacts first seen at or after `since_ms` whose
+/// (app, company, destination) was not seen between `baseline_ms` and `since_ms`.
+pub fn read_new(
+    path: &Path,
+    (baseline_ms, since_ms): (u64, u64),
+    uid: Option<u32>,
+    apps: &[String],
+) -> Result<crate::report::Report, StoreError> {
+    let all = match path.exists() {
+        true => sql::report_contacts(&sql::open_ro(path)?, baseline_ms, uid, apps)?,
+        false => Vec::new(),
+    };
+    let key =
+        |c: &crate::report::Contact| (c.app.clone(), c.company.clone(), c.destination.clone());
+    let mut first: std::collections::HashMap<_, u64> = std::collections::HashMap::new();
+    for c in &all {
+        let f = first.entry(key(c)).or_insert(c.first_ms);
+        *f = (*f).min(c.first_ms);
+    }
+    let new = all
+        .into_iter()
+        .filter(|c| first.get(&key(c)).is_some_and(|f| *f >= since_ms));
+    let mut r = crate::report::build(new, [], "store", since_ms, now_ms());
+    r.new_since_ms = Some(since_ms);
+    r.facts.push((
+        "Only what is new".to_owned(),
+        format!(
+            "first contacted since {} and not in the {} before",
+            crate::report::text::when(since_ms, true),
+            humantime::format_duration(std::time::Duration::from_secs(
+                since_ms.saturating_sub(baseline_ms) / 1000
+            ))
+        ),
+    ));
+    Ok(r)
+}
+
 /// What apps sent (leak findings) last seen since `since_ms`, oldest first: `uid`'s only,
 /// or everyone's with `None`.
 pub fn read_sent(

@@ -511,3 +511,59 @@ fn store_what_was_sent_is_bounded_per_uid_and_updates_go_on() {
         sql::SENT_PER_UID as u64 + 1
     );
 }
+
+#[test]
+fn store_report_new_lists_only_destinations_first_seen_in_the_window_not_in_the_baseline() {
+    let dir = scratch("new");
+    let day = 24 * 3600 * 1000;
+    let now = now_ms();
+    let row = |key: &str, domain: &str, first: u64, last: u64| ConnRow {
+        key: key.into(),
+        first_ms: first,
+        last_ms: last,
+        finding: Finding {
+            domain: Some(domain.into()),
+            app: Some("Zoom".into()),
+            count: 1,
+            ..Finding::default()
+        },
+    };
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    // Known: first seen in the baseline, still contacted in the window.
+    s.record_connection(row("a", "known.example", now - 10 * day, now - 3_600_000));
+    // New: first seen in the window.
+    s.record_connection(row(
+        "b",
+        "new.example",
+        now - 2 * 3_600_000,
+        now - 3_600_000,
+    ));
+    // Seen only before the baseline began, then again in the window: new.
+    s.record_connection(row("c1", "again.example", now - 40 * day, now - 40 * day));
+    s.record_connection(row("c2", "again.example", now - 3_600_000, now - 3_600_000));
+    // Seen in the baseline only: not in the report at all.
+    s.record_connection(row("d", "gone.example", now - 10 * day, now - 10 * day));
+    s.close();
+    let path = dir.join(FILE_NAME);
+    let since = now - day;
+    let r = read_new(&path, (since - 30 * day, since), None, &[]).unwrap();
+    assert_eq!(r.new_since_ms, Some(since));
+    let dests: Vec<&str> = r
+        .apps
+        .iter()
+        .flat_map(|a| a.other.iter().map(|d| d.destination.as_str()))
+        .collect();
+    let mut sorted = dests.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["again.example", "new.example"], "{r:#?}");
+    let mut text = Vec::new();
+    crate::report::text::write(&mut text, &r, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.starts_with("New since "), "{text}");
+    // Nothing new in a window where nothing began.
+    let quiet = read_new(&path, (now - 31 * day, now - 30 * 60_000), None, &[]).unwrap();
+    assert!(quiet.apps.is_empty(), "{quiet:#?}");
+    let mut text = Vec::new();
+    crate::report::text::write(&mut text, &quiet, false).unwrap();
+    assert!(String::from_utf8(text).unwrap().starts_with("Nothing new"));
+}
