@@ -20,6 +20,8 @@ pub enum ClientCommandError {
     Output(#[from] io::Error),
     #[error("the daemon answered {0:?} with something else")]
     Unexpected(&'static str),
+    #[error(transparent)]
+    Fleet(#[from] crate::report::fleet::FleetError),
 }
 
 /// `brokerwatch block|unblock APP COMPANY`: the daemon's answer on one line.
@@ -313,6 +315,8 @@ pub struct ReportQuery {
     pub apps: Vec<String>,
     /// Only what is new, against this much before `since` (`--new --baseline`).
     pub baseline: Option<Duration>,
+    /// Forwarded alerts to read instead of asking the daemon (`--input`).
+    pub input: Vec<std::path::PathBuf>,
 }
 
 pub async fn report(
@@ -322,6 +326,17 @@ pub async fn report(
     out: &mut dyn Write,
 ) -> Result<(), ClientCommandError> {
     let since_ms = crate::host::clock::now_ms().saturating_sub(q.since.as_millis() as u64);
+    if !q.input.is_empty() {
+        // A fleet report: the forwarded lines, no daemon.
+        let (r, _) = crate::report::fleet::read(&q.input, since_ms)?;
+        crate::report::write(
+            out,
+            &r,
+            format,
+            "brokerwatch: what the fleet's apps talked to",
+        )?;
+        return Ok(out.flush()?);
+    }
     let baseline_ms = q
         .baseline
         .map(|b| since_ms.saturating_sub(b.as_millis() as u64));

@@ -86,12 +86,7 @@ fn run() -> anyhow::Result<u8> {
         }
         Command::Report(args) => {
             let mut out = audit::format::open_report(args.output().as_deref())?;
-            let (since, apps, format) = (args.since, args.apps.clone(), args.format());
-            let query = client::ReportQuery {
-                since,
-                apps,
-                baseline: args.baseline(),
-            };
+            let (query, format) = (args.query(), args.format());
             done(block_on(client::report(
                 &args.socket.path,
                 query,

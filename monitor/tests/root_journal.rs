@@ -167,4 +167,47 @@ fn journal_alerts_reach_a_collector_through_the_shipped_rsyslog_forwarding() {
         v["message"].as_str().unwrap().contains("contacted"),
         "{v:#}"
     );
+    // Issue 26, item 4: the fleet report over the collector's file, with this desktop's
+    // line as it arrived and the same line as a second desktop (desk-2) sends it.
+    let host = v["host"].as_str().unwrap();
+    assert!(!host.is_empty(), "{v:#}");
+    let file = dir.join("collector.jsonl");
+    let other = line.replace(&format!("\"host\":\"{host}\""), "\"host\":\"desk-2\"");
+    std::fs::write(&file, format!("{line}\n{other}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_brokerwatch"))
+        .args(["report", "--since", "1h", "--json", "--input"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{stdout}: {e}"));
+    assert_eq!(r["scope"], "fleet", "{r:#}");
+    assert_eq!(r["fleet"][0]["company"], "Fleet Broker", "{r:#}");
+    assert_eq!(r["fleet"][0]["alerts"], 2, "{r:#}");
+    let mut hosts: Vec<&str> = r["fleet"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    hosts.sort();
+    let mut want = vec![host, "desk-2"];
+    want.sort();
+    assert_eq!(hosts, want);
+    let apps: Vec<&str> = r["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["app"].as_str().unwrap())
+        .collect();
+    assert!(
+        apps.contains(&format!("Zoom on {host}").as_str()),
+        "{apps:?}"
+    );
+    assert!(apps.contains(&"Zoom on desk-2"), "{apps:?}");
 }

@@ -65,6 +65,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "block",
         "soak",
         "plaintext",
+        "fleet",
     ] {
         let out = dir.join(format!("{bench}.json"));
         run_cmd(

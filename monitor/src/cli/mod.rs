@@ -212,6 +212,11 @@ pub struct ReportArgs {
     /// Only this app (id or name; repeatable).
     #[arg(long = "app", value_name = "ID")]
     pub apps: Vec<String>,
+    /// Report on alerts forwarded by many desktops (the JSON lines of
+    /// `dist/rsyslog`, as a collector writes them) in FILE or every file of a directory
+    /// (repeatable), per host and app; the daemon is not asked.
+    #[arg(long, value_name = "PATH", conflicts_with = "new")]
+    pub input: Vec<PathBuf>,
     /// Only what is new: companies and destinations each app first contacted within
     /// `--since` and not in the `--baseline` before it.
     #[arg(long)]
@@ -302,9 +307,14 @@ impl ReportArgs {
         }
     }
 
-    /// With `--new`, how far before `--since` is known already.
-    pub fn baseline(&self) -> Option<Duration> {
-        self.new.then_some(self.baseline)
+    /// What the report asks for.
+    pub fn query(&self) -> crate::client::ReportQuery {
+        crate::client::ReportQuery {
+            since: self.since,
+            apps: self.apps.clone(),
+            baseline: self.new.then_some(self.baseline),
+            input: self.input.clone(),
+        }
     }
 
     /// Where the report goes: the `--html` file, `--output`, or standard output.

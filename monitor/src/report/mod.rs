@@ -5,6 +5,7 @@
 //! self-contained page. [`write`] picks one.
 
 pub mod csv;
+pub mod fleet;
 pub mod html;
 pub mod received;
 pub mod text;
@@ -41,6 +42,9 @@ pub struct Report {
     /// Set when the report holds only what is new since then (`report --new`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_since_ms: Option<u64>,
+    /// A fleet report (`report --input`): each company and the hosts that saw it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet: Vec<fleet::CompanyHosts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +235,7 @@ pub fn build(
         bucket_ms,
         facts: Vec::new(),
         new_since_ms: None,
+        fleet: Vec::new(),
     }
 }
 

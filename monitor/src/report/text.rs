@@ -33,20 +33,7 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
     let paint = |on: bool, code: &'static str| if on && color { code } else { "" };
     let reset = |on: bool| if on && color { RESET } else { "" };
     let long = r.until_ms.saturating_sub(r.since_ms) > 86_400_000;
-    match (r.new_since_ms, r.apps.is_empty()) {
-        (Some(t), true) => writeln!(
-            out,
-            "Nothing new: no app contacted a company or destination since {} that it had not contacted before.",
-            when(t, true)
-        )?,
-        (Some(t), false) => writeln!(
-            out,
-            "New since {}: companies and destinations each app had not contacted before.\n",
-            when(t, true)
-        )?,
-        (None, true) => writeln!(out, "No connections in this report.")?,
-        (None, false) => {}
-    }
+    preamble(out, r)?;
     let dest_line = |out: &mut dyn Write, d: &DomainRow| -> io::Result<()> {
         let span = match d.first_ms == d.last_ms {
             true => when(d.first_ms, long),
@@ -121,6 +108,44 @@ pub fn write(out: &mut dyn Write, r: &Report, color: bool) -> io::Result<()> {
             for r in &app.sent_elsewhere {
                 received_line(out, r, "", "")?;
             }
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// What the report is before its apps: what is new, the fleet's companies, or that it is
+/// empty.
+fn preamble(out: &mut dyn Write, r: &Report) -> io::Result<()> {
+    match (r.new_since_ms, r.apps.is_empty()) {
+        (Some(t), true) => writeln!(
+            out,
+            "Nothing new: no app contacted a company or destination since {} that it had not contacted before.",
+            when(t, true)
+        )?,
+        (Some(t), false) => writeln!(
+            out,
+            "New since {}: companies and destinations each app had not contacted before.\n",
+            when(t, true)
+        )?,
+        (None, true) => writeln!(out, "No connections in this report.")?,
+        (None, false) => {}
+    }
+    if !r.fleet.is_empty() {
+        writeln!(
+            out,
+            "Companies across the fleet, by the hosts that saw them:"
+        )?;
+        for c in &r.fleet {
+            let hosts: Vec<String> = c.hosts.iter().map(|h| safe(h).into_owned()).collect();
+            writeln!(
+                out,
+                "  {:<24} {:>6} alerts, {} hosts: {}",
+                safe(&c.company),
+                c.alerts,
+                c.hosts.len(),
+                hosts.join(", ")
+            )?;
         }
         writeln!(out)?;
     }
