@@ -98,7 +98,16 @@ fn run() -> anyhow::Result<u8> {
         Command::Blocks(a) => done(block_on(client::blocks(&a.socket.path, a.json, &mut out))?),
         Command::Unblock(a) => done(block_on(a.run(true, &mut out))?),
         Command::Identity(c) => done(block_on(c.run(&mut out))?),
-        Command::Notify(args) => done(block_on(notify::run(&args.socket.path, (&args).into()))?),
+        Command::Notify(args) => {
+            let digest = args
+                .digest
+                .map(|d| d.max(std::time::Duration::from_secs(1)));
+            done(block_on(notify::run(
+                &args.socket.path,
+                (&args).into(),
+                digest,
+            ))?)
+        }
         Command::Install(args) => {
             // Root is checked first: an ordinary user gets that message, not EACCES.
             let mut lines = install::install(&(&args).into())?;

@@ -372,3 +372,72 @@ fn notify_block_button_blocks_the_app_and_company_for_that_user() {
     drop(daemon);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// Issue 26, item 2: the opt-in digest of what is new. The agent runs with `--digest 4s`;
+// the user's app contacts a broker for the first time; the digest names it.
+#[test]
+fn notify_digest_names_the_companies_an_app_contacted_for_the_first_time() {
+    require_root();
+    let dir = lab_dir("notify-digest");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Digest Broker Ltd"),
+    )
+    .unwrap();
+    let (_l, port) = common::accepting_listener("127.0.0.2:0");
+    let daemon = Daemon::start(&dir);
+    let mut session = Session::start(&dir, 96);
+    let state = dir.join("state-of-nobody");
+    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let socket = dir.join("run/brokerwatch.sock");
+    let agent = session
+        .command(&[
+            BIN,
+            "-v",
+            "notify",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--digest",
+            "4s",
+        ])
+        .env("XDG_STATE_HOME", &state)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("notify.log")).unwrap())
+        .spawn()
+        .unwrap();
+    session.children.push(agent);
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::create_dir_all(dir.join("probe")).unwrap();
+    let probe = dir.join("probe/zoom");
+    std::fs::copy(PROBE, &probe).unwrap();
+    let status = session
+        .command(&[probe.to_str().unwrap(), &format!("tcp:127.0.0.2:{port}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut text = String::new();
+    wait_for(
+        || {
+            let _ = session.dunstctl(&["close-all"]);
+            text = session.dunstctl(&["history"]).unwrap_or_default();
+            text.contains("never contacted before")
+        },
+        "the digest",
+    );
+    assert!(
+        text.contains(
+            "In the last 4 seconds: Zoom contacted 1 company it never contacted before: Digest Broker Ltd."
+        ),
+        "{text}\nagent: {}\ndaemon: {}",
+        std::fs::read_to_string(dir.join("notify.log")).unwrap_or_default(),
+        daemon.log()
+    );
+    assert!(
+        state.join("brokerwatch/digest-last").is_file(),
+        "the digest's time is kept for the next login"
+    );
+    drop(session);
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -250,6 +250,10 @@ pub struct NotifyArgs {
     /// At most this many notifications per minute.
     #[arg(long, default_value_t = 6)]
     pub per_minute: usize,
+    /// Opt in to a digest of what is new, every PERIOD (e.g. 7d): which companies each app
+    /// contacted that it had not in the 30 days before. Off unless given.
+    #[arg(long, value_name = "PERIOD", value_parser = humantime::parse_duration)]
+    pub digest: Option<Duration>,
 }
 
 impl From<&NotifyArgs> for crate::notify::ThrottleSettings {

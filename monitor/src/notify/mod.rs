@@ -2,6 +2,7 @@
 //! only, the daemon decides), passes them through the [`Throttle`], and shows freedesktop
 //! notifications with Details, Mute and Block actions.
 
+pub mod digest;
 mod throttle;
 
 use std::{
@@ -253,7 +254,11 @@ fn block_pairs(socket: &Path, pairs: &[(String, String)]) -> String {
 
 /// Shows the daemon's alerts as notifications until Ctrl-C, reconnecting (with backoff)
 /// whenever the daemon goes away.
-pub async fn run(socket: &Path, settings: ThrottleSettings) -> Result<(), ClientError> {
+pub async fn run(
+    socket: &Path,
+    settings: ThrottleSettings,
+    digest: Option<Duration>,
+) -> Result<(), ClientError> {
     let mute_path = mute_file();
     let muted = mute_path.as_deref().map(load_muted).unwrap_or_default();
     let mut agent = Agent {
@@ -264,6 +269,7 @@ pub async fn run(socket: &Path, settings: ThrottleSettings) -> Result<(), Client
         last_ts: 0,
         seen_at_last: Vec::new(),
         last_notice: None,
+        digest: digest.map(digest::Digest::new),
     };
     let mut backoff = Duration::from_millis(250);
     // Why the daemon cannot be reached, said once (again only when the reason changes).
@@ -316,6 +322,8 @@ struct Agent {
     last_ts: u64,
     seen_at_last: Vec<Alert>,
     last_notice: Option<Instant>,
+    /// The opt-in digest of what is new (`--digest`).
+    digest: Option<digest::Digest>,
 }
 
 impl Agent {
@@ -327,6 +335,13 @@ impl Agent {
             let due = self.throttle.lock().ok().and_then(|t| t.due());
             let sleep = async {
                 match due {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let digest_due = self.digest.as_ref().map(|d| d.next);
+            let digest = async {
+                match digest_due {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
                     None => std::future::pending().await,
                 }
@@ -349,6 +364,11 @@ impl Agent {
                 _ = sleep => {
                     let note = self.throttle.lock().ok().and_then(|mut t| t.flush(Instant::now()));
                     self.display(note);
+                }
+                _ = digest => {
+                    if let Some(d) = &mut self.digest {
+                        d.run(&self.socket).await;
+                    }
                 }
                 _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
             }

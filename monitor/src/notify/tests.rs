@@ -280,3 +280,42 @@ fn a_pair_allowed_then_blocked_in_one_burst_is_one_company() {
     assert_eq!(n.summary, "Blocked: Zoom -> LinkedIn");
     assert_eq!(n.pairs.len(), 1);
 }
+
+#[test]
+fn digest_sentence_names_each_apps_new_companies_and_nothing_when_none() {
+    use crate::report::{build, Contact};
+    let contact = |app: &str, company: Option<&str>| Contact {
+        app: app.into(),
+        company: company.map(str::to_owned),
+        category: company.map(|_| "data-broker".into()),
+        severity: None,
+        source: None,
+        flagged: true,
+        destination: "x.test".into(),
+        proto: "tcp".into(),
+        named_by: None,
+        count: 1,
+        first_ms: 1,
+        last_ms: 1,
+        blocked: 0,
+        queries: Vec::new(),
+    };
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let r = build(
+        vec![
+            contact("Zoom", Some("LinkedIn")),
+            contact("Zoom", Some("Acxiom")),
+            contact("Slack", None),
+        ],
+        [],
+        "store",
+        0,
+        0,
+    );
+    assert_eq!(
+        super::digest::sentence(&r, week).as_deref(),
+        Some("In the last 7 days: Zoom contacted 2 companies it never contacted before: Acxiom, LinkedIn.")
+    );
+    let quiet = build(vec![contact("Slack", None)], [], "store", 0, 0);
+    assert_eq!(super::digest::sentence(&quiet, week), None);
+}
