@@ -34,7 +34,8 @@ impl BlockTables {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
-    #[error("blocking needs the kernel to run brokerwatch's DNS reader, and it refused: {0}. Blocking needs Linux 5.17 or newer (bpf_loop); monitoring goes on")]
+    /// Why this kernel cannot block (see [`super::sensor`]'s reasons).
+    #[error("{0}: brokerwatch watches and reports on this kernel, but denies nothing")]
     Unavailable(String),
     #[error("the policy blocks {need} {what}, more than the kernel table holds ({max}); narrow the block rules (by company or destination instead of a whole category)")]
     TooMany {
@@ -48,6 +49,20 @@ pub enum BlockError {
         #[source]
         source: MapError,
     },
+}
+
+/// Why blocking cannot work, from the DNS reader's refusal: before 5.17 the kernel has no
+/// `bpf_loop` (distributions that backport it load the reader and never get here), and the
+/// verifier's statistics say nothing a user can act on.
+pub fn why_not(kernel: &super::preflight::KernelInfo, refused: &str) -> String {
+    if kernel.version < (5, 17, 0) {
+        format!(
+            "blocking needs Linux 5.17 or newer (the kernel's bpf_loop, for the DNS reader); this is {}",
+            kernel.release
+        )
+    } else {
+        format!("the kernel refused brokerwatch's DNS reader, which blocking needs ({refused})")
+    }
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> BlockError {

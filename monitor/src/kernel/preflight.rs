@@ -57,8 +57,8 @@ pub fn check_privileges() -> Result<(), PrivilegeError> {
 
 /// The oldest kernel brokerwatch can run on: BPF ring buffers arrived in 5.8.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
-/// The oldest kernel the kernel matrix (`cargo xtask vm-test`) tests: Debian 12's.
-pub const OLDEST_TESTED: (u32, u32) = (6, 1);
+/// The oldest kernel the kernel matrix (`cargo xtask vm-test`) tests: Debian 11's.
+pub const OLDEST_TESTED: (u32, u32) = (5, 10);
 
 /// The running kernel, as far as brokerwatch cares.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -154,7 +154,8 @@ impl Sensor {
             .map_max_entries(map::EVENTS, opts.ring_bytes)
             .load(OBJECT)
             .map_err(SensorError::Load)?;
-        let block_unavailable = load_programs(&mut ebpf)?;
+        let block_unavailable =
+            load_programs(&mut ebpf)?.map(|refused| block::why_not(&kernel, &refused));
         let libc_probes = libc_probes::attach(&mut ebpf);
         if let Err(why) = &libc_probes {
             log::warn!("names from apps' own getaddrinfo() calls are not available: {why}");

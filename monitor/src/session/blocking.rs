@@ -122,9 +122,8 @@ impl Blocking {
             }
         }
         if let Err(e) = outcome {
-            let message = format!("blocking is not in force: {e}");
-            log::error!("{message}");
-            self.error = Some(message);
+            // Said by the caller: in the log, or as the error of an audit that must block.
+            self.error = Some(format!("blocking is not in force: {e}"));
             self.enforcing = false;
             return Err(e);
         }

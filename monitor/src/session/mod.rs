@@ -52,8 +52,15 @@ pub enum SessionError {
     Cgroup(#[from] CgroupError),
     #[error("reading kernel records: {0}")]
     Io(#[from] io::Error),
+    /// Not a `source`: its text is in the message already (said once, not twice).
     #[error("--enforce: {0}")]
-    Block(#[from] crate::kernel::BlockError),
+    Block(crate::kernel::BlockError),
+}
+
+impl From<crate::kernel::BlockError> for SessionError {
+    fn from(e: crate::kernel::BlockError) -> Self {
+        Self::Block(e)
+    }
 }
 
 /// What [`Session::next`] saw.
@@ -503,15 +510,19 @@ impl Session {
             return Ok(());
         }
         let (apps, tags) = self.block_targets(policy);
-        self.blocking
-            .apply(
-                &mut self.sensor,
-                &apps,
-                &tags,
-                policy,
-                &self.engine.namer.dns,
-            )
-            .map_err(SessionError::Block)
+        let applied = self.blocking.apply(
+            &mut self.sensor,
+            &apps,
+            &tags,
+            policy,
+            &self.engine.namer.dns,
+        );
+        match (&applied, &self.blocking.error) {
+            // An audit that must block says it once, as its error.
+            (Err(_), Some(why)) if self.enforce != Enforce::Must => log::error!("{why}"),
+            _ => {}
+        }
+        applied.map_err(SessionError::Block)
     }
 
     /// `brokerwatch block|unblock` from `peer` (see [`Blocking::user_request`]): a new block

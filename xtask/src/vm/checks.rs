@@ -141,11 +141,23 @@ pub fn check(output: &str) -> Report {
         Some(s) if s.text.iter().any(|l| l.starts_with("brokerwatch ")) => {}
         _ => failures.push("version: brokerwatch did not start".to_owned()),
     }
+    // Before 5.17 (no bpf_loop) blocking is refused, in one sentence, with status 2.
+    let no_bpf_loop = kernel
+        .as_deref()
+        .and_then(kernel_version)
+        .is_some_and(|v| v < (5, 17));
     for (name, check) in CHECKS {
         let Some(section) = sections.get(*name) else {
             failures.push(format!("{name}: missing from the output"));
             continue;
         };
+        if *name == "block" && no_bpf_loop {
+            match block_refused(section) {
+                Ok(note) => notes.push(format!("{name}: {note}")),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+            continue;
+        }
         if let Some(why) = section.broken() {
             failures.push(format!("{name}: {why}"));
             continue;
@@ -161,6 +173,38 @@ pub fn check(output: &str) -> Report {
         failures,
         notes,
     }
+}
+
+/// `major.minor` of a kernel release (`5.10.0-32-cloud-amd64`).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// `audit --enforce` on a kernel without bpf_loop: refused in one clear sentence (said
+/// once, no verifier statistics), exit status 2.
+fn block_refused(s: &Section) -> Result<String, String> {
+    let said: Vec<&String> = s
+        .text
+        .iter()
+        .filter(|l| l.contains("blocking needs Linux 5.17 or newer"))
+        .collect();
+    let error = said
+        .iter()
+        .find(|l| l.contains("error: --enforce: "))
+        .ok_or_else(|| format!("no refusal: {}", s.text.join(" | ")))?;
+    if s.rc != Some(2)
+        || error.matches("5.17").count() != 1
+        || s.text.iter().any(|l| l.contains("verification time"))
+        || !error.contains("watches and reports on this kernel, but denies nothing")
+    {
+        return Err(format!(
+            "the refusal is not one clear sentence with status 2 (status {:?}): {}",
+            s.rc,
+            s.text.join(" | ")
+        ));
+    }
+    Ok("refused: no bpf_loop before 5.17 (status 2, one sentence)".to_owned())
 }
 
 fn tcp(s: &Section) -> Result<Option<String>, String> {
