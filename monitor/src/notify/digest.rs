@@ -30,15 +30,7 @@ pub struct Digest {
 
 /// `$XDG_STATE_HOME/brokerwatch/digest-last` (or `~/.local/state/...`).
 fn state_file() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        })?;
-    Some(base.join(defaults::APP_NAME).join("digest-last"))
+    Some(super::user_dir("XDG_STATE_HOME", ".local/state")?.join("digest-last"))
 }
 
 impl Digest {

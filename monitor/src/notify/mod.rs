@@ -33,22 +33,29 @@ pub fn markup_escape(text: &str) -> String {
 /// or the home directory the user database gives, never in a shared directory. `None` when
 /// the user has no home at all (mutes then last until the agent stops).
 pub fn mute_file() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+    Some(user_dir("XDG_CONFIG_HOME", ".config")?.join("muted.json"))
+}
+
+/// brokerwatch's directory of one kind in the user's home: under `$XDG_...` (`xdg`), else
+/// `$HOME/in_home`, else the home directory the user database gives; `None` without a
+/// home.
+pub fn user_dir(xdg: &str, in_home: &str) -> Option<PathBuf> {
+    let base = std::env::var_os(xdg)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".config"))
+                .map(|h| PathBuf::from(h).join(in_home))
         })
         .or_else(|| {
             let uid = crate::host::users::uid();
             crate::host::users::passwd(uid)
                 .map(|p| p.home)
                 .filter(|h| h.is_absolute() && h.is_dir())
-                .map(|h| h.join(".config"))
+                .map(|h| h.join(in_home))
         })?;
-    Some(base.join(defaults::APP_NAME).join("muted.json"))
+    Some(base.join(defaults::APP_NAME))
 }
 
 /// The muted pairs, from a file that is this user's own and that no one else can write;

@@ -503,10 +503,11 @@ impl Writer {
                         }
                         Op::Forget(key) => sql::forget_connection(&tx, key)?,
                         Op::Sent(s) => {
-                            if sql::write_sent(&tx, &s.0, &s.1)? {
+                            let uid = owner(s.1.uid);
+                            if sql::write_sent(&tx, &s.0, &s.1, || {
+                                usage.admit_sent(uid, sql::SENT_PER_UID)
+                            })? {
                                 sent += 1;
-                            } else {
-                                usage.refuse_sent(owner(s.1.uid));
                             }
                         }
                     }

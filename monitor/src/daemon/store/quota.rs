@@ -22,6 +22,8 @@ const MAX_UIDS: usize = 65_536;
 pub(super) struct Usage {
     rows: HashMap<u32, u64>,
     alerts: HashMap<u32, u64>,
+    /// Rows of what apps sent (issue 25).
+    sent: HashMap<u32, u64>,
     refused: HashMap<u32, u64>,
 }
 
@@ -42,6 +44,7 @@ impl Usage {
         Ok(Self {
             rows: per_uid("connections")?,
             alerts: per_uid("alerts")?,
+            sent: per_uid("sent")?,
             refused: HashMap::new(),
         })
     }
@@ -62,17 +65,15 @@ impl Usage {
         admit(&mut self.alerts, &mut self.refused, uid, limit, "alerts")
     }
 
-    /// `uid`'s new row of what an app sent was refused (it keeps
-    /// [`super::sql::SENT_PER_UID`] already).
-    pub(super) fn refuse_sent(&mut self, uid: u32) {
-        let r = self.refused.entry(uid).or_default();
-        if *r == 0 {
-            log::warn!(
-                "uid {uid} reached its store quota ({} rows of what apps sent): its new ones are not stored",
-                super::sql::SENT_PER_UID
-            );
-        }
-        *r += 1;
+    /// Whether `uid` may add a row of what an app sent (and counts it if so).
+    pub(super) fn admit_sent(&mut self, uid: u32, limit: u64) -> bool {
+        admit(
+            &mut self.sent,
+            &mut self.refused,
+            uid,
+            limit,
+            "rows of what apps sent",
+        )
     }
 
     /// The uids over a limit, with how many rows each keeps: what trimming must cut.

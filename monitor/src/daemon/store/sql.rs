@@ -59,7 +59,7 @@ CREATE INDEX IF NOT EXISTS sent_uid_last ON sent (uid, last_ms);
 ";
 
 /// What-was-sent rows one uid may keep (issue 25; new ones past it are refused and counted).
-pub const SENT_PER_UID: i64 = 10_000;
+pub const SENT_PER_UID: u64 = 10_000;
 
 /// Opens (creating) the store for writing: WAL, so that readers never wait for the writer.
 pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
@@ -366,9 +366,14 @@ pub fn count(db: &Connection, table: Table) -> Result<u64, StoreError> {
 }
 
 /// Writes what an app sent (a leak finding: kinds, forms, places, never a value): updates
-/// its row, else inserts it while its uid keeps fewer than [`SENT_PER_UID`]. Returns
-/// whether it was written.
-pub fn write_sent(db: &Connection, key: &str, l: &crate::leak::Leak) -> Result<bool, StoreError> {
+/// its row, else inserts it if `admit()` lets its uid keep one more (at most
+/// [`SENT_PER_UID`]). Returns whether it was written.
+pub fn write_sent(
+    db: &Connection,
+    key: &str,
+    l: &crate::leak::Leak,
+    admit: impl FnOnce() -> bool,
+) -> Result<bool, StoreError> {
     let body = serde_json::to_string(l).expect("leaks serialize");
     let values = params![
         key_hash(key),
@@ -391,10 +396,7 @@ pub fn write_sent(db: &Connection, key: &str, l: &crate::leak::Leak) -> Result<b
     if updated > 0 {
         return Ok(true);
     }
-    let kept: i64 = db
-        .prepare_cached("SELECT count(*) FROM sent WHERE uid = ?1")?
-        .query_row([l.uid], |r| r.get(0))?;
-    if kept >= SENT_PER_UID {
+    if !admit() {
         return Ok(false);
     }
     db.prepare_cached(

@@ -486,30 +486,35 @@ fn store_of_schema_2_is_migrated_in_place_and_keeps_every_row() {
 #[test]
 fn store_what_was_sent_is_bounded_per_uid_and_updates_go_on() {
     let dir = scratch("sent-quota");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut db = sql::open_rw(&dir.join(FILE_NAME)).unwrap();
-    let l = leak(1000, 7, Some("LinkedIn"), false, 1);
-    let tx = db.transaction().unwrap();
-    for i in 0..sql::SENT_PER_UID {
-        assert!(sql::write_sent(&tx, &format!("k{i}"), &l).unwrap());
+    let now = now_ms();
+    {
+        let mut s = Store::open(&dir, Retention::default()).unwrap();
+        for i in 0..sql::SENT_PER_UID {
+            let mut l = leak(1000, 7, Some("LinkedIn"), false, 1);
+            l.first_ms = now - 1_000 - i;
+            s.record_sent(format!("k{i}"), l);
+        }
+        s.close();
+        assert_eq!(s.status().sent_written, sql::SENT_PER_UID);
     }
-    tx.commit().unwrap();
-    assert!(
-        !sql::write_sent(&db, "one more", &l).unwrap(),
-        "a new row past the bound is refused"
-    );
-    assert!(
-        sql::write_sent(&db, "k0", &leak(1000, 7, Some("LinkedIn"), false, 9)).unwrap(),
-        "an update of a kept row goes on"
-    );
-    assert!(
-        sql::write_sent(&db, "other", &leak(1001, 8, None, false, 1)).unwrap(),
-        "another user keeps their own bound"
-    );
+    // Reopened: the bound is counted from what the file holds.
+    let mut s = Store::open(&dir, Retention::default()).unwrap();
+    s.record_sent("one more".into(), leak(1000, 7, Some("LinkedIn"), false, 1));
+    s.record_sent("k0".into(), leak(1000, 7, Some("LinkedIn"), false, 9));
+    s.record_sent("other".into(), leak(1001, 8, None, false, 1));
+    s.close();
+    let st = s.status();
+    assert_eq!(st.sent_written, 2, "the update and the other user's row");
+    assert_eq!(st.quota_refused, 1, "the new row past the bound, counted");
+    let path = dir.join(FILE_NAME);
     assert_eq!(
-        sql::count(&db, Table::Sent).unwrap(),
-        sql::SENT_PER_UID as u64 + 1
+        count_rows(&path, Table::Sent).unwrap(),
+        sql::SENT_PER_UID + 1
     );
+    assert!(read_sent(&path, 0, Some(1000))
+        .unwrap()
+        .iter()
+        .any(|l| l.requests == 9));
 }
 
 #[test]
