@@ -154,26 +154,37 @@ pub fn write_connection(
     ];
     // Both statements take the same numbered values (the update leaves ?2, ?4, ?15 and
     // ?16 unused, which SQLite allows).
-    let updated = db
-        .prepare_cached(
-            "UPDATE connections SET last_ms = ?3, app = ?5, domain = ?6, company = ?7,
-                 flagged = ?8, count = ?9, body = ?10, app_name = ?11, category = ?12,
-                 severity = ?13, source = ?14, named_by = ?17
-             WHERE key = ?1",
-        )?
-        .execute(values)?;
-    if updated > 0 {
+    upsert(
+        db,
+        "UPDATE connections SET last_ms = ?3, app = ?5, domain = ?6, company = ?7,
+             flagged = ?8, count = ?9, body = ?10, app_name = ?11, category = ?12,
+             severity = ?13, source = ?14, named_by = ?17
+         WHERE key = ?1",
+        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body,
+             app_name, category, severity, source, dst, proto, named_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        values,
+        admit,
+    )
+}
+
+/// Updates a row by `?1` (its key) with `update`, else inserts it with `insert` if
+/// `admit()` lets its owner keep one more; both take the same numbered `values`. Returns
+/// whether it was written.
+fn upsert(
+    db: &Connection,
+    update: &str,
+    insert: &str,
+    values: &[&dyn rusqlite::ToSql],
+    admit: impl FnOnce() -> bool,
+) -> Result<bool, StoreError> {
+    if db.prepare_cached(update)?.execute(values)? > 0 {
         return Ok(true);
     }
     if !admit() {
         return Ok(false);
     }
-    db.prepare_cached(
-        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body,
-             app_name, category, severity, source, dst, proto, named_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )?
-    .execute(values)?;
+    db.prepare_cached(insert)?.execute(values)?;
     Ok(true)
 }
 
@@ -387,24 +398,15 @@ pub fn write_sent(
         l.requests as i64,
         body,
     ];
-    let updated = db
-        .prepare_cached(
-            "UPDATE sent SET last_ms = ?3, app = ?5, app_name = ?6, company = ?7, flagged = ?8,
-                 requests = ?9, body = ?10 WHERE key = ?1",
-        )?
-        .execute(values)?;
-    if updated > 0 {
-        return Ok(true);
-    }
-    if !admit() {
-        return Ok(false);
-    }
-    db.prepare_cached(
+    upsert(
+        db,
+        "UPDATE sent SET last_ms = ?3, app = ?5, app_name = ?6, company = ?7, flagged = ?8,
+             requests = ?9, body = ?10 WHERE key = ?1",
         "INSERT INTO sent (key, first_ms, last_ms, uid, app, app_name, company, flagged, requests, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(values)?;
-    Ok(true)
+        values,
+        admit,
+    )
 }
 
 /// What apps sent, last seen at or after `since_ms`, oldest first: `uid`'s only unless
