@@ -307,7 +307,7 @@ impl Sensor {
             .insert(tgid, tag, 0)
             .map_err(map_err(map::WATCH_TGIDS))?;
         if self.plaintext && !self.tls.reads(tgid) {
-            if let Err(why) = self.tls.attach(&mut self.ebpf, tgid) {
+            if let Err(why) = self.tls.attach(&mut self.ebpf, tgid, false) {
                 log::warn!("cannot read what process {tgid} sends: {why}");
             }
         }

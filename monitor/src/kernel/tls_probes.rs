@@ -115,10 +115,18 @@ impl TlsProbes {
 
     /// Attaches the write probes for `pid`: the system's TLS libraries and any copy the
     /// process has mapped from elsewhere (an app's bundled `libssl`). Attaching again for
-    /// the same process adds libraries it mapped since.
-    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
+    /// the same process adds libraries it mapped since. `exec` (the process's exec record):
+    /// its program's directories and `LD_LIBRARY_PATH` are looked at again even when
+    /// `/proc/PID/exe` names the program looked at last. A look made while the kernel was
+    /// still executing that program saw its new `exe` but no environment yet (the kernel
+    /// sets it up last), and would otherwise stand for the program: the exec record is sent
+    /// once the new image is whole.
+    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32, exec: bool) -> Result<Attached, String> {
         self.load(ebpf)?;
         let scope = NonZeroU32::new(pid).ok_or("pid 0 cannot be read")?;
+        if exec {
+            self.scanned.remove(&pid);
+        }
         let mut libs = self.system.clone();
         // An app's own copies, found when it starts (before it loads them), and again
         // after it executes another program.
@@ -239,12 +247,13 @@ impl super::Sensor {
 
     /// Reads what `pid` hands its TLS libraries to send, from now on (uprobes bound to
     /// it); again for a process read already adds the libraries it mapped since. Nothing
-    /// unless `read_plaintext` was called.
-    pub fn read_plaintext_of(&mut self, pid: u32) -> Result<Attached, String> {
+    /// unless `read_plaintext` was called. `exec`: the process just executed a program (its
+    /// exec record), whose directories and library path are looked at again.
+    pub fn read_plaintext_of(&mut self, pid: u32, exec: bool) -> Result<Attached, String> {
         if !self.plaintext {
             return Ok(Attached::default());
         }
-        self.tls.attach(&mut self.ebpf, pid)
+        self.tls.attach(&mut self.ebpf, pid, exec)
     }
 
     /// The processes whose plaintext is read.

@@ -27,7 +27,9 @@ pub struct PlaintextSettings {
 #[derive(Debug)]
 pub struct Plaintext {
     pub inspector: Inspector,
-    to_read: Vec<u32>,
+    /// Processes to read, and whether each just executed a program (its own directories
+    /// and library path are then looked at again).
+    to_read: Vec<(u32, bool)>,
     ended: Vec<u32>,
     /// Processes that ended whose rows are still held (see [`Plaintext::forget_finished`]).
     finished: Vec<u32>,
@@ -54,8 +56,8 @@ impl Plaintext {
         match r {
             Record::Plain(p) => self.inspector.feed(p),
             // A process the kernel starts watching when it executes an app's program.
-            Record::Exec(e) => self.to_read.push(e.header.tgid),
-            Record::Fork(f) => self.to_read.push(f.child_tgid),
+            Record::Exec(e) => self.to_read.push((e.header.tgid, true)),
+            Record::Fork(f) => self.to_read.push((f.child_tgid, false)),
             Record::Exit(e) => self.ended.push(e.header.tgid),
             _ => {}
         }
@@ -66,11 +68,11 @@ impl Plaintext {
         for pid in std::mem::take(&mut self.ended) {
             sensor.stop_reading_plaintext_of(pid);
             self.inspector.forget_process(pid);
-            self.to_read.retain(|p| *p != pid);
+            self.to_read.retain(|(p, _)| *p != pid);
             self.finished.push(pid);
         }
-        for pid in std::mem::take(&mut self.to_read) {
-            self.read(sensor, pid);
+        for (pid, exec) in std::mem::take(&mut self.to_read) {
+            self.read(sensor, pid, exec);
         }
     }
 
@@ -79,7 +81,7 @@ impl Plaintext {
     pub fn rescan(&mut self, sensor: &mut Sensor) {
         for pid in sensor.plaintext_pids() {
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                self.read(sensor, pid);
+                self.read(sensor, pid, false);
             } else {
                 sensor.stop_reading_plaintext_of(pid);
                 self.inspector.forget_process(pid);
@@ -88,8 +90,8 @@ impl Plaintext {
         }
     }
 
-    fn read(&mut self, sensor: &mut Sensor, pid: u32) {
-        let result = sensor.read_plaintext_of(pid);
+    fn read(&mut self, sensor: &mut Sensor, pid: u32, exec: bool) {
+        let result = sensor.read_plaintext_of(pid, exec);
         // A process that ended before its probes were made: nothing to say.
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             sensor.stop_reading_plaintext_of(pid);
