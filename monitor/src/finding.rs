@@ -208,6 +208,7 @@ const NOT_BEFORE_CONNECT_NOTE: &str = "not blockable before connect: nothing nam
 const WOULD_BLOCK_NOTE: &str =
     "would be blocked: a block rule covers it (`brokerwatch audit --enforce` blocks it)";
 const FOLDED_NOTE: &str = "this process called more than 32 ports of this address: the calls to the other ports are counted in this one row (port 0)";
+const SIBLING_NOTE: &str = "named from an earlier socket of the same process to the same address and port, whose QUIC ClientHello carried the name (this one's never left whole: the peer did not answer its first Initial)";
 const PARTIAL_NOTE: &str = "name read from the part of the QUIC ClientHello that was sent (the peer never answered, so the rest never left)";
 
 /// Every connection row of the engine, ordered by first sighting.
@@ -375,6 +376,14 @@ fn name_note(
         ECH_NOTE
     } else if agg.name_partial {
         PARTIAL_NOTE
+    } else if agg.sibling_named > 0 {
+        if agg.sibling_named < agg.count {
+            return Some(format!(
+                "{} of its {} connections: {SIBLING_NOTE}",
+                agg.sibling_named, agg.count
+            ));
+        }
+        SIBLING_NOTE
     } else if dns_traffic {
         return None;
     } else if unnamed && k.proto == Proto::Udp && agg.via == Via::Connect && !agg.sent {

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::lab::{Lab, HTTP_PORT, TLS_PORT};
+use common::lab::{Lab, HTTP_PORT, QUIC_PORT, TLS_PORT};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
@@ -188,6 +188,55 @@ fn naming_quic_initial_sni_from_a_real_quic_client() {
         assert_eq!(rows[0]["domain_source"], "quic", "{}", rows[0]);
         assert_eq!(rows[0]["via"], "send");
     }
+}
+
+/// UDP rows of the audit to `ip`.
+fn udp_rows_to<'a>(lines: &'a [Value], ip: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["proto"] == "udp" && v["dst_ip"] == ip)
+        .collect()
+}
+
+// Issue 24, item 3: a QUIC socket whose first Initial left without the name (the peer's
+// port is closed; no DNS answer names the address) takes the name its sibling's Initial
+// carried a moment earlier, and says so; where two names were read there, it takes none.
+#[test]
+fn naming_a_quic_socket_whose_name_never_left_is_named_from_its_sibling() {
+    let lab = Lab::new("qs");
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quic_client.py");
+    let script = format!(
+        "python3 {client} 127.0.0.9 {QUIC_PORT} closed.vendor.test - && \
+         python3 {client} 127.0.0.10 {QUIC_PORT} a.vendor.test b.vendor.test -"
+    );
+    let (code, lines, err) = audit(&[], lab.exec(&["sh", "-c", &script]));
+    assert_eq!(code, Some(0), "{err}");
+    let rows = udp_rows_to(&lines, "127.0.0.9");
+    assert_eq!(rows.len(), 1, "both sockets in one named row: {lines:#?}");
+    let row = rows[0];
+    assert_eq!(
+        (&row["domain"], &row["domain_source"], &row["count"]),
+        (&"closed.vendor.test".into(), &"quic".into(), &2.into()),
+        "{row}"
+    );
+    let note = row["name_note"].as_str().unwrap_or_else(|| panic!("{row}"));
+    assert!(
+        note.starts_with(
+            "1 of its 2 connections: named from an earlier socket of the same process"
+        ),
+        "{note}"
+    );
+    // Two names on one address: the socket without its own stays unnamed.
+    let mut named: Vec<String> = udp_rows_to(&lines, "127.0.0.10")
+        .iter()
+        .map(|r| r["domain"].as_str().unwrap_or("(none)").to_owned())
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        ["(none)", "a.vendor.test", "b.vendor.test"],
+        "{lines:#?}"
+    );
 }
 
 /// DNS over TCP: a resolver that asks over TCP (as glibc does for truncated answers), then

@@ -3,6 +3,8 @@
 //! optional procfs look-ups done by a [`ProcSource`], so tests drive it with records.
 
 mod process;
+mod row;
+mod sibling;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,7 +13,9 @@ use std::{
 };
 
 pub use process::{display_comm, indirect_exec, kernel_name, Origin, ProcessInfo};
+pub use row::{ConnAgg, ConnKey, Via};
 use serde::Serialize;
+pub use sibling::SIBLING_WINDOW_NS;
 
 use crate::{
     bounded::BoundedLru,
@@ -41,60 +45,6 @@ impl ProcSource for LiveProc {
     fn app_of(&mut self, pid: u32, cgroup_path: Option<&str>) -> Option<AppIdentity> {
         appid::of_process(pid, cgroup_path)
     }
-}
-
-/// How a connection's destination was given.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Via {
-    /// `connect()` (TCP, or UDP that connects first).
-    #[default]
-    Connect,
-    /// A UDP send with an explicit destination, without `connect()`.
-    Send,
-}
-
-/// Key of one aggregated connection row: connections of one process to one address and
-/// port meant for one name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnKey {
-    pub pid: u32,
-    pub proto: Proto,
-    pub dst: IpAddr,
-    pub port: u16,
-    /// The name the application meant (SNI, QUIC SNI, Host, or DNS), if known.
-    pub domain: Option<Arc<str>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnAgg {
-    pub count: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-    pub first_cookie: u64,
-    pub uid: u32,
-    pub comm: String,
-    pub thread_comm: String,
-    /// How the destination was given.
-    pub via: Via,
-    /// Where `ConnKey::domain` came from.
-    pub domain_source: Option<NameSource>,
-    /// The DNS name and CNAME chain the process received for the address, if any.
-    pub dns: Option<Arc<DnsName>>,
-    /// Encrypted Client Hello in use: the ClientHello carried the extension and the
-    /// name's HTTPS record offered ECH, or the outer SNI differs from the name resolved.
-    /// (Browsers send a GREASE ECH extension on every connection: that alone is not it.)
-    pub ech: bool,
-    /// The name came from a ClientHello whose rest was never sent.
-    pub name_partial: bool,
-    /// Some connection of the row sent bytes (a first payload was captured).
-    pub sent: bool,
-    /// For DNS rows (ports 53 and 5353): the names the queries asked (bounded).
-    pub dns_queries: Vec<String>,
-    /// Network namespace cookie of the first socket.
-    pub netns: u64,
-    /// Calls of the row the kernel denied (blocking).
-    pub blocked: u64,
 }
 
 /// Rows of one process to one address on distinct ports; calls to further ports of it go
@@ -136,6 +86,8 @@ pub struct Engine<P: ProcSource = LiveProc> {
     by_cookie: BoundedLru<u64, (ConnKey, u64)>,
     /// Which watched process used a socket (DNS answers on it are that process's).
     socket_owner: BoundedLru<u64, (u32, u64)>,
+    /// QUIC names read per (process, address, port), for sockets whose own never left.
+    siblings: sibling::Siblings,
     pub namer: Namer,
     /// Rows created or renamed since the last [`Engine::take_changes`] (for the daemon's
     /// alerts); bounded, overflow counted.
@@ -185,6 +137,7 @@ impl<P: ProcSource> Engine<P> {
             conns: HashMap::new(),
             by_cookie: BoundedLru::new(DEFAULT_MAX_SOCKETS),
             socket_owner: BoundedLru::new(DEFAULT_MAX_SOCKETS),
+            siblings: sibling::Siblings::new(DEFAULT_MAX_SOCKETS / 16),
             namer: Namer::default(),
             changes: Vec::new(),
             changes_dropped: 0,
@@ -267,12 +220,23 @@ impl<P: ProcSource> Engine<P> {
             r.dst,
             dns.as_ref().map(|d| &d.qname)
         );
+        // No answer for it: a sibling's QUIC name, if one was read a moment ago.
+        let sibling =
+            (dns.is_none() && r.proto == Proto::Udp && !DNS_QUERY_PORTS.contains(&r.port))
+                .then(|| {
+                    let ts = r.header.ts_ns;
+                    self.siblings.name_for(r.cookie, pid, r.dst, r.port, ts)
+                })
+                .flatten();
         let mut key = ConnKey {
             pid,
             proto: r.proto,
             dst: r.dst,
             port: r.port,
-            domain: dns.as_ref().map(|d| Arc::from(d.qname.as_str())),
+            domain: dns
+                .as_ref()
+                .map(|d| Arc::from(d.qname.as_str()))
+                .or_else(|| sibling.clone()),
         };
         let spread = (pid, r.proto, r.dst);
         if !self.conns.contains_key(&key)
@@ -289,6 +253,7 @@ impl<P: ProcSource> Engine<P> {
             // The first denial of a row is news (an alert says it was blocked).
             let newly_blocked = agg.blocked == 0 && blocked > 0;
             agg.blocked += blocked;
+            agg.sibling_named += u64::from(sibling.is_some());
             self.by_cookie.put(r.cookie, (key.clone(), ts));
             if newly_blocked {
                 self.changed(key.clone());
@@ -306,33 +271,8 @@ impl<P: ProcSource> Engine<P> {
         self.by_cookie.put(r.cookie, (key.clone(), ts));
         self.changed(key.clone());
         self.touch(key.clone());
-        self.conns.insert(
-            key,
-            ConnAgg {
-                count: 1,
-                first_ns: ts,
-                last_ns: ts,
-                first_cookie: r.cookie,
-                uid: r.header.uid,
-                comm: r.comm.clone(),
-                thread_comm: r.thread_comm.clone(),
-                via: match r.kind {
-                    EventKind::UdpSend => Via::Send,
-                    _ => Via::Connect,
-                },
-                domain_source: dns.as_ref().map(|d| match d.from_call {
-                    true => NameSource::Getaddrinfo,
-                    false => NameSource::Dns,
-                }),
-                dns,
-                ech: false,
-                name_partial: false,
-                sent: false,
-                dns_queries: Vec::new(),
-                netns: r.netns,
-                blocked,
-            },
-        );
+        let row = ConnAgg::first(r, dns, sibling.is_some(), blocked);
+        self.conns.insert(key, row);
     }
 
     /// A watched process's own `getaddrinfo()` result names its later connections (host
@@ -445,6 +385,16 @@ impl<P: ProcSource> Engine<P> {
         let Some(old) = self.conns.get(&old_key).cloned() else {
             return;
         };
+        if name.source == NameSource::Quic {
+            let (pid, dst, port) = (old_key.pid, old_key.dst, old_key.port);
+            self.siblings.read(pid, dst, port, &name.name, ts);
+        }
+        // Its own bytes name it now: no longer named from a sibling.
+        if self.siblings.names_itself(cookie) {
+            if let Some(agg) = self.conns.get_mut(&old_key) {
+                agg.sibling_named = agg.sibling_named.saturating_sub(1);
+            }
+        }
         // The answer that named this connection, where its address has several.
         let dns = self
             .dns_for_name(&old_key, &old, &name.name, ts)
@@ -477,6 +427,7 @@ impl<P: ProcSource> Engine<P> {
             ..old_key
         };
         template.count = 0;
+        template.sibling_named = 0;
         template.dns = dns;
         template.first_cookie = cookie;
         template.first_ns = ts;
@@ -539,7 +490,8 @@ impl<P: ProcSource> Engine<P> {
     pub fn forget_sockets(&mut self, before_ns: u64) -> bool {
         let a = self.by_cookie.forget_while(|(_, ts)| *ts < before_ns);
         let b = self.socket_owner.forget_while(|(_, ts)| *ts < before_ns);
-        a || b
+        let c = self.siblings.forget(before_ns);
+        a || b || c
     }
 
     pub fn prune(&mut self, before_ns: u64) {
@@ -558,5 +510,7 @@ impl<P: ProcSource> Engine<P> {
     }
 }
 
+#[cfg(test)]
+mod sibling_tests;
 #[cfg(test)]
 mod tests;

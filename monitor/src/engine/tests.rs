@@ -4,7 +4,7 @@ use super::*;
 use crate::kernel::wire::{CgroupRecord, ExecRecord, ExitRecord, ForkRecord};
 
 #[derive(Default)]
-struct NoProc;
+pub(super) struct NoProc;
 impl ProcSource for NoProc {
     fn snapshot(&mut self, _pid: u32) -> Option<ProcSnapshot> {
         None
@@ -27,7 +27,7 @@ fn hdr(kind: EventKind, tgid: u32, ts: u64) -> EventHeader {
     }
 }
 
-fn connect(tgid: u32, ts: u64, port: u16) -> Record {
+pub(super) fn connect(tgid: u32, ts: u64, port: u16) -> Record {
     Record::Sock(SockRecord {
         header: hdr(EventKind::Connect, tgid, ts),
         kind: EventKind::Connect,
