@@ -187,6 +187,7 @@ impl Watcher {
             watcher.attach_resolvers(sensor)?;
         }
         // Already running processes: the kernel only sees execs from now on.
+        let mut adopt_left = crate::host::sockets::MAX_TOTAL;
         for pid in procinfo::all_pids() {
             let Some(snap) = procinfo::snapshot(pid) else {
                 continue;
@@ -204,7 +205,10 @@ impl Watcher {
                 watcher.watch_app_scope(sensor, path, None)?;
                 watcher.cover(sensor, path)?;
             }
+            let (uid, comm) = (snap.uid, snap.comm.clone());
             engine.add_snapshot(snap, Some(tag));
+            let who = (pid, tag, uid, comm.as_str());
+            adopt_open_sockets(sensor, engine, who, &mut adopt_left)?;
         }
         Ok(watcher)
     }
@@ -372,4 +376,61 @@ impl Watcher {
         );
         Ok(Some(w.label.clone()))
     }
+}
+
+/// The connections a watched process had open before brokerwatch started (issue 24, item
+/// 5): each becomes a row marked so, and its next first payloads are captured as a new
+/// connection's are (a plain HTTP request then names it). A process whose sockets cannot be
+/// looked at is said in the log and passed over; at most `left` connections in all.
+fn adopt_open_sockets(
+    sensor: &mut Sensor,
+    engine: &mut Engine,
+    (pid, tag, uid, comm): (u32, u32, u32, &str),
+    left: &mut usize,
+) -> Result<(), SensorError> {
+    use crate::{
+        host::{clock, sockets},
+        kernel::wire::{Proto, SockRecord},
+    };
+    let open = match sockets::open_sockets(pid) {
+        Ok(open) => open,
+        Err(e) => {
+            log::info!("connections open before the start are not listed: {e}");
+            return Ok(());
+        }
+    };
+    if open.len() > *left {
+        log::warn!(
+            "connections open before the start: {} of process {pid}'s not listed (at most {} in all)",
+            open.len() - *left,
+            crate::host::sockets::MAX_TOTAL
+        );
+    }
+    let take = open.len().min(*left);
+    *left -= take;
+    for s in open.into_iter().take(take) {
+        sensor.capture_socket(s.cookie, tag)?;
+        engine.adopt_open_socket(&SockRecord {
+            header: monitor_common::EventHeader {
+                kind: EventKind::Connect as u32,
+                tgid: pid,
+                tid: pid,
+                uid,
+                ts_ns: clock::boot_ns(),
+                cgroup_id: 0,
+            },
+            kind: EventKind::Connect,
+            cookie: s.cookie,
+            dst: s.peer.ip(),
+            port: s.peer.port(),
+            proto: if s.tcp { Proto::Tcp } else { Proto::Udp },
+            gid: 0,
+            watch_tag: tag,
+            netns: s.netns,
+            blocked: None,
+            comm: comm.to_owned(),
+            thread_comm: comm.to_owned(),
+        });
+    }
+    Ok(())
 }

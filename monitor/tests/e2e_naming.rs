@@ -6,7 +6,10 @@ mod common;
 
 use std::process::Command;
 
-use common::lab::{Lab, HTTP_PORT, QUIC_PORT, TLS_PORT};
+use common::{
+    audit::rows,
+    lab::{Lab, HTTP_PORT, QUIC_PORT, TLS_PORT},
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
@@ -341,5 +344,107 @@ fn naming_a_hosts_file_name_is_named_from_the_apps_own_getaddrinfo_call() {
             .to_string()
             .contains("uretprobe getaddrinfo"),
         "{summary}"
+    );
+}
+
+/// A server that accepts and reads, never answering (a connection stays open).
+const QUIET_SERVER: &str = "import socket, threading
+s = socket.create_server(('127.0.0.1', 8099))
+def drain(c):
+    while c.recv(65536):
+        pass
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+";
+
+/// The app: opens a plain TCP connection (its first request names nothing, a bare
+/// address) and a TLS one (SNI graph.facebook.com), says it is ready, waits for `go`, then
+/// sends an HTTP request with its Host on the first and a request on the second.
+const KEEPALIVE_APP: &str = "import socket, ssl, sys, time, os
+d = sys.argv[1]
+for _ in range(100):
+    try:
+        h = socket.create_connection(('127.0.0.1', 8099))
+        break
+    except OSError:
+        time.sleep(0.05)
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(socket.create_connection(('127.0.0.1', 4433)), server_hostname='graph.facebook.com')
+h.sendall(b'x')
+open(d + '/ready', 'w').close()
+while not os.path.exists(d + '/go'):
+    time.sleep(0.05)
+h.sendall(b'GET /sync HTTP/1.1\\r\\nHost: api.vendor.test\\r\\n\\r\\n')
+t.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
+time.sleep(30)
+";
+
+// Issue 24, item 5: `audit --app` started while the app runs sees the connections it
+// opened before, says so, names them from what they send afterwards, and counts their use.
+#[test]
+fn naming_connections_open_before_the_audit_are_reported_and_named_from_later_bytes() {
+    use common::audit::BackgroundAudit;
+    let lab = Lab::new("ob");
+    let app = lab.dir.join("bwkeepalive");
+    std::os::unix::fs::symlink("/usr/bin/python3", &app).unwrap();
+    let script = format!(
+        "python3 -c \"$1\" & exec {} -c \"$2\" {}",
+        app.display(),
+        lab.dir.display()
+    );
+    let argv = lab.exec(&["sh", "-c", &script, "sh", QUIET_SERVER, KEEPALIVE_APP]);
+    let mut child = Command::new(&argv[0]).args(&argv[1..]).spawn().unwrap();
+    let ready = lab.dir.join("ready");
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed().as_secs() < 20, "the app never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let audit = BackgroundAudit::start(&["--app", "bwkeepalive"]);
+    std::fs::write(lab.dir.join("go"), "").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (lines, err) = audit.finish();
+    let _ = child.kill();
+    let _ = Command::new("pkill")
+        .args(["-f", "create_server\\(\\('127.0.0.1', 8099"])
+        .status();
+    let _ = child.wait();
+    let http = rows_to(&lines, "127.0.0.1", 8099);
+    assert_eq!(http.len(), 1, "{lines:#?}\n{err}");
+    let note = |r: &Value| r["name_note"].as_str().unwrap_or("").to_owned();
+    assert_eq!(
+        (
+            &http[0]["domain"],
+            &http[0]["domain_source"],
+            &http[0]["sent"]
+        ),
+        (&"api.vendor.test".into(), &"http".into(), &true.into()),
+        "{}",
+        http[0]
+    );
+    assert!(
+        note(http[0]).starts_with("open before brokerwatch started"),
+        "{}",
+        http[0]
+    );
+    let tls = rows_to(&lines, "127.0.0.1", TLS_PORT);
+    assert_eq!(tls.len(), 1, "{lines:#?}");
+    assert_eq!(
+        (&tls[0]["domain"], &tls[0]["sent"]),
+        (&Value::Null, &true.into())
+    );
+    assert!(
+        note(tls[0]).starts_with("open before brokerwatch started")
+            && note(tls[0]).contains("named nothing"),
+        "{}",
+        tls[0]
+    );
+    // Only the app's own connections: not the server's side, not the quiet server.
+    assert!(
+        rows(&lines).iter().all(|r| r["comm"] == "bwkeepalive"),
+        "{lines:#?}"
     );
 }

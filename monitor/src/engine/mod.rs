@@ -275,6 +275,14 @@ impl<P: ProcSource> Engine<P> {
         self.conns.insert(key, row);
     }
 
+    /// A connection open before brokerwatch started (found among a watched process's
+    /// sockets at start): a row as its connect would have made, marked so; its later first
+    /// payloads name it (`sent` then says it was used).
+    pub fn adopt_open_socket(&mut self, r: &SockRecord) {
+        self.on_sock(r);
+        self.with_row(r.cookie, |agg| agg.before_start = true);
+    }
+
     /// A watched process's own `getaddrinfo()` result names its later connections (host
     /// names only: anyone can make an app ask for anything).
     fn on_resolved(&mut self, r: &ResolvedRecord) {

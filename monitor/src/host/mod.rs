@@ -1,6 +1,8 @@
 //! What the host says about processes and people: procfs snapshots ([`procinfo`]), app
 //! identity from cgroup names and Flatpak ([`appid`]), cgroup v2 ([`cgroup`]), the user
-//! and group database ([`users`]) clocks ([`clock`]) and safe reading of configuration files ([`files`]). No kernel programs here.
+//! and group database ([`users`]) clocks ([`clock`]), safe reading of configuration files ([`files`])
+//! and the connections a process had open before brokerwatch started ([`sockets`]). No kernel
+//! programs here.
 //! [`give_back_memory`] hands freed heap back to the system.
 
 pub mod appid;
@@ -9,6 +11,7 @@ pub mod clock;
 pub mod files;
 pub mod procinfo;
 pub mod resolver;
+pub mod sockets;
 pub mod users;
 
 /// Hands the heap's free memory back to the system (glibc keeps freed memory for reuse;

@@ -4,7 +4,11 @@
 
 use std::net::IpAddr;
 
-use monitor_common::{DestKey, AF_INET, AF_INET6};
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
+use monitor_common::{names::map, Budget, DestKey, Folded, AF_INET, AF_INET6};
+
+use super::{error::map_err, Sensor, SensorError};
+use crate::host::users::SubUids;
 
 /// A budget: a sustained rate and a burst, in record bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +111,82 @@ pub(super) fn key_addr(key: &DestKey) -> IpAddr {
         IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
     } else {
         IpAddr::from(key.addr)
+    }
+}
+
+/// Each user's record budget.
+impl Sensor {
+    /// Counts every uid of `subuids`' ranges as its owner's in the kernel's budgets (a
+    /// table of [`monitor_common::MAX_BUDGET_OWNER_PREFIXES`] prefixes; ranges past it
+    /// keep budgets of their own, said in the log).
+    pub fn set_budget_owners(&mut self, subuids: &SubUids) -> Result<(), SensorError> {
+        let mut trie: LpmTrie<&mut MapData, [u8; 4], u32> = self
+            .map_mut(map::BUDGET_OWNERS)?
+            .try_into()
+            .map_err(map_err(map::BUDGET_OWNERS))?;
+        let mut full = false;
+        for (first, count, owner) in subuids.ranges() {
+            for (value, len) in range_prefixes(first, count) {
+                let key = Key::new(len, value.to_be_bytes());
+                if trie.insert(&key, owner, 0).is_err() {
+                    full = true;
+                }
+            }
+        }
+        if full {
+            log::warn!(
+                "/etc/subuid has more ranges than the kernel's table holds; the rest have record budgets of their own"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reports calls to `addr` whatever their user's budget (a destination that alerted).
+    pub fn prioritise(&mut self, addr: IpAddr) -> Result<(), SensorError> {
+        let mut m: HashMap<&mut MapData, DestKey, u32> = self
+            .map_mut(map::PRIORITY_ADDRS)?
+            .try_into()
+            .map_err(map_err(map::PRIORITY_ADDRS))?;
+        m.insert(dest_key(0, 0, addr), 1, 0)
+            .map_err(map_err(map::PRIORITY_ADDRS))
+    }
+
+    /// Takes the calls refused over budget since the last call, per process and
+    /// destination (the kernel's table is emptied).
+    pub fn take_folded(&mut self) -> Result<Vec<FoldedCalls>, SensorError> {
+        let mut m: HashMap<&mut MapData, DestKey, Folded> = self
+            .map_mut(map::FOLDED)?
+            .try_into()
+            .map_err(map_err(map::FOLDED))?;
+        let entries: Vec<(DestKey, Folded)> = m.iter().filter_map(Result::ok).collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, f) in entries {
+            let _ = m.remove(&key);
+            out.push(FoldedCalls {
+                tgid: key.tgid,
+                uid: key.uid,
+                dst: key_addr(&key),
+                calls: f.calls,
+                ports: f.port_changes + 1,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Users the kernel refused records of, with their totals.
+    pub fn users_over(&self) -> Result<Vec<UserOver>, SensorError> {
+        let m: HashMap<&MapData, u32, Budget> = self
+            .map(map::BUDGETS)?
+            .try_into()
+            .map_err(map_err(map::BUDGETS))?;
+        Ok(m.iter()
+            .filter_map(Result::ok)
+            .filter(|(_, b)| b.over > 0)
+            .map(|(uid, b)| UserOver {
+                uid,
+                refused: b.over,
+            })
+            .collect())
     }
 }
 

@@ -1,19 +1,15 @@
 //! Loading, attaching and steering the kernel programs (the only module that talks to aya).
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{CgroupSkb, CgroupSockAddr, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
     names::{global, map, program},
-    BlockPair, Budget, CommKey, Config, Counter, DestKey, Folded, KernelOffsets, LearnedKey,
-    MODE_BLOCK,
+    BlockPair, CommKey, Config, Counter, KernelOffsets, LearnedKey, MODE_BLOCK,
 };
 
 pub use super::error::SensorError;
@@ -21,7 +17,7 @@ use super::{
     attach::{Attachments, Hooks},
     block::{self, BlockError, BlockTables},
     btf::Btf,
-    budget::{self, BudgetSettings, FoldedCalls, UserOver},
+    budget::BudgetSettings,
     error::map_err,
     libc_probes, preflight,
     programs::{self, Kind, OBJECT, PROGRAMS},
@@ -282,16 +278,19 @@ impl Sensor {
     }
 
     /// A map by name, to change.
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, SensorError> {
+    pub(super) fn map_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::maps::Map, SensorError> {
         self.ebpf.map_mut(name).ok_or(SensorError::Missing(name))
     }
 
     /// A map by name, to read.
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, SensorError> {
+    pub(super) fn map(&self, name: &'static str) -> Result<&aya::maps::Map, SensorError> {
         self.ebpf.map(name).ok_or(SensorError::Missing(name))
     }
 
-    fn hash<K: aya::Pod, V: aya::Pod>(
+    pub(super) fn hash<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, SensorError> {
@@ -323,6 +322,18 @@ impl Sensor {
         self.hash::<CommKey, u32>(map::WATCH_NAMES)?
             .insert(key, tag, 0)
             .map_err(map_err(map::WATCH_NAMES))
+    }
+
+    /// Captures the next first payloads of an already open socket (one a watched process
+    /// opened before brokerwatch started), as if it had just connected.
+    pub fn capture_socket(&mut self, cookie: u64, tag: u32) -> Result<(), SensorError> {
+        let watch = monitor_common::SockWatch {
+            captured: 0,
+            watch_tag: tag,
+        };
+        self.hash::<u64, monitor_common::SockWatch>(map::SOCK_WATCH)?
+            .insert(cookie, watch, 0)
+            .map_err(map_err(map::SOCK_WATCH))
     }
 
     pub fn watch_cgroup(&mut self, id: u64, tag: u32) -> Result<(), SensorError> {
@@ -429,82 +440,6 @@ impl Sensor {
             .take_map(map::EVENTS)
             .ok_or(SensorError::Missing(map::EVENTS))?;
         RingBuf::try_from(map).map_err(map_err(map::EVENTS))
-    }
-}
-
-/// Each user's record budget (see [`super::budget`]).
-impl Sensor {
-    /// Counts every uid of `subuids`' ranges as its owner's in the kernel's budgets (a
-    /// table of [`monitor_common::MAX_BUDGET_OWNER_PREFIXES`] prefixes; ranges past it
-    /// keep budgets of their own, said in the log).
-    pub fn set_budget_owners(&mut self, subuids: &SubUids) -> Result<(), SensorError> {
-        let mut trie: LpmTrie<&mut MapData, [u8; 4], u32> = self
-            .map_mut(map::BUDGET_OWNERS)?
-            .try_into()
-            .map_err(map_err(map::BUDGET_OWNERS))?;
-        let mut full = false;
-        for (first, count, owner) in subuids.ranges() {
-            for (value, len) in budget::range_prefixes(first, count) {
-                let key = Key::new(len, value.to_be_bytes());
-                if trie.insert(&key, owner, 0).is_err() {
-                    full = true;
-                }
-            }
-        }
-        if full {
-            log::warn!(
-                "/etc/subuid has more ranges than the kernel's table holds; the rest have record budgets of their own"
-            );
-        }
-        Ok(())
-    }
-
-    /// Reports calls to `addr` whatever their user's budget (a destination that alerted).
-    pub fn prioritise(&mut self, addr: IpAddr) -> Result<(), SensorError> {
-        let mut m: HashMap<&mut MapData, DestKey, u32> = self
-            .map_mut(map::PRIORITY_ADDRS)?
-            .try_into()
-            .map_err(map_err(map::PRIORITY_ADDRS))?;
-        m.insert(budget::dest_key(0, 0, addr), 1, 0)
-            .map_err(map_err(map::PRIORITY_ADDRS))
-    }
-
-    /// Takes the calls refused over budget since the last call, per process and
-    /// destination (the kernel's table is emptied).
-    pub fn take_folded(&mut self) -> Result<Vec<FoldedCalls>, SensorError> {
-        let mut m: HashMap<&mut MapData, DestKey, Folded> = self
-            .map_mut(map::FOLDED)?
-            .try_into()
-            .map_err(map_err(map::FOLDED))?;
-        let entries: Vec<(DestKey, Folded)> = m.iter().filter_map(Result::ok).collect();
-        let mut out = Vec::with_capacity(entries.len());
-        for (key, f) in entries {
-            let _ = m.remove(&key);
-            out.push(FoldedCalls {
-                tgid: key.tgid,
-                uid: key.uid,
-                dst: budget::key_addr(&key),
-                calls: f.calls,
-                ports: f.port_changes + 1,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Users the kernel refused records of, with their totals.
-    pub fn users_over(&self) -> Result<Vec<UserOver>, SensorError> {
-        let m: HashMap<&MapData, u32, Budget> = self
-            .map(map::BUDGETS)?
-            .try_into()
-            .map_err(map_err(map::BUDGETS))?;
-        Ok(m.iter()
-            .filter_map(Result::ok)
-            .filter(|(_, b)| b.over > 0)
-            .map(|(uid, b)| UserOver {
-                uid,
-                refused: b.over,
-            })
-            .collect())
     }
 }
 
