@@ -347,6 +347,40 @@ fn naming_a_hosts_file_name_is_named_from_the_apps_own_getaddrinfo_call() {
     );
 }
 
+// Issue 24, item 4: an app resolving through a real systemd-resolved (nss-resolve over
+// varlink) receives no DNS packet; its getaddrinfo() call names its connection. resolved runs
+// as `nobody` here, whose DNS answers are not shared with other users (a system user's
+// are): as when it forwards over DNS over TLS, only the app's own call can name it. (This
+// found a bug: the call was dropped because an answer the app may not use existed.)
+#[test]
+fn naming_an_app_resolving_through_systemd_resolved_is_named_from_its_getaddrinfo_call() {
+    let lab = Lab::new("rsv");
+    let resolved = common::resolved::Resolved::start(&lab);
+    let (_, lines, err) = audit(
+        &[],
+        resolved.exec(&[
+            "sh",
+            "-c",
+            "getent hosts broker.test >/dev/null && curl -s -m 2 -o /dev/null http://broker.test:9/; true",
+        ]),
+    );
+    // Port 9 refuses: the connection carries no bytes that could name it.
+    let rows = rows_to(&lines, "127.0.0.2", 9);
+    assert_eq!(rows.len(), 1, "{lines:#?}\n{err}");
+    assert_eq!(
+        (&rows[0]["domain"], &rows[0]["domain_source"]),
+        (&"broker.test".into(), &"getaddrinfo".into()),
+        "{}\n{err}",
+        rows[0]
+    );
+    // The app itself sent no DNS query: resolved did, outside the audit.
+    let dns = lines
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["dst_port"] == 53)
+        .count();
+    assert_eq!(dns, 0, "{lines:#?}");
+}
+
 /// A server that accepts and reads, never answering (a connection stays open).
 const QUIET_SERVER: &str = "import socket, threading
 s = socket.create_server(('127.0.0.1', 8099))

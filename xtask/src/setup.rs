@@ -58,6 +58,7 @@ pub struct Env {
 
 pub fn all() -> Result<Env> {
     packages()?;
+    systemd_resolved()?;
     python_modules()?;
     rust_src()?;
     let linker_dir = bpf_linker()?;
@@ -185,6 +186,46 @@ fn rust_src() -> Result<()> {
         return Ok(());
     }
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// systemd-resolved and its NSS module (`libnss_resolve.so.2`) for the naming lab, of the
+/// installed systemd's version: unpacked into the cache, not installed (the package would
+/// take over the machine's `/etc/resolv.conf`). The tests run it in a namespace of their
+/// own. Unpacked again when systemd's version changes.
+fn systemd_resolved() -> Result<()> {
+    let dir = cache_dir().join("systemd-resolved");
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "systemd"])
+        .output()
+        .context("dpkg-query systemd")?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || version.is_empty() {
+        bail!("systemd is not installed (dpkg-query -W systemd): the naming lab needs its version");
+    }
+    let marker = dir.join("VERSION");
+    if std::fs::read_to_string(&marker).is_ok_and(|v| v == version)
+        && dir.join("lib/systemd/systemd-resolved").is_file()
+    {
+        return Ok(());
+    }
+    let debs = cache_dir().join("systemd-resolved.debs");
+    let _ = std::fs::remove_dir_all(&debs);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&debs)?;
+    for package in ["systemd-resolved", "libnss-resolve"] {
+        run_cmd(
+            Command::new("apt-get")
+                .args(["-q", "download", &format!("{package}={version}")])
+                .current_dir(&debs),
+        )
+        .with_context(|| format!("{package} {version} (systemd's version) cannot be downloaded"))?;
+    }
+    for deb in std::fs::read_dir(&debs)?.flatten() {
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&dir))?;
+    }
+    std::fs::write(&marker, &version)?;
+    let _ = std::fs::remove_dir_all(&debs);
+    Ok(())
 }
 
 pub fn cache_dir() -> PathBuf {

@@ -65,6 +65,17 @@ impl Default for DnsCache {
     }
 }
 
+/// Whether an answer `answered` received may name what `asker` (a receiver of its own)
+/// connects to: the rules of [`DnsCache::lookup`] without the namespace (a call's is not
+/// known).
+fn usable_by(answered: Receiver, asker: Receiver, addr: IpAddr) -> bool {
+    let same_user = answered.uid == asker.uid || system_uid(answered.uid);
+    (asker.pid.is_some() && answered.pid == asker.pid)
+        || (same_user && asker.cgroup != 0 && answered.cgroup == asker.cgroup)
+        || system_uid(answered.uid)
+        || (answered.uid == asker.uid && !is_private(addr))
+}
+
 fn system_uid(uid: u32) -> bool {
     uid <= SYSTEM_UID_MAX
 }
@@ -145,11 +156,14 @@ impl DnsCache {
     /// nothing then.
     pub fn insert_call(&mut self, from: Receiver, name: &str, addrs: &[IpAddr], now_ns: u64) {
         for addr in addrs {
+            // Only an answer this process may use stands for its call: another user's
+            // answer for the same name must not leave it unnamed.
             let answered = self.by_addr.peek(addr).is_some_and(|list| {
                 list.iter().any(|c| {
                     !c.name.from_call
                         && c.expires_ns >= now_ns
                         && c.name.chain.iter().any(|n| n.eq_ignore_ascii_case(name))
+                        && usable_by(c.from, from, *addr)
                 })
             });
             if answered {
@@ -450,5 +464,38 @@ mod tests {
         for a in ["8.8.8.8", "2001:db8::1", "100.128.0.1"] {
             assert!(!is_private(a.parse().unwrap()), "{a}");
         }
+    }
+
+    // Issue 24, item 4: a resolver running as an ordinary user (its answers are not shared)
+    // received the DNS answer; the app's own getaddrinfo() result must still name it.
+    #[test]
+    fn dns_an_apps_call_is_kept_when_the_only_answer_is_one_it_may_not_use() {
+        let mut c = DnsCache::default();
+        let resolver = Receiver {
+            pid: None,
+            cgroup: 3,
+            uid: 65534,
+            netns: NS,
+        };
+        c.insert(resolver, &facts("broker.test", "127.0.0.2"), 0);
+        let app = Receiver {
+            pid: Some(100),
+            cgroup: 7,
+            uid: 1000,
+            netns: 0,
+        };
+        let addr: IpAddr = "127.0.0.2".parse().unwrap();
+        c.insert_call(app, "broker.test", &[addr], 1);
+        let named = c.lookup(asker(), addr, 2).expect("named from the call");
+        assert!(named.from_call, "{named:?}");
+        // The app's own DNS answer, with its chain, stands for the call (never replaced).
+        let mut c = DnsCache::default();
+        let own = Receiver {
+            pid: Some(100),
+            ..resolver
+        };
+        c.insert(own, &facts("broker.test", "127.0.0.2"), 0);
+        c.insert_call(app, "broker.test", &[addr], 1);
+        assert!(!c.lookup(asker(), addr, 2).unwrap().from_call);
     }
 }

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod daemon;
 pub mod journal;
 pub mod lab;
+pub mod resolved;
 
 pub const PROBE: &str = env!("CARGO_BIN_EXE_bw-netprobe");
 
