@@ -66,6 +66,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "soak",
         "plaintext",
         "fleet",
+        "gai",
     ] {
         let out = dir.join(format!("{bench}.json"));
         run_cmd(

@@ -1,0 +1,136 @@
+//! What the naming probes on glibc's `getaddrinfo()` cost (issue 24, item 4), measured from
+//! a separate process as users would see it: a Python loop resolving `localhost` (the hosts
+//! file: no packet leaves) 20,000 times, alone, as the command of `brokerwatch audit` (its
+//! calls read and named), and beside an audit of another process (the probes are on glibc
+//! for every process; an unwatched one leaves at the first instruction of the program).
+//!
+//! Output JSON at `$BW_BENCH_OUT` (default bench-results/gai.json).
+
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+const CALLS: usize = 20_000;
+const RUNS: usize = 5;
+
+const LOOP: &str = "import socket, sys, time, json
+n = int(sys.argv[1])
+for _ in range(500):
+    socket.getaddrinfo('localhost', 80, type=socket.SOCK_STREAM)
+t = time.perf_counter_ns()
+for _ in range(n):
+    socket.getaddrinfo('localhost', 80, type=socket.SOCK_STREAM)
+print(json.dumps({'calls': n, 'ns_per_call': (time.perf_counter_ns() - t) / n}))
+";
+
+fn client() -> Vec<String> {
+    ["python3", "-c", LOOP, &CALLS.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// ns per call, from the loop's own JSON line in `stdout`.
+fn ns_per_call(stdout: &[u8]) -> f64 {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("{\"calls\""))
+        .unwrap_or_else(|| panic!("no figures from the loop: {text}"));
+    serde_json::from_str::<Value>(line).unwrap()["ns_per_call"]
+        .as_f64()
+        .unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn off(argv: &[String]) -> f64 {
+    let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(out.status.success());
+    ns_per_call(&out.stdout)
+}
+
+/// The loop as the audited command: every call read and its names kept.
+fn watched(argv: &[String]) -> f64 {
+    let report = std::env::temp_dir().join(format!("bw-bench-gai-{}.json", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["audit", "--json", "--quiet", "-o"])
+        .arg(&report)
+        .arg("--")
+        .args(argv)
+        .output()
+        .unwrap();
+    let summary = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    assert!(
+        summary.contains("uretprobe getaddrinfo"),
+        "the audit did not probe getaddrinfo: {summary}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns_per_call(&out.stdout)
+}
+
+/// The loop unwatched while an audit watches another process (a `sleep`).
+fn unwatched(argv: &[String]) -> f64 {
+    let mut audit = Command::new(BIN)
+        .args([
+            "audit",
+            "--quiet",
+            "--duration",
+            "600s",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let ns = off(argv);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(audit.id() as i32, libc::SIGINT) };
+    let _ = audit.wait();
+    ns
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the getaddrinfo benchmark loads eBPF programs: run it as root (cargo xtask bench does)");
+        std::process::exit(2);
+    }
+    let argv = client();
+    // Interleaved, so that a slow moment of the machine falls on every mode alike.
+    let (mut a, mut w, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        a.push(off(&argv));
+        w.push(watched(&argv));
+        u.push(unwatched(&argv));
+    }
+    let (alone, read, other) = (median(a), median(w), median(u));
+    eprintln!(
+        "gai: {alone:.0} ns a call alone, {read:.0} ns watched (+{:.0} ns), {other:.0} ns unwatched beside an audit (+{:.0} ns)",
+        read - alone,
+        other - alone
+    );
+    let out = json!({
+        "method": "a Python loop calling getaddrinfo('localhost') 20,000 times (hosts file, no packet), median of 5 interleaved runs per mode; 'watched' under `brokerwatch audit -- LOOP`, 'unwatched' beside `brokerwatch audit -- sleep 600`",
+        "ns_per_call_alone": alone.round(),
+        "ns_per_call_watched": read.round(),
+        "added_ns_watched": (read - alone).round(),
+        "ns_per_call_unwatched_beside_an_audit": other.round(),
+        "added_ns_unwatched": (other - alone).round(),
+        "watched_ratio": (read / alone * 1000.0).round() / 1000.0,
+        "unwatched_ratio": (other / alone * 1000.0).round() / 1000.0,
+    });
+    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/gai.json".into());
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+}
