@@ -8,8 +8,11 @@
 //! drops), reports the fault in [`Store::status`] and tries again every second. Queries open
 //! their own read-only connection ([`read_alerts`]) and never wait for the writer.
 
+mod conns;
 mod files;
 mod import;
+#[cfg(test)]
+mod migrate_tests;
 mod query;
 mod quota;
 mod sql;
@@ -431,7 +434,11 @@ impl Writer {
         match create_private(&self.path)
             .map_err(StoreError::from)
             .and_then(|()| sql::open_rw(&self.path))
-        {
+            .and_then(|db| {
+                conns::prepare(&db)?;
+                sql::set_version(&db)?;
+                Ok(db)
+            }) {
             Ok(db) => {
                 let subuids = &self.health.subuids;
                 match quota::Usage::load(&db, |u| subuids.owner(u)) {
@@ -495,7 +502,7 @@ impl Writer {
                         Op::Connection(row) => {
                             // Updates of a uid's rows go on; new rows within its quota.
                             let uid = owner(row.finding.uid);
-                            if sql::write_connection(&tx, row, || {
+                            if conns::write(&tx, row, || {
                                 usage.admit_row(uid, retention.rows_per_uid)
                             })? {
                                 conns += 1;
@@ -561,6 +568,10 @@ impl Writer {
             // A uid over its quota (the quota was lowered) keeps its newest rows.
             for (table, uid, keep) in self.usage.over(r.rows_per_uid, r.alerts_per_uid) {
                 n += sql::trim_uid(db, table, uid, keep)?;
+            }
+            if n > 0 {
+                // What only the removed rows pointed at goes with them.
+                conns::forget_unused_details(db)?;
             }
             let subuids = &self.health.subuids;
             self.usage.reload(db, |u| subuids.owner(u))?;

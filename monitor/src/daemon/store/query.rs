@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{sql, ConnRow, StoreError, Table};
+use super::{conns, sql, ConnRow, StoreError, Table};
 use crate::{host::clock::now_ms, protocol::Alert};
 
 /// Alerts since `since_ms` from the store at `path`, oldest first: `uid`'s only, or
@@ -20,10 +20,10 @@ pub fn read_connections(path: &Path, since_ms: u64) -> Result<Vec<ConnRow>, Stor
     if !path.exists() {
         return Ok(Vec::new());
     }
-    sql::connections_since(&sql::open_ro(path)?, since_ms)
+    conns::since(&sql::open_ro(path)?, since_ms)
 }
 
-/// A report of the connections last seen since `since_ms` (see [`sql::report_contacts`]).
+/// A report of the connections last seen since `since_ms` (see [`conns::report_contacts`]).
 pub fn read_report(
     path: &Path,
     since_ms: u64,
@@ -34,7 +34,7 @@ pub fn read_report(
         true => {
             let db = sql::open_ro(path)?;
             (
-                sql::report_contacts(&db, since_ms, uid, apps)?,
+                conns::report_contacts(&db, since_ms, uid, apps)?,
                 sql::sent_since(&db, since_ms, uid, apps)?,
             )
         }
@@ -59,7 +59,7 @@ pub fn read_new(
     apps: &[String],
 ) -> Result<crate::report::Report, StoreError> {
     let all = match path.exists() {
-        true => sql::report_contacts(&sql::open_ro(path)?, baseline_ms, uid, apps)?,
+        true => conns::report_contacts(&sql::open_ro(path)?, baseline_ms, uid, apps)?,
         false => Vec::new(),
     };
     let key =

@@ -1,13 +1,14 @@
-//! The store's tables and the statements that read and write them. Rows keep the whole
-//! alert or finding as JSON in `body` beside the columns the queries filter on.
+//! The store's tables and the statements that read and write them. Alerts and what was sent
+//! keep the whole alert or leak as JSON in `body` beside the columns the queries filter on;
+//! connections are in [`super::conns`].
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 
-use super::{ConnRow, StoreError};
+use super::StoreError;
 use crate::protocol::Alert;
 
 /// Bumped when the tables change; a store written by a newer brokerwatch is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -18,29 +19,6 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ms);
 CREATE INDEX IF NOT EXISTS alerts_uid_ts ON alerts (uid, ts_ms);
-CREATE TABLE IF NOT EXISTS connections (
-    id INTEGER PRIMARY KEY,
-    key INTEGER NOT NULL UNIQUE,
-    first_ms INTEGER NOT NULL,
-    last_ms INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    app TEXT,
-    domain TEXT,
-    company TEXT,
-    flagged INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    app_name TEXT,
-    category TEXT,
-    severity TEXT,
-    source TEXT,
-    dst TEXT,
-    proto TEXT,
-    named_by TEXT
-);
-CREATE INDEX IF NOT EXISTS connections_last ON connections (last_ms);
-CREATE INDEX IF NOT EXISTS connections_uid_last ON connections (uid, last_ms);
-CREATE INDEX IF NOT EXISTS connections_app_last ON connections (app, last_ms);
 CREATE TABLE IF NOT EXISTS sent (
     id INTEGER PRIMARY KEY,
     key INTEGER NOT NULL UNIQUE,
@@ -62,6 +40,8 @@ CREATE INDEX IF NOT EXISTS sent_uid_last ON sent (uid, last_ms);
 pub const SENT_PER_UID: u64 = 10_000;
 
 /// Opens (creating) the store for writing: WAL, so that readers never wait for the writer.
+/// The alerts' and what-was-sent tables are made here; the connections' are
+/// [`super::conns::prepare`]'s; then [`set_version`].
 pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -92,8 +72,13 @@ pub fn open_rw(path: &std::path::Path) -> Result<Connection, StoreError> {
         )?;
     }
     db.execute_batch(SCHEMA)?;
-    db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(db)
+}
+
+/// Marks the store as of this version, once every table is (see [`open_rw`]).
+pub fn set_version(db: &Connection) -> Result<(), StoreError> {
+    db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
 }
 
 /// Opens the store for a query (never creates it, never writes).
@@ -108,7 +93,7 @@ pub fn open_ro(path: &std::path::Path) -> Result<Connection, StoreError> {
 
 /// A row's key as stored: the first 8 bytes of its SHA-256 (keys are long texts; a
 /// collision among a few million rows has odds below 1 in 10^6).
-fn key_hash(key: &str) -> i64 {
+pub(super) fn key_hash(key: &str) -> i64 {
     use sha2::Digest as _;
     let d = sha2::Sha256::digest(key.as_bytes());
     i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
@@ -124,54 +109,10 @@ pub fn insert_alert(db: &Connection, a: &Alert) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes a connection row: updates it when it is stored already, else inserts it if
-/// `admit()` lets its uid keep one more row. Returns whether it was written.
-pub fn write_connection(
-    db: &Connection,
-    row: &ConnRow,
-    admit: impl FnOnce() -> bool,
-) -> Result<bool, StoreError> {
-    let f = &row.finding;
-    let (body, dst) = (f.to_compact_json(), f.dst_ip.to_string());
-    let values = params![
-        key_hash(&row.key),
-        row.first_ms as i64,
-        row.last_ms as i64,
-        f.uid,
-        f.app_id.as_deref().or(f.app.as_deref()),
-        f.domain,
-        f.company,
-        f.flagged,
-        f.count as i64,
-        body,
-        f.app.as_deref().unwrap_or(f.who()),
-        f.category.as_ref().map(|c| c.as_str()),
-        f.severity.map(|s| s.as_str()),
-        f.source,
-        dst,
-        f.proto.as_str(),
-        f.domain_source.map(|s| s.as_str()),
-    ];
-    // Both statements take the same numbered values (the update leaves ?2, ?4, ?15 and
-    // ?16 unused, which SQLite allows).
-    upsert(
-        db,
-        "UPDATE connections SET last_ms = ?3, app = ?5, domain = ?6, company = ?7,
-             flagged = ?8, count = ?9, body = ?10, app_name = ?11, category = ?12,
-             severity = ?13, source = ?14, named_by = ?17
-         WHERE key = ?1",
-        "INSERT INTO connections (key, first_ms, last_ms, uid, app, domain, company, flagged, count, body,
-             app_name, category, severity, source, dst, proto, named_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        values,
-        admit,
-    )
-}
-
 /// Updates a row by `?1` (its key) with `update`, else inserts it with `insert` if
 /// `admit()` lets its owner keep one more; both take the same numbered `values`. Returns
 /// whether it was written.
-fn upsert(
+pub(super) fn upsert(
     db: &Connection,
     update: &str,
     insert: &str,
@@ -262,82 +203,6 @@ pub fn alerts_since(
         }
     }
     Ok(out)
-}
-
-/// Connection rows last seen at or after `since_ms`, in the order they were first stored.
-pub fn connections_since(db: &Connection, since_ms: u64) -> Result<Vec<ConnRow>, StoreError> {
-    let mut st = db.prepare_cached(
-        "SELECT key, first_ms, last_ms, body FROM connections WHERE last_ms >= ?1 ORDER BY id",
-    )?;
-    let rows = st.query_map([since_ms as i64], |r| {
-        Ok((
-            format!("{:016x}", r.get::<_, i64>(0)?),
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (key, first, last, body) = row?;
-        out.push(ConnRow {
-            key,
-            first_ms: first.max(0) as u64,
-            last_ms: last.max(0) as u64,
-            finding: decode_finding(body.as_bytes())?,
-        });
-    }
-    Ok(out)
-}
-
-/// Connections last seen at or after `since_ms`, summed per (app, company, destination,
-/// protocol): what a report is built from. Only `uid`'s unless `None`; only `apps` (ids or
-/// names) unless empty. A group's severity is its most severe row's (ranked, not the
-/// text's alphabetical maximum, which put "medium" above "high").
-pub fn report_contacts(
-    db: &Connection,
-    since_ms: u64,
-    uid: Option<u32>,
-    apps: &[String],
-) -> Result<Vec<crate::report::Contact>, StoreError> {
-    let mut sql = String::from(
-        "SELECT coalesce(app_name, app, ''), company, category,
-                CASE max(CASE severity WHEN 'high' THEN 4 WHEN 'medium' THEN 3
-                                       WHEN 'low' THEN 2 WHEN 'info' THEN 1 END)
-                    WHEN 4 THEN 'high' WHEN 3 THEN 'medium' WHEN 2 THEN 'low'
-                    WHEN 1 THEN 'info' END,
-                max(source),
-                max(flagged),
-                CASE WHEN domain IS NULL AND json_extract(body, '$.dst_port') IN (53, 5353)
-                     THEN 'DNS queries to ' || dst ELSE coalesce(domain, dst, '') END,
-                coalesce(proto, ''), max(named_by),
-                sum(count), min(first_ms), max(last_ms),
-                sum(coalesce(json_extract(body, '$.blocked'), 0))
-         FROM connections WHERE last_ms >= ?1",
-    );
-    let args = narrow(&mut sql, since_ms, uid, apps);
-    sql.push_str(" GROUP BY 1, 2, 7, 8, flagged");
-    let mut st = db.prepare(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
-        let text = |i: usize| r.get::<_, Option<String>>(i);
-        Ok(crate::report::Contact {
-            app: r.get(0)?,
-            company: r.get(1)?,
-            category: text(2)?.map(crate::policy::Category::from),
-            severity: text(3)?.and_then(|s| crate::policy::Severity::parse(&s)),
-            source: r.get(4)?,
-            flagged: r.get::<_, i64>(5)? != 0,
-            destination: r.get(6)?,
-            proto: r.get(7)?,
-            named_by: text(8)?.and_then(|s| crate::naming::NameSource::parse(&s)),
-            count: r.get::<_, i64>(9)?.max(0) as u64,
-            first_ms: r.get::<_, i64>(10)?.max(0) as u64,
-            last_ms: r.get::<_, i64>(11)?.max(0) as u64,
-            blocked: r.get::<_, Option<i64>>(12)?.unwrap_or(0).max(0) as u64,
-            queries: Vec::new(),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The values of a query whose text ends `WHERE last_ms >= ?1`, narrowed to `uid`'s rows

@@ -2,7 +2,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use super::*;
 
-fn alert(ts_ms: u64, pid: u32, uid: u32) -> Alert {
+pub(super) fn alert(ts_ms: u64, pid: u32, uid: u32) -> Alert {
     Alert {
         finding: Finding {
             pid,
@@ -29,7 +29,7 @@ fn conn(key: &str, last_ms: u64, count: u64) -> ConnRow {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(super) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bw-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -366,7 +366,7 @@ fn store_report_takes_the_most_severe_row_not_the_alphabetical_maximum() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn leak(
+pub(super) fn leak(
     uid: u32,
     pid: u32,
     company: Option<&str>,
@@ -446,41 +446,6 @@ fn store_keeps_what_apps_sent_per_user_and_the_report_says_what_each_company_rec
         ),
         "{text}"
     );
-}
-
-#[test]
-fn store_of_schema_2_is_migrated_in_place_and_keeps_every_row() {
-    let dir = scratch("v2");
-    let now = now_ms();
-    {
-        let mut s = Store::open(&dir, Retention::default()).unwrap();
-        for i in 0..50 {
-            s.record_connection(conn(&format!("k{i}"), now, i + 1));
-        }
-        s.record_alert(Arc::new(alert(now, 1, 1000)));
-        s.close();
-    }
-    let path = dir.join(FILE_NAME);
-    // What version 2 was: the same tables without `sent`.
-    let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("DROP TABLE sent; PRAGMA user_version = 2;")
-        .unwrap();
-    drop(db);
-    let mut s = Store::open(&dir, Retention::default()).unwrap();
-    s.record_sent("a".into(), leak(1000, 7, Some("LinkedIn"), false, 1));
-    s.close();
-    assert_eq!(s.status().error, None);
-    let rows = read_connections(&path, 0).unwrap();
-    assert_eq!(rows.len(), 50);
-    let total: u64 = rows.iter().map(|r| r.finding.count).sum();
-    assert_eq!(total, (1..=50).sum::<u64>());
-    assert_eq!(read_alerts(&path, 0, None).unwrap().len(), 1);
-    assert_eq!(read_sent(&path, 0, None).unwrap().len(), 1);
-    let db = rusqlite::Connection::open(&path).unwrap();
-    let v: i64 = db
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, SCHEMA_VERSION);
 }
 
 #[test]
