@@ -66,6 +66,9 @@ pub const RING_BYTES_BUILT_IN: u32 = 2 * 1024 * 1024;
 /// nanoseconds per CPU; the reader drains again this long after it found records, so that
 /// none waits longer (see `Capture`).
 pub const WAKEUP_INTERVAL_NS: u64 = 1_000_000;
+/// A record within this many nanoseconds of the end of the reader's own passes
+/// (`READER_AWAKE`) still wakes it: its commit may come after the last pass.
+pub const READER_AWAKE_MARGIN_NS: u64 = 100_000;
 /// Any record wakes the reader once the ring holds more than this share of its size
 /// (1/4): a burst never waits for the reader's next pass.
 pub const WAKEUP_FILL_SHIFT: u32 = 2;

@@ -35,6 +35,8 @@ pub mod map {
     /// [`crate::Counter`] slots, per CPU.
     pub const COUNTERS: &str = "COUNTERS";
     pub const LAST_WAKEUP: &str = "LAST_WAKEUP";
+    /// Entry 0: until when (`CLOCK_BOOTTIME` ns) the reader passes again by itself.
+    pub const READER_AWAKE: &str = "READER_AWAKE";
     /// [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
     pub const WATCH_TGIDS: &str = "WATCH_TGIDS";

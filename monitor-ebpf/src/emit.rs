@@ -10,14 +10,15 @@ use aya_ebpf::{
     maps::ring_buf::RingBufEntry,
 };
 use monitor_common::{
-    Counter, Event, EventHeader, EventKind, WAKEUP_FILL_SHIFT, WAKEUP_INTERVAL_NS,
+    Counter, Event, EventHeader, EventKind, READER_AWAKE_MARGIN_NS, WAKEUP_FILL_SHIFT,
+    WAKEUP_INTERVAL_NS,
 };
 
 use core::mem::size_of;
 
 use crate::{
     budget,
-    state::{count, EVENTS, LAST_WAKEUP},
+    state::{count, EVENTS, LAST_WAKEUP, READER_AWAKE},
 };
 
 /// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` questions (uapi/linux/bpf.h).
@@ -89,7 +90,16 @@ impl<T: 'static> Record<T> {
     /// after any pass that found records).
     #[inline(always)]
     pub fn submit_urgent(self) {
-        let now = self.ts;
+        // The reader is draining a burst and passes again before long by itself: a wakeup
+        // (an interrupt, a VM exit on a virtual machine: most of the program's cost) buys
+        // nothing.
+        // SAFETY: no arguments.
+        let now = unsafe { bpf_ktime_get_boot_ns() };
+        let awake_until = READER_AWAKE.get(0).copied().unwrap_or(0);
+        if now.saturating_add(READER_AWAKE_MARGIN_NS) < awake_until {
+            self.finish(false);
+            return;
+        }
         let wake = match LAST_WAKEUP.get_ptr_mut(0) {
             Some(last) => {
                 // SAFETY: this CPU's slot; only this CPU writes it while this program runs.

@@ -24,6 +24,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 #[map]
 pub static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Entry 0: until when (`CLOCK_BOOTTIME` ns) the reader passes again by itself (it is
+/// draining a burst, every half [`monitor_common::WAKEUP_INTERVAL_NS`]); written by the
+/// reader. A record before then needs no wakeup.
+#[map]
+pub static READER_AWAKE: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Entry 0: [`Config`].
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

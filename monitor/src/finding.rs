@@ -209,7 +209,7 @@ const WOULD_BLOCK_NOTE: &str =
     "would be blocked: a block rule covers it (`brokerwatch audit --enforce` blocks it)";
 const FOLDED_NOTE: &str = "this process called more than 32 ports of this address: the calls to the other ports are counted in this one row (port 0)";
 const BEFORE_START_NOTE: &str = "open before brokerwatch started: found among the app's connections at the start, named from what it sent after";
-const BEFORE_START_UNNAMED_NOTE: &str = "open before brokerwatch started: found among the app's connections at the start; its name was looked up before then, and what it sent since named nothing (TLS does not repeat the name)";
+const BEFORE_START_UNNAMED_NOTE: &str = "open before brokerwatch started: found among the app's connections at the start; its name was looked up before then, and nothing it sent since named it (TLS does not repeat the name)";
 const SIBLING_NOTE: &str = "named from an earlier socket of the same process to the same address and port, whose QUIC ClientHello carried the name (this one's never left whole: the peer did not answer its first Initial)";
 const PARTIAL_NOTE: &str = "name read from the part of the QUIC ClientHello that was sent (the peer never answered, so the rest never left)";
 

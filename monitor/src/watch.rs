@@ -399,6 +399,10 @@ fn adopt_open_sockets(
             return Ok(());
         }
     };
+    log::debug!(
+        "process {pid}: {} connections open before the start",
+        open.len()
+    );
     if open.len() > *left {
         log::warn!(
             "connections open before the start: {} of process {pid}'s not listed (at most {} in all)",

@@ -202,3 +202,61 @@ fn daemon_system_unit_verifies_and_is_hardened() {
     assert!(score <= 3.0, "exposure {score}: {text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// Issue 24, item 5: a meeting app's connection to a broker, opened before the daemon
+// started, is found at its start and alerted, said to be open before it started.
+#[test]
+fn daemon_a_connection_open_before_it_started_is_found_and_alerted() {
+    require_root();
+    let dir = lab_dir("before");
+    std::fs::write(
+        dir.join("policies.d/test.toml"),
+        policy_text("Test Data Broker Inc."),
+    )
+    .unwrap();
+    // A server that keeps what it accepts open, as a broker's API would.
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(held);
+    });
+    let zoom = dir.join("zoom");
+    // A copy: the app is known by its program's name.
+    std::fs::copy("/usr/bin/python3", &zoom).unwrap();
+    let ready = dir.join("connected");
+    let script = format!(
+        "import socket, time\ns = socket.create_connection(('127.0.0.2', {port}))\nopen({:?}, 'w').close()\ntime.sleep(60)\n",
+        ready.display().to_string()
+    );
+    let mut app = Command::new(&zoom).args(["-c", &script]).spawn().unwrap();
+    wait_for(|| ready.exists(), "the app's connection");
+    let d = Daemon::start(&dir);
+    let pid = app.id();
+    let mine = |dir: &std::path::Path| -> Vec<Value> {
+        history(dir, None)
+            .into_iter()
+            .filter(|a| a["pid"] == pid)
+            .collect()
+    };
+    wait_for(|| !mine(&dir).is_empty(), "an alert");
+    let alerts = mine(&dir);
+    let _ = app.kill();
+    let _ = app.wait();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", d.log());
+    let a = &alerts[0];
+    assert_eq!(
+        (&a["company"], &a["app"], &a["pid"]),
+        (&"Test Data Broker Inc.".into(), &"Zoom".into(), &pid.into()),
+        "{a}"
+    );
+    assert!(
+        a["name_note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("open before brokerwatch started")),
+        "{a}"
+    );
+    drop(d);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -188,7 +188,7 @@ impl Daemon {
             commands,
             recent_commands: Mutex::new(Default::default()),
         });
-        let d = Self {
+        let mut d = Self {
             started: Instant::now(),
             session,
             policy,
@@ -209,6 +209,8 @@ impl Daemon {
             metrics: opts.metrics.clone().map(metrics::Metrics::new),
             opts,
         };
+        // Connections the watched apps had open before the start are rows already.
+        d.decide_changes();
         d.update_status(d.session.counters().ok());
         systemd::notify("READY=1\nSTATUS=watching");
         log::info!(
@@ -221,6 +223,11 @@ impl Daemon {
 
     /// A batch of records was handled: every changed row that is flagged becomes an alert.
     pub fn on_records(&mut self, _step: Step) {
+        self.decide_changes();
+    }
+
+    /// Decides the rows that changed (records, or connections found open at the start).
+    fn decide_changes(&mut self) {
         let before = self.alerts_total;
         for decided in self.session.changes(&self.policy.policy) {
             if let Some(m) = &mut self.metrics {

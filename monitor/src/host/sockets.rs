@@ -41,7 +41,7 @@ pub enum SocketsError {
     Fds { pid: u32, source: io::Error },
 }
 
-/// The connected TCP (established) and UDP sockets of `pid` (IPv4 and IPv6), at most
+/// The connected TCP (established, connecting, or closed by the peer only) and UDP sockets of `pid` (IPv4 and IPv6), at most
 /// [`MAX_FDS`] descriptors looked at. A descriptor closed meanwhile, or one that cannot
 /// be borrowed, is passed over. Connections the process accepted (their local port is one
 /// it listens on: a meeting app's local web server) are not its own contacts.
@@ -120,6 +120,8 @@ fn sockopt<T: Copy + Default>(fd: &OwnedFd, level: i32, name: i32) -> Option<T> 
 
 /// `tcp_info.tcpi_state` values.
 const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_SENT: u8 = 2;
+const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LISTEN: u8 = 10;
 
 /// An IP socket of the process, as far as it matters here.
@@ -143,12 +145,13 @@ fn describe(fd: &OwnedFd) -> Option<Seen> {
         _ => return None,
     };
     if tcp {
-        // Only connections: not listeners, not ones closing or still connecting.
+        // Connections the app holds: established, still connecting, or closed by the peer
+        // but not yet by the app; not listeners, not ones the app is closing.
         let info: libc::tcp_info = tcp_info(fd)?;
         if info.tcpi_state == TCP_LISTEN {
             return Some(Seen::Listening(address(fd, libc::getsockname)?.port()));
         }
-        if info.tcpi_state != TCP_ESTABLISHED {
+        if ![TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE_WAIT].contains(&info.tcpi_state) {
             return None;
         }
     }

@@ -30,10 +30,18 @@ pub struct Capture {
     last_found: Option<tokio::time::Instant>,
     /// Where every record is also written as received (`audit --record`).
     recorder: Option<io::BufWriter<std::fs::File>>,
+    /// Where the kernel reads until when this reader passes by itself (`READER_AWAKE`):
+    /// records before then wake nobody.
+    awake: Option<aya::maps::Array<MapData, u64>>,
+    /// What was last written there.
+    awake_until: u64,
 }
 
 /// How soon after a pass that found records the reader looks again.
 pub const TRAILING_PASS: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS / 2);
+/// How late the reader's timer may fire (tokio's timers tick in milliseconds): the kernel
+/// is told the reader passes by itself until its next pass plus this.
+pub const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// How long after the last pass that found records the reader keeps looking: past the
 /// kernel's quiet window, with room to spare.
 pub const TRAILING_SPAN: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS * 3 / 2);
@@ -81,7 +89,16 @@ impl Capture {
             again: None,
             last_found: None,
             recorder: None,
+            awake: None,
+            awake_until: 0,
         })
+    }
+
+    /// Tells the kernel, through `map` (`READER_AWAKE`), until when this reader passes by
+    /// itself while it drains a burst: the kernel's programs then wake it no more (a wakeup
+    /// is an interrupt, most of a connect's cost on a virtual machine).
+    pub fn tell_passes_to(&mut self, map: aya::maps::Array<MapData, u64>) {
+        self.awake = Some(map);
     }
 
     /// Also writes every record, as received, to `file` (a recording: each record as a
@@ -124,7 +141,7 @@ impl Capture {
     }
 
     /// Waits until the kernel signals new data, or the trailing pass is due, then drains.
-    pub async fn next_batch(&mut self, sink: impl FnMut(Record)) -> io::Result<usize> {
+    pub async fn next_batch(&mut self, mut sink: impl FnMut(Record)) -> io::Result<usize> {
         match self.again {
             Some(at) => {
                 tokio::select! {
@@ -134,13 +151,47 @@ impl Capture {
             }
             None => self.ring.readable_mut().await?.clear_ready(),
         }
-        let n = self.drain(sink);
+        let n = self.drain(&mut sink);
         let now = tokio::time::Instant::now();
         if n > 0 {
             self.last_found = Some(now);
         }
         self.again = next_pass(now, self.last_found);
+        let n = n + self.tell_passes(now, &mut sink);
         Ok(n)
+    }
+
+    /// Tells the kernel until when this reader passes by itself (its next pass, plus the
+    /// timer's lateness); when it is about to wait for a wakeup, that it does not (and
+    /// drains once more after saying so: a record the kernel let through without a
+    /// wakeup before then is read now).
+    fn tell_passes(&mut self, now: tokio::time::Instant, sink: impl FnMut(Record)) -> usize {
+        let Some(map) = self.awake.as_mut() else {
+            return 0;
+        };
+        match self.again {
+            Some(at) => {
+                let until = crate::host::clock::boot_ns()
+                    + (at.saturating_duration_since(now) + TIMER_SLACK).as_nanos() as u64;
+                // A failed write only costs wakeups.
+                if until > self.awake_until && map.set(0, until, 0).is_ok() {
+                    self.awake_until = until;
+                }
+                0
+            }
+            None if self.awake_until != 0 => {
+                if map.set(0, 0, 0).is_ok() {
+                    self.awake_until = 0;
+                }
+                let n = self.drain(sink);
+                if n > 0 {
+                    self.last_found = Some(now);
+                    self.again = next_pass(now, self.last_found);
+                }
+                n
+            }
+            None => 0,
+        }
     }
 }
 

@@ -124,6 +124,7 @@ pub const MAPS: &[&str] = &[
     map::EVENTS,
     map::COUNTERS,
     map::LAST_WAKEUP,
+    map::READER_AWAKE,
     map::CONFIG,
     map::WATCH_TGIDS,
     map::WATCH_NAMES,

@@ -433,6 +433,15 @@ impl Sensor {
         block::learn(&mut learned, netns, uid, addr, dest)
     }
 
+    /// Takes out (once) the map where the reader says until when it passes by itself.
+    pub fn take_reader_awake(&mut self) -> Result<Array<aya::maps::MapData, u64>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map(map::READER_AWAKE)
+            .ok_or(SensorError::Missing(map::READER_AWAKE))?;
+        Array::try_from(map).map_err(map_err(map::READER_AWAKE))
+    }
+
     /// Takes the ring buffer out (once) for a reader.
     pub fn take_ring(&mut self) -> Result<RingBuf<aya::maps::MapData>, SensorError> {
         let map = self

@@ -168,7 +168,8 @@ impl Session {
             _ => None,
         };
         let mut sensor = Sensor::load(&plan.sensor)?;
-        let capture = Capture::new(sensor.take_ring()?)?;
+        let mut capture = Capture::new(sensor.take_ring()?)?;
+        capture.tell_passes_to(sensor.take_reader_awake()?);
         let mut session = Self {
             sensor,
             capture,
