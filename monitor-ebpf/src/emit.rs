@@ -94,12 +94,13 @@ impl<T: 'static> Record<T> {
         // (an interrupt, a VM exit on a virtual machine: most of the program's cost) buys
         // nothing.
         // SAFETY: no arguments.
-        let now = unsafe { bpf_ktime_get_boot_ns() };
+        let submitting = unsafe { bpf_ktime_get_boot_ns() };
         let awake_until = READER_AWAKE.get(0).copied().unwrap_or(0);
-        if now.saturating_add(READER_AWAKE_MARGIN_NS) < awake_until {
+        if submitting.saturating_add(READER_AWAKE_MARGIN_NS) < awake_until {
             self.finish(false);
             return;
         }
+        let now = self.ts;
         let wake = match LAST_WAKEUP.get_ptr_mut(0) {
             Some(last) => {
                 // SAFETY: this CPU's slot; only this CPU writes it while this program runs.

@@ -67,6 +67,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "plaintext",
         "fleet",
         "gai",
+        "modes",
     ] {
         let out = dir.join(format!("{bench}.json"));
         run_cmd(
