@@ -6,11 +6,13 @@
 //!
 //! Output JSON at `$BW_BENCH_OUT` (default bench-results/gai.json).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+#[path = "outside/mod.rs"]
+mod outside;
+use outside::{beside_an_audit, median, ns_per_call, off, BIN};
 const CALLS: usize = 20_000;
 const RUNS: usize = 5;
 
@@ -29,29 +31,6 @@ fn client() -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
-}
-
-/// ns per call, from the loop's own JSON line in `stdout`.
-fn ns_per_call(stdout: &[u8]) -> f64 {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("{\"calls\""))
-        .unwrap_or_else(|| panic!("no figures from the loop: {text}"));
-    serde_json::from_str::<Value>(line).unwrap()["ns_per_call"]
-        .as_f64()
-        .unwrap()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn off(argv: &[String]) -> f64 {
-    let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(out.status.success());
-    ns_per_call(&out.stdout)
 }
 
 /// The loop as the audited command: every call read and its names kept.
@@ -74,30 +53,6 @@ fn watched(argv: &[String]) -> f64 {
     ns_per_call(&out.stdout)
 }
 
-/// The loop unwatched while an audit watches another process (a `sleep`).
-fn unwatched(argv: &[String]) -> f64 {
-    let mut audit = Command::new(BIN)
-        .args([
-            "audit",
-            "--quiet",
-            "--duration",
-            "600s",
-            "--",
-            "sleep",
-            "600",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let ns = off(argv);
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(audit.id() as i32, libc::SIGINT) };
-    let _ = audit.wait();
-    ns
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -113,7 +68,7 @@ fn main() {
     for _ in 0..RUNS {
         a.push(off(&argv));
         w.push(watched(&argv));
-        u.push(unwatched(&argv));
+        u.push(beside_an_audit(&argv, &[]));
     }
     let (alone, read, other) = (median(a), median(w), median(u));
     eprintln!(

@@ -23,7 +23,9 @@ use brokerwatch::{
 use monitor_common::{EventHeader, EventKind, TlsLib, PLAIN_CHUNK};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
+#[path = "outside/mod.rs"]
+mod outside;
+use outside::{beside_an_audit, median, ns_per_call, off, BIN};
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab");
 const CALLS: usize = 20_000;
 const SIZES: [usize; 4] = [100, 1024, 4096, 16384];
@@ -66,30 +68,6 @@ fn client(size: usize, key: &Path, cert: &Path) -> Vec<String> {
     ]
 }
 
-/// ns per write, from the client's own JSON line in `stdout`.
-fn ns_per_call(stdout: &[u8]) -> f64 {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("{\"calls\""))
-        .unwrap_or_else(|| panic!("no figures from the client: {text}"));
-    serde_json::from_str::<Value>(line).unwrap()["ns_per_call"]
-        .as_f64()
-        .unwrap()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// The client alone.
-fn off(argv: &[String]) -> f64 {
-    let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(out.status.success());
-    ns_per_call(&out.stdout)
-}
-
 /// The client as the audited command, its plaintext read and searched.
 fn watched(argv: &[String]) -> f64 {
     let dir = std::env::temp_dir().join(format!("bw-bench-plain-{}", std::process::id()));
@@ -116,31 +94,6 @@ fn watched(argv: &[String]) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     ns_per_call(&out.stdout)
-}
-
-/// The client unwatched while an audit reads another process (a watched `sleep`).
-fn unwatched(argv: &[String]) -> f64 {
-    let mut audit = Command::new(BIN)
-        .args([
-            "audit",
-            "--quiet",
-            "--email",
-            "bench@example.test",
-            "--duration",
-            "600s",
-        ])
-        .args(["--", "sleep", "600"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Loading takes a moment: wait until the audit watches.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let ns = off(argv);
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(audit.id() as i32, libc::SIGINT) };
-    let _ = audit.wait();
-    ns
 }
 
 /// The inspector's throughput on HTTP/1.1 writes (JSON bodies, one in 100 carrying the
@@ -223,7 +176,11 @@ fn main() {
         let argv = client(size, &key, &cert);
         let base = median((0..RUNS).map(|_| off(&argv)).collect());
         let read = median((0..RUNS).map(|_| watched(&argv)).collect());
-        let other = median((0..RUNS).map(|_| unwatched(&argv)).collect());
+        let other = median(
+            (0..RUNS)
+                .map(|_| beside_an_audit(&argv, &["--email", "bench@example.test"]))
+                .collect(),
+        );
         let added = read - base;
         eprintln!(
             "plaintext: {size} B writes: {base:.0} ns alone, {read:.0} ns watched (+{added:.0} ns), {other:.0} ns unwatched while another process is read"
