@@ -54,13 +54,8 @@ fn watched(argv: &[String]) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    if !outside::should_run("the getaddrinfo benchmark and its audits") {
         return;
-    }
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the getaddrinfo benchmark loads eBPF programs: run it as root (cargo xtask bench does)");
-        std::process::exit(2);
     }
     let argv = client();
     // Interleaved, so that a slow moment of the machine falls on every mode alike.

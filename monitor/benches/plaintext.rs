@@ -160,13 +160,8 @@ fn matching_throughput() -> Value {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    if !outside::should_run("the plaintext benchmarks") {
         return;
-    }
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the plaintext benchmarks load eBPF programs: run them as root (cargo xtask bench does)");
-        std::process::exit(2);
     }
     let dir = std::env::temp_dir().join(format!("bw-bench-plain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -392,6 +392,9 @@ fn adopt_open_sockets(
         host::{clock, sockets},
         kernel::wire::{Proto, SockRecord},
     };
+    if *left == 0 {
+        return Ok(());
+    }
     let open = match sockets::open_sockets(pid) {
         Ok(open) => open,
         Err(e) => {

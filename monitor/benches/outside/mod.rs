@@ -51,3 +51,17 @@ pub fn beside_an_audit(argv: &[String], audit_args: &[&str]) -> f64 {
     let _ = audit.wait();
     ns
 }
+
+/// Whether the bench should run: not for `cargo bench -- --list`; as root only (it loads
+/// eBPF programs), else it says so and exits 2.
+pub fn should_run(what: &str) -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return false;
+    }
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{what} load eBPF programs: run as root (cargo xtask bench does)");
+        std::process::exit(2);
+    }
+    true
+}
