@@ -54,10 +54,19 @@ pub const MAX_WATCHED_PROCESSES: u32 = 32_768;
 pub const MAX_WATCH_NAMES: u32 = 1_024;
 /// Entries of `WATCH_CGROUPS`: watched cgroups.
 pub const MAX_WATCH_CGROUPS: u32 = 1_024;
-/// Entries of `SOCK_WATCH`: sockets of watched processes whose first payloads are still
-/// to be captured (an entry goes once its captures are done; sockets that never send are
-/// evicted, least recently used first).
+/// Slots of `SOCK_WATCH`: sockets of watched processes whose first payloads are still to
+/// be captured, one slot per socket cookie modulo this power of two (a slot empties once
+/// its captures are done; a watched socket that never sent gives its slot up to the next
+/// watched socket whose cookie falls there, counted in [`Counter::SockWatchReplaced`]).
 pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
+
+/// The `SOCK_WATCH` slot of the socket whose cookie is `cookie`.
+#[inline(always)]
+pub const fn sock_watch_slot(cookie: u64) -> u32 {
+    (cookie & (MAX_WATCHED_SOCKETS as u64 - 1)) as u32
+}
+
+const _: () = assert!(MAX_WATCHED_SOCKETS.is_power_of_two());
 /// Entries of `UDP_SEEN`: (socket, destination) pairs already reported.
 pub const MAX_UDP_DESTINATIONS: u32 = 16_384;
 /// Ring buffer size the object is built with; userspace sets the real one before loading.
@@ -323,10 +332,12 @@ pub struct SockState {
 /// `SockState::netns`.
 pub const SOCK_DNS: u32 = 1 << 1;
 
-/// A watched socket whose first payloads are being captured (value of `SOCK_WATCH`).
+/// A watched socket whose first payloads are being captured (a slot of `SOCK_WATCH`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockWatch {
+    /// The socket's cookie; 0: the slot is free.
+    pub cookie: u64,
     /// Payloads captured so far.
     pub captured: u32,
     pub watch_tag: u32,
@@ -436,11 +447,14 @@ pub enum Counter {
     /// Records refused because their user was over their budget (counted in
     /// [`Counter::Generated`] too; the flood's own, never another user's).
     OverBudget = 9,
+    /// Watched sockets whose `SOCK_WATCH` slot went to a newer watched socket before they
+    /// sent their first payload (65,536 cookies later): their payloads are not read.
+    SockWatchReplaced = 10,
 }
 
 impl Counter {
     /// Every counter, in slot order (a compile-time check keeps the order honest).
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Generated,
         Self::Lost,
         Self::WatchTableFull,
@@ -451,6 +465,7 @@ impl Counter {
         Self::BlockLearned,
         Self::BlockDnsUnread,
         Self::OverBudget,
+        Self::SockWatchReplaced,
     ];
 }
 
@@ -562,7 +577,7 @@ const _: () = assert!(size_of::<SockState>() == 24);
 const _: () = assert!(size_of::<ResolvedData>() == 8 + RESOLVED_ADDRS * 18 + RESOLVED_NAME_LEN);
 const _: () = assert!(size_of::<ResolvedEvent>() == 32 + size_of::<ResolvedData>());
 const _: () = assert!(size_of::<GaiCall>() == 16);
-const _: () = assert!(size_of::<SockWatch>() == 8);
+const _: () = assert!(size_of::<SockWatch>() == 16);
 const _: () = assert!(size_of::<Config>() == 16);
 const _: () = assert!(size_of::<CommKey>() == 16);
 const _: () = assert!(size_of::<UdpKey>() == 32);

@@ -93,14 +93,14 @@ impl<T: 'static> Record<T> {
         // The reader is draining a burst and passes again before long by itself: a wakeup
         // (an interrupt, a VM exit on a virtual machine: most of the program's cost) buys
         // nothing.
-        // SAFETY: no arguments.
-        let submitting = unsafe { bpf_ktime_get_boot_ns() };
+        // The header's time stamp stands for now: it was taken a few hundred ns ago, far
+        // inside the margin (a clock read is one of the program's dearer steps on a VM).
+        let now = self.ts;
         let awake_until = READER_AWAKE.get(0).copied().unwrap_or(0);
-        if submitting.saturating_add(READER_AWAKE_MARGIN_NS) < awake_until {
+        if now.saturating_add(READER_AWAKE_MARGIN_NS) < awake_until {
             self.finish(false);
             return;
         }
-        let now = self.ts;
         let wake = match LAST_WAKEUP.get_ptr_mut(0) {
             Some(last) => {
                 // SAFETY: this CPU's slot; only this CPU writes it while this program runs.

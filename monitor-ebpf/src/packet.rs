@@ -11,14 +11,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, PacketData, DNS_PORT, IPPROTO_TCP, PACKET_CAPTURE, TCP_CAPTURES,
+    Counter, EventKind, PacketData, SockWatch, DNS_PORT, IPPROTO_TCP, PACKET_CAPTURE, TCP_CAPTURES,
     UDP_CAPTURES,
 };
 
 use crate::{
     emit::{reserve, Origin},
     skb::{parse_l4, skb_socket, L4},
-    state::{count, sock_state, SOCK_WATCH},
+    state::{count, end_sock_watch, sock_state, sock_watch},
 };
 
 const PASS: i32 = 1;
@@ -104,36 +104,51 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
 }
 
 /// The first payloads of sockets that watched processes connected or sent from.
+///
+/// Most packets carry no payload (handshakes, acknowledgements, closes, a download's whole
+/// egress): they leave after their headers are read in place, before the socket's cookie
+/// is asked for (the kernel makes one for every socket asked about, from a shared counter).
 #[cgroup_skb(egress)]
 pub fn bw_egress(ctx: SkBuffContext) -> i32 {
-    // SAFETY: the helper takes the program's own context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // An unwatched socket costs one look-up.
-    let Some(state) = SOCK_WATCH.get_ptr_mut(cookie) else {
+    let Some(l4) = parse_l4(&ctx) else {
+        // Not TCP or UDP over IP, or a later fragment: none of a watched socket's first
+        // payloads (it connected or sent over TCP or UDP); counted if the socket is watched.
+        if watched_socket(&ctx).is_some() {
+            count(Counter::BadPacket);
+        }
+        return PASS;
+    };
+    if ctx.len() <= l4.payload_off {
+        return PASS;
+    }
+    // An unwatched socket's payload costs one look-up.
+    let Some((cookie, state)) = watched_socket(&ctx) else {
         return PASS;
     };
     // SAFETY: the socket's slot; packets of one socket are serialised by its lock on
     // egress.
     let captured = unsafe { (*state).captured };
-    let Some(l4) = parse_l4(&ctx) else {
-        count(Counter::BadPacket);
-        return PASS;
-    };
     let limit = if l4.protocol == IPPROTO_TCP {
         TCP_CAPTURES
     } else {
         UDP_CAPTURES
     };
-    if ctx.len() <= l4.payload_off {
-        return PASS;
-    }
     if captured + 1 >= limit {
-        // The last capture of this socket: its entry goes, the map stays small.
-        let _ = SOCK_WATCH.remove(cookie);
+        // The last capture of this socket: its slot empties.
+        end_sock_watch(state);
     } else {
         // SAFETY: as above.
         unsafe { (*state).captured = captured + 1 };
     }
     capture(&ctx, EventKind::Payload, &l4, cookie, captured, 0);
     PASS
+}
+
+/// The socket behind the packet, if its first payloads are being captured: its cookie and
+/// its `SOCK_WATCH` slot.
+#[inline(always)]
+fn watched_socket(ctx: &SkBuffContext) -> Option<(u64, *mut SockWatch)> {
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    sock_watch(cookie).map(|s| (cookie, s))
 }

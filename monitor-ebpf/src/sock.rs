@@ -10,18 +10,15 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    Counter, EventKind, SockData, SockState, SockWatch, UdpKey, AF_INET, AF_INET6, COMM_LEN,
-    DNS_PORT, SOCK_DGRAM, SOCK_DNS,
+    Counter, EventKind, SockData, SockState, UdpKey, AF_INET, AF_INET6, COMM_LEN, DNS_PORT,
+    SOCK_DGRAM, SOCK_DNS,
 };
 
 use crate::{
     block, budget,
     emit::{admit, emit_admitted, Origin},
-    state::{count, process_comm, watched, SOCK_STATE, SOCK_WATCH, UDP_SEEN},
+    state::{count, process_comm, start_sock_watch, watched, SOCK_STATE, UDP_SEEN},
 };
-
-/// `BPF_NOEXIST`: insert only when absent.
-const BPF_NOEXIST: u64 = 1;
 
 /// Allow the call; anything else makes it fail with `EPERM`.
 const ALLOW: i32 = 1;
@@ -166,17 +163,9 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
         // The first send is remembered only once it is reported.
         let _ = UDP_SEEN.insert(udp_key, 0, 0);
     }
-    // Its first payloads name the destination (SNI, Host, QUIC); BPF_NOEXIST keeps the
-    // count of a socket that sends to several destinations.
+    // Its first payloads name the destination (SNI, Host, QUIC).
     if blocked == 0 {
-        let _ = SOCK_WATCH.insert(
-            cookie,
-            SockWatch {
-                captured: 0,
-                watch_tag: tag,
-            },
-            BPF_NOEXIST,
-        );
+        start_sock_watch(cookie, tag);
     }
 
     let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);

@@ -361,3 +361,99 @@ fn capture_exec_from_a_non_leader_thread_keeps_the_watch() {
         .position(|r| matches!(r, Record::Sock(s) if s.header.tgid == pid));
     assert!(sock_pos < exit_pos);
 }
+
+/// The socket's cookie (`SO_COOKIE`), the number the kernel programs know it by.
+fn cookie_of(fd: std::os::fd::RawFd) -> u64 {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
+}
+
+// Issue 23: watched sockets are kept in a table of slots by cookie (a connect writes its
+// slot in place); a watched socket that never sent gives its slot to the next watched
+// socket whose cookie falls there, and that is counted, never silent.
+#[test]
+fn capture_socket_slot_reused_by_a_newer_watched_socket_is_counted() {
+    use std::{
+        io::Write,
+        net::TcpStream,
+        os::fd::{AsRawFd, FromRawFd},
+    };
+    let mut h = Harness::new();
+    let (_l, port) = common::accepting_listener("127.0.0.1:0");
+    h.session
+        .sensor
+        .watch_tgid(std::process::id(), monitor_common::WATCH_TAG_CGROUP)
+        .unwrap();
+    let mut older = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let older_cookie = cookie_of(older.as_raw_fd());
+    // Sockets until one's cookie falls in the older one's slot (cookies count up).
+    let slot = monitor_common::sock_watch_slot(older_cookie);
+    let mut newer = None;
+    for _ in 0..2_000_000 {
+        // SAFETY: a new socket whose descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        let cookie = cookie_of(fd);
+        if monitor_common::sock_watch_slot(cookie) == slot && cookie != older_cookie {
+            // SAFETY: `fd` is a fresh socket nothing else owns.
+            newer = Some((unsafe { std::net::TcpStream::from_raw_fd(fd) }, cookie));
+            break;
+        }
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+    }
+    let (newer_sock, newer_cookie) = newer.expect("no socket's cookie fell in the slot");
+    let before = h.counters().sock_watch_replaced;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: connect(2) reads `addr`, a sockaddr_in of the given length.
+    let rc = unsafe {
+        libc::connect(
+            newer_sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+    let mut newer_sock = newer_sock;
+    older
+        .write_all(b"GET /older HTTP/1.1\r\nHost: older.test\r\n\r\n")
+        .unwrap();
+    newer_sock
+        .write_all(b"GET /newer HTTP/1.1\r\nHost: newer.test\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    h.settle();
+    assert_eq!(h.counters().sock_watch_replaced - before, 1);
+    let payloads: Vec<u64> = h
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Packet(p) if p.kind == EventKind::Payload => Some(p.cookie),
+            _ => None,
+        })
+        .collect();
+    assert!(payloads.contains(&newer_cookie), "{payloads:?}");
+    assert!(
+        !payloads.contains(&older_cookie),
+        "the older socket's slot went to the newer one: {payloads:?}"
+    );
+}

@@ -238,11 +238,15 @@ fn write_summary(out: &mut dyn Write, s: &Summary, d: Destinations) -> io::Resul
             s.not_blocked
         )?;
     }
-    if s.watch_table_full > 0 || s.rows_dropped > 0 || s.records_undecodable > 0 {
+    if s.watch_table_full > 0
+        || s.rows_dropped > 0
+        || s.records_undecodable > 0
+        || s.sockets_unread > 0
+    {
         writeln!(
             out,
-            "Warnings: {} processes not watched (watch table full), {} rows dropped (row limit), {} undecodable records",
-            s.watch_table_full, s.rows_dropped, s.records_undecodable
+            "Warnings: {} processes not watched (watch table full), {} rows dropped (row limit), {} undecodable records, {} sockets' first payloads not read (socket table slot reused)",
+            s.watch_table_full, s.rows_dropped, s.records_undecodable, s.sockets_unread
         )?;
     }
     if let Some(cmd) = &s.command {

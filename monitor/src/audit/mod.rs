@@ -90,6 +90,10 @@ pub struct Summary {
     pub records_over_budget: u64,
     pub records_undecodable: u64,
     pub watch_table_full: u64,
+    /// Watched sockets whose first payloads went unread (their kernel slot went to a newer
+    /// watched socket before they sent).
+    #[serde(default)]
+    pub sockets_unread: u64,
     pub udp_repeats_folded: u64,
     pub rows_dropped: u64,
     pub command: Option<String>,
@@ -121,6 +125,7 @@ impl Summary {
         self.records_delivered = delivered;
         self.records_undecodable = undecodable;
         self.watch_table_full = k.watch_table_full;
+        self.sockets_unread = k.sock_watch_replaced;
         self.udp_repeats_folded = k.udp_repeats;
         self.blocked_calls = k.blocked;
     }

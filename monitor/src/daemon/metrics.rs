@@ -189,6 +189,12 @@ fn scalars(s: &Snapshot<'_>, rss: Option<u64>) -> Vec<Scalar> {
             k.lost,
         ),
         (
+            "sockets_unread_total",
+            "counter",
+            "Watched sockets whose first payloads went unread (their kernel slot was reused).",
+            k.sock_watch_replaced,
+        ),
+        (
             "records_over_budget_total",
             "counter",
             "Records refused by a user's budget (counted and folded, not lost silently).",
@@ -342,6 +348,7 @@ mod tests {
             "brokerwatch_records_generated_total 100",
             "brokerwatch_records_delivered_total 97",
             "brokerwatch_records_lost_total 3",
+            "brokerwatch_sockets_unread_total 0",
             "brokerwatch_store_connection_rows_written_total 7",
             "brokerwatch_store_pending 2",
             "brokerwatch_policy_error 1",
@@ -362,7 +369,7 @@ mod tests {
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!(helps, types);
-        assert_eq!(helps, 18);
+        assert_eq!(helps, 19);
     }
 
     #[test]

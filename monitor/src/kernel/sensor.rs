@@ -108,6 +108,10 @@ pub struct KernelCounters {
     /// Records refused because their user was over budget.
     #[serde(default)]
     pub over_budget: u64,
+    /// Watched sockets whose first payloads went unread: their slot went to a newer
+    /// watched socket first.
+    #[serde(default)]
+    pub sock_watch_replaced: u64,
 }
 
 /// The loaded and attached kernel programs.
@@ -328,11 +332,18 @@ impl Sensor {
     /// opened before brokerwatch started), as if it had just connected.
     pub fn capture_socket(&mut self, cookie: u64, tag: u32) -> Result<(), SensorError> {
         let watch = monitor_common::SockWatch {
+            cookie,
             captured: 0,
             watch_tag: tag,
         };
-        self.hash::<u64, monitor_common::SockWatch>(map::SOCK_WATCH)?
-            .insert(cookie, watch, 0)
+        let mut slots: aya::maps::Array<&mut MapData, monitor_common::SockWatch> = self
+            .ebpf
+            .map_mut(map::SOCK_WATCH)
+            .ok_or(SensorError::Missing(map::SOCK_WATCH))?
+            .try_into()
+            .map_err(map_err(map::SOCK_WATCH))?;
+        slots
+            .set(monitor_common::sock_watch_slot(cookie), watch, 0)
             .map_err(map_err(map::SOCK_WATCH))
     }
 
@@ -367,6 +378,7 @@ impl Sensor {
             block_learned: sum(Counter::BlockLearned)?,
             block_dns_unread: sum(Counter::BlockDnsUnread)?,
             over_budget: sum(Counter::OverBudget)?,
+            sock_watch_replaced: sum(Counter::SockWatchReplaced)?,
         })
     }
 
