@@ -26,6 +26,11 @@ pub mod program {
     pub const OPENSSL_WRITE: &str = "bw_openssl_write";
     pub const GNUTLS_SEND: &str = "bw_gnutls_send";
     pub const NSPR_WRITE: &str = "bw_nspr_write";
+    /// Empty programs of the hooks' types (`cgroup/connect4`, `cgroup_skb` egress and
+    /// ingress): the floor the benchmarks measure against; never loaded by the sensor.
+    pub const FLOOR_CONNECT4: &str = "bw_floor_conn4";
+    pub const FLOOR_EGRESS: &str = "bw_floor_out";
+    pub const FLOOR_INGRESS: &str = "bw_floor_in";
 }
 
 /// Maps (their static's names in `monitor-ebpf`).

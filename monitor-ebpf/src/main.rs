@@ -21,6 +21,8 @@
 //!   user's flood costs that user's records only; refusals are folded into counts per
 //!   (process, destination).
 //!
+//! * `floor`: empty programs of the socket and packet hooks' types, for benchmarks only.
+//!
 //! Watching is decided here: an unwatched process costs a few map lookups and never reaches
 //! the ring buffer. No per-event logging. Every record that cannot be reserved is counted.
 #![no_std]
@@ -30,6 +32,7 @@ mod block;
 mod budget;
 mod cgroup;
 mod emit;
+mod floor;
 mod gai;
 mod packet;
 mod plain;

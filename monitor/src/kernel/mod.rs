@@ -8,7 +8,7 @@
 //! [`libc_probes`] attaches the uprobes on the C library; [`tls_probes`] those on the TLS
 //! libraries' write calls, per watched process; [`capture`] drains their ring
 //! buffer; [`wire`] decodes its records into typed events;
-//! [`error`] says what went wrong.
+//! [`error`] says what went wrong; [`floor`] attaches empty programs for the benchmarks.
 
 pub mod attach;
 pub mod block;
@@ -16,6 +16,7 @@ pub mod btf;
 pub mod budget;
 pub mod capture;
 pub mod error;
+pub mod floor;
 pub mod libc_probes;
 pub mod preflight;
 pub mod programs;

@@ -119,6 +119,14 @@ pub const PROGRAMS: &[Program] = &[
     ),
 ];
 
+/// The floor: empty programs of the socket and packet hooks' types, loaded only by
+/// [`super::floor::Floor`] (benchmarks), never by the sensor.
+pub const FLOOR: &[Program] = &[
+    p(program::FLOOR_CONNECT4, Kind::SockAddr),
+    p(program::FLOOR_EGRESS, Kind::Skb(Direction::Egress)),
+    p(program::FLOOR_INGRESS, Kind::Skb(Direction::Ingress)),
+];
+
 /// Every map of the object.
 pub const MAPS: &[&str] = &[
     map::EVENTS,
@@ -190,7 +198,7 @@ mod tests {
     #[test]
     fn programs_kernel_object_holds_exactly_the_declared_programs_and_maps() {
         let obj = aya_obj::Object::parse(OBJECT).expect("the built object parses");
-        let declared: BTreeSet<&str> = PROGRAMS.iter().map(|p| p.name).collect();
+        let declared: BTreeSet<&str> = PROGRAMS.iter().chain(FLOOR).map(|p| p.name).collect();
         let built: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
         assert_eq!(declared, built, "programs");
         let declared: BTreeSet<&str> = MAPS.iter().copied().collect();
