@@ -1,46 +1,48 @@
-//! What watching costs a watched TCP connect in each audit mode users run (issue 23),
-//! measured from outside as a user would: a separate process (a copy of Python named
-//! `bwconnloop`) in a network namespace of its own connects to its own listener on
-//! loopback 3,000 times (connect, accept, close), alone and under `brokerwatch audit --
-//! LOOP`, `audit --all` and `audit --app bwconnloop`. The kernel's statistics
-//! (`kernel.bpf_stats_enabled`, read with `bpftool prog show` before and after the loop)
-//! give every program's time per run and per connect; the loop gives the connect's p50 and
-//! p99. On loopback both ends are local: the packet programs run for the client's and the
-//! server's packets alike.
+//! What watching costs, per mode users run (issue 23), measured from outside as a user would:
+//! a separate C program (`outside/connloop.c`, compiled here with `cc`, named `bwconnloop`)
+//! in a network namespace and a cgroup of its own.
+//!
+//! * Watched: 3,000 loopback TCP connects to its own listener (connect, accept, close) alone,
+//!   under the floor (empty programs of the hooks' types at the cgroup root), under `audit
+//!   -- LOOP`, `audit --all`, `audit --app bwconnloop` (root and `--attach apps`) and the
+//!   daemon watching it (`--attach root`, `--attach apps`). The kernel's statistics
+//!   (`kernel.bpf_stats_enabled`, read with `bpftool prog show` before and after the loop)
+//!   give every program's time per run and per connect, and what it costs above the floor;
+//!   the loop gives the connect's p50 and p99. On loopback both ends are local: the packet
+//!   programs run for the client's and the server's packets alike.
+//! * Unwatched: UDP `connect()` calls alone, under the floor and beside a daemon watching
+//!   another app at the root; TCP connects beside a daemon that attached in another app's
+//!   cgroup; `getpid()` with the daemon idle. Runs alternate between the settings.
 //!
 //! Output JSON at `$BW_BENCH_OUT` (default bench-results/modes.json).
 
 use std::{
     collections::BTreeMap,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use brokerwatch::kernel::floor::Floor;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_brokerwatch");
-const CONNECTS: usize = 3_000;
-const RUNS: usize = 3;
+// The other benches use the rest of the shared module.
+#[allow(dead_code)]
+#[path = "outside/mod.rs"]
+mod outside;
+use outside::{median, BIN};
 
-/// The loop: waits for `DIR/go`, connects, writes its figures to `DIR/done`, then waits to
-/// be ended (so that an audit of it as its command is still loaded when it is read).
-const LOOP: &str = "import socket, time, sys, os, json
-d, n = sys.argv[1], int(sys.argv[2])
-l = socket.create_server(('127.0.0.1', 0)); port = l.getsockname()[1]
-while not os.path.exists(d + '/go'):
-    time.sleep(0.01)
-t = []
-for _ in range(n):
-    a = time.perf_counter_ns()
-    c = socket.create_connection(('127.0.0.1', port)); s, _ = l.accept(); c.close(); s.close()
-    t.append(time.perf_counter_ns() - a)
-t.sort()
-open(d + '/done.tmp', 'w').write(json.dumps({'p50_ns': t[len(t) // 2], 'p99_ns': t[len(t) * 99 // 100]}))
-os.rename(d + '/done.tmp', d + '/done')
-while not os.path.exists(d + '/stop'):
-    time.sleep(0.05)
-";
+const CONNECTS: usize = 3_000;
+const UDP_CONNECTS: usize = 200_000;
+const GETPIDS: usize = 5_000_000;
+const RUNS: usize = 3;
+const UNWATCHED_ROUNDS: usize = 5;
+
+/// Where the cgroup v2 hierarchy is mounted.
+fn cgroup_root() -> PathBuf {
+    brokerwatch::host::cgroup::cgroup2_mount().expect("a cgroup v2 hierarchy")
+}
 
 /// Run time and count of every `bw_` program loaded now.
 fn stats() -> BTreeMap<String, (u64, u64)> {
@@ -61,18 +63,22 @@ fn stats() -> BTreeMap<String, (u64, u64)> {
     m
 }
 
-fn wait_file(path: &Path, what: &str) {
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
-    while !path.exists() {
+    while !ready() {
         assert!(start.elapsed() < Duration::from_secs(60), "no {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// The namespace, the loop's cgroup (and another app's), the compiled loop.
 struct Lab {
     netns: String,
     dir: PathBuf,
-    python: PathBuf,
+    exe: PathBuf,
+    cgroup: PathBuf,
+    other_cgroup: PathBuf,
+    runs: usize,
 }
 
 impl Lab {
@@ -84,30 +90,62 @@ impl Lab {
         let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
         ok(&["netns", "add", &netns]);
         ok(&["-n", &netns, "link", "set", "lo", "up"]);
-        let python = dir.join("bwconnloop");
-        std::fs::copy("/usr/bin/python3", &python).unwrap();
-        Lab { netns, dir, python }
+        let exe = dir.join("bwconnloop");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/outside/connloop.c");
+        let cc = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(src)
+            .status()
+            .expect("cc (Rust's linker) compiles the loop");
+        assert!(cc.success(), "cannot compile {src}");
+        let base = cgroup_root().join(&netns);
+        let (cgroup, other_cgroup) = (base.join("loop"), base.join("other-app"));
+        std::fs::create_dir_all(&cgroup).unwrap();
+        std::fs::create_dir_all(&other_cgroup).unwrap();
+        Lab {
+            netns,
+            dir,
+            exe,
+            cgroup,
+            other_cgroup,
+            runs: 0,
+        }
     }
 
-    /// The loop's argv, in the namespace, with a fresh run directory.
-    fn loop_argv(&self, run: &Path) -> Vec<String> {
-        let _ = std::fs::remove_dir_all(run);
-        std::fs::create_dir_all(run).unwrap();
-        [
+    /// The loop's argv (`ip netns exec NS bwconnloop KIND N RUNDIR`) with a fresh run
+    /// directory.
+    fn loop_argv(&mut self, kind: &str, n: usize) -> (Vec<String>, PathBuf) {
+        self.runs += 1;
+        let run = self.dir.join(format!("run{}", self.runs));
+        std::fs::create_dir_all(&run).unwrap();
+        let argv = [
             "ip",
             "netns",
             "exec",
             &self.netns,
-            self.python.to_str().unwrap(),
-            "-c",
-            LOOP,
+            self.exe.to_str().unwrap(),
+            kind,
+            &n.to_string(),
             run.to_str().unwrap(),
-            &CONNECTS.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+        (argv, run)
     }
+}
+
+/// `argv` started in the cgroup `cgroup`.
+fn spawn_in(cgroup: &Path, argv: &[String]) -> Child {
+    let procs = cgroup.join("cgroup.procs");
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    // SAFETY: only a write(2) to a file in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    cmd.spawn().unwrap()
 }
 
 impl Drop for Lab {
@@ -115,143 +153,304 @@ impl Drop for Lab {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
+        for d in [&self.cgroup, &self.other_cgroup] {
+            let _ = std::fs::remove_dir(d);
+        }
+        let _ = std::fs::remove_dir(self.cgroup.parent().unwrap());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// One run: the audit (`None`: none) started and ready, the loop let go, the statistics
-/// around it. Returns (p50 ns, p99 ns, per-program (ns, runs)).
-fn run(lab: &Lab, audit: Option<&[&str]>, n: usize) -> (f64, f64, BTreeMap<String, (u64, u64)>) {
-    let dir = lab.dir.join(format!("run{n}"));
-    let argv = lab.loop_argv(&dir);
-    let as_command = audit.is_some_and(|a| a.is_empty());
-    let mut loop_child: Option<Child> = None;
-    let mut audit_child = audit.map(|args| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["audit", "--quiet", "--duration", "300s"])
-            .args(args);
-        if as_command {
-            cmd.arg("--").args(&argv);
+/// What watches (or does not) while the loop runs.
+#[derive(Clone, Copy)]
+enum Setting<'a> {
+    Alone,
+    /// Empty programs at the cgroup root.
+    Floor,
+    /// `brokerwatch audit ARGS` (empty: `audit -- LOOP`).
+    Audit(&'a [&'a str]),
+    /// `brokerwatch daemon ARGS`.
+    Daemon(&'a [&'a str]),
+}
+
+/// A running setting; ends when dropped.
+enum Running {
+    None,
+    Floor(#[allow(dead_code)] Floor),
+    Process(Child, Vec<Child>),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Process(c, others) = self {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait();
+            for o in others {
+                let _ = o.kill();
+                let _ = o.wait();
+            }
         }
-        let c = cmd
-            .stdout(Stdio::null())
+    }
+}
+
+/// Starts `setting` (ready: its programs loaded, a daemon's socket up); a daemon watching
+/// `zoom` gets a `zoom` running in the other app's cgroup, so that `--attach apps` attaches
+/// somewhere.
+fn start(lab: &Lab, setting: Setting, loop_argv: &[String]) -> Running {
+    let quiet = |mut c: Command| {
+        c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        // Ready once its programs are loaded (they are attached a moment later).
-        let start = Instant::now();
-        while !stats().contains_key("bw_connect4") {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the audit never loaded"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            .unwrap()
+    };
+    match setting {
+        Setting::Alone => Running::None,
+        Setting::Floor => Running::Floor(Floor::attach(&cgroup_root()).unwrap()),
+        Setting::Audit(args) => {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["audit", "--quiet", "--duration", "300s"])
+                .args(args);
+            if args.is_empty() {
+                cmd.arg("--").args(loop_argv);
+            }
+            let c = quiet(cmd);
+            wait_until("audit's programs", || stats().contains_key("bw_connect4"));
+            Running::Process(c, Vec::new())
         }
-        c
-    });
-    if !as_command {
-        loop_child = Some(Command::new(&argv[0]).args(&argv[1..]).spawn().unwrap());
+        Setting::Daemon(args) => {
+            let mut others = Vec::new();
+            if args.contains(&"zoom") {
+                let zoom = lab.dir.join("zoom");
+                let _ = std::fs::copy("/usr/bin/sleep", &zoom);
+                others.push(spawn_in(
+                    &lab.other_cgroup,
+                    &[zoom.display().to_string(), "600".into()],
+                ));
+            }
+            let sock = lab.dir.join("d.sock");
+            let _ = std::fs::remove_file(&sock);
+            let _ = std::fs::create_dir_all(lab.dir.join("policies.d"));
+            let mut cmd = Command::new(BIN);
+            cmd.args(["daemon", "--group", "nogroup", "--policy-dir"])
+                .arg(lab.dir.join("policies.d"))
+                .arg("--socket")
+                .arg(&sock)
+                .arg("--state-dir")
+                .arg(lab.dir.join("state"))
+                .args(args);
+            let c = quiet(cmd);
+            wait_until("daemon socket", || {
+                std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            });
+            Running::Process(c, others)
+        }
     }
-    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// One run of the loop under `setting`: its figures and every program's (ns, runs).
+struct Run {
+    figures: Value,
+    programs: BTreeMap<String, (u64, u64)>,
+}
+
+fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
+    let (argv, dir) = lab.loop_argv(kind, n);
+    let as_command = matches!(setting, Setting::Audit(a) if a.is_empty());
+    let running = start(lab, setting, &argv);
+    let loop_child = (!as_command).then(|| spawn_in(&lab.cgroup, &argv));
+    // Settle: the loop exec'd (and was seen), attachments made; a daemon done with its
+    // start (its first look at /proc, its store).
+    let settle = if matches!(setting, Setting::Daemon(_)) {
+        2_000
+    } else {
+        500
+    };
+    std::thread::sleep(Duration::from_millis(settle));
     let before = stats();
     std::fs::write(dir.join("go"), "").unwrap();
-    wait_file(&dir.join("done"), "figures from the loop");
+    let done = dir.join("done");
+    wait_until("figures from the loop", || done.exists());
     let after = stats();
     std::fs::write(dir.join("stop"), "").unwrap();
     if let Some(mut c) = loop_child {
         let _ = c.wait();
     }
-    if let Some(c) = audit_child.as_mut() {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-        let _ = c.wait();
-    }
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("done")).unwrap()).unwrap();
-    let delta = after
+    drop(running);
+    let figures = serde_json::from_str(&std::fs::read_to_string(done).unwrap()).unwrap();
+    let programs = after
         .iter()
         .filter_map(|(k, (t, c))| {
             let (t0, c0) = before.get(k).copied().unwrap_or((0, 0));
             (c > &c0).then(|| (k.clone(), (t - t0, c - c0)))
         })
         .collect();
-    (
-        v["p50_ns"].as_f64().unwrap(),
-        v["p99_ns"].as_f64().unwrap(),
-        delta,
-    )
+    Run { figures, programs }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// The empty program of the same hook as `program` (none for tracepoints and probes).
+fn floor_of(program: &str) -> Option<&'static str> {
+    match program {
+        "bw_connect4" => Some("bw_floor_conn4"),
+        "bw_egress" => Some("bw_floor_out"),
+        "bw_ingress" => Some("bw_floor_in"),
+        _ => None,
+    }
 }
 
-/// A mode's figures over [`RUNS`] runs (medians).
-fn mode(lab: &Lab, name: &str, audit: Option<&[&str]>) -> Value {
-    let runs: Vec<_> = (0..RUNS).map(|n| run(lab, audit, n)).collect();
-    let p50 = median(runs.iter().map(|r| r.0).collect());
-    let p99 = median(runs.iter().map(|r| r.1).collect());
+/// A watched mode's figures over [`RUNS`] runs (medians): p50, p99, every program per run
+/// and per connect; with `floor` (the floor mode's programs), the time above it.
+fn watched(lab: &mut Lab, name: &str, setting: Setting, floor: Option<&Value>) -> Value {
+    let runs: Vec<Run> = (0..RUNS)
+        .map(|_| run(lab, setting, "tcp", CONNECTS))
+        .collect();
+    let fig = |f: &str| {
+        median(
+            runs.iter()
+                .map(|r| r.figures[f].as_f64().unwrap())
+                .collect(),
+        )
+    };
     let mut programs = serde_json::Map::new();
-    let mut total = 0.0;
-    let names: std::collections::BTreeSet<&String> = runs.iter().flat_map(|r| r.2.keys()).collect();
+    let (mut total, mut above) = (0.0, 0.0);
+    let names: std::collections::BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.programs.keys()).collect();
     for p in names {
-        let per_run = median(
-            runs.iter()
-                .filter_map(|r| r.2.get(p))
-                .map(|(t, c)| *t as f64 / *c as f64)
-                .collect(),
-        );
-        let per_connect = median(
-            runs.iter()
-                .map(|r| r.2.get(p).map_or(0.0, |(t, _)| *t as f64 / CONNECTS as f64))
-                .collect(),
-        );
+        let of = |f: &dyn Fn(u64, u64) -> f64| {
+            median(
+                runs.iter()
+                    .map(|r| r.programs.get(p).map_or(0.0, |(t, c)| f(*t, *c)))
+                    .collect(),
+            )
+        };
+        let per_run = of(&|t, c| t as f64 / c.max(1) as f64);
+        let runs_per_connect = of(&|_, c| c as f64 / CONNECTS as f64);
+        let per_connect = of(&|t, _| t as f64 / CONNECTS as f64);
+        let floor_run = floor_of(p)
+            .and_then(|f| floor?["programs"][f]["ns_per_run"].as_f64())
+            .unwrap_or(0.0);
         total += per_connect;
+        above += (per_connect - floor_run * runs_per_connect).max(0.0);
         programs.insert(
             p.clone(),
-            json!({"ns_per_run": per_run.round(), "ns_per_connect": per_connect.round()}),
+            json!({"ns_per_run": per_run.round(), "runs_per_connect": (runs_per_connect * 10.0).round() / 10.0, "ns_per_connect": per_connect.round()}),
         );
     }
     eprintln!(
-        "modes: {name}: connect p50 {:.1} us, p99 {:.1} us; in-kernel {total:.0} ns a connect, {programs:?}",
-        p50 / 1e3,
-        p99 / 1e3
+        "modes: {name}: connect p50 {:.1} us, p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), {programs:?}",
+        fig("p50_ns") / 1e3,
+        fig("p99_ns") / 1e3
     );
-    json!({"connect_p50_ns": p50, "connect_p99_ns": p99, "kernel_ns_per_connect": total.round(), "programs": programs})
+    json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"),
+        "kernel_ns_per_connect": total.round(), "above_floor_ns_per_connect": above.round(),
+        "programs": programs})
+}
+
+/// Unwatched loops: settings alternate within each of [`UNWATCHED_ROUNDS`] rounds; medians
+/// of the loops' mean ns per call (TCP: p50).
+fn unwatched(lab: &mut Lab) -> Value {
+    let root: &[&str] = &["--app", "zoom", "--attach", "root"];
+    let apps: &[&str] = &["--app", "zoom", "--attach", "apps"];
+    let cases: [(&str, &str, usize, Setting); 7] = [
+        ("udp alone", "udp", UDP_CONNECTS, Setting::Alone),
+        ("udp floor", "udp", UDP_CONNECTS, Setting::Floor),
+        (
+            "udp daemon --attach root",
+            "udp",
+            UDP_CONNECTS,
+            Setting::Daemon(root),
+        ),
+        ("tcp alone", "tcp", CONNECTS, Setting::Alone),
+        (
+            "tcp daemon --attach apps",
+            "tcp",
+            CONNECTS,
+            Setting::Daemon(apps),
+        ),
+        ("getpid alone", "getpid", GETPIDS, Setting::Alone),
+        (
+            "getpid daemon --attach root",
+            "getpid",
+            GETPIDS,
+            Setting::Daemon(root),
+        ),
+    ];
+    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..UNWATCHED_ROUNDS {
+        for (name, kind, n, setting) in cases {
+            let r = run(lab, setting, kind, n);
+            let field = if kind == "tcp" { "p50_ns" } else { "mean_ns" };
+            samples
+                .entry(name)
+                .or_default()
+                .push(r.figures[field].as_f64().unwrap());
+        }
+    }
+    let m: BTreeMap<&str, f64> = samples
+        .iter()
+        .map(|(k, v)| (*k, median(v.clone())))
+        .collect();
+    let ratio = |a: &str, b: &str| (m[a] / m[b] * 1000.0).round() / 1000.0;
+    let out = json!({
+        "ns": m,
+        "spread_ns": samples.iter().map(|(k, v)| (*k, (v.iter().cloned().fold(f64::MAX, f64::min), v.iter().cloned().fold(0.0, f64::max)))).collect::<BTreeMap<_, _>>(),
+        "udp_connect_vs_floor": ratio("udp daemon --attach root", "udp floor"),
+        "udp_floor_vs_alone": ratio("udp floor", "udp alone"),
+        "tcp_connect_apps_vs_alone": ratio("tcp daemon --attach apps", "tcp alone"),
+        "getpid_daemon_vs_alone": ratio("getpid daemon --attach root", "getpid alone"),
+    });
+    eprintln!("modes: unwatched: {out}");
+    out
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    if !outside::should_run("the modes benchmark") {
         return;
     }
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "the modes benchmark loads eBPF programs: run it as root (cargo xtask bench does)"
-        );
-        std::process::exit(2);
-    }
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
-    let off = mode(&lab, "off", None);
-    let modes = [
-        ("audit -- LOOP", &[][..]),
-        ("audit --all", &["--all"][..]),
-        ("audit --app bwconnloop", &["--app", "bwconnloop"][..]),
+    let alone = watched(&mut lab, "alone", Setting::Alone, None);
+    let floor = watched(&mut lab, "floor", Setting::Floor, None);
+    let modes: [(&str, Setting); 7] = [
+        ("audit -- LOOP", Setting::Audit(&[])),
+        ("audit --all", Setting::Audit(&["--all"])),
+        (
+            "audit --app (root)",
+            Setting::Audit(&["--app", "bwconnloop", "--attach", "root"]),
+        ),
+        (
+            "audit --app --attach apps",
+            Setting::Audit(&["--app", "bwconnloop", "--attach", "apps"]),
+        ),
+        (
+            "daemon --attach root",
+            Setting::Daemon(&["--app", "bwconnloop", "--attach", "root"]),
+        ),
+        (
+            "daemon --attach apps",
+            Setting::Daemon(&["--app", "bwconnloop", "--attach", "apps"]),
+        ),
+        ("floor", Setting::Floor),
     ];
     let mut out = serde_json::Map::new();
-    for (name, args) in modes {
-        let mut v = mode(&lab, name, Some(args));
-        let ratio = v["connect_p50_ns"].as_f64().unwrap() / off["connect_p50_ns"].as_f64().unwrap();
+    for (name, setting) in modes {
+        let mut v = if name == "floor" {
+            floor.clone()
+        } else {
+            watched(&mut lab, name, setting, Some(&floor))
+        };
+        let ratio =
+            v["connect_p50_ns"].as_f64().unwrap() / alone["connect_p50_ns"].as_f64().unwrap();
         v["connect_p50_ratio"] = json!((ratio * 1000.0).round() / 1000.0);
         out.insert(name.into(), v);
     }
+    out.insert("alone".into(), alone);
+    let unwatched = unwatched(&mut lab);
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").unwrap();
-    out.insert("off".into(), off);
     let out = json!({
-        "method": "a separate process (Python, named bwconnloop) in its own network namespace: 3,000 loopback TCP connects (connect, accept, close), median of 3 runs per mode; in-kernel time from bpf_stats via bpftool before and after the loop",
-        "modes": out,
+        "method": "a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects (connect, accept, close), median of 3 runs per mode; in-kernel time from bpf_stats via bpftool before and after the loop; the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, 5 rounds",
+        "watched": out,
+        "unwatched": unwatched,
     });
     let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/modes.json".into());
     if let Some(dir) = Path::new(&path).parent() {

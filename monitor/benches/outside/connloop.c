@@ -1,0 +1,102 @@
+/* The loop the `modes` benchmark measures from outside (issue 23): a separate process, in
+ * a network namespace of its own, that a user could compile and run the same way.
+ *
+ *   bwconnloop tcp N DIR     N loopback TCP connects to its own listener (connect, accept,
+ *                            close both ends), each timed
+ *   bwconnloop udp N DIR     N connect() calls of one UDP socket to a loopback address
+ *   bwconnloop getpid N DIR  N getpid() system calls
+ * (the last two are timed as a whole: a clock read per call would be a third of a UDP
+ * connect's time).
+ *
+ * It waits for DIR/go, runs, writes {"mean_ns"} (tcp: also "p50_ns", "p99_ns") to DIR/done, then
+ * waits for DIR/stop (so that an audit of it as its command is still loaded when the
+ * benchmark reads the kernel's statistics). Exit 2 on bad arguments, 3 when a call fails. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int by_value(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+static void wait_for(const char *dir, const char *name) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    while (access(path, F_OK) != 0)
+        usleep(10000);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4)
+        return 2;
+    const char *mode = argv[1], *dir = argv[3];
+    long n = atol(argv[2]);
+    if (n <= 0)
+        return 2;
+    long long *t = calloc(n, sizeof *t);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    socklen_t alen = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    if (!t || l < 0 || bind(l, (void *)&a, sizeof a) || listen(l, 128) ||
+        getsockname(l, (void *)&a, &alen))
+        return 3;
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    if (u < 0)
+        return 3;
+    wait_for(dir, "go");
+    long long start = now_ns();
+    if (!strcmp(mode, "tcp")) {
+        for (long i = 0; i < n; i++) {
+            long long s = now_ns();
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (c < 0 || connect(c, (void *)&a, sizeof a))
+                return 3;
+            int x = accept(l, NULL, NULL);
+            if (x < 0)
+                return 3;
+            close(c);
+            close(x);
+            t[i] = now_ns() - s;
+        }
+    } else if (!strcmp(mode, "udp")) {
+        for (long i = 0; i < n; i++)
+            if (connect(u, (void *)&a, sizeof a))
+                return 3;
+    } else if (!strcmp(mode, "getpid")) {
+        for (long i = 0; i < n; i++)
+            syscall(SYS_getpid);
+    } else {
+        return 2;
+    }
+    double mean = (double)(now_ns() - start) / n;
+    qsort(t, n, sizeof *t, by_value);
+    char path[4096], done[4096];
+    snprintf(path, sizeof path, "%s/done.tmp", dir);
+    snprintf(done, sizeof done, "%s/done", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 3;
+    if (!strcmp(mode, "tcp"))
+        fprintf(f, "{\"p50_ns\": %lld, \"p99_ns\": %lld, \"mean_ns\": %.1f}\n", t[n / 2],
+                t[n * 99 / 100], mean);
+    else
+        fprintf(f, "{\"mean_ns\": %.2f}\n", mean);
+    fclose(f);
+    rename(path, done);
+    wait_for(dir, "stop");
+    return 0;
+}
