@@ -56,10 +56,17 @@ impl Origin {
     /// decide whether anything else is needed).
     #[inline(always)]
     pub fn of(pid_tgid: u64) -> Self {
+        Self::of_ids(pid_tgid, bpf_get_current_uid_gid())
+    }
+
+    /// The same, with `bpf_get_current_uid_gid()` read already (each helper call counts in
+    /// a program that runs on every connect).
+    #[inline(always)]
+    pub fn of_ids(pid_tgid: u64, uid_gid: u64) -> Self {
         Self {
             tgid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
-            uid: bpf_get_current_uid_gid() as u32,
+            uid: uid_gid as u32,
             // SAFETY: no arguments.
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         }

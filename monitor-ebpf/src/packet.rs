@@ -17,7 +17,7 @@ use monitor_common::{
 
 use crate::{
     emit::{reserve, Origin},
-    skb::{parse_l4, skb_socket, L4},
+    skb::{bare_tcp_segment, parse_l4, skb_socket, src_port_in_place, L4},
     state::{count, end_sock_watch, sock_state, sock_watch},
 };
 
@@ -84,6 +84,10 @@ fn capture(ctx: &SkBuffContext, kind: EventKind, l4: &L4, cookie: u64, seq: u32,
 /// unwatched processes, because a stub resolver receives the names apps asked for.
 #[cgroup_skb(ingress)]
 pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
+    // Nearly every packet is judged by its source port alone.
+    if src_port_in_place(&ctx).is_some_and(|port| port != DNS_PORT) {
+        return PASS;
+    }
     let Some(l4) = parse_l4(&ctx) else {
         return PASS;
     };
@@ -110,6 +114,9 @@ pub fn bw_ingress(ctx: SkBuffContext) -> i32 {
 /// is asked for (the kernel makes one for every socket asked about, from a shared counter).
 #[cgroup_skb(egress)]
 pub fn bw_egress(ctx: SkBuffContext) -> i32 {
+    if bare_tcp_segment(&ctx) {
+        return PASS;
+    }
     let Some(l4) = parse_l4(&ctx) else {
         // Not TCP or UDP over IP, or a later fragment: none of a watched socket's first
         // payloads (it connected or sent over TCP or UDP); counted if the socket is watched.

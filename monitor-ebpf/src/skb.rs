@@ -132,6 +132,73 @@ fn parse_l4_copied(ctx: &SkBuffContext, proto: u32) -> Option<L4> {
     })
 }
 
+/// The common headers, read in place (IPv4 without options, not a later fragment; IPv6
+/// without extension headers; TCP or UDP; all in the linear part): the transport header's
+/// start and the protocol. `None`: read them with [`parse_l4`].
+#[inline(always)]
+fn l4_in_place(ctx: &SkBuffContext) -> Option<(usize, u8)> {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: reading fields of the context the kernel handed us.
+    let (proto, data, end) = unsafe {
+        (
+            u16::from_be((*skb).protocol as u16) as u32,
+            (*skb).data as usize,
+            (*skb).data_end as usize,
+        )
+    };
+    let (l4, protocol) = if proto == ETH_P_IP {
+        if data + 20 > end {
+            return None;
+        }
+        // SAFETY: the 20 bytes are inside the packet (checked above).
+        let ip = unsafe { &*(data as *const [u8; 20]) };
+        if ip[0] != 0x45 || (u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff) != 0 {
+            return None;
+        }
+        (data + 20, ip[9])
+    } else if proto == ETH_P_IPV6 {
+        if data + 40 > end {
+            return None;
+        }
+        // SAFETY: the 40 bytes are inside the packet (checked above).
+        (data + 40, unsafe { *((data + 6) as *const u8) })
+    } else {
+        return None;
+    };
+    if (protocol as u16 != IPPROTO_TCP && protocol as u16 != IPPROTO_UDP) || l4 + 20 > end {
+        return None;
+    }
+    Some((l4, protocol))
+}
+
+/// The transport source port, read in place when the headers are the common kind: the one
+/// field most received packets are judged by. `None`: read the headers with [`parse_l4`].
+#[inline(always)]
+pub(crate) fn src_port_in_place(ctx: &SkBuffContext) -> Option<u16> {
+    let (l4, _) = l4_in_place(ctx)?;
+    // SAFETY: the transport header's first 20 bytes are inside the packet (checked there).
+    let ports = unsafe { &*(l4 as *const [u8; 2]) };
+    Some(u16::from_be_bytes(*ports))
+}
+
+/// Whether a TCP segment carries no payload (a handshake, an acknowledgement, a close),
+/// read in place: most sent packets are judged by this alone. `false` when it cannot tell.
+#[inline(always)]
+pub(crate) fn bare_tcp_segment(ctx: &SkBuffContext) -> bool {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    let Some((l4, protocol)) = l4_in_place(ctx) else {
+        return false;
+    };
+    if protocol as u16 != IPPROTO_TCP {
+        return false;
+    }
+    // SAFETY: reading a field of the context; the transport header's first 20 bytes are
+    // inside the packet (checked in `l4_in_place`).
+    let (data, offset) = unsafe { ((*skb).data as usize, *((l4 + 12) as *const u8)) };
+    let payload_off = (l4 - data) as u32 + ((offset >> 4) as u32) * 4;
+    ctx.len() <= payload_off
+}
+
 #[inline(always)]
 pub(crate) fn parse_l4(ctx: &SkBuffContext) -> Option<L4> {
     let skb = ctx.as_ptr() as *const __sk_buff;

@@ -122,10 +122,10 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     let Some(tag) = tag else {
         return ALLOW;
     };
-    let origin = Origin::of(pid_tgid);
+    let uid_gid = bpf_get_current_uid_gid();
+    let origin = Origin::of_ids(pid_tgid, uid_gid);
     let addr = user_addr(sa, family);
     // DNS itself is never blocked: names are how blocking knows what to deny.
-    let uid_gid = bpf_get_current_uid_gid();
     let uid = uid_gid as u32;
     let blocked = if port == DNS_PORT {
         0
