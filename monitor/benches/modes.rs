@@ -63,6 +63,33 @@ fn stats() -> BTreeMap<String, (u64, u64)> {
     m
 }
 
+/// Records that woke the reader (`Counter::Wakeups`, summed over CPUs) of the one
+/// brokerwatch loaded now; 0 when none is.
+fn wakeups() -> u64 {
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "name", "COUNTERS", "-j"])
+        .output()
+        .expect("bpftool");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let byte = |b: &Value| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok();
+    let slot = monitor_common::Counter::Wakeups as u8;
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["key"].get(0).and_then(byte) == Some(slot))
+        .flat_map(|e| e["values"].as_array().cloned().unwrap_or_default())
+        .map(|per_cpu| {
+            let bytes: Vec<u8> = per_cpu["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(byte)
+                .collect();
+            bytes.iter().rev().fold(0u64, |n, b| n << 8 | *b as u64)
+        })
+        .sum()
+}
+
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
@@ -252,6 +279,8 @@ fn start(lab: &Lab, setting: Setting, loop_argv: &[String]) -> Running {
 struct Run {
     figures: Value,
     programs: BTreeMap<String, (u64, u64)>,
+    /// Records that woke the reader during the loop.
+    wakeups: u64,
 }
 
 fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
@@ -268,10 +297,12 @@ fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
     };
     std::thread::sleep(Duration::from_millis(settle));
     let before = stats();
+    let woke = wakeups();
     std::fs::write(dir.join("go"), "").unwrap();
     let done = dir.join("done");
     wait_until("figures from the loop", || done.exists());
     let after = stats();
+    let wakeups = wakeups().saturating_sub(woke);
     std::fs::write(dir.join("stop"), "").unwrap();
     if let Some(mut c) = loop_child {
         let _ = c.wait();
@@ -285,7 +316,11 @@ fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
             (c > &c0).then(|| (k.clone(), (t - t0, c - c0)))
         })
         .collect();
-    Run { figures, programs }
+    Run {
+        figures,
+        programs,
+        wakeups,
+    }
 }
 
 /// The empty program of the same hook as `program` (none for tracepoints and probes).
@@ -336,12 +371,13 @@ fn watched(lab: &mut Lab, name: &str, setting: Setting, floor: Option<&Value>) -
             json!({"ns_per_run": per_run.round(), "runs_per_connect": (runs_per_connect * 10.0).round() / 10.0, "ns_per_connect": per_connect.round()}),
         );
     }
+    let woke = median(runs.iter().map(|r| r.wakeups as f64).collect());
     eprintln!(
-        "modes: {name}: connect p50 {:.1} us, p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), {programs:?}",
+        "modes: {name}: connect p50 {:.1} us, p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, {programs:?}",
         fig("p50_ns") / 1e3,
         fig("p99_ns") / 1e3
     );
-    json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"),
+    json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"), "reader_wakeups": woke,
         "kernel_ns_per_connect": total.round(), "above_floor_ns_per_connect": above.round(),
         "programs": programs})
 }
