@@ -448,7 +448,9 @@ pub enum Counter {
     /// [`Counter::Generated`] too; the flood's own, never another user's).
     OverBudget = 9,
     /// Watched sockets whose `SOCK_WATCH` slot went to a newer watched socket before they
-    /// sent their first payload (65,536 cookies later): their payloads are not read.
+    /// sent their first payload (65,536 cookies later): their payloads are not read. An
+    /// upper bound: a socket that closed without sending counts too (a slot does not learn
+    /// of a close).
     SockWatchReplaced = 10,
 }
 

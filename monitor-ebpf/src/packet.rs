@@ -18,7 +18,7 @@ use monitor_common::{
 use crate::{
     emit::{reserve, Origin},
     skb::{bare_tcp_segment, parse_l4, skb_socket, src_port_in_place, L4},
-    state::{count, end_sock_watch, sock_state, sock_watch},
+    state::{advance_sock_watch, count, sock_state, sock_watch},
 };
 
 const PASS: i32 = 1;
@@ -140,13 +140,8 @@ pub fn bw_egress(ctx: SkBuffContext) -> i32 {
     } else {
         UDP_CAPTURES
     };
-    if captured + 1 >= limit {
-        // The last capture of this socket: its slot empties.
-        end_sock_watch(state);
-    } else {
-        // SAFETY: as above.
-        unsafe { (*state).captured = captured + 1 };
-    }
+    // The last capture of this socket empties its slot.
+    advance_sock_watch(state, cookie, captured, limit);
     capture(&ctx, EventKind::Payload, &l4, cookie, captured, 0);
     PASS
 }

@@ -60,9 +60,15 @@ pub static SOCK_WATCH: Array<SockWatch> = Array::with_max_entries(MAX_WATCHED_SO
 #[inline(always)]
 pub fn sock_watch(cookie: u64) -> Option<*mut SockWatch> {
     let slot = SOCK_WATCH.get_ptr_mut(monitor_common::sock_watch_slot(cookie))?;
+    (cookie != 0 && holds(slot, cookie)).then_some(slot)
+}
+
+/// Whether `slot` is `cookie`'s socket's (a connect on another CPU may have given it to
+/// another socket since it was looked up).
+#[inline(always)]
+pub fn holds(slot: *mut SockWatch, cookie: u64) -> bool {
     // SAFETY: a slot of the array; a racing writer can only make the cookie differ.
-    (unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*slot).cookie)) } == cookie)
-        .then_some(slot)
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*slot).cookie)) == cookie }
 }
 
 /// Starts capturing the first payloads of `cookie`'s socket (a watched connect or send);
@@ -79,7 +85,10 @@ pub fn start_sock_watch(cookie: u64, tag: u32) {
         if held == cookie {
             return;
         }
-        if held != 0 {
+        // A socket whose first payload was read, or whose captures are done, loses
+        // nothing that names it; one that has not sent yet does (or it closed without
+        // sending: a slot does not learn of a close, so this count is an upper bound).
+        if held != 0 && core::ptr::read_volatile(core::ptr::addr_of!((*slot).captured)) == 0 {
             count(Counter::SockWatchReplaced);
         }
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).captured), 0);
@@ -88,11 +97,23 @@ pub fn start_sock_watch(cookie: u64, tag: u32) {
     }
 }
 
-/// Ends the capture of the socket in `slot` (its captures are done).
+/// Counts one more capture of `cookie`'s socket in `slot` (read as `captured` before);
+/// the last one (`limit`) empties the slot. Nothing is written once the slot went to
+/// another socket.
 #[inline(always)]
-pub fn end_sock_watch(slot: *mut SockWatch) {
-    // SAFETY: a slot of the array.
-    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).cookie), 0) };
+pub fn advance_sock_watch(slot: *mut SockWatch, cookie: u64, captured: u32, limit: u32) {
+    if !holds(slot, cookie) {
+        return;
+    }
+    // SAFETY: a slot of the array; packets of one socket are serialised by its lock on
+    // egress.
+    unsafe {
+        if captured + 1 >= limit {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).cookie), 0);
+        } else {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).captured), captured + 1);
+        }
+    }
 }
 
 /// Per-socket state ([`SockState`]) of sockets that talk to DNS servers (their namespace,

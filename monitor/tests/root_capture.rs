@@ -380,42 +380,28 @@ fn cookie_of(fd: std::os::fd::RawFd) -> u64 {
     cookie
 }
 
-// Issue 23: watched sockets are kept in a table of slots by cookie (a connect writes its
-// slot in place); a watched socket that never sent gives its slot to the next watched
-// socket whose cookie falls there, and that is counted, never silent.
-#[test]
-fn capture_socket_slot_reused_by_a_newer_watched_socket_is_counted() {
-    use std::{
-        io::Write,
-        net::TcpStream,
-        os::fd::{AsRawFd, FromRawFd},
-    };
-    let mut h = Harness::new();
-    let (_l, port) = common::accepting_listener("127.0.0.1:0");
-    h.session
-        .sensor
-        .watch_tgid(std::process::id(), monitor_common::WATCH_TAG_CGROUP)
-        .unwrap();
-    let mut older = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let older_cookie = cookie_of(older.as_raw_fd());
-    // Sockets until one's cookie falls in the older one's slot (cookies count up).
-    let slot = monitor_common::sock_watch_slot(older_cookie);
-    let mut newer = None;
+/// A fresh TCP socket whose cookie falls in `slot` (cookies count up: at most about 65,536
+/// sockets are made and closed on the way), and its cookie.
+fn socket_in_slot(slot: u32) -> (std::net::TcpStream, u64) {
+    use std::os::fd::FromRawFd;
     for _ in 0..2_000_000 {
         // SAFETY: a new socket whose descriptor is owned below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
         assert!(fd >= 0);
         let cookie = cookie_of(fd);
-        if monitor_common::sock_watch_slot(cookie) == slot && cookie != older_cookie {
+        if monitor_common::sock_watch_slot(cookie) == slot {
             // SAFETY: `fd` is a fresh socket nothing else owns.
-            newer = Some((unsafe { std::net::TcpStream::from_raw_fd(fd) }, cookie));
-            break;
+            return (unsafe { std::net::TcpStream::from_raw_fd(fd) }, cookie);
         }
         // SAFETY: our own descriptor.
         unsafe { libc::close(fd) };
     }
-    let (newer_sock, newer_cookie) = newer.expect("no socket's cookie fell in the slot");
-    let before = h.counters().sock_watch_replaced;
+    panic!("no socket's cookie fell in slot {slot}");
+}
+
+/// Connects the unconnected TCP socket `sock` to 127.0.0.1:`port`.
+fn connect_loopback(sock: &std::net::TcpStream, port: u16) {
+    use std::os::fd::AsRawFd;
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -427,22 +413,54 @@ fn capture_socket_slot_reused_by_a_newer_watched_socket_is_counted() {
     // SAFETY: connect(2) reads `addr`, a sockaddr_in of the given length.
     let rc = unsafe {
         libc::connect(
-            newer_sock.as_raw_fd(),
+            sock.as_raw_fd(),
             (&addr as *const libc::sockaddr_in).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     };
     assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-    let mut newer_sock = newer_sock;
+}
+
+// Issue 23: watched sockets are kept in a table of slots by cookie (a connect writes its
+// slot in place). A watched socket that has not sent gives its slot to the next watched
+// socket whose cookie falls there, and that is counted, never silent; a socket whose first
+// payload was read loses nothing that names it, and is not counted.
+#[test]
+fn capture_socket_slot_reused_by_a_newer_watched_socket_is_counted() {
+    use std::{io::Write, net::TcpStream, os::fd::AsRawFd};
+    let mut h = Harness::new();
+    let (_l, port) = common::accepting_listener("127.0.0.1:0");
+    h.session
+        .sensor
+        .watch_tgid(std::process::id(), monitor_common::WATCH_TAG_CGROUP)
+        .unwrap();
+    let mut older = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let older_cookie = cookie_of(older.as_raw_fd());
+    let slot = monitor_common::sock_watch_slot(older_cookie);
+    let (mut newer, newer_cookie) = socket_in_slot(slot);
+    let before = h.counters().sock_watch_replaced;
+    connect_loopback(&newer, port);
     older
         .write_all(b"GET /older HTTP/1.1\r\nHost: older.test\r\n\r\n")
         .unwrap();
-    newer_sock
+    newer
         .write_all(b"GET /newer HTTP/1.1\r\nHost: newer.test\r\n\r\n")
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
+    // The newer socket's first payload was read: a third socket taking the slot costs it
+    // nothing that names it.
+    let (mut third, third_cookie) = socket_in_slot(slot);
+    connect_loopback(&third, port);
+    third
+        .write_all(b"GET /third HTTP/1.1\r\nHost: third.test\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
     h.settle();
-    assert_eq!(h.counters().sock_watch_replaced - before, 1);
+    assert_eq!(
+        h.counters().sock_watch_replaced - before,
+        1,
+        "only the slot of the socket that had not sent counts"
+    );
     let payloads: Vec<u64> = h
         .records
         .iter()
@@ -452,6 +470,7 @@ fn capture_socket_slot_reused_by_a_newer_watched_socket_is_counted() {
         })
         .collect();
     assert!(payloads.contains(&newer_cookie), "{payloads:?}");
+    assert!(payloads.contains(&third_cookie), "{payloads:?}");
     assert!(
         !payloads.contains(&older_cookie),
         "the older socket's slot went to the newer one: {payloads:?}"
