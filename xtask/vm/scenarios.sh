@@ -9,6 +9,10 @@ IN=${IN:-}
 CG=${CGROUP2:-/sys/fs/cgroup}
 BW_CERT=${BW_CERT:-/etc/bw-cert.pem}
 BW_KEY=${BW_KEY:-/etc/bw-key.pem}
+# The run's files, in a directory of its own: a file left by an earlier run (on the host,
+# /tmp outlives runs) would answer a wait for "ready" or "watching" before this run's
+# process wrote it, and the scenario would act before brokerwatch watched.
+T=$(mktemp -d /tmp/bw-vm.XXXXXX) || exit 1
 
 scenario() {
     name=$1
@@ -20,14 +24,14 @@ scenario() {
 
 $IN "$P" serve --dns 127.0.0.1:53 --record vm.tracker.test=127.0.0.5 \
     --tcp 127.0.0.1:4433 --tcp '[::1]:4433' --tcp 127.0.0.5:4433 --tcp 127.0.0.6:4433 \
-    >/tmp/bw-serve.out 2>&1 &
+    >$T/serve.out 2>&1 &
 SERVE=$!
 i=0
-until grep -q ready /tmp/bw-serve.out 2>/dev/null; do
+until grep -q ready $T/serve.out 2>/dev/null; do
     i=$((i + 1))
     if [ "$i" -gt 100 ]; then
         echo "=== SERVE-FAILED"
-        cat /tmp/bw-serve.out
+        cat $T/serve.out
         break
     fi
     sleep 0.1
@@ -48,7 +52,7 @@ scenario reexec "$BW" audit --json -- $IN "$P" --reexec tcp:127.0.0.1:4433
 
 # Blocking: the DNS answer for a blocked name is read in the kernel (bw_dns_block, which
 # needs bpf_loop), so the first connection to its address is denied; another goes through.
-cat >/tmp/bw-block.toml <<'EOF'
+cat >$T/block.toml <<'EOF'
 [[destination]]
 id = "vm-tracker"
 company = "VM Tracker"
@@ -63,7 +67,7 @@ category = "data-broker"
 severity = "high"
 action = "block"
 EOF
-scenario block "$BW" audit --json --enforce --policy /tmp/bw-block.toml -- \
+scenario block "$BW" audit --json --enforce --policy $T/block.toml -- \
     $IN "$P" resolve:vm.tracker.test:4433 tcp:127.0.0.6:4433
 
 # waits (up to 60 s) until file $2 contains $1
@@ -91,15 +95,15 @@ app_scope() {
         echo "app_scope: $parent exists already"
         return 1
     fi
-    "$BW" -v audit --json --app zoom --duration 120s >/tmp/bw-scope.json 2>/tmp/bw-scope.err &
+    "$BW" -v audit --json --app zoom --duration 120s >$T/scope.json 2>$T/scope.err &
     audit=$!
-    wait_for "brokerwatch: watching" /tmp/bw-scope.err &&
+    wait_for "brokerwatch: watching" $T/scope.err &&
         mkdir "$parent" && mkdir "$scope" &&
-        wait_for "app-flatpak-us.zoom.Zoom-7.scope (" /tmp/bw-scope.err &&
+        wait_for "app-flatpak-us.zoom.Zoom-7.scope (" $T/scope.err &&
         sh -c "echo \$\$ > '$scope/cgroup.procs' && exec '$P' tcp:127.0.0.1:9"
     kill -INT "$audit"
     wait "$audit"
-    cat /tmp/bw-scope.json
+    cat $T/scope.json
     rmdir "$scope" "$parent" 2>/dev/null
     return 0
 }
@@ -116,9 +120,9 @@ plaintext() {
     server=$!
     sleep 1
     printf 'POST /sales-api/match HTTP/1.1\r\nHost: sales.linkedin.com\r\nContent-Length: 28\r\n\r\n{"email":"vm@example.test"}\n' \
-        >/tmp/bw-plain.req
+        >$T/plain.req
     "$BW" audit --json --email vm@example.test -- \
-        $IN sh -c 'exec openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:4443 </tmp/bw-plain.req'
+        $IN sh -c "exec openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:4443 <'$T/plain.req'"
     kill "$server" 2>/dev/null
     wait "$server" 2>/dev/null
     return 0
@@ -127,4 +131,5 @@ scenario plaintext plaintext
 
 kill "$SERVE" 2>/dev/null
 wait "$SERVE" 2>/dev/null
+rm -rf "$T"
 exit 0
