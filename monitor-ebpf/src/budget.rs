@@ -51,9 +51,10 @@ pub fn owner(uid: u32) -> u32 {
 }
 
 /// Charges `bytes` of records to `uid`'s owner at `now_ns`; `false` (counted) when that
-/// would run the owner's credit further ahead than the burst allows.
+/// would run the owner's credit further ahead than the burst allows, unless `passes()`
+/// (asked only then) lets the record through uncharged.
 #[inline(always)]
-pub fn admit(uid: u32, bytes: u32, now_ns: u64) -> bool {
+pub fn admit(uid: u32, bytes: u32, now_ns: u64, passes: impl FnOnce() -> bool) -> bool {
     let Some(cfg) = CONFIG.get(0) else {
         return true;
     };
@@ -79,6 +80,9 @@ pub fn admit(uid: u32, bytes: u32, now_ns: u64) -> bool {
         };
         let next = tat + cost;
         if next - now_ns > cfg.budget_burst_ns {
+            if passes() {
+                return true;
+            }
             (*budget).over += 1;
             count(Counter::OverBudget);
             return false;

@@ -148,15 +148,28 @@ pub struct Ticket {
 }
 
 /// Counts a record of `kind` that `origin` is about to cause and asks its user's budget
-/// for it; `None` (counted) when the user is over budget. `always` (destinations that may
-/// alert, denied calls) and process ends pass whatever the budget.
+/// for it; `None` (counted) when the user is over budget. Process ends pass whatever the
+/// budget.
 #[inline(always)]
-pub fn admit<T: 'static>(kind: EventKind, origin: &Origin, always: bool) -> Option<Ticket> {
+pub fn admit<T: 'static>(kind: EventKind, origin: &Origin) -> Option<Ticket> {
+    admit_or::<T>(kind, origin, || false)
+}
+
+/// [`admit`], where a record the budget refuses still passes when `passes()` says so
+/// (destinations that may alert, denied calls). `passes` is asked only then: the look-ups
+/// behind it cost nothing while the user is within budget.
+#[inline(always)]
+pub fn admit_or<T: 'static>(
+    kind: EventKind,
+    origin: &Origin,
+    passes: impl FnOnce() -> bool,
+) -> Option<Ticket> {
     count(Counter::Generated);
     // SAFETY: no arguments.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
-    let free = always || kind == EventKind::Exit;
-    if !free && !budget::admit(origin.uid, size_of::<Event<T>>() as u32, ts) {
+    if kind != EventKind::Exit
+        && !budget::admit(origin.uid, size_of::<Event<T>>() as u32, ts, passes)
+    {
         return None;
     }
     Some(Ticket { ts })
@@ -166,7 +179,7 @@ pub fn admit<T: 'static>(kind: EventKind, origin: &Origin, always: bool) -> Opti
 /// (counted) when the user is over budget or the ring buffer is full.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind, origin: Origin) -> Option<Record<T>> {
-    let ticket = admit::<T>(kind, &origin, false)?;
+    let ticket = admit::<T>(kind, &origin)?;
     reserve_admitted(ticket, kind, origin)
 }
 
@@ -223,7 +236,7 @@ pub fn emit_admitted<T: 'static>(
 /// Emits one record whose payload is built already, if its user's budget admits it.
 #[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, origin: Origin, data: T, urgent: bool) {
-    if let Some(ticket) = admit::<T>(kind, &origin, false) {
+    if let Some(ticket) = admit::<T>(kind, &origin) {
         emit_admitted(ticket, kind, origin, data, urgent);
     }
 }

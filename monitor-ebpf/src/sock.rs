@@ -16,7 +16,7 @@ use monitor_common::{
 
 use crate::{
     block, budget,
-    emit::{admit, emit_admitted, Origin},
+    emit::{admit_or, emit_admitted, Origin},
     state::{count, process_comm, start_sock_watch, watched, SOCK_STATE, UDP_SEEN},
 };
 
@@ -153,9 +153,11 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
         return verdict;
     }
     // The user's budget: a call over it is folded into a count for its process and
-    // destination; destinations that may alert and denied calls always pass.
-    let always = blocked != 0 || budget::priority(family, &addr);
-    let Some(ticket) = admit::<SockData>(kind, &origin, always) else {
+    // destination; destinations that may alert and denied calls always pass (looked up
+    // only when the budget refuses).
+    let Some(ticket) = admit_or::<SockData>(kind, &origin, || {
+        blocked != 0 || budget::priority(family, &addr)
+    }) else {
         budget::fold(origin.tgid, uid, family, &addr, port);
         return verdict;
     };
