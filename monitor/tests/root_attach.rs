@@ -87,3 +87,42 @@ fn attach_apps_runs_hooks_only_where_watched_apps_live() {
     assert!(!hooks.contains("elsewhere"), "{hooks}");
     assert!(Path::new(&scope).exists());
 }
+
+/// The programs `bpftool` lists as attached to the cgroup `dir` itself.
+fn attached_to(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(dir)
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool cgroup show failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let mut names: Vec<String> = list
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+// Issue 23: the benchmarks' floor goes through the sensor's own attach step.
+#[test]
+fn floor_attaches_its_empty_programs_to_one_cgroup_and_detaches_them_when_dropped() {
+    require_root();
+    let mount = brokerwatch::host::cgroup::cgroup2_mount().unwrap();
+    let dir = mount.join(format!("bwfloor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cg = Cleanup(vec![dir.clone()]);
+    assert!(attached_to(&dir).is_empty());
+    let floor = brokerwatch::kernel::floor::Floor::attach(&dir).unwrap();
+    assert_eq!(
+        attached_to(&dir),
+        ["bw_floor_conn4", "bw_floor_in", "bw_floor_out"]
+    );
+    drop(floor);
+    assert!(attached_to(&dir).is_empty());
+}

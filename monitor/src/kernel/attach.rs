@@ -18,7 +18,7 @@ use aya::{
 
 use super::{
     error::SensorError,
-    programs::{self, cgroup_attach_mode, Direction, Kind},
+    programs::{self, cgroup_attach_mode, Direction, Kind, Program},
 };
 use crate::host::cgroup::CgroupError;
 
@@ -49,10 +49,54 @@ impl Hooks {
     }
 }
 
+/// One cgroup program's link to one cgroup; dropping it detaches the program.
+pub(super) enum CgroupLink {
+    // Held for their drop.
+    Sock(#[allow(dead_code)] CgroupSockAddrLink),
+    Skb(#[allow(dead_code)] CgroupSkbLink),
+}
+
+/// The cgroup directory `dir`, open for attaching.
+pub(super) fn open_cgroup(dir: &Path) -> Result<File, SensorError> {
+    Ok(File::open(dir).map_err(|source| CgroupError::Read {
+        path: dir.to_owned(),
+        source,
+    })?)
+}
+
+/// Attaches the loaded cgroup program `program` to the cgroup open as `fd` (`dir` names it
+/// in errors); the one attach step of the sensor's programs and the benchmarks' floor.
+pub(super) fn attach_to_cgroup(
+    ebpf: &mut Ebpf,
+    program: &Program,
+    fd: &File,
+    dir: &Path,
+) -> Result<CgroupLink, SensorError> {
+    let name = program.name;
+    let err = |source| SensorError::Attach {
+        program: name,
+        target: dir.display().to_string(),
+        source,
+    };
+    Ok(match program.kind {
+        Kind::Skb(direction) => {
+            let prog: &mut CgroupSkb = programs::get(ebpf, name)?;
+            let id = prog
+                .attach(fd, direction.into(), cgroup_attach_mode())
+                .map_err(err)?;
+            CgroupLink::Skb(prog.take_link(id).map_err(err)?)
+        }
+        _ => {
+            let prog: &mut CgroupSockAddr = programs::get(ebpf, name)?;
+            let id = prog.attach(fd, cgroup_attach_mode()).map_err(err)?;
+            CgroupLink::Sock(prog.take_link(id).map_err(err)?)
+        }
+    })
+}
+
 struct Links {
     hooks: Hooks,
-    sock: Vec<CgroupSockAddrLink>,
-    skb: Vec<CgroupSkbLink>,
+    _links: Vec<CgroupLink>,
 }
 
 /// The cgroups the programs are attached to.
@@ -82,41 +126,15 @@ impl Attachments {
         if self.covers(dir, hooks) {
             return Ok(false);
         }
-        let fd = File::open(dir).map_err(|source| CgroupError::Read {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let target = dir.display().to_string();
-        let err = |program: &'static str| {
-            let target = target.clone();
-            move |source| SensorError::Attach {
-                program,
-                target,
-                source,
-            }
-        };
-        let mut links = Links {
+        let fd = open_cgroup(dir)?;
+        let links = programs::cgroup_programs()
+            .filter(|p| hooks.runs(p.kind))
+            .map(|p| attach_to_cgroup(ebpf, p, &fd, dir))
+            .collect::<Result<_, _>>()?;
+        let links = Links {
             hooks,
-            sock: Vec::new(),
-            skb: Vec::new(),
+            _links: links,
         };
-        for p in programs::cgroup_programs().filter(|p| hooks.runs(p.kind)) {
-            let name = p.name;
-            match p.kind {
-                Kind::Skb(direction) => {
-                    let prog: &mut CgroupSkb = programs::get(ebpf, name)?;
-                    let id = prog
-                        .attach(&fd, direction.into(), cgroup_attach_mode())
-                        .map_err(err(name))?;
-                    links.skb.push(prog.take_link(id).map_err(err(name))?);
-                }
-                _ => {
-                    let prog: &mut CgroupSockAddr = programs::get(ebpf, name)?;
-                    let id = prog.attach(&fd, cgroup_attach_mode()).map_err(err(name))?;
-                    links.sock.push(prog.take_link(id).map_err(err(name))?);
-                }
-            }
-        }
         // Now covered from above: their own links go.
         self.at
             .retain(|p, l| !(p.starts_with(dir) && p != dir && l.hooks <= hooks));

@@ -2,7 +2,7 @@
 //! types attached to one cgroup, so that a loop run under them shows what the kernel's
 //! hooks cost by themselves (and what its run-time statistics add to every run).
 
-use std::{fs::File, path::Path};
+use std::path::Path;
 
 use aya::{
     programs::{CgroupSkb, CgroupSockAddr},
@@ -10,14 +10,15 @@ use aya::{
 };
 
 use super::{
+    attach::{attach_to_cgroup, open_cgroup, CgroupLink},
     error::SensorError,
     preflight,
-    programs::{self, cgroup_attach_mode, Kind, FLOOR, OBJECT},
+    programs::{self, Kind, FLOOR, OBJECT},
 };
-use crate::host::cgroup::CgroupError;
 
 /// Empty programs attached to a cgroup; detached when dropped.
 pub struct Floor {
+    _links: Vec<CgroupLink>,
     _ebpf: Ebpf,
 }
 
@@ -28,37 +29,23 @@ impl Floor {
         preflight::check_privileges()?;
         preflight::raise_memlock_limit();
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(SensorError::Load)?;
-        let fd = File::open(dir).map_err(|source| CgroupError::Read {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let fd = open_cgroup(dir)?;
+        let mut links = Vec::new();
         for p in FLOOR {
             let name = p.name;
-            let err = |source| SensorError::Attach {
-                program: name,
-                target: dir.display().to_string(),
-                source,
+            let loaded = match p.kind {
+                Kind::Skb(_) => programs::get::<CgroupSkb>(&mut ebpf, name)?.load(),
+                _ => programs::get::<CgroupSockAddr>(&mut ebpf, name)?.load(),
             };
-            match p.kind {
-                Kind::Skb(direction) => {
-                    let prog: &mut CgroupSkb = programs::get(&mut ebpf, name)?;
-                    prog.load().map_err(|source| SensorError::Program {
-                        program: name,
-                        source,
-                    })?;
-                    prog.attach(&fd, direction.into(), cgroup_attach_mode())
-                        .map_err(err)?;
-                }
-                _ => {
-                    let prog: &mut CgroupSockAddr = programs::get(&mut ebpf, name)?;
-                    prog.load().map_err(|source| SensorError::Program {
-                        program: name,
-                        source,
-                    })?;
-                    prog.attach(&fd, cgroup_attach_mode()).map_err(err)?;
-                }
-            }
+            loaded.map_err(|source| SensorError::Program {
+                program: name,
+                source,
+            })?;
+            links.push(attach_to_cgroup(&mut ebpf, p, &fd, dir)?);
         }
-        Ok(Self { _ebpf: ebpf })
+        Ok(Self {
+            _links: links,
+            _ebpf: ebpf,
+        })
     }
 }
