@@ -2,16 +2,19 @@
 //! a separate C program (`outside/connloop.c`, compiled here with `cc`, named `bwconnloop`)
 //! in a network namespace and a cgroup of its own.
 //!
-//! * Watched: 3,000 loopback TCP connects to its own listener (connect, accept, close) alone,
-//!   under the floor (empty programs of the hooks' types at the cgroup root), under `audit
+//! * Watched: 3,000 loopback TCP connects, to the loop's own listener (connect, accept,
+//!   close) and to a server that is another process in a cgroup of its own (connect, close;
+//!   `bwconnserve`, the same program: as an app's server is not the app), each alone, under
+//!   the floor (empty programs of the hooks' types at the cgroup root), under `audit
 //!   -- LOOP`, `audit --all`, `audit --app bwconnloop` (root and `--attach apps`) and the
 //!   daemon watching it (`--attach root`, `--attach apps`). The kernel's statistics
 //!   (`kernel.bpf_stats_enabled`, read with `bpftool prog show` before and after the loop)
 //!   give every program's time per run and per connect, and what it costs above the floor;
 //!   the loop gives the connect's p50 and p99 (each run follows a run alone, whose p50 is
 //!   the ratio's base: this VM's speed drifts by more than the hooks cost). On loopback
-//!   both ends are local: the packet programs run for the client's and the server's
-//!   packets alike. How often the reader was woken is read from the kernel's counters.
+//!   both ends are local: with programs at the cgroup root the packet programs run for the
+//!   server's packets too; in an app's cgroup (`--attach apps`) for the client's alone. How
+//!   often the reader was woken is read from the kernel's counters.
 //! * Unwatched: UDP `connect()` calls alone, under the floor and beside a daemon watching
 //!   another app at the root; TCP connects beside a daemon that attached in another app's
 //!   cgroup; `getpid()` with the daemon idle. Runs alternate between the settings.
@@ -100,13 +103,16 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// The namespace, the loop's cgroup (and another app's), the compiled loop.
+/// The namespace, the loop's cgroup (and another app's, and the server's), the compiled
+/// loop (and its copy that serves).
 struct Lab {
     netns: String,
     dir: PathBuf,
     exe: PathBuf,
+    server_exe: PathBuf,
     cgroup: PathBuf,
     other_cgroup: PathBuf,
+    server_cgroup: PathBuf,
     runs: usize,
 }
 
@@ -128,16 +134,26 @@ impl Lab {
             .status()
             .expect("cc (Rust's linker) compiles the loop");
         assert!(cc.success(), "cannot compile {src}");
+        // The server under a name of its own: `--app bwconnloop` must not watch it.
+        let server_exe = dir.join("bwconnserve");
+        std::fs::copy(&exe, &server_exe).unwrap();
         let base = cgroup_root().join(&netns);
-        let (cgroup, other_cgroup) = (base.join("loop"), base.join("other-app"));
-        std::fs::create_dir_all(&cgroup).unwrap();
-        std::fs::create_dir_all(&other_cgroup).unwrap();
+        let (cgroup, other_cgroup, server_cgroup) = (
+            base.join("loop"),
+            base.join("other-app"),
+            base.join("server"),
+        );
+        for c in [&cgroup, &other_cgroup, &server_cgroup] {
+            std::fs::create_dir_all(c).unwrap();
+        }
         Lab {
             netns,
             dir,
             exe,
+            server_exe,
             cgroup,
             other_cgroup,
+            server_cgroup,
             runs: 0,
         }
     }
@@ -148,20 +164,34 @@ impl Lab {
         self.runs += 1;
         let run = self.dir.join(format!("run{}", self.runs));
         std::fs::create_dir_all(&run).unwrap();
-        let argv = [
+        (self.argv(&self.exe, kind, n, &run), run)
+    }
+
+    fn argv(&self, exe: &Path, kind: &str, n: usize, run: &Path) -> Vec<String> {
+        [
             "ip",
             "netns",
             "exec",
             &self.netns,
-            self.exe.to_str().unwrap(),
+            exe.to_str().unwrap(),
             kind,
             &n.to_string(),
             run.to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
-        (argv, run)
+        .collect()
+    }
+
+    /// The server of a `client` loop, in its own cgroup, serving once its port is in `run`.
+    fn server(&self, run: &Path) -> Child {
+        let server = spawn_in(
+            &self.server_cgroup,
+            &self.argv(&self.server_exe, "serve", 0, run),
+        );
+        let port = run.join("port");
+        wait_until("the server's port", || port.exists());
+        server
     }
 }
 
@@ -182,7 +212,7 @@ impl Drop for Lab {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
-        for d in [&self.cgroup, &self.other_cgroup] {
+        for d in [&self.cgroup, &self.other_cgroup, &self.server_cgroup] {
             let _ = std::fs::remove_dir(d);
         }
         let _ = std::fs::remove_dir(self.cgroup.parent().unwrap());
@@ -287,6 +317,7 @@ struct Run {
 
 fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
     let (argv, dir) = lab.loop_argv(kind, n);
+    let server = (kind == "client").then(|| lab.server(&dir));
     let as_command = matches!(setting, Setting::Audit(a) if a.is_empty());
     let running = start(lab, setting, &argv);
     let loop_child = (!as_command).then(|| spawn_in(&lab.cgroup, &argv));
@@ -310,6 +341,10 @@ fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
         let _ = c.wait();
     }
     drop(running);
+    if let Some(mut s) = server {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
     let figures = serde_json::from_str(&std::fs::read_to_string(done).unwrap()).unwrap();
     let programs = after
         .iter()
@@ -337,17 +372,22 @@ fn floor_of(program: &str) -> Option<&'static str> {
 
 /// A watched mode's figures over [`RUNS`] runs (medians): p50, p99, every program per run
 /// and per connect; with `floor` (the floor mode's programs), the time above it.
-fn watched(lab: &mut Lab, name: &str, setting: Setting, floor: Option<&Value>) -> Value {
+fn watched(
+    lab: &mut Lab,
+    (name, setting): (&str, Setting),
+    kind: &str,
+    floor: Option<&Value>,
+) -> Value {
     // Each run follows a run of the loop alone: the ratio is read against the machine as it
     // was at that moment (this VM's speed drifts by more than the hooks cost).
     let mut alone = Vec::new();
     let mut runs: Vec<Run> = Vec::new();
     for _ in 0..RUNS {
         if !matches!(setting, Setting::Alone) {
-            let r = run(lab, Setting::Alone, "tcp", CONNECTS);
+            let r = run(lab, Setting::Alone, kind, CONNECTS);
             alone.push(r.figures["p50_ns"].as_f64().unwrap());
         }
-        runs.push(run(lab, setting, "tcp", CONNECTS));
+        runs.push(run(lab, setting, kind, CONNECTS));
     }
     let fig = |f: &str| {
         median(
@@ -383,7 +423,7 @@ fn watched(lab: &mut Lab, name: &str, setting: Setting, floor: Option<&Value>) -
     }
     let woke = median(runs.iter().map(|r| r.wakeups as f64).collect());
     eprintln!(
-        "modes: {name}: connect p50 {:.1} us (alone, between: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, {programs:?}",
+        "modes: {name} ({kind}): connect p50 {:.1} us (alone, between: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, {programs:?}",
         fig("p50_ns") / 1e3,
         alone,
         fig("p99_ns") / 1e3
@@ -462,8 +502,37 @@ fn main() {
     }
     let mut lab = Lab::new();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
-    let alone = watched(&mut lab, "alone", Setting::Alone, None);
-    let floor = watched(&mut lab, "floor", Setting::Floor, None);
+    let mut out = serde_json::Map::new();
+    for (kind, loop_name) in LOOPS {
+        out.insert(loop_name.into(), watched_modes(&mut lab, kind).into());
+    }
+    let unwatched = unwatched(&mut lab);
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").unwrap();
+    let out = json!({
+        "method": "a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), median of 3 runs per mode, each after a run alone (the ratio's base); in-kernel time from bpf_stats via bpftool before and after the loop; the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, 5 rounds",
+        "watched": out,
+        "unwatched": unwatched,
+    });
+    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/modes.json".into());
+    if let Some(dir) = Path::new(&path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+}
+
+/// The watched loops: (the loop's kind, its name in the output).
+const LOOPS: [(&str, &str); 2] = [
+    ("tcp", "own listener (both ends in the loop's cgroup)"),
+    (
+        "client",
+        "server elsewhere (another process, another cgroup)",
+    ),
+];
+
+/// Every watched mode (and the loop alone, and the floor) with the loop `kind`.
+fn watched_modes(lab: &mut Lab, kind: &str) -> serde_json::Map<String, Value> {
+    let alone = watched(lab, ("alone", Setting::Alone), kind, None);
+    let floor = watched(lab, ("floor", Setting::Floor), kind, None);
     let modes: [(&str, Setting); 7] = [
         ("audit -- LOOP", Setting::Audit(&[])),
         ("audit --all", Setting::Audit(&["--all"])),
@@ -490,21 +559,10 @@ fn main() {
         let v = if name == "floor" {
             floor.clone()
         } else {
-            watched(&mut lab, name, setting, Some(&floor))
+            watched(lab, (name, setting), kind, Some(&floor))
         };
         out.insert(name.into(), v);
     }
     out.insert("alone".into(), alone);
-    let unwatched = unwatched(&mut lab);
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").unwrap();
-    let out = json!({
-        "method": "a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects (connect, accept, close), median of 3 runs per mode, each after a run alone (the ratio's base); in-kernel time from bpf_stats via bpftool before and after the loop; the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, 5 rounds",
-        "watched": out,
-        "unwatched": unwatched,
-    });
-    let path = std::env::var("BW_BENCH_OUT").unwrap_or_else(|_| "bench-results/modes.json".into());
-    if let Some(dir) = Path::new(&path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    out
 }

@@ -3,12 +3,17 @@
  *
  *   bwconnloop tcp N DIR     N loopback TCP connects to its own listener (connect, accept,
  *                            close both ends), each timed
+ *   bwconnloop serve 0 DIR   a server of its own: listens on loopback, writes its port to
+ *                            DIR/port, accepts and closes until killed
+ *   bwconnloop client N DIR  N TCP connects to the server whose port is in DIR/port
+ *                            (connect, close), each timed: as an app sees a server that
+ *                            is not itself (its packets are the server's, not the app's)
  *   bwconnloop udp N DIR     N connect() calls of one UDP socket to a loopback address
  *   bwconnloop getpid N DIR  N getpid() system calls
  * (the last two are timed as a whole: a clock read per call would be a third of a UDP
  * connect's time).
  *
- * It waits for DIR/go, runs, writes {"mean_ns"} (tcp: also "p50_ns", "p99_ns") to DIR/done, then
+ * It waits for DIR/go, runs, writes {"mean_ns"} (tcp, client: also "p50_ns", "p99_ns") to DIR/done, then
  * waits for DIR/stop (so that an audit of it as its command is still loaded when the
  * benchmark reads the kernel's statistics). Exit 2 on bad arguments, 3 when a call fails. */
 #define _GNU_SOURCE
@@ -40,11 +45,51 @@ static void wait_for(const char *dir, const char *name) {
         usleep(10000);
 }
 
+/* Listens on 127.0.0.1, writes the port to DIR/port, accepts and closes until killed. */
+static int serve(const char *dir) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    socklen_t alen = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    if (l < 0 || bind(l, (void *)&a, sizeof a) || listen(l, 4096) ||
+        getsockname(l, (void *)&a, &alen))
+        return 3;
+    char path[4096], port[4096];
+    snprintf(path, sizeof path, "%s/port.tmp", dir);
+    snprintf(port, sizeof port, "%s/port", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 3;
+    fprintf(f, "%d\n", ntohs(a.sin_port));
+    fclose(f);
+    rename(path, port);
+    for (;;) {
+        int x = accept(l, NULL, NULL);
+        if (x >= 0)
+            close(x);
+    }
+}
+
+/* The port in DIR/port, 0 when there is none. */
+static int server_port(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/port", dir);
+    FILE *f = fopen(path, "r");
+    int port = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%d", &port) != 1)
+        port = 0;
+    fclose(f);
+    return port;
+}
+
 int main(int argc, char **argv) {
     if (argc != 4)
         return 2;
     const char *mode = argv[1], *dir = argv[3];
     long n = atol(argv[2]);
+    if (!strcmp(mode, "serve"))
+        return serve(dir);
     if (n <= 0)
         return 2;
     long long *t = calloc(n, sizeof *t);
@@ -57,6 +102,13 @@ int main(int argc, char **argv) {
     int u = socket(AF_INET, SOCK_DGRAM, 0);
     if (u < 0)
         return 3;
+    struct sockaddr_in server = a;
+    if (!strcmp(mode, "client")) {
+        int port = server_port(dir);
+        if (port <= 0 || port > 65535)
+            return 2;
+        server.sin_port = htons(port);
+    }
     wait_for(dir, "go");
     long long start = now_ns();
     if (!strcmp(mode, "tcp")) {
@@ -70,6 +122,15 @@ int main(int argc, char **argv) {
                 return 3;
             close(c);
             close(x);
+            t[i] = now_ns() - s;
+        }
+    } else if (!strcmp(mode, "client")) {
+        for (long i = 0; i < n; i++) {
+            long long s = now_ns();
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (c < 0 || connect(c, (void *)&server, sizeof server))
+                return 3;
+            close(c);
             t[i] = now_ns() - s;
         }
     } else if (!strcmp(mode, "udp")) {
@@ -90,7 +151,7 @@ int main(int argc, char **argv) {
     FILE *f = fopen(path, "w");
     if (!f)
         return 3;
-    if (!strcmp(mode, "tcp"))
+    if (!strcmp(mode, "tcp") || !strcmp(mode, "client"))
         fprintf(f, "{\"p50_ns\": %lld, \"p99_ns\": %lld, \"mean_ns\": %.1f}\n", t[n / 2],
                 t[n * 99 / 100], mean);
     else
