@@ -2,8 +2,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_netns_cookie, bpf_get_socket_cookie,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_netns_cookie,
+        bpf_get_socket_cookie, generated,
     },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
@@ -16,7 +16,7 @@ use monitor_common::{
 
 use crate::{
     block, budget,
-    emit::{admit_or, emit_admitted, Origin},
+    emit::{admit_or, reserve_admitted, Origin},
     state::{count, process_comm, start_sock_watch, watched, SOCK_STATE, UDP_SEEN},
 };
 
@@ -142,14 +142,15 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     let protocol = sa.protocol as u16;
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let udp_key = UdpKey {
+    // Built only for sends: a connect does not pay for the key.
+    let udp_key = || UdpKey {
         cookie,
         addr,
         port,
         family,
         _pad: 0,
     };
-    if kind == EventKind::UdpSend && (sock_type != SOCK_DGRAM || repeated(&udp_key)) {
+    if kind == EventKind::UdpSend && (sock_type != SOCK_DGRAM || repeated(&udp_key())) {
         return verdict;
     }
     // The user's budget: a call over it is folded into a count for its process and
@@ -163,29 +164,37 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     };
     if kind == EventKind::UdpSend {
         // The first send is remembered only once it is reported.
-        let _ = UDP_SEEN.insert(udp_key, 0, 0);
+        let _ = UDP_SEEN.insert(udp_key(), 0, 0);
     }
     // Its first payloads name the destination (SNI, Host, QUIC).
     if blocked == 0 {
         start_sock_watch(cookie, tag);
     }
 
-    let thread_comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    let gid = (uid_gid >> 32) as u32; // the uid is in the header
-    let data = SockData {
-        cookie,
-        addr,
-        family,
-        port,
-        sock_type,
-        protocol,
-        gid,
-        watch_tag: tag,
-        netns,
-        blocked,
-        comm: process_comm(thread_comm, origin.tid == origin.tgid),
-        thread_comm,
+    // The payload is written where it goes, in the ring (no copy through the stack).
+    let Some(mut record) = reserve_admitted::<SockData>(ticket, kind, origin) else {
+        return verdict;
     };
-    emit_admitted(ticket, kind, origin, data, true);
+    let data = record.data();
+    // SAFETY: the payload slot of a reserved record, written field by field; the comm
+    // helper writes its 16 bytes into the record's own array.
+    unsafe {
+        (*data).cookie = cookie;
+        (*data).addr = addr;
+        (*data).family = family;
+        (*data).port = port;
+        (*data).sock_type = sock_type;
+        (*data).protocol = protocol;
+        (*data).gid = (uid_gid >> 32) as u32; // the uid is in the header
+        (*data).watch_tag = tag;
+        (*data).netns = netns;
+        (*data).blocked = blocked;
+        let thread_comm = &mut (*data).thread_comm;
+        if generated::bpf_get_current_comm(thread_comm.as_mut_ptr().cast(), COMM_LEN as u32) != 0 {
+            *thread_comm = [0u8; COMM_LEN];
+        }
+        (*data).comm = process_comm(*thread_comm, origin.tid == origin.tgid);
+    }
+    record.submit_urgent();
     verdict
 }
