@@ -13,9 +13,11 @@
  * (the last two are timed as a whole: a clock read per call would be a third of a UDP
  * connect's time).
  *
- * It waits for DIR/go, runs, writes {"mean_ns"} (tcp, client: also "p50_ns", "p99_ns") to DIR/done, then
- * waits for DIR/stop (so that an audit of it as its command is still loaded when the
- * benchmark reads the kernel's statistics). Exit 2 on bad arguments, 3 when a call fails. */
+ * It waits for DIR/go, runs, writes {"mean_ns"} (tcp, client: also "p50_ns", "p99_ns") to
+ * DIR/done; then runs again on DIR/go2 (writing DIR/done2), and so on, until DIR/stop (so
+ * that an audit of it as its command is still loaded when the benchmark reads the kernel's
+ * statistics, and one setting can be timed with them off and measured with them on).
+ * Exit 2 on bad arguments, 3 when a call fails. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -38,11 +40,21 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void wait_for(const char *dir, const char *name) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    while (access(path, F_OK) != 0)
+/* Waits for DIR/go (phase 1) or DIR/goN, or DIR/stop: 1 to run, 0 to stop. */
+static int wait_go(const char *dir, int phase) {
+    char go[4096], stop[4096];
+    if (phase == 1)
+        snprintf(go, sizeof go, "%s/go", dir);
+    else
+        snprintf(go, sizeof go, "%s/go%d", dir, phase);
+    snprintf(stop, sizeof stop, "%s/stop", dir);
+    for (;;) {
+        if (access(go, F_OK) == 0)
+            return 1;
+        if (access(stop, F_OK) == 0)
+            return 0;
         usleep(10000);
+    }
 }
 
 /* Listens on 127.0.0.1, writes the port to DIR/port, accepts and closes until killed. */
@@ -83,6 +95,66 @@ static int server_port(const char *dir) {
     return port;
 }
 
+/* One timed run of N calls; its figures in DIR/done (phase 1) or DIR/doneN. */
+static int one_run(const char *mode, long n, long long *t, int l, int u,
+                   const struct sockaddr_in *a, const struct sockaddr_in *server,
+                   const char *dir, int phase) {
+    long long start = now_ns();
+    if (!strcmp(mode, "tcp")) {
+        for (long i = 0; i < n; i++) {
+            long long s = now_ns();
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (c < 0 || connect(c, (const void *)a, sizeof *a))
+                return 3;
+            int x = accept(l, NULL, NULL);
+            if (x < 0)
+                return 3;
+            close(c);
+            close(x);
+            t[i] = now_ns() - s;
+        }
+    } else if (!strcmp(mode, "client")) {
+        for (long i = 0; i < n; i++) {
+            long long s = now_ns();
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (c < 0 || connect(c, (const void *)server, sizeof *server))
+                return 3;
+            close(c);
+            t[i] = now_ns() - s;
+        }
+    } else if (!strcmp(mode, "udp")) {
+        for (long i = 0; i < n; i++)
+            if (connect(u, (const void *)a, sizeof *a))
+                return 3;
+    } else if (!strcmp(mode, "getpid")) {
+        for (long i = 0; i < n; i++)
+            syscall(SYS_getpid);
+    } else {
+        return 2;
+    }
+    double mean = (double)(now_ns() - start) / n;
+    qsort(t, n, sizeof *t, by_value);
+    char path[4096], done[4096];
+    if (phase == 1) {
+        snprintf(path, sizeof path, "%s/done.tmp", dir);
+        snprintf(done, sizeof done, "%s/done", dir);
+    } else {
+        snprintf(path, sizeof path, "%s/done%d.tmp", dir, phase);
+        snprintf(done, sizeof done, "%s/done%d", dir, phase);
+    }
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 3;
+    if (!strcmp(mode, "tcp") || !strcmp(mode, "client"))
+        fprintf(f, "{\"p50_ns\": %lld, \"p99_ns\": %lld, \"mean_ns\": %.1f}\n", t[n / 2],
+                t[n * 99 / 100], mean);
+    else
+        fprintf(f, "{\"mean_ns\": %.2f}\n", mean);
+    fclose(f);
+    rename(path, done);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 4)
         return 2;
@@ -109,55 +181,10 @@ int main(int argc, char **argv) {
             return 2;
         server.sin_port = htons(port);
     }
-    wait_for(dir, "go");
-    long long start = now_ns();
-    if (!strcmp(mode, "tcp")) {
-        for (long i = 0; i < n; i++) {
-            long long s = now_ns();
-            int c = socket(AF_INET, SOCK_STREAM, 0);
-            if (c < 0 || connect(c, (void *)&a, sizeof a))
-                return 3;
-            int x = accept(l, NULL, NULL);
-            if (x < 0)
-                return 3;
-            close(c);
-            close(x);
-            t[i] = now_ns() - s;
-        }
-    } else if (!strcmp(mode, "client")) {
-        for (long i = 0; i < n; i++) {
-            long long s = now_ns();
-            int c = socket(AF_INET, SOCK_STREAM, 0);
-            if (c < 0 || connect(c, (void *)&server, sizeof server))
-                return 3;
-            close(c);
-            t[i] = now_ns() - s;
-        }
-    } else if (!strcmp(mode, "udp")) {
-        for (long i = 0; i < n; i++)
-            if (connect(u, (void *)&a, sizeof a))
-                return 3;
-    } else if (!strcmp(mode, "getpid")) {
-        for (long i = 0; i < n; i++)
-            syscall(SYS_getpid);
-    } else {
-        return 2;
+    for (int phase = 1; wait_go(dir, phase); phase++) {
+        int rc = one_run(mode, n, t, l, u, &a, &server, dir, phase);
+        if (rc)
+            return rc;
     }
-    double mean = (double)(now_ns() - start) / n;
-    qsort(t, n, sizeof *t, by_value);
-    char path[4096], done[4096];
-    snprintf(path, sizeof path, "%s/done.tmp", dir);
-    snprintf(done, sizeof done, "%s/done", dir);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return 3;
-    if (!strcmp(mode, "tcp") || !strcmp(mode, "client"))
-        fprintf(f, "{\"p50_ns\": %lld, \"p99_ns\": %lld, \"mean_ns\": %.1f}\n", t[n / 2],
-                t[n * 99 / 100], mean);
-    else
-        fprintf(f, "{\"mean_ns\": %.2f}\n", mean);
-    fclose(f);
-    rename(path, done);
-    wait_for(dir, "stop");
     return 0;
 }
