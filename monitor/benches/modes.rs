@@ -43,8 +43,11 @@ use outside::{median, BIN};
 const CONNECTS: usize = 3_000;
 const UDP_CONNECTS: usize = 200_000;
 const GETPIDS: usize = 5_000_000;
-const RUNS: usize = 3;
-const UNWATCHED_ROUNDS: usize = 5;
+const RUNS: usize = 5;
+const UNWATCHED_ROUNDS: usize = 9;
+/// Attempts at a mode when the p50s of its runs alone spread by more than [`STEADY_SPREAD`].
+const MAX_ATTEMPTS: usize = 3;
+const STEADY_SPREAD: f64 = 0.10;
 
 /// Where the cgroup v2 hierarchy is mounted.
 fn cgroup_root() -> PathBuf {
@@ -395,6 +398,32 @@ fn floor_of(program: &str) -> Option<&'static str> {
     }
 }
 
+/// [`RUNS`] runs of `setting`, each after a run alone (none for the loop alone): the runs
+/// alone's p50s and the runs. The ratio is read against the machine as it was at that moment.
+fn attempt(lab: &mut Lab, setting: Setting, kind: &str) -> (Vec<f64>, Vec<Run>) {
+    let mut alone = Vec::new();
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        if !matches!(setting, Setting::Alone) {
+            let r = run(lab, Setting::Alone, kind, CONNECTS);
+            alone.push(r.figures["p50_ns"].as_f64().unwrap());
+        }
+        runs.push(run(lab, setting, kind, CONNECTS));
+    }
+    (alone, runs)
+}
+
+/// (max - min) / min of `v`; 0 when empty.
+fn spread_of(v: &[f64]) -> f64 {
+    let min = v.iter().cloned().fold(f64::MAX, f64::min);
+    let max = v.iter().cloned().fold(0.0, f64::max);
+    if v.is_empty() || min <= 0.0 {
+        0.0
+    } else {
+        (max - min) / min
+    }
+}
+
 /// A watched mode's figures over [`RUNS`] runs (medians): p50, p99, every program per run
 /// and per connect; with `floor` (the floor mode's programs), the time above it.
 fn watched(
@@ -403,17 +432,37 @@ fn watched(
     kind: &str,
     floor: Option<&Value>,
 ) -> Value {
-    // Each run follows a run of the loop alone: the ratio is read against the machine as it
-    // was at that moment (this VM's speed drifts by more than the hooks cost).
-    let mut alone = Vec::new();
-    let mut runs: Vec<Run> = Vec::new();
-    for _ in 0..RUNS {
-        if !matches!(setting, Setting::Alone) {
-            let r = run(lab, Setting::Alone, kind, CONNECTS);
-            alone.push(r.figures["p50_ns"].as_f64().unwrap());
+    // A busy host (the VM's neighbours) moves a run's p50 by more than the hooks cost: when
+    // the runs alone of one attempt spread by more than STEADY_SPREAD, it is made again, and
+    // the steadiest attempt is kept and said.
+    let mut attempts = 0;
+    let mut kept: Option<(f64, Vec<f64>, Vec<Run>)> = None;
+    while attempts < MAX_ATTEMPTS {
+        attempts += 1;
+        let (alone, runs) = attempt(lab, setting, kind);
+        let p50s: Vec<f64> = runs
+            .iter()
+            .map(|r| r.figures["p50_ns"].as_f64().unwrap())
+            .collect();
+        // The runs alone tell the machine's state (the loop alone: its own runs); the
+        // watched runs' own spread is the watching's, reported and never retried.
+        let spread = if alone.is_empty() {
+            spread_of(&p50s)
+        } else {
+            spread_of(&alone)
+        };
+        if kept.as_ref().is_none_or(|(s, ..)| spread < *s) {
+            kept = Some((spread, alone, runs));
         }
-        runs.push(run(lab, setting, kind, CONNECTS));
+        if spread <= STEADY_SPREAD {
+            break;
+        }
+        eprintln!(
+            "modes: {name} ({kind}): its runs alone spread by {:.0} % (the host is busy): again",
+            spread * 100.0
+        );
     }
+    let (spread, alone, runs) = kept.expect("one attempt at least");
     let fig = |f: &str| {
         median(
             runs.iter()
@@ -448,12 +497,18 @@ fn watched(
     }
     let woke = median(runs.iter().map(|r| r.wakeups as f64).collect());
     eprintln!(
-        "modes: {name} ({kind}): connect p50 {:.1} us (alone, between: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, {programs:?}",
+        "modes: {name} ({kind}): connect p50 {:.1} us (alone, between: {:?}, spread {:.0} %, attempt {attempts}; watched runs: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, {programs:?}",
         fig("p50_ns") / 1e3,
         alone,
+        spread * 100.0,
+        runs.iter()
+            .map(|r| r.figures["p50_ns"].as_f64().unwrap())
+            .collect::<Vec<_>>(),
         fig("p99_ns") / 1e3
     );
     let mut v = json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"), "reader_wakeups": woke,
+        "alone_p50_spread": (spread * 1000.0).round() / 1000.0, "attempts": attempts,
+        "p50_ns_of_runs": runs.iter().map(|r| r.figures["p50_ns"].clone()).collect::<Vec<_>>(),
         "kernel_ns_per_connect": total.round(), "above_floor_ns_per_connect": above.round(),
         "programs": programs});
     if !alone.is_empty() {
@@ -533,7 +588,7 @@ fn main() {
     let unwatched = unwatched(&mut lab);
     set_stats(false);
     let out = json!({
-        "method": "a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), median of 3 runs per mode, each after a run alone (the ratio's base); connect times with bpf_stats off, then in-kernel time from a second pass of the same loop with bpf_stats on (bpftool before and after); the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, 5 rounds",
+        "method": format!("a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), median of {RUNS} runs per mode, each after a run alone (the ratio's base); connect times with bpf_stats off, then in-kernel time from a second pass of the same loop with bpf_stats on (bpftool before and after); the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, {UNWATCHED_ROUNDS} rounds"),
         "watched": out,
         "unwatched": unwatched,
     });
