@@ -7,6 +7,10 @@ use core::mem::size_of;
 /// Entries of `BUDGETS`: users with a record budget at once (least recently used evicted;
 /// an evicted user starts again with a full budget).
 pub const MAX_BUDGET_USERS: u32 = 4_096;
+/// Slots of `BUDGET_SLOTS` (a power of two): a user's budget lives in slot `owner uid %
+/// BUDGET_SLOT_COUNT` when that slot is free or already theirs, else in `BUDGETS`. An array's
+/// look-up is a few instructions where a hash's is a call (the connect pays it).
+pub const BUDGET_SLOT_COUNT: u32 = 1_024;
 /// Entries of `BUDGET_OWNERS`: prefixes of subordinate uid ranges (`/etc/subuid`).
 pub const MAX_BUDGET_OWNER_PREFIXES: u32 = 4_096;
 /// Entries of `FOLDED`: (process, destination) pairs whose calls over budget are counted.
@@ -26,6 +30,23 @@ pub struct Budget {
     pub tat_ns: u64,
     /// Records refused since the entry was made.
     pub over: u64,
+}
+
+/// A slot of `BUDGET_SLOTS`: the budget of the user that claimed it first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetSlot {
+    /// The owning uid whose budget this is (meaningful once `claimed`).
+    pub uid: u32,
+    /// 1 once a user claimed the slot (slot 0 is root's, uid 0, before and after).
+    pub claimed: u32,
+    pub budget: Budget,
+}
+
+/// The `BUDGET_SLOTS` slot of an owning uid.
+#[inline(always)]
+pub const fn budget_slot(owner: u32) -> u32 {
+    owner & (BUDGET_SLOT_COUNT - 1)
 }
 
 /// Key of `FOLDED` (calls over budget, counted per process and destination) and of
@@ -59,6 +80,8 @@ pub struct Folded {
 }
 
 const _: () = assert!(size_of::<Budget>() == 16);
+const _: () = assert!(size_of::<BudgetSlot>() == 24);
+const _: () = assert!(BUDGET_SLOT_COUNT.is_power_of_two());
 const _: () = assert!(size_of::<DestKey>() == 32);
 const _: () = assert!(size_of::<Folded>() == 16);
 
@@ -68,6 +91,8 @@ mod pod {
     // SAFETY: `#[repr(C)]`, `Copy`, made only of integers and byte arrays, with no padding
     // (sizes asserted above).
     unsafe impl aya::Pod for Budget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for BudgetSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for DestKey {}
     // SAFETY: as above.

@@ -59,6 +59,8 @@ pub mod map {
     pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
     /// Per-user record budgets ([`crate::Budget`]).
     pub const BUDGETS: &str = "BUDGETS";
+    /// Per-user record budgets by slot ([`crate::BudgetSlot`]), before `BUDGETS`.
+    pub const BUDGET_SLOTS: &str = "BUDGET_SLOTS";
     /// Subordinate uid prefixes -> owning uid.
     pub const BUDGET_OWNERS: &str = "BUDGET_OWNERS";
     /// Calls over budget, per process and destination ([`crate::Folded`]).

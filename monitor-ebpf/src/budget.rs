@@ -1,8 +1,10 @@
 //! Fairness before the ring: every user has a budget of record bytes (a sustained rate and
 //! a burst), so that one user's flood costs that user's records and never another's.
 //!
-//! * A generic cell rate algorithm per owning uid (`BUDGETS`, least recently used
-//!   evicted): one time stamp per user, no timer. Subordinate uids (`/etc/subuid`) count as
+//! * A generic cell rate algorithm per owning uid: one time stamp per user, no timer. A
+//!   user's budget lives in its slot of an array (`BUDGET_SLOTS`, the owner uid's low
+//!   bits: the first user to come claims it), else, when another user holds that slot, in
+//!   a least recently used hash (`BUDGETS`). Subordinate uids (`/etc/subuid`) count as
 //!   their owner's (`BUDGET_OWNERS`), so that user namespaces do not multiply a budget.
 //! * Calls refused over budget are folded into counts per (process, destination), ports
 //!   aside (`FOLDED`): userspace reports what the flood was, and nothing is silent.
@@ -14,14 +16,18 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, LpmTrie, LruHashMap},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap},
 };
 use monitor_common::{
-    Budget, Counter, DestKey, Folded, FIRST_SUBORDINATE_UID, MAX_BUDGET_OWNER_PREFIXES,
-    MAX_BUDGET_USERS, MAX_FOLDED, MAX_PRIORITY_ADDRS,
+    budget_slot, Budget, BudgetSlot, Counter, DestKey, Folded, BUDGET_SLOT_COUNT,
+    FIRST_SUBORDINATE_UID, MAX_BUDGET_OWNER_PREFIXES, MAX_BUDGET_USERS, MAX_FOLDED,
+    MAX_PRIORITY_ADDRS,
 };
 
 use crate::state::{count, CONFIG};
+
+#[map]
+pub static BUDGET_SLOTS: Array<BudgetSlot> = Array::with_max_entries(BUDGET_SLOT_COUNT, 0);
 
 #[map]
 pub static BUDGETS: LruHashMap<u32, Budget> = LruHashMap::with_max_entries(MAX_BUDGET_USERS, 0);
@@ -63,15 +69,21 @@ pub fn admit(uid: u32, bytes: u32, now_ns: u64, passes: impl FnOnce() -> bool) -
     }
     let cost = (bytes as u64 * cfg.budget_ns_per_kib as u64) >> 10;
     let owner = owner(uid);
-    let Some(budget) = BUDGETS.get_ptr_mut(owner) else {
-        let fresh = Budget {
-            tat_ns: now_ns + cost,
-            over: 0,
-        };
-        let _ = BUDGETS.insert(owner, fresh, 0);
-        return true;
+    let budget = match slot_of(owner) {
+        Some(budget) => budget,
+        None => match BUDGETS.get_ptr_mut(owner) {
+            Some(budget) => budget,
+            None => {
+                let fresh = Budget {
+                    tat_ns: now_ns + cost,
+                    over: 0,
+                };
+                let _ = BUDGETS.insert(owner, fresh, 0);
+                return true;
+            }
+        },
     };
-    // SAFETY: this user's LRU slot; a racing CPU can only lose one charge.
+    // SAFETY: this user's slot or LRU entry; a racing CPU can only lose one charge.
     unsafe {
         let tat = if (*budget).tat_ns > now_ns {
             (*budget).tat_ns
@@ -90,6 +102,25 @@ pub fn admit(uid: u32, bytes: u32, now_ns: u64, passes: impl FnOnce() -> bool) -
         (*budget).tat_ns = next;
     }
     true
+}
+
+/// `owner`'s budget in its array slot, claiming the slot when it is free; `None` when
+/// another user holds it. Two users claiming one slot at once on two CPUs: the last
+/// write names the slot's owner, and the other goes to `BUDGETS` from its next call (it
+/// keeps its credit then, a burst at most).
+#[inline(always)]
+fn slot_of(owner: u32) -> Option<*mut Budget> {
+    let slot = BUDGET_SLOTS.get_ptr_mut(budget_slot(owner))?;
+    // SAFETY: a slot of the array, written in place.
+    unsafe {
+        if (*slot).claimed == 0 {
+            (*slot).uid = owner;
+            (*slot).claimed = 1;
+        } else if (*slot).uid != owner {
+            return None;
+        }
+        Some(core::ptr::addr_of_mut!((*slot).budget))
+    }
 }
 
 /// Whether calls to this destination are reported whatever the budget.

@@ -63,12 +63,22 @@ impl Origin {
     /// a program that runs on every connect).
     #[inline(always)]
     pub fn of_ids(pid_tgid: u64, uid_gid: u64) -> Self {
+        Self::of_ids_in(pid_tgid, uid_gid, None)
+    }
+
+    /// The same, with the cgroup id too when the caller read it already (the watch check of
+    /// a process watched by its cgroup).
+    #[inline(always)]
+    pub fn of_ids_in(pid_tgid: u64, uid_gid: u64, cgroup_id: Option<u64>) -> Self {
         Self {
             tgid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
             uid: uid_gid as u32,
-            // SAFETY: no arguments.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            cgroup_id: match cgroup_id {
+                Some(id) => id,
+                // SAFETY: no arguments.
+                None => unsafe { bpf_get_current_cgroup_id() },
+            },
         }
     }
 }

@@ -17,7 +17,7 @@ use monitor_common::{
 use crate::{
     block, budget,
     emit::{admit_or, reserve_admitted, Origin},
-    state::{count, process_comm, start_sock_watch, watched, SOCK_STATE, UDP_SEEN},
+    state::{count, process_comm, start_sock_watch, watch_of, SOCK_STATE, UDP_SEEN},
 };
 
 /// Allow the call; anything else makes it fail with `EPERM`.
@@ -110,8 +110,8 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     let port = u16::from_be(sa.user_port as u16);
     // An unwatched process costs this and a look-up or two.
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tag = watched((pid_tgid >> 32) as u32);
-    if tag.is_none() && port != DNS_PORT {
+    let watch = watch_of((pid_tgid >> 32) as u32);
+    if watch.is_none() && port != DNS_PORT {
         return ALLOW;
     }
     // SAFETY: the helper takes the program's own context.
@@ -119,11 +119,12 @@ fn on_sock_addr(ctx: &SockAddrContext, kind: EventKind, family: u16) -> i32 {
     if port == DNS_PORT {
         mark_dns_socket(ctx, netns);
     }
-    let Some(tag) = tag else {
+    let Some(watch) = watch else {
         return ALLOW;
     };
+    let tag = watch.tag;
     let uid_gid = bpf_get_current_uid_gid();
-    let origin = Origin::of_ids(pid_tgid, uid_gid);
+    let origin = Origin::of_ids_in(pid_tgid, uid_gid, watch.cgroup_id);
     let addr = user_addr(sa, family);
     // DNS itself is never blocked: names are how blocking knows what to deny.
     let uid = uid_gid as u32;

@@ -185,20 +185,43 @@ pub fn mode() -> u32 {
 /// The watch tag of the current process, or `None` when it is not watched.
 #[inline(always)]
 pub fn watched(tgid: u32) -> Option<u32> {
+    watch_of(tgid).map(|w| w.tag)
+}
+
+/// Why the current process is watched: its tag, and its cgroup's id when that had to be
+/// read to tell (a record's header needs it too: each helper call counts on a connect).
+#[derive(Clone, Copy)]
+pub struct Watch {
+    pub tag: u32,
+    pub cgroup_id: Option<u64>,
+}
+
+/// [`watched`], keeping the cgroup id it read.
+#[inline(always)]
+pub fn watch_of(tgid: u32) -> Option<Watch> {
     let mode = mode();
     if mode & MODE_ALL != 0 {
-        return Some(WATCH_TAG_ALL);
+        return Some(Watch {
+            tag: WATCH_TAG_ALL,
+            cgroup_id: None,
+        });
     }
     // SAFETY: values are plain u32s; a concurrent update can only give another valid tag.
     if let Some(tag) = unsafe { WATCH_TGIDS.get(tgid) } {
-        return Some(*tag);
+        return Some(Watch {
+            tag: *tag,
+            cgroup_id: None,
+        });
     }
     if mode & MODE_CGROUPS != 0 {
         // SAFETY: no pointer arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
         // SAFETY: plain u32 values; a concurrent update can only give another valid tag.
         if let Some(tag) = unsafe { WATCH_CGROUPS.get(cgroup) } {
-            return Some(*tag);
+            return Some(Watch {
+                tag: *tag,
+                cgroup_id: Some(cgroup),
+            });
         }
     }
     None

@@ -131,3 +131,53 @@ fn budget_a_subordinate_uids_flood_spends_its_owners_budget_and_no_one_elses() {
     assert!(folded.iter().any(|f| f.uid == 4242), "{folded:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn budget_two_users_whose_uids_share_a_slot_keep_budgets_of_their_own() {
+    let mut h = Harness::with_options(tiny_budget());
+    let dir = std::env::temp_dir().join(format!("bw-budget-slot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    h.session.sensor.watch_name("zoom", 16).unwrap();
+    h.session.sensor.set_mode(MODE_NAMES).unwrap();
+    // 5000 and 6024 have the same low bits: the second finds the slot held.
+    let first = 5000;
+    let second = first + monitor_common::BUDGET_SLOT_COUNT;
+    assert_eq!(
+        monitor_common::budget_slot(first),
+        monitor_common::budget_slot(second)
+    );
+    let run_as = |uid: u32, args: &[&str]| {
+        let st = Command::new("setpriv")
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ])
+            .arg(&zoom)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    run_as(first, &["--repeat", "500", "udpconnect:127.0.0.9:9"]);
+    // The slot's holder is out of budget; the other user's few calls are all reported.
+    run_as(second, &["--repeat", "3", "tcp:127.0.0.3:9"]);
+    run_as(second, &["--repeat", "500", "udpconnect:127.0.0.9:9"]);
+    h.settle();
+    assert_eq!(
+        connects_to(&h, None, "127.0.0.3"),
+        3,
+        "the second user's calls"
+    );
+    let over = h.session.sensor.users_over().unwrap();
+    for uid in [first, second] {
+        assert!(
+            over.iter().any(|u| u.uid == uid && u.refused >= 400),
+            "uid {uid} charged for its own flood: {over:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
-use monitor_common::{names::map, Budget, DestKey, Folded, AF_INET, AF_INET6};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
+use monitor_common::{names::map, Budget, BudgetSlot, DestKey, Folded, AF_INET, AF_INET6};
 
 use super::{error::map_err, Sensor, SensorError};
 use crate::host::users::SubUids;
@@ -173,20 +173,37 @@ impl Sensor {
         Ok(out)
     }
 
-    /// Users the kernel refused records of, with their totals.
+    /// Users the kernel refused records of, with their totals (the array's slots, then the
+    /// hash of users whose slot another user held). One look-up a slot: read it when the
+    /// kernel's over-budget counter moved, not on every tick.
     pub fn users_over(&self) -> Result<Vec<UserOver>, SensorError> {
+        let slots: Array<&MapData, BudgetSlot> = self
+            .map(map::BUDGET_SLOTS)?
+            .try_into()
+            .map_err(map_err(map::BUDGET_SLOTS))?;
+        let mut over: Vec<UserOver> = slots
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|s| s.claimed != 0 && s.budget.over > 0)
+            .map(|s| UserOver {
+                uid: s.uid,
+                refused: s.budget.over,
+            })
+            .collect();
         let m: HashMap<&MapData, u32, Budget> = self
             .map(map::BUDGETS)?
             .try_into()
             .map_err(map_err(map::BUDGETS))?;
-        Ok(m.iter()
-            .filter_map(Result::ok)
-            .filter(|(_, b)| b.over > 0)
-            .map(|(uid, b)| UserOver {
-                uid,
-                refused: b.over,
-            })
-            .collect())
+        over.extend(
+            m.iter()
+                .filter_map(Result::ok)
+                .filter(|(_, b)| b.over > 0)
+                .map(|(uid, b)| UserOver {
+                    uid,
+                    refused: b.over,
+                }),
+        );
+        Ok(over)
     }
 }
 

@@ -147,6 +147,7 @@ pub const MAPS: &[&str] = &[
     map::DNS_BLOCK_PROG,
     map::DNS_SCRATCH,
     map::BUDGETS,
+    map::BUDGET_SLOTS,
     map::BUDGET_OWNERS,
     map::FOLDED,
     map::PRIORITY_ADDRS,

@@ -71,6 +71,8 @@ pub struct BudgetReporter {
     /// Folded calls since the last notice, per (uid, tgid, destination).
     folded: std::collections::HashMap<(u32, u32, std::net::IpAddr), FoldedSum>,
     last: Option<Instant>,
+    /// The kernel's over-budget count when the users' totals were last compared.
+    compared_at: Option<u64>,
 }
 
 /// Processes named in one notice.
@@ -101,11 +103,23 @@ impl BudgetReporter {
         }
     }
 
-    /// A notice if a user's refused total grew and the last notice is old enough.
-    pub fn check(&mut self, users: &[UserOver]) -> Option<Notice> {
+    /// Whether the users' totals are worth reading now: a notice may go out, and the
+    /// kernel's over-budget count (`None`: unknown) moved since they were last compared
+    /// (a user's total grows only with it).
+    pub fn wants_totals(&self, over_budget: Option<u64>) -> bool {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return false;
+        }
+        over_budget.is_none() || over_budget != self.compared_at
+    }
+
+    /// A notice if a user's refused total grew and the last notice is old enough;
+    /// `over_budget` is the kernel's count the totals were read at.
+    pub fn check(&mut self, users: &[UserOver], over_budget: Option<u64>) -> Option<Notice> {
         if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
             return None;
         }
+        self.compared_at = over_budget;
         let mut grown: Vec<(u32, u64, u64)> = users
             .iter()
             .filter_map(|u| {
@@ -171,4 +185,32 @@ fn budget_message(grown: &[(u32, u64, u64)], folded: &[FoldedSum]) -> String {
         text.push_str(&format!(". Most refused: {}", top.join("; ")));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn over(uid: u32, refused: u64) -> UserOver {
+        UserOver { uid, refused }
+    }
+
+    #[test]
+    fn budget_totals_are_read_again_only_when_the_kernel_refused_more() {
+        let mut r = BudgetReporter::default();
+        assert!(r.wants_totals(Some(0)), "never compared yet");
+        assert!(r.check(&[], Some(0)).is_none());
+        assert!(!r.wants_totals(Some(0)), "nothing refused since");
+        assert!(r.wants_totals(None), "the count unknown: read");
+        assert!(r.wants_totals(Some(7)), "refusals since");
+        let notice = r.check(&[over(1000, 7)], Some(7)).expect("a notice");
+        assert!(
+            notice.message.contains("uid 1000: 7 records refused"),
+            "{}",
+            notice.message
+        );
+        // Within the notice interval nothing is read, whatever the count.
+        assert!(!r.wants_totals(Some(9)));
+        assert!(r.check(&[over(1000, 9)], Some(9)).is_none());
+    }
 }

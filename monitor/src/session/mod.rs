@@ -434,12 +434,13 @@ impl Session {
         Health {
             counters,
             loss,
-            over_budget: self.budget_notice(),
+            over_budget: self.budget_notice(counters.map(|c| c.over_budget)),
         }
     }
 
-    /// Who went over their record budget, with the calls the kernel folded.
-    fn budget_notice(&mut self) -> Option<Notice> {
+    /// Who went over their record budget, with the calls the kernel folded (`over_budget`:
+    /// the kernel's count of refusals, when read).
+    fn budget_notice(&mut self, over_budget: Option<u64>) -> Option<Notice> {
         match self.sensor.take_folded() {
             Ok(folded) if !folded.is_empty() => {
                 let engine = &self.engine;
@@ -449,8 +450,11 @@ impl Session {
             Ok(_) => {}
             Err(e) => log::debug!("cannot read the calls over budget: {e}"),
         }
+        if !self.budget.wants_totals(over_budget) {
+            return None;
+        }
         let users = self.sensor.users_over().ok()?;
-        self.budget.check(&users)
+        self.budget.check(&users, over_budget)
     }
 
     /// Forgets rows last seen longer than `age` ago (history is the store's) and sockets
