@@ -49,8 +49,19 @@ pub const SYSTEM_UID_MAX: u32 = 999;
 pub const APP_NAME: &str = "brokerwatch";
 
 // The daemon's event loop.
-/// How often the daemon does its periodic work (store, status, policy files, watchdog).
+/// How often the daemon does its periodic work (store, status, counters, watchdog) while
+/// records come in.
 pub const DAEMON_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often it does it after a tick found nothing new (no records, no refusals): each
+/// wake-up costs a VM a fraction of a millisecond before any work. The first records after
+/// a quiet spell bring the next tick forward. Well under the watchdog's half (30 s).
+pub const DAEMON_IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+/// A change to the policy files wakes the daemon (inotify); it looks at them this long
+/// after the first event of a burst (an editor's save is several events).
+pub const POLICY_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the daemon looks at the policy files whatever the watch says (what inotify
+/// cannot see: a directory missing at start, a network filesystem).
+pub const POLICY_LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
 /// How long the daemon keeps connection rows in memory after they were last seen (the
 /// history is in the store; rows only feed alerts).
 pub const ROWS_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(600);

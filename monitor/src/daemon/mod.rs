@@ -12,10 +12,12 @@ mod identities;
 pub mod journal;
 pub mod metrics;
 mod policy;
+mod policy_watch;
 mod sent;
 pub mod server;
 pub mod store;
 pub mod systemd;
+mod tick;
 
 use std::{
     path::PathBuf,
@@ -36,9 +38,9 @@ use crate::{
         clock::{boot_ns, now_ms},
         users,
     },
-    kernel::{KernelCounters, SensorError, SensorOptions},
+    kernel::{SensorError, SensorOptions},
     policy::{LoadError, PolicySources},
-    protocol::{Alert, Event, IdentityOp, Notice, NoticeKind, Reply, Status},
+    protocol::{Alert, Event, IdentityOp, Reply},
     session::{
         plaintext::PlaintextSettings, Blocking, Decided, Enforce, Plan, Session, SessionError,
         Step, Watch,
@@ -95,18 +97,34 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (mut d, listener, mut commands) = Daemon::start(opts)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut tick = tokio::time::interval(defaults::DAEMON_TICK);
+    let mut next_tick = tokio::time::Instant::now() + defaults::DAEMON_TICK;
     loop {
         let resume = d.accept_paused_until;
+        let policy_due = d.policy_due;
         tokio::select! {
-            step = d.session.next() => d.on_records(step?),
+            step = d.session.next() => {
+                d.on_records(step?);
+                // The first records after a quiet spell: tick now (plaintext probes for
+                // libraries loaded since, the store, the status), then every second.
+                next_tick = next_tick.min(tokio::time::Instant::now() + defaults::DAEMON_TICK);
+                if d.idle {
+                    next_tick = tokio::time::Instant::now();
+                }
+            }
             conn = listener.accept(), if resume.is_none() => d.on_accept(conn),
             _ = sleep_until(resume), if resume.is_some() => d.accept_paused_until = None,
             _ = hup.recv() => d.reload(Reload::Signal),
+            _ = d.policy_watch.changed(), if policy_due.is_none() => {
+                d.policy_due = Some(tokio::time::Instant::now() + defaults::POLICY_SETTLE);
+            }
+            _ = sleep_until(policy_due), if policy_due.is_some() => d.on_policy_event(),
             Some(cmd) = commands.recv() => d.on_command(cmd),
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = tick.tick() => d.on_tick(),
+            _ = tokio::time::sleep_until(next_tick) => {
+                let every = d.on_tick();
+                next_tick = tokio::time::Instant::now() + every;
+            }
         }
     }
     d.stop();
@@ -137,6 +155,18 @@ pub struct Daemon {
     /// spinning; the ring keeps being read meanwhile.
     accept_paused_until: Option<tokio::time::Instant>,
     accept_errors: u64,
+    /// Wakes the loop when a policy file may have changed.
+    policy_watch: policy_watch::PolicyWatch,
+    /// When to look at the policy files after a watch event (a burst settles first).
+    policy_due: Option<tokio::time::Instant>,
+    /// When the daemon last looked at the policy files.
+    last_policy_look: Instant,
+    /// The last tick found nothing new: the next comes after [`defaults::DAEMON_IDLE_TICK`].
+    idle: bool,
+    /// Records delivered and generated at the last tick (what "nothing new" compares).
+    last_books: (u64, Option<u64>),
+    /// The store's figures in the status shown now.
+    status_store: Option<crate::protocol::StoreStatus>,
     /// Users' own identifiers (`identity add`), for plaintext inspection.
     identities: identities::Identities,
     /// What watched apps sent that was told and stored already.
@@ -187,6 +217,7 @@ impl Daemon {
             admin_gid: users::group_gid(&opts.admin_group),
             commands,
             recent_commands: Mutex::new(Default::default()),
+            started: Instant::now(),
         });
         let mut d = Self {
             started: Instant::now(),
@@ -207,11 +238,20 @@ impl Daemon {
             identities,
             sent: Default::default(),
             metrics: opts.metrics.clone().map(metrics::Metrics::new),
+            policy_watch: policy_watch::PolicyWatch::new(&opts.policy),
+            policy_due: None,
+            last_policy_look: Instant::now(),
+            idle: false,
+            last_books: (0, None),
+            status_store: None,
             opts,
         };
         // Connections the watched apps had open before the start are rows already.
         d.decide_changes();
         d.update_status(d.session.counters().ok());
+        // What holds from the start (a policy that did not load) is told to admins who
+        // subscribe; a reload or the store's state changes it later.
+        d.update_standing();
         systemd::notify("READY=1\nSTATUS=watching");
         log::info!(
             "ready: watching {} app(s), socket {}",
@@ -295,6 +335,23 @@ impl Daemon {
         }
         // A failure is kept for `status` by the session's blocking.
         let _ = self.session.apply_blocks(&self.policy.policy);
+        // The files may be others now (a new link in the directory).
+        self.policy_watch = policy_watch::PolicyWatch::new(self.policy.sources());
+        self.update_standing();
+        self.update_status(self.session.counters().ok());
+    }
+
+    /// A watched policy directory changed and settled: reload if a policy file did.
+    pub fn on_policy_event(&mut self) {
+        self.policy_due = None;
+        self.look_at_policy_files();
+    }
+
+    fn look_at_policy_files(&mut self) {
+        self.last_policy_look = Instant::now();
+        if self.policy.files_changed() {
+            self.reload(Reload::FileChanged);
+        }
     }
 
     /// A request only the main loop can carry out.
@@ -327,6 +384,9 @@ impl Daemon {
                     crate::display::safe(&company)
                 );
                 let _ = reply.send(outcome);
+                if level == log::Level::Info {
+                    self.update_status(self.session.counters().ok());
+                }
             }
             server::Command::Blocks { peer, reply } => {
                 let _ = reply.send(self.session.blocking.visible_to(peer));
@@ -364,51 +424,6 @@ impl Daemon {
         outcome
     }
 
-    /// The periodic work: policy files, the session's health, the store, status, standing
-    /// faults, old rows, the watchdog.
-    pub fn on_tick(&mut self) {
-        if self.policy.files_changed() {
-            self.reload(Reload::FileChanged);
-        }
-        let health = self.session.tick();
-        self.tell_sent();
-        self.store_touched();
-        self.update_status(health.counters);
-        self.write_metrics(false);
-        if let Some(notice) = health.loss {
-            log::warn!(message_id = journal::LOSS_ID; "{}", notice.message);
-            let _ = self.shared.alerts.send(Event::Notice(notice));
-        }
-        if let Some(notice) = health.over_budget {
-            log::warn!(message_id = journal::OVER_BUDGET_ID; "{}", notice.message);
-            let _ = self.shared.alerts.send(Event::Notice(notice));
-        }
-        if let Some(notice) = store_notice(&mut self.store_error, self.store.status()) {
-            let _ = self.shared.alerts.send(Event::Notice(notice));
-        }
-        self.update_standing();
-        self.session.forget_older_than(defaults::ROWS_KEPT_FOR);
-        if let Some(every) = self.watchdog {
-            if self.last_watchdog.elapsed() >= every {
-                systemd::notify("WATCHDOG=1");
-                self.last_watchdog = Instant::now();
-            }
-        }
-    }
-
-    /// What holds now, for admins who subscribe later.
-    fn update_standing(&self) {
-        let store = self.store_error.iter().map(|e| Notice {
-            kind: NoticeKind::StoreError,
-            message: e.clone(),
-            ts_ms: now_ms(),
-        });
-        let standing: Vec<Notice> = self.policy.notice().into_iter().chain(store).collect();
-        if let Ok(mut s) = self.shared.standing.lock() {
-            *s = standing;
-        }
-    }
-
     /// Hands the rows that changed since the last call to the store, decided as alerts
     /// are (so the store knows which were flagged), and forgets rows a rename merged away.
     fn store_touched(&mut self) {
@@ -425,50 +440,6 @@ impl Daemon {
         for (key, first_cookie) in touched.merged {
             self.store
                 .forget_connection(row_key(&self.boot_id, &key, first_cookie));
-        }
-    }
-
-    fn update_status(&self, counters: Option<KernelCounters>) {
-        let s = &self.session;
-        let status = Status {
-            pid: std::process::id(),
-            uptime_s: self.started.elapsed().as_secs(),
-            kernel: s.sensor.kernel.release.clone(),
-            attach: s.sensor.scope,
-            attached: s.sensor.hooks(),
-            watched_apps: s.watched().to_vec(),
-            counters,
-            records_delivered: s.capture.delivered,
-            alerts: self.alerts_total,
-            policy_sources: self.policy.summary(),
-            socket: self.opts.socket.clone(),
-            store: self.store.status(),
-            policy_error: self.policy.error.clone(),
-            blocking: s.blocking.enforcing,
-            block_error: s.blocking.error.clone(),
-            all_users: true,
-        };
-        if let Ok(mut st) = self.shared.status.lock() {
-            *st = Some(status);
-        }
-    }
-
-    /// The counters to `--metrics-file`: when due, or now (`now`, on stop).
-    fn write_metrics(&mut self, now: bool) {
-        let Some(m) = &mut self.metrics else { return };
-        let s = &self.session;
-        let store = self.store.status();
-        let snapshot = metrics::Snapshot {
-            counters: s.counters().ok(),
-            delivered: s.capture.delivered,
-            store: &store,
-            policy_error: self.policy.error.is_some(),
-            watched_apps: s.watched().len(),
-            uptime: self.started.elapsed(),
-        };
-        match now {
-            true => m.write(&snapshot),
-            false => m.tick(&snapshot),
         }
     }
 
@@ -509,36 +480,4 @@ fn row_key(boot_id: &str, key: &crate::engine::ConnKey, first_cookie: u64) -> St
         key.port,
         key.domain.as_deref().unwrap_or("")
     )
-}
-
-/// A notice (and a log line) when the store starts failing, fails differently, or recovers.
-fn store_notice(last: &mut Option<String>, status: crate::protocol::StoreStatus) -> Option<Notice> {
-    if status.error == *last {
-        return None;
-    }
-    let notice = match &status.error {
-        Some(e) => {
-            log::error!(
-                message_id = journal::STORE_ERROR_ID;
-                "{e}; alerts still reach agents and the journal, {} rows wait in memory",
-                status.pending
-            );
-            Notice {
-                kind: NoticeKind::StoreError,
-                message: format!("the connection store cannot be written: {e}; alerts are still shown, and {} rows wait in memory until it can", status.pending),
-                ts_ms: now_ms(),
-            }
-        }
-        None => {
-            log::info!("the store is written again");
-            Notice {
-                kind: NoticeKind::StoreRecovered,
-                message: "the connection store is written again; rows that waited were saved"
-                    .into(),
-                ts_ms: now_ms(),
-            }
-        }
-    };
-    *last = status.error;
-    Some(notice)
 }

@@ -59,6 +59,11 @@ impl PolicyState {
         })
     }
 
+    /// Where the policy comes from.
+    pub fn sources(&self) -> &PolicySources {
+        &self.sources
+    }
+
     /// Whether a policy file changed since the last look (then it must be reloaded).
     pub fn files_changed(&mut self) -> bool {
         let now = fingerprint(&self.sources);

@@ -51,6 +51,9 @@ pub struct Shared {
     pub commands: tokio::sync::mpsc::Sender<Command>,
     /// When each uid's recent commands came (at most [`COMMANDS_PER_MINUTE`] a minute).
     pub recent_commands: Mutex<HashMap<u32, std::collections::VecDeque<std::time::Instant>>>,
+    /// When the daemon started (a status's uptime is counted when it is asked for: the
+    /// main loop fills the rest on its ticks, seconds apart when idle).
+    pub started: std::time::Instant,
 }
 
 impl Shared {
@@ -294,7 +297,10 @@ fn status(shared: &Shared, peer: Peer) -> Reply {
         .and_then(|m| m.get(&peer.uid).copied())
         .unwrap_or(0);
     match shared.status.lock().ok().and_then(|s| s.clone()) {
-        Some(status) => Reply::Status(Box::new(status.as_seen_by(peer, own))),
+        Some(mut status) => {
+            status.uptime_s = shared.started.elapsed().as_secs();
+            Reply::Status(Box::new(status.as_seen_by(peer, own)))
+        }
         None => Reply::Error {
             message: "the daemon is starting".into(),
         },
@@ -484,6 +490,7 @@ mod tests {
             admin_gid: None,
             commands,
             recent_commands: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
         };
         for _ in 0..COMMANDS_PER_MINUTE {
             assert!(shared.within_rate(1001));

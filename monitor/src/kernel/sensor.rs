@@ -353,6 +353,23 @@ impl Sensor {
             .map_err(map_err(map::WATCH_CGROUPS))
     }
 
+    /// Records the programs generated since loading (admitted or not): one look-up, where
+    /// [`Self::counters`] makes one a counter. Every record counts here first, so a tick
+    /// that finds it unchanged has nothing new to read.
+    pub fn generated(&self) -> Result<u64, SensorError> {
+        let map: PerCpuArray<_, u64> = self
+            .ebpf
+            .map(map::COUNTERS)
+            .ok_or(SensorError::Missing(map::COUNTERS))?
+            .try_into()
+            .map_err(map_err(map::COUNTERS))?;
+        Ok(map
+            .get(&(Counter::Generated as u32), 0)
+            .map_err(map_err(map::COUNTERS))?
+            .iter()
+            .sum())
+    }
+
     pub fn counters(&self) -> Result<KernelCounters, SensorError> {
         let map: PerCpuArray<_, u64> = self
             .ebpf
