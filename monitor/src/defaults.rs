@@ -54,8 +54,9 @@ pub const APP_NAME: &str = "brokerwatch";
 pub const DAEMON_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often it does it after a tick found nothing new (no records, no refusals): each
 /// wake-up costs a VM a fraction of a millisecond before any work. The first records after
-/// a quiet spell bring the next tick forward. Well under the watchdog's half (30 s).
-pub const DAEMON_IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+/// a quiet spell bring the next tick forward; systemd's watchdog and the metrics file
+/// bring it closer when they are due sooner.
+pub const DAEMON_IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(10);
 /// A change to the policy files wakes the daemon (inotify); it looks at them this long
 /// after the first event of a burst (an editor's save is several events).
 pub const POLICY_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);

@@ -80,6 +80,11 @@ fn labels(f: &Finding) -> (String, String) {
 }
 
 impl Metrics {
+    /// How often the file is written.
+    pub fn every(&self) -> Duration {
+        self.opts.every
+    }
+
     pub fn new(opts: MetricsOptions) -> Self {
         Self {
             opts,

@@ -56,12 +56,16 @@ impl Daemon {
                 self.last_watchdog = Instant::now();
             }
         }
-        match (self.idle, self.watchdog) {
-            (false, _) => defaults::DAEMON_TICK,
-            // systemd's watchdog is told on a tick: never later than it allows.
-            (true, Some(every)) => defaults::DAEMON_IDLE_TICK.min(every),
-            (true, None) => defaults::DAEMON_IDLE_TICK,
+        if !self.idle {
+            return defaults::DAEMON_TICK;
         }
+        // systemd's watchdog and the metrics file are told on a tick: never later than
+        // they are due.
+        let due = [self.watchdog, self.metrics.as_ref().map(|m| m.every())];
+        due.into_iter()
+            .flatten()
+            .fold(defaults::DAEMON_IDLE_TICK, std::time::Duration::min)
+            .max(defaults::DAEMON_TICK)
     }
 
     /// A tick's work when records came: the session's health (ended apps, counters,
