@@ -277,9 +277,14 @@ fn subscribe(dir: &Path) -> (UnixStream, std::sync::mpsc::Receiver<(u64, String)
     let mut sub = UnixStream::connect(dir.join("s.sock")).unwrap();
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
-    let reader = BufReader::new(sub.try_clone().unwrap());
+    let mut reader = BufReader::new(sub.try_clone().unwrap());
+    // The daemon answers once the subscription holds: an alert broadcast before then would
+    // not reach this client, and the first probe would wait for it in vain.
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("subscribed"), "{first}");
     std::thread::spawn(move || {
-        for line in reader.lines().skip(1).map_while(Result::ok) {
+        for line in reader.lines().map_while(Result::ok) {
             if tx.send((boot_ns(), line)).is_err() {
                 break;
             }
