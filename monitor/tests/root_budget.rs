@@ -41,6 +41,19 @@ fn connects_to(h: &Harness, pid: Option<u32>, dst: &str) -> usize {
         .count()
 }
 
+/// A copy of the probe named `zoom` in a directory every user can read (the sensor watches
+/// that name): the directory, to remove at the end, and the program.
+fn watched_zoom(h: &mut Harness, tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("bw-budget-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let zoom = dir.join("zoom");
+    std::fs::copy(PROBE, &zoom).unwrap();
+    h.session.sensor.watch_name("zoom", 16).unwrap();
+    h.session.sensor.set_mode(MODE_NAMES).unwrap();
+    (dir, zoom)
+}
+
 #[test]
 fn budget_a_flood_is_refused_and_folded_while_a_flagged_destination_always_passes() {
     let mut h = Harness::with_options(tiny_budget());
@@ -94,13 +107,7 @@ fn budget_a_subordinate_uids_flood_spends_its_owners_budget_and_no_one_elses() {
         .sensor
         .set_budget_owners(&SubUids::parse("4242:200000:65536\n", |_| None))
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("bw-budget-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let zoom = dir.join("zoom");
-    std::fs::copy(PROBE, &zoom).unwrap();
-    h.session.sensor.watch_name("zoom", 16).unwrap();
-    h.session.sensor.set_mode(MODE_NAMES).unwrap();
+    let (dir, zoom) = watched_zoom(&mut h, "owner");
     // A subordinate uid of user 4242 floods.
     let st = Command::new("setpriv")
         .args(["--reuid=200005", "--regid=200005", "--clear-groups"])
@@ -135,13 +142,7 @@ fn budget_a_subordinate_uids_flood_spends_its_owners_budget_and_no_one_elses() {
 #[test]
 fn budget_two_users_whose_uids_share_a_slot_keep_budgets_of_their_own() {
     let mut h = Harness::with_options(tiny_budget());
-    let dir = std::env::temp_dir().join(format!("bw-budget-slot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let zoom = dir.join("zoom");
-    std::fs::copy(PROBE, &zoom).unwrap();
-    h.session.sensor.watch_name("zoom", 16).unwrap();
-    h.session.sensor.set_mode(MODE_NAMES).unwrap();
+    let (dir, zoom) = watched_zoom(&mut h, "slot");
     // 5000 and 6024 have the same low bits: the second finds the slot held.
     let first = 5000;
     let second = first + monitor_common::BUDGET_SLOT_COUNT;

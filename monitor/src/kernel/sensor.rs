@@ -353,10 +353,8 @@ impl Sensor {
             .map_err(map_err(map::WATCH_CGROUPS))
     }
 
-    /// Records the programs generated since loading (admitted or not): one look-up, where
-    /// [`Self::counters`] makes one a counter. Every record counts here first, so a tick
-    /// that finds it unchanged has nothing new to read.
-    pub fn generated(&self) -> Result<u64, SensorError> {
+    /// One counter summed over the CPUs.
+    fn counter(&self, c: Counter) -> Result<u64, SensorError> {
         let map: PerCpuArray<_, u64> = self
             .ebpf
             .map(map::COUNTERS)
@@ -364,26 +362,21 @@ impl Sensor {
             .try_into()
             .map_err(map_err(map::COUNTERS))?;
         Ok(map
-            .get(&(Counter::Generated as u32), 0)
+            .get(&(c as u32), 0)
             .map_err(map_err(map::COUNTERS))?
             .iter()
             .sum())
     }
 
+    /// Records the programs generated since loading (admitted or not): one look-up, where
+    /// [`Self::counters`] makes one a counter. Every record counts here first, so a tick
+    /// that finds it unchanged has nothing new to read.
+    pub fn generated(&self) -> Result<u64, SensorError> {
+        self.counter(Counter::Generated)
+    }
+
     pub fn counters(&self) -> Result<KernelCounters, SensorError> {
-        let map: PerCpuArray<_, u64> = self
-            .ebpf
-            .map(map::COUNTERS)
-            .ok_or(SensorError::Missing(map::COUNTERS))?
-            .try_into()
-            .map_err(map_err(map::COUNTERS))?;
-        let sum = |c: Counter| -> Result<u64, SensorError> {
-            Ok(map
-                .get(&(c as u32), 0)
-                .map_err(map_err(map::COUNTERS))?
-                .iter()
-                .sum())
-        };
+        let sum = |c: Counter| self.counter(c);
         Ok(KernelCounters {
             generated: sum(Counter::Generated)?,
             lost: sum(Counter::Lost)?,
