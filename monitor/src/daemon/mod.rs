@@ -218,6 +218,7 @@ impl Daemon {
             commands,
             recent_commands: Mutex::new(Default::default()),
             started: Instant::now(),
+            store: store.gauge(),
         });
         let mut d = Self {
             started: Instant::now(),

@@ -51,9 +51,10 @@ pub struct Shared {
     pub commands: tokio::sync::mpsc::Sender<Command>,
     /// When each uid's recent commands came (at most [`COMMANDS_PER_MINUTE`] a minute).
     pub recent_commands: Mutex<HashMap<u32, std::collections::VecDeque<std::time::Instant>>>,
-    /// When the daemon started (a status's uptime is counted when it is asked for: the
-    /// main loop fills the rest on its ticks, seconds apart when idle).
+    /// When the daemon started. A status's uptime and store figures are read when it is
+    /// asked for: the main loop fills the rest on its ticks, seconds apart when idle.
     pub started: std::time::Instant,
+    pub store: super::store::Gauge,
 }
 
 impl Shared {
@@ -299,6 +300,7 @@ fn status(shared: &Shared, peer: Peer) -> Reply {
     match shared.status.lock().ok().and_then(|s| s.clone()) {
         Some(mut status) => {
             status.uptime_s = shared.started.elapsed().as_secs();
+            status.store = shared.store.status();
             Reply::Status(Box::new(status.as_seen_by(peer, own)))
         }
         None => Reply::Error {
@@ -491,6 +493,7 @@ mod tests {
             commands,
             recent_commands: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
+            store: Default::default(),
         };
         for _ in 0..COMMANDS_PER_MINUTE {
             assert!(shared.within_rate(1001));

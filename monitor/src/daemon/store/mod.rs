@@ -255,6 +255,29 @@ impl Store {
     }
 
     pub fn status(&self) -> StoreStatus {
+        self.gauge().status()
+    }
+
+    /// The store's figures as the writer keeps them, for a client's `status` on another
+    /// task (they move while the main loop sleeps between idle ticks).
+    pub fn gauge(&self) -> Gauge {
+        Gauge {
+            path: self.path.clone(),
+            health: self.health.clone(),
+        }
+    }
+}
+
+/// Reads a store's figures from anywhere (see [`Store::gauge`]); the default reads a store
+/// that wrote nothing.
+#[derive(Clone, Default)]
+pub struct Gauge {
+    path: PathBuf,
+    health: Arc<Health>,
+}
+
+impl Gauge {
+    pub fn status(&self) -> StoreStatus {
         let h = &self.health;
         StoreStatus {
             path: self.path.clone(),
@@ -268,7 +291,9 @@ impl Store {
             over_quota: h.over_quota.lock().map(|q| q.clone()).unwrap_or_default(),
         }
     }
+}
 
+impl Store {
     /// Writes what is waiting and stops the writer (also done on drop).
     pub fn close(&mut self) {
         self.tx = None;
