@@ -10,6 +10,7 @@
 
 mod conns;
 mod files;
+mod gauge;
 mod import;
 #[cfg(test)]
 mod migrate_tests;
@@ -32,6 +33,7 @@ use std::{
 };
 
 use self::files::{create_private, private_dir};
+pub use self::gauge::Gauge;
 pub use self::query::{
     count_rows, read_alerts, read_connections, read_new, read_report, read_sent,
 };
@@ -264,31 +266,6 @@ impl Store {
         Gauge {
             path: self.path.clone(),
             health: self.health.clone(),
-        }
-    }
-}
-
-/// Reads a store's figures from anywhere (see [`Store::gauge`]); the default reads a store
-/// that wrote nothing.
-#[derive(Clone, Default)]
-pub struct Gauge {
-    path: PathBuf,
-    health: Arc<Health>,
-}
-
-impl Gauge {
-    pub fn status(&self) -> StoreStatus {
-        let h = &self.health;
-        StoreStatus {
-            path: self.path.clone(),
-            alerts_written: h.alerts.load(Relaxed),
-            connections_written: h.connections.load(Relaxed),
-            sent_written: h.sent.load(Relaxed),
-            pending: h.pending.load(Relaxed),
-            dropped: h.dropped.load(Relaxed),
-            error: h.error.lock().ok().and_then(|e| e.clone()),
-            quota_refused: h.refused.load(Relaxed),
-            over_quota: h.over_quota.lock().map(|q| q.clone()).unwrap_or_default(),
         }
     }
 }
