@@ -172,21 +172,15 @@ fn monitor_watching_me() -> Session {
     s
 }
 
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// `kernel.bpf_stats_enabled`: the kernel counts run time per program while it is on.
 fn bpf_stats(on: bool) {
-    let _ = std::fs::write(
-        "/proc/sys/kernel/bpf_stats_enabled",
-        if on { "1" } else { "0" },
-    );
+    let _ = std::fs::write(BPF_STATS, u8::from(on).to_string());
 }
 
 /// Each TCP connect (handshake, accept on another thread, reset) timed on its own.
 fn tcp_connect_samples(n: u32, port: u16) -> Vec<f64> {
     (0..n).map(|_| tcp_connect_loop(1, port)).collect()
-}
-
-fn p50(mut v: Vec<f64>) -> f64 {
-    median(&mut v)
 }
 
 /// Scenario 9's results.
@@ -198,8 +192,7 @@ struct Watched {
     programs: Vec<(ProgramStats, f64)>,
     /// The in-kernel time per connect of all programs (ns).
     total: f64,
-    /// Times the programs woke the reader during the measured connects (each an
-    /// interrupt: on a VM, an exit to the hypervisor charged to the program that wakes).
+    /// Times the programs woke the reader (each a VM exit, charged to the waking program).
     wakeups: u64,
 }
 
@@ -257,8 +250,8 @@ fn watched_tcp(port: u16) -> Watched {
         .collect();
     let total = programs.iter().map(|(_, per)| per).sum::<f64>();
     Watched {
-        off: p50(off),
-        on: p50(on),
+        off: median(&mut off),
+        on: median(&mut on),
         programs,
         total,
         wakeups,
@@ -273,10 +266,7 @@ fn print_watched(w: &Watched) {
         on / 1e3,
         on / off
     );
-    println!(
-        "in-kernel time per watched TCP connect (bpf_stats), all programs: {total:.0} ns; reader woken {} times",
-        w.wakeups
-    );
+    println!("in-kernel per connect: {total:.0} ns, woken {}", w.wakeups);
     for (p, per) in &w.programs {
         if p.run_count > 0 {
             println!(
