@@ -314,8 +314,18 @@ fn notify_block_button_blocks_the_app_and_company_for_that_user() {
     // The user reads it (and its burst ends) before picking an action.
     std::thread::sleep(Duration::from_secs(2));
     // The user picks Block on it: the server says so on the bus, naming the notification
-    // (the first ones of a fresh server; the agent acts on its own only).
-    for id in 1..=3 {
+    // the agent says it showed with buttons.
+    let agent_text = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let ids: Vec<&str> = agent_text
+        .lines()
+        .filter_map(|l| {
+            l.split("notification ")
+                .nth(1)?
+                .strip_suffix(" shown with buttons")
+        })
+        .collect();
+    assert!(!ids.is_empty(), "no notification with buttons; {}", logs());
+    for id in ids {
         let sent = session
             .command(&[
                 "dbus-send",
@@ -330,14 +340,18 @@ fn notify_block_button_blocks_the_app_and_company_for_that_user() {
             .unwrap();
         assert!(sent.success());
     }
-    wait_for(
-        || {
-            daemon
-                .log()
-                .contains("asked to block Zoom -> Test Data Broker Inc.: Ok(")
-        },
-        "the agent's block request",
-    );
+    let start = std::time::Instant::now();
+    while !daemon
+        .log()
+        .contains("asked to block Zoom -> Test Data Broker Inc.: Ok(")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no block request from the agent; {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The next contact is denied, and the agent says what happened.
     wait_for(|| contact().ends_with(" denied\n"), "the contact denied");
     let start = std::time::Instant::now();

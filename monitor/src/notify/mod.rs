@@ -2,6 +2,7 @@
 //! only, the daemon decides), passes them through the [`Throttle`], and shows freedesktop
 //! notifications with Details, Mute and Block actions.
 
+pub mod actions;
 pub mod digest;
 mod throttle;
 
@@ -143,19 +144,14 @@ fn show_sent(l: &crate::leak::Leak) {
     }
 }
 
-/// Shows a note through the desktop's notification server; offers Details and Mute where
-/// the server supports actions.
-fn show(
-    note: &Note,
-    throttle: &Arc<Mutex<Throttle>>,
-    mute_path: Option<&Path>,
-    last_id: &AtomicU32,
-    socket: &Path,
-) {
+/// Shows a note through the desktop's notification server; offers Details, Mute and Block
+/// where the server supports actions and the [`actions::Listener`] hears them.
+fn show(note: &Note, last_id: &AtomicU32, listener: Option<&actions::Listener>) {
     use notify_rust::{Notification, Urgency};
-    let actions = notify_rust::get_capabilities()
-        .map(|c| c.iter().any(|c| c == "actions"))
-        .unwrap_or(false);
+    let actions = listener.is_some()
+        && notify_rust::get_capabilities()
+            .map(|c| c.iter().any(|c| c == "actions"))
+            .unwrap_or(false);
     let mut n = Notification::new();
     n.appname(defaults::APP_NAME)
         .summary(&note.summary)
@@ -167,9 +163,11 @@ fn show(
             _ => Urgency::Low,
         });
     if actions {
-        n.action("details", "Details").action("mute", "Mute");
+        use actions::Action;
+        n.action(Action::Details.key(), "Details")
+            .action(Action::Mute.key(), "Mute");
         if !note.blocked {
-            n.action("block", "Block");
+            n.action(Action::Block.key(), "Block");
         }
     }
     if note.update {
@@ -179,56 +177,62 @@ fn show(
             n.id(id);
         }
     }
-    let shown = n.show();
-    if let Ok(handle) = &shown {
-        last_id.store(handle.id(), Ordering::SeqCst);
+    match n.show() {
+        Ok(handle) => {
+            let id = handle.id();
+            last_id.store(id, Ordering::SeqCst);
+            if let (true, Some(l)) = (actions, listener) {
+                l.offer(id, note.clone());
+            }
+            log::info!(
+                "notification {id} shown{}",
+                if actions { " with buttons" } else { "" }
+            );
+        }
+        Err(e) => log::warn!("cannot show a notification (is a notification server running?): {e}"),
     }
-    match shown {
-        Ok(handle) if actions => {
-            let note = note.clone();
-            let throttle = throttle.clone();
-            let mute_path = mute_path.map(Path::to_owned);
-            let socket = socket.to_owned();
-            std::thread::spawn(move || {
-                handle.wait_for_action(|action| match action {
-                    "details" => {
-                        let _ = Notification::new()
-                            .appname(defaults::APP_NAME)
-                            .summary(&format!("{}: details", note.summary))
-                            .body(&markup_escape(&note.details))
-                            .show();
-                    }
-                    "block" => {
-                        let answer = block_pairs(&socket, &note.pairs);
-                        let _ = Notification::new()
-                            .appname(defaults::APP_NAME)
-                            .summary("brokerwatch")
-                            .body(&markup_escape(&answer))
-                            .show();
-                    }
-                    "mute" => {
-                        if let Ok(mut t) = throttle.lock() {
-                            for p in &note.pairs {
-                                t.mute(p.clone());
-                            }
-                            match &mute_path {
-                                Some(p) => {
-                                    if let Err(e) = save_muted(p, &t.muted) {
-                                        log::warn!("cannot save muted apps: {e}");
-                                    }
-                                }
-                                None => log::warn!(
-                                    "no home directory: the mute lasts until the agent stops"
-                                ),
-                            }
+}
+
+/// Does what the user picked on a notification.
+fn act(
+    note: &Note,
+    action: actions::Action,
+    throttle: &Mutex<Throttle>,
+    mute_path: Option<&Path>,
+    socket: &Path,
+) {
+    use notify_rust::Notification;
+    match action {
+        actions::Action::Details => {
+            let _ = Notification::new()
+                .appname(defaults::APP_NAME)
+                .summary(&format!("{}: details", note.summary))
+                .body(&markup_escape(&note.details))
+                .show();
+        }
+        actions::Action::Block => {
+            let answer = block_pairs(socket, &note.pairs);
+            let _ = Notification::new()
+                .appname(defaults::APP_NAME)
+                .summary("brokerwatch")
+                .body(&markup_escape(&answer))
+                .show();
+        }
+        actions::Action::Mute => {
+            if let Ok(mut t) = throttle.lock() {
+                for p in &note.pairs {
+                    t.mute(p.clone());
+                }
+                match mute_path {
+                    Some(p) => {
+                        if let Err(e) = save_muted(p, &t.muted) {
+                            log::warn!("cannot save muted apps: {e}");
                         }
                     }
-                    _ => {}
-                });
-            });
+                    None => log::warn!("no home directory: the mute lasts until the agent stops"),
+                }
+            }
         }
-        Ok(_) => {}
-        Err(e) => log::warn!("cannot show a notification (is a notification server running?): {e}"),
     }
 }
 
@@ -268,10 +272,25 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     let mute_path = mute_file();
     let muted = mute_path.as_deref().map(load_muted).unwrap_or_default();
+    let throttle = Arc::new(Mutex::new(Throttle::new(settings, muted)));
+    let listener = {
+        let (throttle, mute_path, socket) =
+            (throttle.clone(), mute_path.clone(), socket.to_owned());
+        actions::Listener::start(move |note, action| {
+            act(&note, action, &throttle, mute_path.as_deref(), &socket);
+        })
+    };
+    let listener = match listener {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            log::warn!("{e}");
+            None
+        }
+    };
     let mut agent = Agent {
         socket: socket.to_owned(),
-        throttle: Arc::new(Mutex::new(Throttle::new(settings, muted))),
-        mute_path,
+        throttle,
+        listener,
         last_id: Arc::new(AtomicU32::new(0)),
         last_ts: 0,
         seen_at_last: Vec::new(),
@@ -321,7 +340,8 @@ enum Ended {
 struct Agent {
     socket: PathBuf,
     throttle: Arc<Mutex<Throttle>>,
-    mute_path: Option<PathBuf>,
+    /// Hears the notifications' buttons (`None` without a session bus).
+    listener: Option<Arc<actions::Listener>>,
     /// The last notification shown (Block and Mute answer it).
     last_id: Arc<AtomicU32>,
     /// The newest alert's time, and the alerts of that millisecond: what a lag recovers
@@ -443,17 +463,11 @@ impl Agent {
         }
     }
 
-    /// Shows a note on a blocking thread (the notification server may be slow, and its
-    /// actions are waited for there).
+    /// Shows a note on a blocking thread (the notification server may be slow).
     fn display(&self, note: Option<Note>) {
         let Some(note) = note else { return };
-        let (t, m, id) = (
-            self.throttle.clone(),
-            self.mute_path.clone(),
-            self.last_id.clone(),
-        );
-        let socket = self.socket.clone();
-        tokio::task::spawn_blocking(move || show(&note, &t, m.as_deref(), &id, &socket));
+        let (id, listener) = (self.last_id.clone(), self.listener.clone());
+        tokio::task::spawn_blocking(move || show(&note, &id, listener.as_deref()));
     }
 }
 
