@@ -84,7 +84,7 @@ pub struct Engine<P: ProcSource = LiveProc> {
     /// The latest connection of each socket (its row and time), for names that arrive
     /// after the connect.
     by_cookie: BoundedLru<u64, (ConnKey, u64)>,
-    /// Which watched process used a socket (DNS answers on it are that process's).
+    /// Which watched process asked DNS on a socket (answers on it are that process's).
     socket_owner: BoundedLru<u64, (u32, u64)>,
     /// QUIC names read per (process, address, port), for sockets whose own never left.
     siblings: sibling::Siblings,
@@ -194,16 +194,23 @@ impl<P: ProcSource> Engine<P> {
     fn on_sock(&mut self, r: &SockRecord) {
         self.stats.sock_records += 1;
         let pid = r.header.tgid;
-        let known = self.known_process(pid, r.header.cgroup_id, &r.comm, r.header.uid);
+        let unwatched = self
+            .known_process(pid, r.header.cgroup_id, &r.comm, r.header.uid)
+            .watch
+            .is_none();
         self.refresh_comm(pid, &r.comm);
-        if known.watch.is_none() {
+        if unwatched {
             if let Some(name) = self.tag_name(r.watch_tag) {
                 if let Some(p) = self.procs.get_mut(&pid) {
                     p.watch = Some(name);
                 }
             }
         }
-        self.socket_owner.put(r.cookie, (pid, r.header.ts_ns));
+        // Answers come back to the sockets that asked: only theirs are kept (every
+        // connect's socket doubled the daemon's table work in a connect flood).
+        if DNS_QUERY_PORTS.contains(&r.port) {
+            self.socket_owner.put(r.cookie, (pid, r.header.ts_ns));
+        }
         let asker = Asker {
             pid,
             cgroup: r.header.cgroup_id,
@@ -518,6 +525,8 @@ impl<P: ProcSource> Engine<P> {
     }
 }
 
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 mod sibling_tests;
 #[cfg(test)]

@@ -52,6 +52,36 @@ pub struct ProcessInfo {
     pub exit_code: Option<u32>,
 }
 
+impl ProcessInfo {
+    /// A process known by its records alone (gone before procfs could be read).
+    fn bare(
+        pid: u32,
+        cgroup_id: u64,
+        comm: &str,
+        uid: u32,
+        cgroup: Option<String>,
+        app: Option<AppIdentity>,
+    ) -> Self {
+        ProcessInfo {
+            pid,
+            ppid: 0,
+            comm: comm.to_owned(),
+            exec_comm: comm.to_owned(),
+            exe: None,
+            exec_path: None,
+            cmdline: Vec::new(),
+            uid,
+            cgroup_id,
+            cgroup,
+            app,
+            watch: None,
+            origin: Origin::Unknown,
+            exited: false,
+            exit_code: None,
+        }
+    }
+}
+
 /// Paths that start a program without naming it: the kernel then names the process after
 /// the path (`exe`, `3`), which says nothing.
 pub fn indirect_exec(path: &str) -> bool {
@@ -179,7 +209,9 @@ impl<P: ProcSource> Engine<P> {
     }
 
     pub(super) fn on_fork(&mut self, r: &ForkRecord) {
-        let parent = self.known_process(r.header.tgid, r.header.cgroup_id, &r.comm, r.header.uid);
+        let parent = self
+            .known_process(r.header.tgid, r.header.cgroup_id, &r.comm, r.header.uid)
+            .clone();
         // The child is named like its parent; a name the parent only has from an indirect
         // exec stays replaced.
         let comm = if r.comm == parent.exec_comm {
@@ -221,13 +253,16 @@ impl<P: ProcSource> Engine<P> {
         if r.tgid == 0 {
             return;
         }
-        let known = self.known_process(r.tgid, r.cgroup_id, "", r.header.uid);
+        let known_app = self
+            .known_process(r.tgid, r.cgroup_id, "", r.header.uid)
+            .app
+            .clone();
         let app = self.source.app_of(r.tgid, Some(&r.path));
         let watch = self.tag_name(r.watch_tag);
         if let Some(p) = self.procs.get_mut(&r.tgid) {
             p.cgroup_id = r.cgroup_id;
             p.cgroup = Some(r.path.clone());
-            p.app = app.or(known.app);
+            p.app = app.or(known_app);
             if p.watch.is_none() {
                 p.watch = watch;
             }
@@ -244,43 +279,36 @@ impl<P: ProcSource> Engine<P> {
         }
     }
 
-    /// The process with `pid`, from the table or procfs, or a bare entry.
+    /// The process with `pid`, from the table or procfs, or a bare entry (a reference: a
+    /// watched app's every record asks, and a copy of its command line each time showed in
+    /// the daemon's profile).
     pub(super) fn known_process(
         &mut self,
         pid: u32,
         cgroup_id: u64,
         comm: &str,
         uid: u32,
-    ) -> ProcessInfo {
-        if let Some(p) = self.procs.get(&pid) {
-            return p.clone();
+    ) -> &ProcessInfo {
+        let found =
+            (!self.procs.contains(&pid)).then(|| self.look_up_process(pid, cgroup_id, comm, uid));
+        if found.is_some() {
+            self.stats.processes_seen += 1;
         }
-        let info = match self.source.snapshot(pid) {
+        let make =
+            || found.unwrap_or_else(|| ProcessInfo::bare(pid, cgroup_id, comm, uid, None, None));
+        self.procs.get_or_insert_mut(pid, make)
+    }
+
+    /// A process the table does not hold: from procfs, or a bare entry.
+    fn look_up_process(&mut self, pid: u32, cgroup_id: u64, comm: &str, uid: u32) -> ProcessInfo {
+        match self.source.snapshot(pid) {
             Some(snap) => self.process_from_snapshot(pid, cgroup_id, snap),
             None => {
                 let cgroup = self.cgroup_path(cgroup_id);
                 let app = self.source.app_of(pid, cgroup.as_deref());
-                ProcessInfo {
-                    pid,
-                    ppid: 0,
-                    comm: comm.to_owned(),
-                    exec_comm: comm.to_owned(),
-                    exe: None,
-                    exec_path: None,
-                    cmdline: Vec::new(),
-                    uid,
-                    cgroup_id,
-                    cgroup,
-                    app,
-                    watch: None,
-                    origin: Origin::Unknown,
-                    exited: false,
-                    exit_code: None,
-                }
+                ProcessInfo::bare(pid, cgroup_id, comm, uid, cgroup, app)
             }
-        };
-        self.insert_proc(info.clone());
-        info
+        }
     }
 
     pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
