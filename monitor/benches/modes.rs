@@ -16,7 +16,9 @@
 //!   them off, then runs it once more with them on for the programs' figures. On loopback
 //!   both ends are local: with programs at the cgroup root the packet programs run for the
 //!   server's packets too; in an app's cgroup (`--attach apps`) for the client's alone. How
-//!   often the reader was woken is read from the kernel's counters.
+//!   often the reader was woken is read from the kernel's counters; what the monitor
+//!   itself spent on the loop's records (its threads' run time, as `top` sees it) per
+//!   connect, from `/proc`.
 //! * Unwatched: UDP `connect()` calls alone, under the floor and beside a daemon watching
 //!   another app at the root; TCP connects beside a daemon that attached in another app's
 //!   cgroup; `getpid()` with the daemon idle. Runs alternate between the settings.
@@ -154,8 +156,13 @@ fn watched(
         );
     }
     let woke = median(runs.iter().map(|r| r.wakeups as f64).collect());
+    let monitor_ns: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| Some(r.monitor_ns? as f64 / CONNECTS as f64))
+        .collect();
+    let monitor = (!monitor_ns.is_empty()).then(|| median(monitor_ns).round());
     eprintln!(
-        "modes: {name} ({kind}): connect p50 {:.1} us (alone, between: {:?}, spread {:.0} %, attempt {attempts}; watched runs: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, {programs:?}",
+        "modes: {name} ({kind}): connect p50 {:.1} us (alone, between: {:?}, spread {:.0} %, attempt {attempts}; watched runs: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, the monitor's CPU {monitor:?} ns a connect, {programs:?}",
         fig("p50_ns") / 1e3,
         alone,
         spread * 100.0,
@@ -168,7 +175,7 @@ fn watched(
         "alone_p50_spread": (spread * 1000.0).round() / 1000.0, "attempts": attempts,
         "p50_ns_of_runs": runs.iter().map(|r| r.figures["p50_ns"].clone()).collect::<Vec<_>>(),
         "kernel_ns_per_connect": total.round(), "above_floor_ns_per_connect": above.round(),
-        "programs": programs});
+        "programs": programs, "monitor_cpu_ns_per_connect": monitor});
     if !alone.is_empty() {
         let alone = median(alone);
         v["alone_p50_ns"] = json!(alone);
@@ -246,7 +253,7 @@ fn main() {
     let unwatched = unwatched(&mut lab);
     set_stats(false);
     let out = json!({
-        "method": format!("a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), median of {RUNS} runs per mode, each after a run alone (the ratio's base); connect times with bpf_stats off, then in-kernel time from a second pass of the same loop with bpf_stats on (bpftool before and after); the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, {UNWATCHED_ROUNDS} rounds"),
+        "method": format!("a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), median of {RUNS} runs per mode, each after a run alone (the ratio's base); connect times with bpf_stats off, then in-kernel time from a second pass of the same loop with bpf_stats on (bpftool before and after); the monitor's CPU per connect: its threads' run time (/proc/PID/task/*/schedstat) over the timed pass and the moment after it; the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, {UNWATCHED_ROUNDS} rounds"),
         "watched": out,
         "unwatched": unwatched,
     });

@@ -47,25 +47,27 @@ impl<K: Hash + Eq, V> BoundedLru<K, V> {
         true
     }
 
-    fn make_room(&mut self) {
-        while self.inner.len() >= self.cap {
-            self.inner.pop_lru();
+    /// Evicts from the least recently used end when full and `k` is new (asked only then:
+    /// a hash fewer on every insert below the bound).
+    fn make_room_for(&mut self, k: &K) {
+        if self.inner.len() >= self.cap && !self.inner.contains(k) {
+            while self.inner.len() >= self.cap {
+                self.inner.pop_lru();
+            }
         }
-        self.peak = self.peak.max(self.inner.len() + 1);
     }
 
     /// Inserts, evicting the least recently used entry when full; returns the old value.
     pub fn put(&mut self, k: K, v: V) -> Option<V> {
-        if !self.inner.contains(&k) {
-            self.make_room();
-        }
-        self.inner.put(k, v)
+        self.make_room_for(&k);
+        let old = self.inner.put(k, v);
+        self.peak = self.peak.max(self.inner.len());
+        old
     }
 
     pub fn get_or_insert_mut(&mut self, k: K, f: impl FnOnce() -> V) -> &mut V {
-        if !self.inner.contains(&k) {
-            self.make_room();
-        }
+        self.make_room_for(&k);
+        self.peak = self.peak.max(self.inner.len() + 1);
         self.inner.get_or_insert_mut(k, f)
     }
 

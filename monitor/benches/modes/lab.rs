@@ -219,6 +219,24 @@ pub enum Running {
     Process(Child, Vec<Child>),
 }
 
+impl Running {
+    /// The CPU time the monitor's threads have used so far, in ns (`None` without a
+    /// monitor process): run time from each thread's `schedstat`, as `top` sees it.
+    fn cpu_ns(&self) -> Option<u64> {
+        let Running::Process(c, _) = self else {
+            return None;
+        };
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", c.id())).ok()?;
+        Some(
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum(),
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Running::Process(c, others) = self {
@@ -293,6 +311,8 @@ pub struct Run {
     pub programs: BTreeMap<String, (u64, u64)>,
     /// Records that woke the reader during the loop.
     pub wakeups: u64,
+    /// The monitor's own CPU time for the timed pass (watched settings with a process).
+    pub monitor_ns: Option<u64>,
 }
 
 pub fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
@@ -315,15 +335,22 @@ pub fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
     // Timed as a user runs it: the kernel's statistics off.
     set_stats(false);
     let woke = wakeups();
+    let cpu_before = running.cpu_ns();
     std::fs::write(dir.join("go"), "").unwrap();
     let done = dir.join("done");
     wait_until("figures from the loop", || done.exists());
     let wakeups = wakeups().saturating_sub(woke);
+    // What the monitor spent on the loop's records: read once it had time to take them
+    // all (the statistics' switch and read below, or a moment).
+    let monitor_cpu = |running: &Running| Some(running.cpu_ns()?.saturating_sub(cpu_before?));
     // The same loop again, with them on, for every program's time.
     let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+    let mut monitor_ns = None;
     if programs_wanted {
         set_stats(true);
         before = stats();
+        std::thread::sleep(Duration::from_millis(200));
+        monitor_ns = monitor_cpu(&running);
         std::fs::write(dir.join("go2"), "").unwrap();
         let done2 = dir.join("done2");
         wait_until("figures from the loop's second pass", || done2.exists());
@@ -351,5 +378,6 @@ pub fn run(lab: &mut Lab, setting: Setting, kind: &str, n: usize) -> Run {
         figures,
         programs,
         wakeups,
+        monitor_ns,
     }
 }

@@ -42,6 +42,9 @@ pub const TRAILING_PASS: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS / 2)
 /// How late the reader's timer may fire (tokio's timers tick in milliseconds): the kernel
 /// is told the reader passes by itself until its next pass plus this.
 pub const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// How far past its next pass the reader tells the kernel it passes by itself: one write
+/// covers the passes of that long a burst.
+pub const WINDOW_AHEAD: Duration = Duration::from_millis(8);
 /// How long after the last pass that found records the reader keeps looking: past the
 /// kernel's quiet window, with room to spare.
 pub const TRAILING_SPAN: Duration = Duration::from_nanos(WAKEUP_INTERVAL_NS * 3 / 2);
@@ -171,10 +174,13 @@ impl Capture {
         };
         match self.again {
             Some(at) => {
-                let until = crate::host::clock::boot_ns()
+                let needed = crate::host::clock::boot_ns()
                     + (at.saturating_duration_since(now) + TIMER_SLACK).as_nanos() as u64;
-                // A failed write only costs wakeups.
-                if until > self.awake_until && map.set(0, until, 0).is_ok() {
+                // Said for several passes at once (a write is a system call; the window
+                // is closed explicitly when the passes stop). A failed write only costs
+                // wakeups.
+                let until = needed + WINDOW_AHEAD.as_nanos() as u64;
+                if needed > self.awake_until && map.set(0, until, 0).is_ok() {
                     self.awake_until = until;
                 }
                 0
