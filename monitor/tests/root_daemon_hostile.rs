@@ -167,7 +167,7 @@ fn daemon_lost_kernel_records_are_told_in_the_log_and_to_subscribers() {
     sub.write_all(b"{\"op\":\"subscribe\"}\n").unwrap();
     let mut lines = std::io::BufReader::new(sub.try_clone().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains("subscribed"));
-    common::daemon::overflow_ring(&dir);
+    d.overflow_ring();
     let notice = lines
         .map_while(Result::ok)
         .find(|l| l.contains("\"type\":\"notice\""))

@@ -73,7 +73,7 @@ fn journal_daemon_logs_go_to_the_journal_under_systemd_with_their_priorities() {
         d.log()
     );
     // Lost records: a warning with its own MESSAGE_ID.
-    common::daemon::overflow_ring(&dir);
+    d.overflow_ring();
     let loss = entries(&[format!("_PID={pid}"), format!("MESSAGE_ID={LOSS_ID}")]);
     assert!(!loss.is_empty(), "no loss entry");
     assert_eq!(loss[0]["PRIORITY"], "4");
