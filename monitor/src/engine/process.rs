@@ -289,14 +289,14 @@ impl<P: ProcSource> Engine<P> {
         comm: &str,
         uid: u32,
     ) -> &ProcessInfo {
-        let found =
-            (!self.procs.contains(&pid)).then(|| self.look_up_process(pid, cgroup_id, comm, uid));
-        if found.is_some() {
-            self.stats.processes_seen += 1;
+        if !self.procs.contains(&pid) {
+            let info = self.look_up_process(pid, cgroup_id, comm, uid);
+            self.insert_proc(info);
         }
-        let make =
-            || found.unwrap_or_else(|| ProcessInfo::bare(pid, cgroup_id, comm, uid, None, None));
-        self.procs.get_or_insert_mut(pid, make)
+        // Inserted just above: the closure is only there to need no unwrap.
+        self.procs.get_or_insert_mut(pid, || {
+            ProcessInfo::bare(pid, cgroup_id, comm, uid, None, None)
+        })
     }
 
     /// A process the table does not hold: from procfs, or a bare entry.
