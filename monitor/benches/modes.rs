@@ -10,8 +10,9 @@
 //!   daemon watching it (`--attach root`, `--attach apps`). The kernel's statistics
 //!   (`kernel.bpf_stats_enabled`, read with `bpftool prog show` before and after the loop)
 //!   give every program's time per run and per connect, and what it costs above the floor;
-//!   the loop gives the connect's p50 and p99 (each run follows a run alone, whose p50 is
-//!   the ratio's base: this VM's speed drifts by more than the hooks cost). The statistics
+//!   the loop gives the connect's p50 and p99 (each run is paired with a run alone, in ABBA
+//!   order, and the ratio is taken pair by pair: this VM's speed drifts by more than the
+//!   hooks cost, and a median of the pairs' ratios is not moved by a slow spell). The statistics
 //!   cost two clock reads a program run, which no user pays: each run times the loop with
 //!   them off, then runs it once more with them on for the programs' figures. On loopback
 //!   both ends are local: with programs at the cgroup root the packet programs run for the
@@ -42,11 +43,10 @@ use lab::{run, set_stats, Lab, Run, Setting};
 const CONNECTS: usize = 3_000;
 const UDP_CONNECTS: usize = 200_000;
 const GETPIDS: usize = 5_000_000;
-const RUNS: usize = 5;
-const UNWATCHED_ROUNDS: usize = 9;
-/// Attempts at a mode when the p50s of its runs alone spread by more than [`STEADY_SPREAD`].
-const MAX_ATTEMPTS: usize = 3;
-const STEADY_SPREAD: f64 = 0.10;
+/// Pairs of runs (alone, watched) a mode.
+const PAIRS: usize = 9;
+/// Rounds of the unwatched loops (each setting once a round, next to the loop alone).
+const UNWATCHED_ROUNDS: usize = 12;
 
 /// The empty program of the same hook as `program` (none for tracepoints and probes).
 fn floor_of(program: &str) -> Option<&'static str> {
@@ -58,71 +58,58 @@ fn floor_of(program: &str) -> Option<&'static str> {
     }
 }
 
-/// [`RUNS`] runs of `setting`, each after a run alone (none for the loop alone): the runs
-/// alone's p50s and the runs. The ratio is read against the machine as it was at that moment.
-fn attempt(lab: &mut Lab, setting: Setting, kind: &str) -> (Vec<f64>, Vec<Run>) {
-    let mut alone = Vec::new();
-    let mut runs = Vec::new();
-    for _ in 0..RUNS {
-        if !matches!(setting, Setting::Alone) {
-            let r = run(lab, Setting::Alone, kind, CONNECTS);
-            alone.push(r.figures["p50_ns"].as_f64().unwrap());
-        }
-        runs.push(run(lab, setting, kind, CONNECTS));
+/// [`PAIRS`] pairs of a run alone and a run under `setting`, in ABBA order (alone first in
+/// even pairs, watched first in odd ones), so that a machine whose speed drifts during the
+/// mode moves both halves of a pair alike: the pairs' ratios (watched p50 / alone p50) and
+/// the watched runs. The loop alone and the floor are paired with runs alone too.
+fn pairs(lab: &mut Lab, setting: Setting, kind: &str) -> (Vec<Run>, Vec<Run>) {
+    let (mut alone, mut runs) = (Vec::new(), Vec::new());
+    for i in 0..PAIRS {
+        let (a, w) = if i % 2 == 0 {
+            let a = run(lab, Setting::Alone, kind, CONNECTS);
+            (a, run(lab, setting, kind, CONNECTS))
+        } else {
+            let w = run(lab, setting, kind, CONNECTS);
+            (run(lab, Setting::Alone, kind, CONNECTS), w)
+        };
+        alone.push(a);
+        runs.push(w);
     }
     (alone, runs)
 }
 
-/// (max - min) / min of `v`; 0 when empty.
-fn spread_of(v: &[f64]) -> f64 {
-    let min = v.iter().cloned().fold(f64::MAX, f64::min);
-    let max = v.iter().cloned().fold(0.0, f64::max);
-    if v.is_empty() || min <= 0.0 {
-        0.0
-    } else {
-        (max - min) / min
-    }
+/// The quartiles' distance over the median of `v`: how far the middle half spreads.
+fn iqr_of(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let q = |f: f64| s[((s.len() - 1) as f64 * f).round() as usize];
+    (q(0.75) - q(0.25)) / q(0.5)
 }
 
-/// A watched mode's figures over [`RUNS`] runs (medians): p50, p99, every program per run
-/// and per connect; with `floor` (the floor mode's programs), the time above it.
+/// A watched mode's figures over [`PAIRS`] runs (medians): p50, p99 and their ratio to the
+/// run alone of each pair, every program per run and per connect; with `floor` (the floor
+/// mode's programs), the time above it.
 fn watched(
     lab: &mut Lab,
     (name, setting): (&str, Setting),
     kind: &str,
     floor: Option<&Value>,
 ) -> Value {
-    // A busy host (the VM's neighbours) moves a run's p50 by more than the hooks cost: when
-    // the runs alone of one attempt spread by more than STEADY_SPREAD, it is made again, and
-    // the steadiest attempt is kept and said.
-    let mut attempts = 0;
-    let mut kept: Option<(f64, Vec<f64>, Vec<Run>)> = None;
-    while attempts < MAX_ATTEMPTS {
-        attempts += 1;
-        let (alone, runs) = attempt(lab, setting, kind);
-        let p50s: Vec<f64> = runs
-            .iter()
-            .map(|r| r.figures["p50_ns"].as_f64().unwrap())
-            .collect();
-        // The runs alone tell the machine's state (the loop alone: its own runs); the
-        // watched runs' own spread is the watching's, reported and never retried.
-        let spread = if alone.is_empty() {
-            spread_of(&p50s)
-        } else {
-            spread_of(&alone)
-        };
-        if kept.as_ref().is_none_or(|(s, ..)| spread < *s) {
-            kept = Some((spread, alone, runs));
-        }
-        if spread <= STEADY_SPREAD {
-            break;
-        }
-        eprintln!(
-            "modes: {name} ({kind}): its runs alone spread by {:.0} % (the host is busy): again",
-            spread * 100.0
-        );
-    }
-    let (spread, alone, runs) = kept.expect("one attempt at least");
+    // A busy host (the VM's neighbours) moves a run's p50 by more than the hooks cost; a
+    // median of ratios taken pair by pair is not moved by a slow spell that spans a pair,
+    // nor by a few pairs that a spell splits.
+    let (alone, runs) = pairs(lab, setting, kind);
+    let of = |runs: &[Run], f: &str| -> Vec<f64> {
+        runs.iter()
+            .map(|r| r.figures[f].as_f64().unwrap())
+            .collect()
+    };
+    let ratios = |f: &str| -> Vec<f64> {
+        let (w, a) = (of(&runs, f), of(&alone, f));
+        w.iter().zip(&a).map(|(w, a)| w / a).collect()
+    };
+    let (p50_ratios, p99_ratios) = (ratios("p50_ns"), ratios("p99_ns"));
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
     let fig = |f: &str| {
         median(
             runs.iter()
@@ -162,30 +149,28 @@ fn watched(
         .collect();
     let monitor = (!monitor_ns.is_empty()).then(|| median(monitor_ns).round());
     eprintln!(
-        "modes: {name} ({kind}): connect p50 {:.1} us (alone, between: {:?}, spread {:.0} %, attempt {attempts}; watched runs: {:?}), p99 {:.1} us; in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, the monitor's CPU {monitor:?} ns a connect, {programs:?}",
+        "modes: {name} ({kind}): connect p50 {:.1} us, {:.3}x the run alone of its pair (median of {PAIRS} pairs; the pairs: {:?}, the middle half spreading {:.1} %), p99 {:.1} us ({:.3}x); in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, the monitor's CPU {monitor:?} ns a connect, {programs:?}",
         fig("p50_ns") / 1e3,
-        alone,
-        spread * 100.0,
-        runs.iter()
-            .map(|r| r.figures["p50_ns"].as_f64().unwrap())
-            .collect::<Vec<_>>(),
-        fig("p99_ns") / 1e3
+        median(p50_ratios.clone()),
+        p50_ratios.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
+        iqr_of(&p50_ratios) * 100.0,
+        fig("p99_ns") / 1e3,
+        median(p99_ratios.clone()),
     );
-    let mut v = json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"), "reader_wakeups": woke,
-        "alone_p50_spread": (spread * 1000.0).round() / 1000.0, "attempts": attempts,
-        "p50_ns_of_runs": runs.iter().map(|r| r.figures["p50_ns"].clone()).collect::<Vec<_>>(),
+    json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"), "reader_wakeups": woke,
+        "alone_p50_ns": median(of(&alone, "p50_ns")), "alone_p99_ns": median(of(&alone, "p99_ns")),
+        "connect_p50_ratio": round3(median(p50_ratios.clone())),
+        "connect_p99_ratio": round3(median(p99_ratios)),
+        "p50_ratio_of_pairs": p50_ratios.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
+        "p50_ratio_iqr": round3(iqr_of(&p50_ratios)),
+        "p50_ns_of_runs": of(&runs, "p50_ns"), "alone_p50_ns_of_runs": of(&alone, "p50_ns"),
         "kernel_ns_per_connect": total.round(), "above_floor_ns_per_connect": above.round(),
-        "programs": programs, "monitor_cpu_ns_per_connect": monitor});
-    if !alone.is_empty() {
-        let alone = median(alone);
-        v["alone_p50_ns"] = json!(alone);
-        v["connect_p50_ratio"] = json!((fig("p50_ns") / alone * 1000.0).round() / 1000.0);
-    }
-    v
+        "programs": programs, "monitor_cpu_ns_per_connect": monitor})
 }
 
-/// Unwatched loops: settings alternate within each of [`UNWATCHED_ROUNDS`] rounds; medians
-/// of the loops' mean ns per call (TCP: p50).
+/// Unwatched loops: settings alternate within each of [`UNWATCHED_ROUNDS`] rounds (in
+/// reverse every other round); medians of the loops' mean ns per call (TCP: p50), and the
+/// median of each round's ratio.
 fn unwatched(lab: &mut Lab) -> Value {
     let root: &[&str] = &["--app", "zoom", "--attach", "root"];
     let apps: &[&str] = &["--app", "zoom", "--attach", "apps"];
@@ -214,8 +199,15 @@ fn unwatched(lab: &mut Lab) -> Value {
         ),
     ];
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for _ in 0..UNWATCHED_ROUNDS {
-        for (name, kind, n, setting) in cases {
+    for round in 0..UNWATCHED_ROUNDS {
+        // ABBA: the settings in reverse in every other round, so that a drift within a
+        // round favours none of them.
+        let order: Vec<_> = if round % 2 == 0 {
+            cases.to_vec()
+        } else {
+            cases.iter().rev().copied().collect()
+        };
+        for (name, kind, n, setting) in order {
             let r = run(lab, setting, kind, n);
             let field = if kind == "tcp" { "p50_ns" } else { "mean_ns" };
             samples
@@ -228,9 +220,14 @@ fn unwatched(lab: &mut Lab) -> Value {
         .iter()
         .map(|(k, v)| (*k, median(v.clone())))
         .collect();
-    let ratio = |a: &str, b: &str| (m[a] / m[b] * 1000.0).round() / 1000.0;
+    // Each round's ratio (the two settings ran next to each other), then their median.
+    let ratio = |a: &str, b: &str| {
+        let per_round = samples[a].iter().zip(&samples[b]).map(|(a, b)| a / b);
+        (median(per_round.collect()) * 1000.0).round() / 1000.0
+    };
     let out = json!({
         "ns": m,
+        "rounds": UNWATCHED_ROUNDS,
         "spread_ns": samples.iter().map(|(k, v)| (*k, (v.iter().cloned().fold(f64::MAX, f64::min), v.iter().cloned().fold(0.0, f64::max)))).collect::<BTreeMap<_, _>>(),
         "udp_connect_vs_floor": ratio("udp daemon --attach root", "udp floor"),
         "udp_floor_vs_alone": ratio("udp floor", "udp alone"),
@@ -253,7 +250,7 @@ fn main() {
     let unwatched = unwatched(&mut lab);
     set_stats(false);
     let out = json!({
-        "method": format!("a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), median of {RUNS} runs per mode, each after a run alone (the ratio's base); connect times with bpf_stats off, then in-kernel time from a second pass of the same loop with bpf_stats on (bpftool before and after); the monitor's CPU per connect: its threads' run time (/proc/PID/task/*/schedstat) over the timed pass and the moment after it; the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, {UNWATCHED_ROUNDS} rounds"),
+        "method": format!("a separate C program (benches/outside/connloop.c, named bwconnloop) in its own network namespace and cgroup: 3,000 loopback TCP connects, either to its own listener (connect, accept, close: both ends in the loop's cgroup) or to a server that is another process in a cgroup of its own (connect, close), {PAIRS} pairs of a run alone and a run watched per mode in ABBA order, the ratios (p50, p99) taken pair by pair and their median reported; connect times with bpf_stats off, then in-kernel time from a second pass of the same loop with bpf_stats on (bpftool before and after); the monitor's CPU per connect: its threads' run time (/proc/PID/task/*/schedstat) over the timed pass and the moment after it; the floor: empty programs of the hooks' types at the cgroup root; unwatched loops alternate between settings, in reverse every other round, {UNWATCHED_ROUNDS} rounds, each ratio the median of the rounds' ratios"),
         "watched": out,
         "unwatched": unwatched,
     });
