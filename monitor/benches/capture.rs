@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 #[path = "capture/output.rs"]
 mod output;
 
-use output::{print_results, write_json, Results};
+use output::{print_results, print_watched, write_json, Results};
 
 const ROUNDS: usize = 7;
 
@@ -178,9 +178,22 @@ fn bpf_stats(on: bool) {
     let _ = std::fs::write(BPF_STATS, u8::from(on).to_string());
 }
 
-/// Each TCP connect (handshake, accept on another thread, reset) timed on its own.
-fn tcp_connect_samples(n: u32, port: u16) -> Vec<f64> {
-    (0..n).map(|_| tcp_connect_loop(1, port)).collect()
+/// Each TCP connect timed on its own, the way the loop measured from outside does it
+/// (bench `modes`, `bwconnloop tcp`): connect to a listener of this thread, accept, close
+/// the client's end, then the server's. The same packets a connect (six each way), so that
+/// the two benches' figures per connect can be set side by side.
+fn tcp_connect_samples(n: u32, listener: &std::net::TcpListener) -> Vec<f64> {
+    let to = listener.local_addr().unwrap();
+    (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            let c = std::net::TcpStream::connect(to).unwrap();
+            let (x, _) = listener.accept().unwrap();
+            drop(c);
+            drop(x);
+            start.elapsed().as_nanos() as f64
+        })
+        .collect()
 }
 
 /// Scenario 9's results.
@@ -198,13 +211,14 @@ struct Watched {
 
 /// Scenario 9: watched TCP connects: per-connect p50 off and on (alternating rounds), and
 /// the in-kernel time of every program per connect from the kernel's own statistics.
-fn watched_tcp(port: u16) -> Watched {
+fn watched_tcp() -> Watched {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    let _ = tcp_connect_samples(500, port);
+    let _ = tcp_connect_samples(500, &listener);
     for _ in 0..ROUNDS {
-        off.extend(tcp_connect_samples(1_000, port));
+        off.extend(tcp_connect_samples(1_000, &listener));
         let s = monitor_watching_me();
-        on.extend(tcp_connect_samples(1_000, port));
+        on.extend(tcp_connect_samples(1_000, &listener));
         drop(s);
     }
     // In-kernel cost: statistics on, a fresh monitor, N connects, the books per program.
@@ -237,7 +251,7 @@ fn watched_tcp(port: u16) -> Watched {
             })
         });
         ready.wait();
-        let _ = tcp_connect_samples(n, port);
+        let _ = tcp_connect_samples(n, &listener);
         stop.store(true, Ordering::Relaxed);
         reader.join().unwrap()
     });
@@ -255,28 +269,6 @@ fn watched_tcp(port: u16) -> Watched {
         programs,
         total,
         wakeups,
-    }
-}
-
-fn print_watched(w: &Watched) {
-    let (off, on, total) = (w.off, w.on, w.total);
-    println!(
-        "watched TCP connect p50: off {:.1} us, on {:.1} us: {:.3}x",
-        off / 1e3,
-        on / 1e3,
-        on / off
-    );
-    println!("in-kernel per connect: {total:.0} ns, woken {}", w.wakeups);
-    for (p, per) in &w.programs {
-        if p.run_count > 0 {
-            println!(
-                "  {:<18} {:>8} runs  {:>7.0} ns/run  {:>7.0} ns per connect",
-                p.name,
-                p.run_count,
-                p.run_time_ns as f64 / p.run_count as f64,
-                per
-            );
-        }
     }
 }
 
@@ -574,12 +566,12 @@ fn main() {
 
     // `BW_BENCH_ONLY=watched`: the watched-connect scenario alone (quick iterations).
     if std::env::var("BW_BENCH_ONLY").as_deref() == Ok("watched") {
-        print_watched(&watched_tcp(tcp_port));
+        print_watched(&watched_tcp());
         return;
     }
     let r = Results {
         unwatched: unwatched(port, tcp_port),
-        watched: watched_tcp(tcp_port),
+        watched: watched_tcp(),
         floods: [
             flood(Duration::from_secs(3), port, 1),
             flood(Duration::from_secs(3), port, 2),

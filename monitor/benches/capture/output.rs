@@ -87,3 +87,25 @@ pub(super) fn write_json(r: &Results) -> String {
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
     path
 }
+
+pub(super) fn print_watched(w: &Watched) {
+    let (off, on, total) = (w.off, w.on, w.total);
+    println!(
+        "watched TCP connect p50: off {:.1} us, on {:.1} us: {:.3}x",
+        off / 1e3,
+        on / 1e3,
+        on / off
+    );
+    println!("in-kernel per connect: {total:.0} ns, woken {}", w.wakeups);
+    for (p, per) in &w.programs {
+        if p.run_count > 0 {
+            println!(
+                "  {:<18} {:>8} runs  {:>7.0} ns/run  {:>7.0} ns per connect",
+                p.name,
+                p.run_count,
+                p.run_time_ns as f64 / p.run_count as f64,
+                per
+            );
+        }
+    }
+}
