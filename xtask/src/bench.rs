@@ -80,6 +80,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         )?;
         all.insert(bench.into(), v);
     }
+    let targets = crate::targets::of(&Value::Object(all.clone()));
+    crate::targets::print(&targets);
+    all.insert("targets".into(), targets.into());
     let all = Value::Object(all);
     let out = root().join(&args.out);
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)

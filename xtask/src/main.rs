@@ -14,6 +14,7 @@ mod bench;
 mod deb;
 mod fuzz;
 mod setup;
+mod targets;
 mod test;
 mod vm;
 
