@@ -56,6 +56,27 @@ pub const MAX_WATCHED_PROCESSES: u32 = 32_768;
 pub const MAX_WATCH_NAMES: u32 = 1_024;
 /// Entries of `WATCH_CGROUPS`: watched cgroups.
 pub const MAX_WATCH_CGROUPS: u32 = 1_024;
+/// Slots of `WATCH_HINTS`: a byte per slot, set (never cleared while loaded) for every
+/// process and cgroup ever watched, before its entry in `WATCH_TGIDS` or `WATCH_CGROUPS`.
+/// An unset slot answers "not watched" with an array read that the verifier inlines, where
+/// the hash tables cost a hash and a helper call each; this is every socket call of every
+/// unwatched process on the machine. A set slot (watched, or sharing the slot with one
+/// that is or was) is asked of the hash table.
+pub const WATCH_HINT_SLOTS: u32 = 32_768;
+const _: () = assert!(WATCH_HINT_SLOTS.is_power_of_two());
+
+/// The `WATCH_HINTS` slot of process `tgid` (pids are dense: their low bits).
+#[inline(always)]
+pub const fn tgid_hint_slot(tgid: u32) -> u32 {
+    tgid & (WATCH_HINT_SLOTS - 1)
+}
+
+/// The `WATCH_HINTS` slot of cgroup `id` (its top bits after a multiplicative hash: the
+/// ids are inode numbers, with a generation in their high half).
+#[inline(always)]
+pub const fn cgroup_hint_slot(id: u64) -> u32 {
+    (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - WATCH_HINT_SLOTS.trailing_zeros())) as u32
+}
 /// Slots of `SOCK_WATCH`: sockets of watched processes whose first payloads are still to
 /// be captured, one slot per socket cookie modulo this power of two (a slot empties once
 /// its captures are done; a watched socket that never sent gives its slot up to the next

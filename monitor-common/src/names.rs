@@ -47,6 +47,8 @@ pub mod map {
     pub const WATCH_TGIDS: &str = "WATCH_TGIDS";
     pub const WATCH_NAMES: &str = "WATCH_NAMES";
     pub const WATCH_CGROUPS: &str = "WATCH_CGROUPS";
+    /// [`crate::WATCH_HINT_SLOTS`] bytes: which processes and cgroups may be watched.
+    pub const WATCH_HINTS: &str = "WATCH_HINTS";
     pub const SOCK_WATCH: &str = "SOCK_WATCH";
     pub const SOCK_STATE: &str = "SOCK_STATE";
     pub const UDP_SEEN: &str = "UDP_SEEN";

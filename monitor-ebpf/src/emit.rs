@@ -63,21 +63,22 @@ impl Origin {
     /// a program that runs on every connect).
     #[inline(always)]
     pub fn of_ids(pid_tgid: u64, uid_gid: u64) -> Self {
-        Self::of_ids_in(pid_tgid, uid_gid, None)
+        Self::of_ids_in(pid_tgid, uid_gid, 0)
     }
 
     /// The same, with the cgroup id too when the caller read it already (the watch check of
-    /// a process watched by its cgroup).
+    /// a process watched by its cgroup; 0: not read, no cgroup has id 0).
     #[inline(always)]
-    pub fn of_ids_in(pid_tgid: u64, uid_gid: u64, cgroup_id: Option<u64>) -> Self {
+    pub fn of_ids_in(pid_tgid: u64, uid_gid: u64, cgroup_id: u64) -> Self {
         Self {
             tgid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
             uid: uid_gid as u32,
-            cgroup_id: match cgroup_id {
-                Some(id) => id,
+            cgroup_id: if cgroup_id != 0 {
+                cgroup_id
+            } else {
                 // SAFETY: no arguments.
-                None => unsafe { bpf_get_current_cgroup_id() },
+                unsafe { bpf_get_current_cgroup_id() }
             },
         }
     }

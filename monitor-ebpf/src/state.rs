@@ -9,7 +9,7 @@ use aya_ebpf::{
 use monitor_common::{
     CommKey, Config, Counter, KernelOffsets, SockState, SockWatch, UdpKey, COMM_LEN, COUNTER_SLOTS,
     MAX_UDP_DESTINATIONS, MAX_WATCHED_PROCESSES, MAX_WATCHED_SOCKETS, MAX_WATCH_CGROUPS,
-    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_TAG_ALL,
+    MAX_WATCH_NAMES, MODE_ALL, MODE_CGROUPS, RING_BYTES_BUILT_IN, WATCH_HINT_SLOTS, WATCH_TAG_ALL,
 };
 
 /// Records for userspace. Size is set by userspace before loading.
@@ -38,6 +38,18 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// fork, and by userspace (already running processes, the audited command).
 #[map]
 pub static WATCH_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_PROCESSES, 0);
+
+/// A byte per slot ([`monitor_common::tgid_hint_slot`], [`monitor_common::cgroup_hint_slot`]):
+/// set before a process or cgroup enters `WATCH_TGIDS` or `WATCH_CGROUPS`, never cleared
+/// while loaded. Unset: not watched, told by an inlined array read instead of a hash look-up.
+#[map]
+pub static WATCH_HINTS: Array<u8> = Array::with_max_entries(WATCH_HINT_SLOTS, 0);
+
+/// Whether hint `slot` is set (a watched process or cgroup may be there).
+#[inline(always)]
+fn hinted(slot: u32) -> bool {
+    WATCH_HINTS.get(slot).is_some_and(|b| *b != 0)
+}
 
 /// Process names that start a watch at exec (comm -> watch tag).
 #[map]
@@ -190,10 +202,12 @@ pub fn watched(tgid: u32) -> Option<u32> {
 
 /// Why the current process is watched: its tag, and its cgroup's id when that had to be
 /// read to tell (a record's header needs it too: each helper call counts on a connect).
+/// A plain id, 0 when not read: an `Option`'s payload is left undefined when `None`, and
+/// LLVM may then spill a register the verifier has never seen written.
 #[derive(Clone, Copy)]
 pub struct Watch {
     pub tag: u32,
-    pub cgroup_id: Option<u64>,
+    pub cgroup_id: u64,
 }
 
 /// [`watched`], keeping the cgroup id it read.
@@ -203,24 +217,29 @@ pub fn watch_of(tgid: u32) -> Option<Watch> {
     if mode & MODE_ALL != 0 {
         return Some(Watch {
             tag: WATCH_TAG_ALL,
-            cgroup_id: None,
+            cgroup_id: 0,
         });
     }
-    // SAFETY: values are plain u32s; a concurrent update can only give another valid tag.
-    if let Some(tag) = unsafe { WATCH_TGIDS.get(tgid) } {
-        return Some(Watch {
-            tag: *tag,
-            cgroup_id: None,
-        });
+    if hinted(monitor_common::tgid_hint_slot(tgid)) {
+        // SAFETY: values are plain u32s; a concurrent update can only give another valid tag.
+        if let Some(tag) = unsafe { WATCH_TGIDS.get(tgid) } {
+            return Some(Watch {
+                tag: *tag,
+                cgroup_id: 0,
+            });
+        }
     }
     if mode & MODE_CGROUPS != 0 {
         // SAFETY: no pointer arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        if !hinted(monitor_common::cgroup_hint_slot(cgroup)) {
+            return None;
+        }
         // SAFETY: plain u32 values; a concurrent update can only give another valid tag.
         if let Some(tag) = unsafe { WATCH_CGROUPS.get(cgroup) } {
             return Some(Watch {
                 tag: *tag,
-                cgroup_id: Some(cgroup),
+                cgroup_id: cgroup,
             });
         }
     }
@@ -230,6 +249,12 @@ pub fn watch_of(tgid: u32) -> Option<Watch> {
 /// Marks `tgid` as watched with `tag`, counting a full table.
 #[inline(always)]
 pub fn watch(tgid: u32, tag: u32) {
+    // The hint first: a look-up that finds it set asks the table, which may not have the
+    // entry yet, never the other way round.
+    if let Some(hint) = WATCH_HINTS.get_ptr_mut(monitor_common::tgid_hint_slot(tgid)) {
+        // SAFETY: a byte of the array; concurrent writers only ever write 1.
+        unsafe { core::ptr::write_volatile(hint, 1) };
+    }
     if WATCH_TGIDS.insert(tgid, tag, 0).is_err() {
         count(Counter::WatchTableFull);
     }

@@ -137,6 +137,7 @@ pub const MAPS: &[&str] = &[
     map::WATCH_TGIDS,
     map::WATCH_NAMES,
     map::WATCH_CGROUPS,
+    map::WATCH_HINTS,
     map::SOCK_WATCH,
     map::SOCK_STATE,
     map::UDP_SEEN,

@@ -305,7 +305,19 @@ impl Sensor {
             .map_err(map_err(name))
     }
 
+    /// Sets `slot` of `WATCH_HINTS` (before the entry it hints at is inserted).
+    fn hint(&mut self, slot: u32) -> Result<(), SensorError> {
+        let mut hints: aya::maps::Array<&mut MapData, u8> = self
+            .ebpf
+            .map_mut(map::WATCH_HINTS)
+            .ok_or(SensorError::Missing(map::WATCH_HINTS))?
+            .try_into()
+            .map_err(map_err(map::WATCH_HINTS))?;
+        hints.set(slot, 1, 0).map_err(map_err(map::WATCH_HINTS))
+    }
+
     pub fn watch_tgid(&mut self, tgid: u32, tag: u32) -> Result<(), SensorError> {
+        self.hint(monitor_common::tgid_hint_slot(tgid))?;
         self.hash::<u32, u32>(map::WATCH_TGIDS)?
             .insert(tgid, tag, 0)
             .map_err(map_err(map::WATCH_TGIDS))?;
@@ -348,6 +360,7 @@ impl Sensor {
     }
 
     pub fn watch_cgroup(&mut self, id: u64, tag: u32) -> Result<(), SensorError> {
+        self.hint(monitor_common::cgroup_hint_slot(id))?;
         self.hash::<u64, u32>(map::WATCH_CGROUPS)?
             .insert(id, tag, 0)
             .map_err(map_err(map::WATCH_CGROUPS))
