@@ -567,3 +567,25 @@ mod pod {
 
 /// Byte offset of `kind` inside every record, for decoders.
 pub const KIND_OFFSET: usize = core::mem::offset_of!(EventHeader, kind);
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn watch_hint_slots_stay_in_the_array_and_spread_cgroup_ids() {
+        for tgid in [0, 1, WATCH_HINT_SLOTS - 1, WATCH_HINT_SLOTS, u32::MAX] {
+            assert!(tgid_hint_slot(tgid) < WATCH_HINT_SLOTS);
+        }
+        for id in [0, 1, u32::MAX as u64, u64::MAX] {
+            assert!(cgroup_hint_slot(id) < WATCH_HINT_SLOTS);
+        }
+        // Consecutive inode numbers (sibling cgroups) land in different slots.
+        let mut slots = [0u32; 64];
+        for (i, s) in slots.iter_mut().enumerate() {
+            *s = cgroup_hint_slot(1_000 + i as u64);
+        }
+        slots.sort_unstable();
+        assert!(slots.windows(2).all(|w| w[0] != w[1]), "{slots:?}");
+    }
+}

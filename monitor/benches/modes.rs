@@ -110,14 +110,9 @@ fn watched(
         w.iter().zip(&a).map(|(w, a)| w / a).collect()
     };
     let (p50_ratios, p99_ratios) = (ratios("p50_ns"), ratios("p99_ns"));
+    let (p50_ratio, p99_ratio) = (median(p50_ratios.clone()), median(p99_ratios));
     let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
-    let fig = |f: &str| {
-        median(
-            runs.iter()
-                .map(|r| r.figures[f].as_f64().unwrap())
-                .collect(),
-        )
-    };
+    let fig = |f: &str| median(of(&runs, f));
     let mut programs = serde_json::Map::new();
     let (mut total, mut above) = (0.0, 0.0);
     let names: std::collections::BTreeSet<&String> =
@@ -152,16 +147,16 @@ fn watched(
     eprintln!(
         "modes: {name} ({kind}): connect p50 {:.1} us, {:.3}x the run alone of its pair (median of {PAIRS} pairs; the pairs: {:?}, the middle half spreading {:.1} %), p99 {:.1} us ({:.3}x); in-kernel {total:.0} ns a connect ({above:.0} above the floor), reader woken {woke} times in {CONNECTS}, the monitor's CPU {monitor:?} ns a connect, {programs:?}",
         fig("p50_ns") / 1e3,
-        median(p50_ratios.clone()),
+        p50_ratio,
         p50_ratios.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
         iqr_of(&p50_ratios) * 100.0,
         fig("p99_ns") / 1e3,
-        median(p99_ratios.clone()),
+        p99_ratio,
     );
     json!({"connect_p50_ns": fig("p50_ns"), "connect_p99_ns": fig("p99_ns"), "reader_wakeups": woke,
         "alone_p50_ns": median(of(&alone, "p50_ns")), "alone_p99_ns": median(of(&alone, "p99_ns")),
-        "connect_p50_ratio": round3(median(p50_ratios.clone())),
-        "connect_p99_ratio": round3(median(p99_ratios)),
+        "connect_p50_ratio": round3(p50_ratio),
+        "connect_p99_ratio": round3(p99_ratio),
         "p50_ratio_of_pairs": p50_ratios.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
         "p50_ratio_iqr": round3(iqr_of(&p50_ratios)),
         "p50_ns_of_runs": of(&runs, "p50_ns"), "alone_p50_ns_of_runs": of(&alone, "p50_ns"),

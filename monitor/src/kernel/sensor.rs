@@ -305,15 +305,22 @@ impl Sensor {
             .map_err(map_err(name))
     }
 
+    fn array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<aya::maps::Array<&mut MapData, V>, SensorError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(SensorError::Missing(name))?
+            .try_into()
+            .map_err(map_err(name))
+    }
+
     /// Sets `slot` of `WATCH_HINTS` (before the entry it hints at is inserted).
     fn hint(&mut self, slot: u32) -> Result<(), SensorError> {
-        let mut hints: aya::maps::Array<&mut MapData, u8> = self
-            .ebpf
-            .map_mut(map::WATCH_HINTS)
-            .ok_or(SensorError::Missing(map::WATCH_HINTS))?
-            .try_into()
-            .map_err(map_err(map::WATCH_HINTS))?;
-        hints.set(slot, 1, 0).map_err(map_err(map::WATCH_HINTS))
+        self.array::<u8>(map::WATCH_HINTS)?
+            .set(slot, 1, 0)
+            .map_err(map_err(map::WATCH_HINTS))
     }
 
     pub fn watch_tgid(&mut self, tgid: u32, tag: u32) -> Result<(), SensorError> {
@@ -348,13 +355,7 @@ impl Sensor {
             captured: 0,
             watch_tag: tag,
         };
-        let mut slots: aya::maps::Array<&mut MapData, monitor_common::SockWatch> = self
-            .ebpf
-            .map_mut(map::SOCK_WATCH)
-            .ok_or(SensorError::Missing(map::SOCK_WATCH))?
-            .try_into()
-            .map_err(map_err(map::SOCK_WATCH))?;
-        slots
+        self.array::<monitor_common::SockWatch>(map::SOCK_WATCH)?
             .set(monitor_common::sock_watch_slot(cookie), watch, 0)
             .map_err(map_err(map::SOCK_WATCH))
     }
